@@ -1,0 +1,55 @@
+"""The ``assay`` command group and the shared error handling / JSON output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..errors import AssayError
+
+
+class AssayGroup(click.Group):
+    """Prints an AssayError as one line (``error: ...``) and exits 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AssayError as exc:
+            if ctx.find_root().params.get("json_errors") or "--json" in sys.argv:
+                click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+            else:
+                click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=AssayGroup)
+@click.version_option(package_name="assay")
+def cli() -> None:
+    """assay: distill an LLM-as-judge metric into a small, fast, calibrated evaluator."""
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    """Print ``data`` as JSON with --json, else ``text`` (or a readable dump)."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text if text is not None else _readable(data))
+
+
+def _readable(data: Any, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        lines = []
+        for k, v in data.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(_readable(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {v}")
+        return "\n".join(lines)
+    if isinstance(data, list):
+        return "\n".join(f"{pad}- {json.dumps(v, default=str) if isinstance(v, dict) else v}" for v in data)
+    return f"{pad}{data}"

@@ -1,0 +1,145 @@
+"""The run configuration: one YAML file reproduces a run (CLI, SDK and server share it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import AssayError
+from .metrics import MetricSpec, load_metric
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    test_set: str  # labeled rows: split into seeds (shown to generation) and held-out evaluation rows
+    train_set: str | None = None  # labeled training rows (uploaded logs): skips generation
+    columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> column in the files
+    label_map: dict[str, str] = Field(default_factory=dict)  # file label -> metric label
+    seed_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    limit: int | None = Field(None, ge=1)  # read at most this many rows of each file
+    train_on_seeds: bool = True  # add the seed rows to the training rows
+
+
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = None  # None: the family's default (attention + MLP projections)
+
+
+class ModelConfig(_Strict):
+    family: Literal["encoder", "decoder"] = "encoder"
+    # "minilm" and "smollm2" are the embedded defaults (from PyPI packages); else a local path or hub id.
+    base: str | None = None  # None: minilm for encoder, smollm2 for decoder
+    max_length: int = Field(256, ge=16)
+    lora: LoraConfig | None = Field(default_factory=LoraConfig)  # null: full fine-tune
+
+    @property
+    def base_name(self) -> str:
+        return self.base or ("minilm" if self.family == "encoder" else "smollm2")
+
+
+class TrainingConfig(_Strict):
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (overrides epochs)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float | None = Field(None, gt=0)  # None: the family's default
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    seed: int = 0
+    class_weighting: Literal["balanced", "sqrt", "none"] = "balanced"
+    calibration_fraction: float = Field(0.15, ge=0, lt=0.5)  # of training rows, for temperature + threshold
+    threshold_objective: Literal["f1", "kappa", "precision", "recall", "none"] = "f1"
+    threshold_target: float | None = Field(None, gt=0, lt=1)  # for precision/recall: the level to reach
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it
+    eval_batch_size: int = Field(32, ge=1)
+    num_threads: int | None = None  # torch CPU threads; None: torch's default
+
+
+class ReportConfig(_Strict):
+    bootstrap: int = Field(1000, ge=0)
+    cost_per_hour: float = Field(0.10, ge=0)  # $/hour of the machine that scores (2 vCPU default)
+    judge_cost_per_eval: float = Field(0.05, ge=0)  # frontier judge, for comparison
+    latency_rows: int = Field(64, ge=1)  # rows timed for latency and throughput
+    baselines: bool = True
+
+
+class Config(_Strict):
+    metric: str | dict[str, Any]  # preset name, YAML path, or an inline spec
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainingConfig = Field(default_factory=TrainingConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    generate: dict[str, Any] | None = None  # synthetic training data (see assay.synth)
+    judge: dict[str, Any] | None = None  # the teacher LLM, e.g. {model: "openai/gpt-4o-mini"}
+    output: str | None = None  # artifact directory; None: runs/<metric name>
+    base_dir: str | None = Field(None, exclude=True)  # where relative paths are resolved
+
+    def metric_spec(self) -> MetricSpec:
+        m = self.metric
+        if isinstance(m, str) and self.base_dir and (m.endswith((".yaml", ".yml", ".json"))):
+            m = str(self.path(m))
+        return load_metric(m)
+
+    def path(self, p: str | None) -> Path | None:
+        """A path from the config, resolved against the config file's folder."""
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        if not q.is_absolute() and self.base_dir:
+            q = Path(self.base_dir) / q
+        return q
+
+    def output_dir(self) -> Path:
+        out = self.output or f"runs/{self.metric_spec().name}"
+        return self.path(out)  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"base_dir"})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, source: str = "config") -> Config:
+    """A Config from a mapping; validation problems become one clear AssayError."""
+    if not isinstance(data, dict):
+        raise AssayError("a YAML mapping with metric and data", f"a {type(data).__name__}",
+                         "see examples/ for a config", code="invalid_config")
+    try:
+        cfg = Config(**data, base_dir=str(base_dir) if base_dir else None)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = err.get("msg", "invalid value")
+        if err.get("type") == "extra_forbidden":
+            msg = f"an unknown key '{where}'"
+        elif err.get("type") == "missing":
+            msg = f"no '{where}'"
+        raise AssayError(f"a valid '{where}' in {source}", msg,
+                         f"correct '{where}' (see examples/*/config.yaml for every key)",
+                         code="invalid_config") from None
+    cfg.metric_spec()  # validate the metric early
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a run config YAML; relative paths in it are relative to the file."""
+    path = Path(path)
+    if not path.exists():
+        raise AssayError("a config YAML file", f"no file at {path}", "check the path", code="not_found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AssayError("valid YAML", f"a YAML error: {str(exc).splitlines()[0]}", f"fix {path.name}",
+                         code="invalid_config") from None
+    return config_from_dict(data, base_dir=path.parent.resolve(), source=path.name)

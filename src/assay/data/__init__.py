@@ -1,0 +1,22 @@
+"""Datasets: read CSV/JSONL/Parquet, map columns, validate against a metric, split."""
+
+from ._io import CANONICAL, normalize_label, read_records, row_hash, rows_hash, to_rows, write_rows
+from ._load import load_rows
+from ._split import Split, split_rows
+from ._validate import RowProblem, Validation, validate_rows
+
+__all__ = [
+    "CANONICAL",
+    "RowProblem",
+    "Split",
+    "Validation",
+    "load_rows",
+    "normalize_label",
+    "read_records",
+    "row_hash",
+    "rows_hash",
+    "split_rows",
+    "to_rows",
+    "validate_rows",
+    "write_rows",
+]

@@ -1,0 +1,187 @@
+"""The metric: what the judge is asked, what shape of input it reads, what it may answer."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import AssayError
+
+
+class InputShape(str, Enum):
+    """Which fields of a row the metric reads."""
+
+    message = "message"  # a single message: input
+    input_output = "input_output"  # a request and the response being judged
+    rag = "rag"  # input, output and the retrieved context
+    tools = "tools"  # input, the tool schemas and the call(s) made (output)
+    trace = "trace"  # a full agent trajectory (output holds the messages/spans)
+    session = "session"  # several turns of a conversation (output holds the turns)
+
+
+# Fields each shape needs on every row, and placeholders its template may use.
+REQUIRED_FIELDS: dict[InputShape, tuple[str, ...]] = {
+    InputShape.message: ("input",),
+    InputShape.input_output: ("input", "output"),
+    InputShape.rag: ("input", "output", "context"),
+    InputShape.tools: ("input", "output", "tools"),
+    InputShape.trace: ("output",),
+    InputShape.session: ("output",),
+}
+PLACEHOLDERS = ("input", "output", "context", "tools")
+_PLACEHOLDER = re.compile(r"\{(input|output|context|tools)\}")
+
+BOOLEAN_LABELS = ("true", "false")
+
+
+class MetricSpec(BaseModel):
+    """A judge metric: name, output type, input shape and judge prompt template.
+
+    The template uses ``{input}``, ``{output}``, ``{context}`` and ``{tools}`` placeholders;
+    other braces (JSON examples) are left as they are.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", max_length=64)
+    description: str = ""
+    output: Literal["boolean", "categorical"] = "boolean"
+    labels: tuple[str, ...] = BOOLEAN_LABELS
+    shape: InputShape = InputShape.message
+    prompt: str
+    label_descriptions: dict[str, str] = Field(default_factory=dict)
+    # Word the decoder reads for each label; its first token must differ between labels.
+    verbalizers: dict[str, str] = Field(default_factory=dict)
+    # The label that counts as a failing verdict (boolean: "true" means the problem is present).
+    positive_label: str | None = None
+    severity: Literal["low", "medium", "high"] = "medium"
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetricSpec":
+        if self.output == "boolean" and tuple(self.labels) != BOOLEAN_LABELS:
+            raise ValueError(
+                f"a boolean metric has labels ['true', 'false'], not {list(self.labels)}; "
+                "use output: categorical for other label sets"
+            )
+        if self.output == "categorical":
+            if len(self.labels) < 2:
+                raise ValueError("a categorical metric needs at least two labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"labels repeat: {list(self.labels)}")
+        unknown = set(self.label_descriptions) | set(self.verbalizers)
+        unknown -= set(self.labels)
+        if unknown:
+            raise ValueError(f"descriptions/verbalizers name unknown labels {sorted(unknown)}")
+        if self.positive_label is not None and self.positive_label not in self.labels:
+            raise ValueError(f"positive_label '{self.positive_label}' is not one of {list(self.labels)}")
+        used = set(_PLACEHOLDER.findall(self.prompt))
+        if not used:
+            raise ValueError(
+                "the prompt uses none of the placeholders {input}, {output}, {context}, {tools}"
+            )
+        missing = [f for f in REQUIRED_FIELDS[self.shape] if f not in used]
+        if missing:
+            raise ValueError(
+                f"shape '{self.shape.value}' judges {list(REQUIRED_FIELDS[self.shape])} "
+                f"but the prompt has no {{{missing[0]}}} placeholder"
+            )
+        return self
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def is_binary(self) -> bool:
+        return len(self.labels) == 2
+
+    @property
+    def positive(self) -> str:
+        """The label scored as P(positive); 'true' for boolean metrics."""
+        return self.positive_label or self.labels[0]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Row fields the prompt reads."""
+        return tuple(f for f in PLACEHOLDERS if "{" + f + "}" in self.prompt)
+
+    def verbalizer(self, label: str) -> str:
+        """The word (with a leading space) the decoder's next token stands for."""
+        word = self.verbalizers.get(label, label)
+        return word if word.startswith(" ") else " " + word
+
+    # --- io ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["labels"] = list(self.labels)
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def metric_from_dict(data: dict[str, Any], source: str = "metric") -> MetricSpec:
+    """Build a MetricSpec, turning validation problems into one clear AssayError."""
+    if not isinstance(data, dict):
+        raise AssayError(
+            f"{source} to be a mapping with name, output, shape and prompt",
+            f"a {type(data).__name__}",
+            "write the metric as YAML keys (see `assay presets` for examples)",
+            code="invalid_metric",
+        )
+    try:
+        return MetricSpec(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "metric"
+        found = err.get("msg", "invalid value").removeprefix("Value error, ")
+        raise AssayError(
+            f"a valid {where} in {source}",
+            found,
+            _fix_for(where),
+            code="invalid_metric",
+        ) from None
+
+
+def _fix_for(where: str) -> str:
+    return {
+        "name": "use lowercase letters, digits, '_' or '-' (at most 64 characters)",
+        "output": "set output to 'boolean' or 'categorical'",
+        "shape": "set shape to one of " + ", ".join(s.value for s in InputShape),
+        "prompt": "write a prompt template that uses the shape's placeholders, e.g. {input}",
+    }.get(where, "correct that field of the metric (see `assay presets` for examples)")
+
+
+def load_metric(source: str | Path | dict[str, Any] | MetricSpec) -> MetricSpec:
+    """A metric from a preset name, a YAML file path, a mapping, or a MetricSpec."""
+    from ._presets import get_preset, list_presets
+
+    if isinstance(source, MetricSpec):
+        return source
+    if isinstance(source, dict):
+        if "preset" in source:
+            base = get_preset(source["preset"]).to_dict()
+            base.update({k: v for k, v in source.items() if k != "preset"})
+            return metric_from_dict(base, f"metric (preset {source['preset']})")
+        return metric_from_dict(source)
+    text = str(source)
+    if text in list_presets():
+        return get_preset(text)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.exists():
+            raise AssayError(
+                "a metric YAML file", f"no file at {path}", "check the path", code="not_found"
+            )
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and "metric" in data and "prompt" not in data:
+            data = data["metric"]
+        return load_metric(data) if isinstance(data, dict) else metric_from_dict(data, str(path))
+    raise AssayError(
+        "a preset name or a metric YAML path",
+        f"'{text}'",
+        "use one of the presets " + ", ".join(list_presets()) + " or a path to a YAML file",
+        code="not_found",
+    )
