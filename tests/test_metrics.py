@@ -1,0 +1,88 @@
+import pytest
+
+from assay import AssayError, MetricSpec, get_preset, list_presets, load_metric, render
+from assay.metrics import InputShape
+
+
+def test_every_preset_loads_and_renders_its_fields():
+    names = list_presets()
+    assert {"toxicity", "prompt_injection", "context_adherence", "pii", "tool_call_correctness"} <= set(names)
+    row = {"input": "IN", "output": "OUT", "context": "CTX", "tools": [{"name": "f"}]}
+    for name in names:
+        spec = get_preset(name)
+        text = render(spec, row)
+        for field in spec.fields:
+            marker = {"input": "IN", "output": "OUT", "context": "CTX", "tools": '"name": "f"'}[field]
+            assert marker in text, (name, field)
+        assert "{input}" not in text and "{output}" not in text
+
+
+def test_boolean_metric_has_true_false_and_positive():
+    spec = get_preset("toxicity")
+    assert spec.labels == ("true", "false") and spec.is_binary and spec.positive == "true"
+    assert spec.verbalizer("true") == " true"
+
+
+def test_categorical_verbalizers_and_positive():
+    spec = get_preset("toxicity_3class")
+    assert spec.labels == ("hate_speech", "offensive_language", "neither")
+    assert spec.verbalizer("offensive_language") == " offensive"
+    assert spec.positive == "hate_speech"
+
+
+def test_load_metric_from_yaml_dict_and_preset_override(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(get_preset("pii").to_yaml())
+    assert load_metric(str(path)) == get_preset("pii")
+    spec = load_metric({"preset": "toxicity", "name": "toxicity_v2", "severity": "low"})
+    assert spec.name == "toxicity_v2" and spec.severity == "low" and spec.prompt == get_preset("toxicity").prompt
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"name": "x", "prompt": "no placeholder"}, "placeholders"),
+        ({"name": "x", "shape": "rag", "prompt": "{input} {output}"}, "{context}"),
+        ({"name": "x", "output": "boolean", "labels": ["yes", "no"], "prompt": "{input}"}, "categorical"),
+        ({"name": "Bad Name", "prompt": "{input}"}, "lowercase"),
+        ({"name": "x", "shape": "video", "prompt": "{input}"}, "shape"),
+        ({"name": "x", "output": "categorical", "labels": ["a", "a"], "prompt": "{input}"}, "repeat"),
+    ],
+)
+def test_invalid_metrics_give_one_clear_line(data, fragment):
+    with pytest.raises(AssayError) as err:
+        load_metric(data)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("expected ") and "Fix:" in msg
+    assert fragment in msg
+
+
+def test_unknown_preset_lists_the_presets():
+    with pytest.raises(AssayError, match="toxicity"):
+        load_metric("no_such_metric")
+
+
+def test_trace_shape_renders_messages():
+    spec = MetricSpec(name="t", shape=InputShape.trace, prompt="Trace:\n{output}")
+    text = render(spec, {"output": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo",
+                                                                         "tool_calls": [{"name": "f"}]}]})
+    assert "user: hi" in text and "assistant: yo [tool_calls]" in text
+
+
+def test_truncation_keeps_the_judged_field_whole():
+    spec = get_preset("context_adherence")
+    answer = "the answer being judged " * 5
+    row = {"input": "q " * 50, "context": "context word " * 400, "output": answer}
+    text = render(spec, row, budget=200)
+    assert answer.strip() in text
+    assert "[...]" in text
+    assert len(text.split()) <= 200 + 5  # the marker adds a token per cut field
+    # nothing is cut when it fits
+    small = {"input": "q", "context": "c", "output": "a"}
+    assert "[...]" not in render(spec, small, budget=200)
+
+
+def test_truncation_cuts_the_judged_field_only_when_it_alone_is_too_long():
+    spec = get_preset("toxicity")
+    text = render(spec, {"input": "word " * 1000}, budget=100)
+    assert "[...]" in text and len(text.split()) <= 105
