@@ -24,3 +24,10 @@ def test_bad_input_is_one_error_line_and_exit_2(shared_data):
     assert out.exit_code == 2
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: expected") and "Traceback" not in out.output
+
+
+def test_json_flag_gives_the_json_error_shape(shared_data):
+    out = CliRunner().invoke(cli, ["validate", str(shared_data / "toxicity_davidson.jsonl"), "-m", "toxicity", "--json"])
+    assert out.exit_code == 2
+    err = json.loads(out.output)["error"]
+    assert err["code"] == "invalid_rows" and set(err) == {"code", "message", "expected", "found", "fix"}

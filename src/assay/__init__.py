@@ -1,5 +1,6 @@
 """assay: distill an LLM-as-judge metric into a small, fast, calibrated evaluator."""
 
+from .client import Client
 from .config import Config, load_config
 from .data import load_rows, split_rows, validate_rows
 from .errors import AssayError
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AssayError",
+    "Client",
     "Config",
     "InputShape",
     "MetricSpec",

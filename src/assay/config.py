@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import AssayError
 from .metrics import MetricSpec, load_metric
@@ -73,14 +73,64 @@ class ReportConfig(_Strict):
     baselines: bool = True
 
 
+class PriceConfig(_Strict):
+    input: float = Field(ge=0)  # dollars per million input (prompt) tokens
+    output: float = Field(ge=0)  # dollars per million output (completion) tokens
+
+
+class ProviderConfig(_Strict):
+    """An LLM behind a provider: ``provider/model`` plus how to call it (see assay.providers)."""
+
+    model: str = Field(pattern=r"^[A-Za-z0-9_.\-]+/.+$")  # e.g. openai/gpt-4o-mini, anthropic/..., mock/teacher
+    base_url: str | None = None  # OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama...); None: the provider's
+    api_key_env: str | None = None  # env variable holding the key; None: <PROVIDER>_API_KEY, then $ASSAY_HOME
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout: float = Field(60, gt=0)  # seconds per request
+    max_retries: int = Field(4, ge=0)  # on 429, 5xx, timeouts and malformed responses
+    temperature: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    cache: str | bool = True  # True: $ASSAY_HOME/cache.db; a path; False: no cache
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # "provider/model" (globs ok) -> $/1M tokens
+    options: dict[str, Any] = Field(default_factory=dict)  # provider-specific (mock behaviour, extra body)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+
+class GenerateConfig(ProviderConfig):
+    """Synthetic training rows from the seed rows (see assay.synth); the fields above pick the generator."""
+
+    target_size: int = Field(2000, ge=1)
+    # "balanced": equal rows per label; "seeds": the seeds' proportions; or {label: weight}.
+    label_distribution: Literal["balanced", "seeds"] | dict[str, float] = "balanced"
+    strategies: dict[Literal["paraphrase", "swap", "typos", "tighten_loosen", "flip", "create"], float] = Field(
+        default_factory=lambda: {"paraphrase": 0.25, "swap": 0.15, "typos": 0.1, "tighten_loosen": 0.1,
+                                 "flip": 0.15, "create": 0.25})
+    seeds_per_call: int = Field(3, ge=1, le=20)
+    rows_per_call: int = Field(5, ge=1, le=50)
+    overgenerate: float = Field(1.3, ge=1)  # ask for this many times the rows still missing (filters drop some)
+    max_rounds: int = Field(3, ge=1)  # top-up rounds while filters leave the set short
+    supervise: bool = True  # the judge labels every generated row
+    on_disagreement: Literal["drop", "relabel"] = "drop"  # judge label != intended label
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)  # char 5-gram Jaccard, within the set
+    leakage_threshold: float = Field(0.7, gt=0, le=1)  # char 5-gram Jaccard against held-out rows
+    distribution_warning: float = Field(1.5, gt=0)  # warn when synthetic->seed kNN distance / seed->seed exceeds it
+    review_size: int = Field(50, ge=0)
+    seed: int = 0
+    output: str | None = None  # folder for train.jsonl, data_report.json, review files; None: <output>/data
+    feedback: list[str] = Field(default_factory=list)  # extra instructions for every generation prompt
+
+
 class Config(_Strict):
     metric: str | dict[str, Any]  # preset name, YAML path, or an inline spec
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainingConfig = Field(default_factory=TrainingConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
-    generate: dict[str, Any] | None = None  # synthetic training data (see assay.synth)
-    judge: dict[str, Any] | None = None  # the teacher LLM, e.g. {model: "openai/gpt-4o-mini"}
+    generate: GenerateConfig | None = None  # synthetic training data (see assay.synth)
+    judge: ProviderConfig | None = None  # the teacher LLM, e.g. {model: "openai/gpt-4o-mini"}
     output: str | None = None  # artifact directory; None: runs/<metric name>
     base_dir: str | None = Field(None, exclude=True)  # where relative paths are resolved
 
@@ -102,6 +152,12 @@ class Config(_Strict):
     def output_dir(self) -> Path:
         out = self.output or f"runs/{self.metric_spec().name}"
         return self.path(out)  # type: ignore[return-value]
+
+    def data_dir(self) -> Path:
+        """Where generated training rows, the data report and review files go."""
+        if self.generate is not None and self.generate.output:
+            return self.path(self.generate.output)  # type: ignore[return-value]
+        return self.output_dir() / "data"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"base_dir"})

@@ -15,10 +15,11 @@ class AssayGroup(click.Group):
     """Prints an AssayError as one line (``error: ...``) and exits 2, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        argv = [*getattr(ctx, "_protected_args", []), *ctx.args]  # consumed by invoke
         try:
             return super().invoke(ctx)
         except AssayError as exc:
-            if ctx.find_root().params.get("json_errors") or "--json" in sys.argv:
+            if "--json" in argv:
                 click.echo(json.dumps({"error": exc.to_dict()}), err=True)
             else:
                 click.echo(f"error: {exc}", err=True)

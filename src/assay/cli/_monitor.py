@@ -1,0 +1,342 @@
+"""``assay traces``, ``eval``, ``monitor``, ``review``, ``drift`` and ``batch-score``: the online side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from ..errors import AssayError
+from ._app import cli, emit
+
+
+def _gates(items: tuple[str, ...]) -> list[dict[str, Any]]:
+    out = []
+    for g in items:
+        try:
+            d = yaml.safe_load(g)
+        except yaml.YAMLError:
+            d = None
+        if not isinstance(d, dict):
+            raise AssayError("--gate as an inline mapping like '{type: pii, field: output}'", f"'{g}'",
+                             "quote the mapping", code="invalid_input")
+        out.append({"gate": d})
+    return out
+
+
+def _band(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise AssayError("--band LOW,HIGH like 0.3,0.7", f"'{text}'", "pass two numbers", code="invalid_input") from None
+    return lo, hi
+
+
+def _run_config(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...]) -> Any:
+    from ..monitor._config import RunConfig, load_run_config
+
+    cfg = load_run_config(config) if config else RunConfig()
+    cfg.evaluators = list(cfg.evaluators) + [{"artifact": m} for m in metrics] + _gates(gates)
+    if not cfg.evaluators:
+        raise AssayError("at least one evaluator", "none", "pass --metric ARTIFACT_DIR, --gate or a config file",
+                         code="invalid_input")
+    return cfg
+
+
+def _route(cfg: Any, band: str | None, audit_rate: float | None, seed: int | None) -> Any:
+    from ..monitor import RouteConfig
+
+    data = cfg.route.model_dump()
+    if band is not None:
+        data["band"] = _band(band)
+    if audit_rate is not None:
+        data["audit_rate"] = audit_rate
+    if seed is not None:
+        data["seed"] = seed
+    try:
+        return RouteConfig(**data)
+    except Exception as exc:  # pydantic error -> one line
+        raise AssayError("a valid routing setup", str(exc).splitlines()[-1].strip(), "fix --band / --audit-rate",
+                         code="invalid_input") from None
+
+
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("--metric", "-m", "metrics", multiple=True, help="Preset or metric YAML: show how many traces fit it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def traces(source: str, metrics: tuple[str, ...], as_json: bool) -> None:
+    """Read a trace file (OTel/OpenInference spans, LangSmith runs, plain JSONL) and report what it holds."""
+    from ..metrics import load_metric
+    from ..monitor import read_traces, rows_for
+
+    ing = read_traces(source)
+    out = ing.summary()
+    for m in metrics:
+        spec = load_metric(m)
+        rows, skipped = rows_for(ing.traces, spec)
+        out.setdefault("metrics", {})[spec.name] = {"shape": spec.shape.value, "rows": len(rows),
+                                                     "skipped": dict(skipped)}
+    emit(out, as_json)
+
+
+@cli.command("eval")
+@click.argument("config", required=False, type=click.Path())
+@click.option("--metric", "-m", "metrics", multiple=True, help="Evaluator artifact directory (repeatable).")
+@click.option("--gate", "gates", multiple=True, help="A gate as inline YAML, e.g. '{type: pii}' (repeatable).")
+@click.option("--data", "-d", help="Golden set or trace file (overrides the config's dataset).")
+@click.option("--smoke", type=int, help="Evaluate a fixed subset of N traces.")
+@click.option("--parallel", type=int, help="Worker threads.")
+@click.option("--batch-size", type=int)
+@click.option("--seed", type=int, help="Seed of the smoke subset.")
+@click.option("--out", "out", type=click.Path(), help="Also write the report JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_cmd(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...], data: str | None,
+             smoke: int | None, parallel: int | None, batch_size: int | None, seed: int | None, out: str | None,
+             as_json: bool) -> None:
+    """Run evaluators and gates over a dataset: pass rates, failures with trace ids, histograms."""
+    from ..monitor import Eval
+
+    cfg = _run_config(config, metrics, gates)
+    dataset = data or cfg.dataset
+    if not dataset:
+        raise AssayError("a dataset", "none", "pass --data FILE or set dataset: in the config", code="invalid_input")
+    ev = Eval(cfg.evaluators, dataset, name=cfg.name, batch_size=batch_size or cfg.batch_size)
+    report = ev.run(parallel=parallel or cfg.parallel, smoke=smoke or cfg.smoke,
+                    seed=cfg.seed if seed is None else seed)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    emit(report, as_json, _eval_text(report))
+
+
+def _eval_text(r: dict[str, Any]) -> str:
+    d = r["dataset"]
+    lines = [f"eval {r['eval']}: {d['evaluated']} of {d['traces']} traces in {r['seconds']}s"]
+    probs = d["ingest"]["problems"]
+    if probs:
+        lines.append("  ingest problems: " + ", ".join(f"{k} {v}" for k, v in probs.items()))
+    for name, m in r["metrics"].items():
+        rate = "n/a" if m["pass_rate"] is None else f"{m['pass_rate']:.1%}"
+        line = f"  {name:32s} {m['kind']:9s} pass {rate:>7s}  ({m['passed']}/{m['scored']})"
+        if m.get("agreement"):
+            line += f"  kappa vs labels {m['agreement']['kappa']}"
+        if m["skipped"]:
+            line += "  skipped " + ", ".join(f"{k} {v}" for k, v in m["skipped"].items())
+        lines.append(line)
+        for f in m["failures"][:3]:
+            lines.append(f"      fail {f['trace_id']}: {f['label']} {f['reason'] or ''}".rstrip())
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--config", "-c", "config", type=click.Path(), help="Monitor YAML (evaluators, route, db).")
+@click.option("--metric", "-m", "metrics", multiple=True, help="Evaluator artifact directory (repeatable).")
+@click.option("--gate", "gates", multiple=True, help="A standalone gate as inline YAML (repeatable).")
+@click.option("--source", type=click.Path(), help="Trace file to read (JSONL or JSON).")
+@click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to --source (tail -f).")
+@click.option("--http", "http_port", type=int, help="Serve an ingest endpoint on this port instead.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for --http.")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--band", help="Uncertainty band on P(positive), e.g. 0.3,0.7.")
+@click.option("--audit-rate", type=float, help="Share of confident passes sent to review (default 0.05).")
+@click.option("--seed", type=int, help="Seed of the audit sample.")
+@click.option("--batch-size", type=int)
+@click.option("--settle", type=float, help="Seconds a trace's spans may keep arriving (follow/http).")
+@click.option("--max-traces", type=int, help="Stop after this many traces.")
+@click.option("--idle-timeout", type=float, help="With --follow: stop after this many seconds without new lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def monitor(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...], source: str | None, follow: bool,
+            http_port: int | None, host: str, db: str | None, band: str | None, audit_rate: float | None,
+            seed: int | None, batch_size: int | None, settle: float | None, max_traces: int | None,
+            idle_timeout: float | None, as_json: bool) -> None:
+    """Score every trace, store verdicts, route uncertain / failing / audited ones to review."""
+    from ..monitor import IngestServer, Monitor, Store
+
+    if (source is None) == (http_port is None):
+        raise AssayError("one trace source", "both --source and --http" if source else "neither",
+                         "pass --source FILE [--follow] or --http PORT", code="invalid_input")
+    cfg = _run_config(config, metrics, gates)
+    route = _route(cfg, band, audit_rate, seed)
+    _stop_on_sigterm()
+    store = Store(db or cfg.db)
+    mon = Monitor(cfg.evaluators, store, route, batch_size=batch_size or cfg.batch_size)
+    if source:
+        summary = mon.run_file(source, follow=follow, settle=cfg.settle if settle is None else settle,
+                               max_traces=max_traces, idle_timeout=idle_timeout)
+    else:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: the ingest endpoint listens on {host}, not only this machine", err=True)
+        srv = IngestServer(mon, host=host, port=http_port or 0, settle=cfg.settle if settle is None else settle)
+        click.echo(f"assay monitor: POST traces to {srv.url}/v1/traces (Ctrl-C stops)", err=True)
+        srv.serve_forever()
+        summary = mon.summary()
+    store.close()
+    emit(summary, as_json, _monitor_text(summary))
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd) ends the monitor like Ctrl-C: pending traces are scored first."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def _raise(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
+def _monitor_text(s: dict[str, Any]) -> str:
+    lines = [f"{s['traces']} traces -> {s['db']}"]
+    ing = s["ingest"]
+    if ing["problems"]:
+        lines.append("  ingest problems: " + ", ".join(f"{k} {v}" for k, v in ing["problems"].items()))
+    if ing["warnings"]:
+        lines.append("  ingest warnings: " + ", ".join(f"{k} {v}" for k, v in ing["warnings"].items()))
+    for name, m in s["metrics"].items():
+        routes = ", ".join(f"{k} {v}" for k, v in sorted(m["routes"].items()))
+        line = f"  {name:32s} scored {m['scored']:6d}  failed {m['failed']:6d}  {routes}"
+        if m["skipped"]:
+            line += "  skipped " + ", ".join(f"{k} {v}" for k, v in m["skipped"].items())
+        if m["already_scored"]:
+            line += f"  already scored {m['already_scored']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@cli.group()
+def review() -> None:
+    """Human review of routed verdicts: list, label, export as a golden set."""
+
+
+@review.command("list")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", help="Only this metric.")
+@click.option("--all", "show_all", is_flag=True, help="Include items already labeled.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, as_json: bool) -> None:
+    """Verdicts waiting for a human label (oldest first)."""
+    from ..metrics import field_text
+    from ..monitor import Store
+
+    store = _open_store(db)
+    items = store.review_queue(metric, pending=not show_all, limit=limit)
+    data = [{"id": v["id"], "trace_id": v["trace_id"], "metric": v["metric"], "label": v["label"],
+             "score": v["score"], "confidence": v["confidence"], "why": v["route_reason"],
+             "review_label": v["review_label"], "row": v["row"]} for v in items]
+    lines = []
+    for v in data:
+        score = "" if v["score"] is None else f" P={v['score']:.2f}"
+        text = " ".join(field_text((v["row"] or {}).get("output") or (v["row"] or {}).get("input")).split())[:100]
+        done = f" [labeled {v['review_label']}]" if v["review_label"] else ""
+        lines.append(f"{v['id']:6d} {v['metric']:24s} {v['why']:18s} {v['label']}{score}{done}  {v['trace_id']}: {text}")
+    emit(data, as_json, "\n".join(lines) or "the review queue is empty")
+    store.close()
+
+
+@review.command("label")
+@click.argument("ref")
+@click.argument("label")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", help="The metric, when REF is a trace id with several verdicts.")
+@click.option("--reviewer", help="Who labels.")
+@click.option("--note", help="A note kept with the label.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def review_label_cmd(ref: str, label: str, db: str | None, metric: str | None, reviewer: str | None,
+                     note: str | None, as_json: bool) -> None:
+    """Label a verdict (by id or trace id) with one of its metric's labels."""
+    from ..monitor import review_label
+
+    store = _open_store(db)
+    out = review_label(store, ref, label, metric=metric, reviewer=reviewer, note=note)
+    store.close()
+    emit(out, as_json, f"labeled {out['trace_id']} ({out['metric']}) as {out['label']}"
+                       f" ({'agrees' if out['agrees'] else 'disagrees'} with the evaluator's {out['evaluator_label']})")
+
+
+@review.command("export")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", help="The metric to export (needed when several were reviewed).")
+@click.option("--out", "out", type=click.Path(), help="Write a golden-set JSONL here.")
+@click.option("--append", "append_to", type=click.Path(), help="Append new rows to this training JSONL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def review_export(db: str | None, metric: str | None, out: str | None, append_to: str | None, as_json: bool) -> None:
+    """Export reviewed traces as canonical labeled rows (data.test_set / data.train_set of `assay train`)."""
+    from ..monitor import export_golden
+
+    store = _open_store(db)
+    res = export_golden(store, metric, out=out, append_to=append_to)
+    store.close()
+    text = f"{res['rows']} reviewed rows of {res['metric']} {res['labels']}"
+    if res.get("out"):
+        text += f" -> {res['out']}"
+    if res.get("append"):
+        a = res["append"]
+        text += f"; appended {a['added']} to {a['path']} ({a['already_present']} already there"
+        text += f", {a['conflicting_labels_skipped']} with a conflicting label skipped)"
+    emit(res, as_json, text)
+
+
+def _open_store(db: str | None) -> Any:
+    from ..monitor import Store, default_db
+
+    path = Path(db) if db else default_db()
+    if not path.exists():
+        raise AssayError("a monitor database", f"no file at {path}", "run `assay monitor` first or pass --db",
+                         code="not_found")
+    return Store(path)
+
+
+@cli.command()
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", "metrics", multiple=True, help="Metric(s); default every evaluator metric.")
+@click.option("--window", default="1h", show_default=True, help="Window length: 15m, 1h, 1d or seconds.")
+@click.option("--kappa-margin", type=float, default=0.1, show_default=True)
+@click.option("--min-reviews", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def drift(db: str | None, metrics: tuple[str, ...], window: str, kappa_margin: float, min_reviews: int,
+          as_json: bool) -> None:
+    """Per window: verdict rate, score shift vs training (PSI/KS), agreement with reviewers (kappa)."""
+    from ..monitor import drift as drift_fn
+
+    store = _open_store(db)
+    names = list(metrics) or [n for n, c in store.checks().items() if c["kind"] == "evaluator"]
+    out = {n: drift_fn(store, n, window=window, kappa_margin=kappa_margin, min_reviews=min_reviews) for n in names}
+    store.close()
+    lines = []
+    for n, d in out.items():
+        lines.append(f"{n}: {d['n']} verdicts, baseline {d['baseline']['source']}, eval kappa {d['eval_kappa']}")
+        for w in d["windows"]:
+            lines.append(f"  {w['start']:.0f}  n {w['n']:6d}  fail {w['fail_rate']:.3f}  psi {w.get('psi')}"
+                         f"  reviews {w['reviews']}  kappa {w['kappa']}")
+        lines += [f"  WARNING {x}" for x in d["warnings"]]
+    emit(out, as_json, "\n".join(lines) or "no metrics")
+
+
+@cli.command("batch-score")
+@click.argument("artifact", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Ray actors.")
+@click.option("--num-cpus", type=int, default=2, show_default=True, help="CPUs given to the local Ray.")
+@click.option("--out", "out", type=click.Path(), help="Write one JSON score per line here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def batch_score(artifact: str, data: str, engine: str, batch_size: int, concurrency: int, num_cpus: int,
+                out: str | None, as_json: bool) -> None:
+    """Score a large trace or data file with an evaluator, in process or on Ray Data."""
+    from ..data import write_rows
+    from ..monitor import score_file
+
+    res = score_file(artifact, data, engine=engine, batch_size=batch_size, concurrency=concurrency,  # type: ignore[arg-type]
+                     num_cpus=num_cpus)
+    summary = res.summary()
+    if out:
+        summary["out"] = str(write_rows(res.scores, out))
+    emit(summary, as_json)

@@ -1,0 +1,218 @@
+"""``assay train``, ``assay evaluate``, ``assay score`` and ``assay inspect``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import AssayError
+from ._app import cli, emit
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise AssayError(f"{option} as key=value", f"'{item}'", f"write e.g. {option} input=text",
+                             code="invalid_input")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[str, Any]:
+    """Set ``key.path=value`` pairs (values parsed as YAML) in a config mapping."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise AssayError("--set key.path=value", f"'{item}'", "write e.g. --set train.max_steps=100",
+                             code="invalid_input")
+        path, raw = item.split("=", 1)
+        keys = [k for k in path.strip().split(".") if k]
+        if not keys:
+            raise AssayError("--set key.path=value", f"'{item}'", "name a config key, e.g. train.epochs",
+                             code="invalid_input")
+        node = data
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise AssayError(f"a mapping at '{k}' to set {path}", f"a {type(node[k]).__name__}",
+                                 f"set {k} as a whole (e.g. --set {k}=...)", code="invalid_config")
+            node = node[k]
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[keys[-1]] = raw
+    return data
+
+
+def _status_printer(quiet: bool):
+    last = {"stage": None}
+
+    def show(stage: str, fraction: float | None, message: str) -> None:
+        if quiet or stage == "training" and last["stage"] == "training":
+            return  # the progress bar shows training
+        last["stage"] = stage
+        click.echo(f"[{stage}] {message}", err=True)
+
+    return show
+
+
+@cli.command("train")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path())
+@click.option("--output", "-o", type=click.Path(), help="Artifact directory (overrides `output:`).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a config value, e.g. --set train.max_steps=100 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+    """Train an evaluator from a run config and write the artifact with its report."""
+    from ..config import config_from_dict, load_config
+    from ..train import train
+
+    cfg = load_config(config_path)
+    if overrides or output:
+        data = apply_overrides(cfg.to_dict(), overrides)
+        if output:
+            data["output"] = str(Path(output).resolve())
+        cfg = config_from_dict(data, base_dir=cfg.base_dir, source=Path(config_path).name)
+    result = train(cfg, progress=not quiet, on_status=_status_printer(quiet))
+    summary = {
+        "artifact": str(result.artifact_dir),
+        "metric": result.evaluator.metric.name,
+        "family": result.evaluator.family,
+        "train_rows": result.data.get("counts", {}).get("train_rows"),
+        "held_out": result.data.get("counts", {}).get("held_out"),
+        "steps": result.training.get("steps"),
+        "seconds": result.training.get("seconds"),
+        "threshold": result.evaluator.threshold,
+        "temperature": round(result.evaluator.temperature, 4),
+        "report": result.evaluator.info.get("report_summary"),
+    }
+    text = f"artifact: {result.artifact_dir}"
+    if result.report:
+        from ..report import summary_line
+
+        text += "\n" + summary_line(result.report)
+    else:
+        text += "\n(no held-out report: assay.report is not installed)"
+    emit(summary, as_json, text)
+
+
+@cli.command("evaluate")
+@click.argument("artifact", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
+@click.option("--label-map", "-l", multiple=True, help="file_label=metric_label (repeatable).")
+@click.option("--output", "-o", type=click.Path(), help="Write report.json/.md/.html into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: tuple[str, ...],
+                 output: str | None, as_json: bool) -> None:
+    """Evaluate an artifact on labeled rows: agreement, calibration, speed."""
+    from ..data import load_rows
+    from ..evaluator import Evaluator
+    from ..report import evaluate, summary_line, write_report
+
+    ev = Evaluator.from_pretrained(artifact)
+    rows = load_rows(data, ev.metric, columns=_pairs(column, "--column"),
+                     label_map=_pairs(label_map, "--label-map")).rows
+    report = evaluate(ev, rows)
+    text = summary_line(report)
+    if output:
+        write_report(report, output)
+        text += f"\nreport: {Path(output) / 'report.md'}"
+    emit(report, as_json, text)
+
+
+def _score_records(ids: list[str], scores: list[Any]) -> list[dict[str, Any]]:
+    return [{"id": i, **s.to_dict()} for i, s in zip(ids, scores)]
+
+
+@cli.command("score")
+@click.argument("artifact", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
+@click.option("--output", "-o", type=click.Path(), help="Write scores to .jsonl or .csv (default: JSONL on stdout).")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Rows per forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="With --output: print the summary as JSON.")
+def score_cmd(artifact: str, data: str, column: tuple[str, ...], output: str | None, batch_size: int | None,
+              as_json: bool) -> None:
+    """Score rows (labels optional): id, label, score, confidence, probabilities per row."""
+    from ..data import read_records, to_rows, validate_rows
+    from ..evaluator import Evaluator
+
+    ev = Evaluator.from_pretrained(artifact)
+    path = Path(data)
+    rows = to_rows(read_records(path), _pairs(column, "--column"), source=path.stem)
+    v = validate_rows(rows, ev.metric, labeled=False, source=path.name)
+    v.raise_for_errors(path.name)  # every row is scored, exact duplicates too
+    scores = ev.score(rows, batch_size=batch_size)
+    records = _score_records([r["id"] for r in rows], scores)
+    if output is None:
+        for rec in records:
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return
+    out = Path(output)
+    if out.suffix.lower() == ".csv":
+        from ..data import write_rows
+
+        flat = [{**{k: v for k, v in r.items() if k != "probabilities"},
+                 **{f"p_{lab}": p for lab, p in r["probabilities"].items()}} for r in records]
+        write_rows(flat, out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    counts: dict[str, int] = {}
+    for s in scores:
+        counts[s.label] = counts.get(s.label, 0) + 1
+    summary = {"rows": len(records), "output": str(out), "labels": counts,
+               "truncated": sum(s.truncated for s in scores)}
+    emit(summary, as_json, f"scored {len(records)} rows -> {out}  {counts}")
+
+
+@cli.command("inspect")
+@click.argument("artifact", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print evaluator.json.")
+def inspect_cmd(artifact: str, as_json: bool) -> None:
+    """Show what an artifact is: metric, base model, calibration, training data, results."""
+    folder = Path(artifact)
+    path = folder / "evaluator.json"
+    if not path.exists():
+        raise AssayError("an evaluator artifact directory with evaluator.json", f"no evaluator.json in {folder}",
+                         "pass the directory `assay train` wrote", code="not_found")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AssayError("valid JSON in evaluator.json", f"a parse error ({exc})", "re-run assay train",
+                         code="invalid_artifact") from None
+    if as_json:
+        emit(info, True)
+        return
+    metric, base = info.get("metric") or {}, info.get("base") or {}
+    training, cal = info.get("training") or {}, info.get("calibration") or {}
+    counts = (info.get("data") or {}).get("counts") or {}
+    summary = {
+        "metric": f"{metric.get('name')} ({metric.get('output')}, labels {metric.get('labels')})",
+        "family": info.get("family"),
+        "base": f"{base.get('name')} ({base.get('source')}: {base.get('path')})",
+        "max_length": info.get("max_length"),
+        "temperature": info.get("temperature"),
+        "threshold": info.get("threshold"),
+        "threshold_method": cal.get("threshold_method"),
+        "training": {k: training.get(k) for k in ("steps", "rows", "learning_rate", "seconds", "device",
+                                                  "precision", "loss_first", "loss_last") if k in training},
+        "data": counts,
+        "held_out": info.get("report_summary"),
+        "files": info.get("files"),
+        "created_at": info.get("created_at"),
+        "versions": info.get("versions"),
+    }
+    emit(summary, False)

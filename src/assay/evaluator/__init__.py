@@ -1,0 +1,7 @@
+"""Evaluator models: the decoder (causal LM + LoRA, one-token verdict) and encoder (MiniLM + head) families."""
+
+from ._base_models import BaseRef, assay_home, model_cache, resolve_base
+from ._device import select_device, select_dtype
+from ._evaluator import Evaluator, Score
+
+__all__ = ["BaseRef", "Evaluator", "Score", "assay_home", "model_cache", "resolve_base", "select_device", "select_dtype"]

@@ -1,0 +1,159 @@
+"""What both model families share: encoded rows, batching, LoRA wrapping and weight files."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..config import LoraConfig as LoraSettings
+from ..errors import AssayError
+from ..metrics import MetricSpec, render
+
+ADAPTER_FILE = "adapter_model.safetensors"
+FULL_FILE = "model.safetensors"
+HEAD_FILE = "head.safetensors"
+
+TRUNCATION_POLICY = (
+    "Fields are fitted to max_length tokens before scoring: the judged field (output; input for "
+    "single-message metrics) is never cut unless it alone exceeds max_length; the other fields are "
+    "cut first, largest first, keeping 2/3 head and 1/3 tail around ' [...] '."
+)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load base models without transformers' progress bars and deprecation chatter."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@dataclass
+class Encoded:
+    """One row as model input: token ids, their count, and whether any field was cut."""
+
+    ids: list[int]
+    tokens: int
+    truncated: bool
+
+
+def render_fitted(metric: MetricSpec, row: Mapping[str, Any], budget: int, tokenizer: Any) -> tuple[str, bool]:
+    """The rendered prompt within ``budget`` tokens, and whether the policy had to cut a field."""
+    text = render(metric, row, budget=max(budget, 1), tokenizer=tokenizer)
+    return text, text != render(metric, row)
+
+
+class LabelModel(nn.Module):
+    """A family's network: rows in, one logit per label out (``forward`` -> [batch, n_labels])."""
+
+    family: str = ""
+    pad_left: bool = False
+
+    def __init__(self, metric: MetricSpec, tokenizer: Any, max_length: int):
+        super().__init__()
+        self.metric = metric
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        raise NotImplementedError
+
+    def collate(self, batch: Sequence[Encoded], device: Any) -> dict[str, torch.Tensor]:
+        """Pad a batch (left for decoders so the last position is the prompt's end)."""
+        width = max(len(e.ids) for e in batch)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, e in enumerate(batch):
+            n = len(e.ids)
+            sl = slice(width - n, width) if self.pad_left else slice(0, n)
+            ids[i, sl] = torch.tensor(e.ids, dtype=torch.long)
+            mask[i, sl] = 1
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+    def describe(self) -> dict[str, Any]:
+        """Family-specific facts for evaluator.json."""
+        return {}
+
+    # --- weights ------------------------------------------------------------------------------
+    def save_weights(self, folder: Path) -> list[str]:
+        raise NotImplementedError
+
+    def load_weights(self, folder: Path) -> None:
+        raise NotImplementedError
+
+
+def wrap_lora(model: nn.Module, lora: LoraSettings, targets: Any, base_name: str) -> nn.Module:
+    """``model`` with LoRA adapters on ``targets`` (a list of module names or a regex)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                     bias="none")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as exc:
+        raise AssayError(
+            f"LoRA target modules that exist in the base model {base_name}",
+            f"none of {targets} ({str(exc).splitlines()[0][:120]})",
+            "set model.lora.target_modules to the names of its linear layers, or model.lora: null",
+            code="invalid_config",
+        ) from None
+
+
+def save_adapter(peft_model: nn.Module, folder: Path) -> list[str]:
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(peft_model).items()}
+    save_file(state, str(folder / ADAPTER_FILE), metadata={"format": "pt"})
+    peft_model.peft_config["default"].save_pretrained(str(folder))
+    return [ADAPTER_FILE, "adapter_config.json"]
+
+
+def load_adapter(peft_model: nn.Module, folder: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = folder / ADAPTER_FILE
+    if not path.exists():
+        raise AssayError(f"{ADAPTER_FILE} in the artifact", f"no such file in {folder}",
+                         "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
+    result = set_peft_model_state_dict(peft_model, load_file(str(path)))
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise AssayError("adapter weights that match the base model", f"unexpected keys like {missing[0]}",
+                         "load the artifact with the base model it was trained on", code="invalid_artifact")
+
+
+def save_full(model: nn.Module, folder: Path) -> list[str]:
+    from safetensors.torch import save_model
+
+    save_model(model, str(folder / FULL_FILE), metadata={"format": "pt"})
+    return [FULL_FILE]
+
+
+def load_full(model: nn.Module, folder: Path) -> None:
+    from safetensors.torch import load_model
+
+    path = folder / FULL_FILE
+    if not path.exists():
+        raise AssayError(f"{FULL_FILE} in the artifact", f"no such file in {folder}",
+                         "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
+    load_model(model, str(path), strict=True)

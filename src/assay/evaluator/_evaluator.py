@@ -1,0 +1,267 @@
+"""The Evaluator: a trained, calibrated judge model that scores rows with one forward pass."""
+
+from __future__ import annotations
+
+import json
+import platform
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..errors import AssayError
+from ..metrics import MetricSpec, metric_from_dict
+
+FORMAT_VERSION = 1
+INFO_FILE = "evaluator.json"
+
+
+@dataclass
+class Score:
+    """One row's verdict."""
+
+    label: str
+    score: float  # binary: calibrated P(positive label); categorical: P(label)
+    confidence: float  # probability of the returned label
+    probabilities: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0  # model input length
+    truncated: bool = False  # a field was cut to fit max_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: str):
+    """The family's network on top of a resolved base (``BaseRef``)."""
+    from ._common import quiet_loading
+
+    if family == "decoder":
+        from ._decoder import DecoderModel
+
+        with quiet_loading():
+            return DecoderModel(metric, base, model_cfg)
+    if family == "encoder":
+        from ._encoder import EncoderModel
+
+        with quiet_loading():
+            return EncoderModel(metric, base, model_cfg)
+    raise AssayError("model.family encoder or decoder", f"'{family}'", "set model.family", code="invalid_config")
+
+
+class Evaluator:
+    """A metric's evaluator model. Load with :meth:`from_pretrained`, score with :meth:`score`."""
+
+    def __init__(self, metric: MetricSpec, model: Any, *, temperature: float = 1.0,
+                 threshold: float | None = None, info: dict[str, Any] | None = None,
+                 device: str | None = "auto", precision: str = "auto"):
+        from ._device import select_device, select_dtype
+
+        self.metric = metric
+        self.model = model
+        self.temperature = float(temperature)
+        self.threshold = threshold if metric.is_binary else None
+        if metric.is_binary and self.threshold is None:
+            self.threshold = 0.5
+        self.info: dict[str, Any] = dict(info or {})
+        self.device = select_device(device)
+        self.dtype = select_dtype(precision, self.device)
+        self.batch_size = int(self.info.get("training", {}).get("eval_batch_size", 32))
+        self.model.to(self.device)
+        self.model.eval()
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, metric: MetricSpec, model_cfg: ModelConfig | None = None, *, device: str | None = "auto",
+               precision: str = "auto") -> "Evaluator":
+        """A new, untrained evaluator for ``metric`` (training starts from this)."""
+        from ._base_models import resolve_base
+
+        model_cfg = model_cfg or ModelConfig()
+        base = resolve_base(model_cfg.base_name)
+        model = build_model(metric, base, model_cfg, model_cfg.family)
+        info = {
+            "family": model_cfg.family,
+            "base": base.to_dict(),
+            "model": model_cfg.model_dump(mode="json"),
+        }
+        return cls(metric, model, info=info, device=device, precision=precision)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | None = "auto", precision: str = "auto") -> "Evaluator":
+        """Load an artifact directory written by :meth:`save_pretrained` (or ``assay train``)."""
+        from ._base_models import BaseRef
+        from ._common import quiet_loading
+
+        folder = Path(path).expanduser()
+        info_path = folder / INFO_FILE
+        if not info_path.exists():
+            raise AssayError("an evaluator artifact directory with evaluator.json", f"no {INFO_FILE} in {folder}",
+                             "pass the directory `assay train` wrote (its output_dir)", code="not_found")
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError as exc:
+            raise AssayError(f"valid JSON in {INFO_FILE}", f"a parse error ({exc})", "re-run assay train",
+                             code="invalid_artifact") from None
+        if int(info.get("format_version", 0)) > FORMAT_VERSION:
+            raise AssayError(f"an artifact format_version <= {FORMAT_VERSION}", f"{info.get('format_version')}",
+                             "upgrade assay (pip install -U assay)", code="invalid_artifact")
+        metric = metric_from_dict(info["metric"], f"{INFO_FILE} metric")
+        saved = BaseRef(**info["base"])
+        base = _locate_base(saved)
+        model_cfg = ModelConfig(**info["model"])
+        model = build_model(metric, base, model_cfg, info["family"])
+        with quiet_loading():
+            model.load_weights(folder)
+        if saved.files and base.files and saved.files != base.files:
+            warnings.warn(f"the base model {saved.name} at {base.path} differs from the one this evaluator "
+                          "was trained on (weight hashes differ); scores may not match", stacklevel=2)
+        return cls(metric, model, temperature=info.get("temperature", 1.0), threshold=info.get("threshold"),
+                   info=info, device=device, precision=precision)
+
+    # --- properties ---------------------------------------------------------------------------
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.metric.labels)
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    # --- scoring ------------------------------------------------------------------------------
+    def encode(self, rows: Sequence[Mapping[str, Any]]):
+        return self.model.encode(rows)
+
+    def logits_of(self, encoded: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """Raw label logits for encoded rows, batched by length; [n_rows, n_labels]."""
+        import torch
+
+        from ._device import autocast
+
+        n = len(encoded)
+        out = np.zeros((n, len(self.labels)), dtype=np.float32)
+        if n == 0:
+            return out
+        bs = batch_size or self.batch_size
+        order = sorted(range(n), key=lambda i: encoded[i].tokens)
+        self.model.eval()
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                batch = self.model.collate([encoded[i] for i in idx], self.device)
+                out[idx] = self.model(**batch).float().cpu().numpy()
+        return out
+
+    def predict_logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
+        """Uncalibrated label logits [n_rows, n_labels] (columns ordered as metric.labels)."""
+        return self.logits_of(self.encode(list(rows)), batch_size)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: softmax(logits / temperature)."""
+        return _softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
+
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
+        """Calibrated probabilities [n_rows, n_labels], columns ordered as metric.labels."""
+        return self.calibrate(self.predict_logits(rows, batch_size))
+
+    def decide(self, probs: np.ndarray) -> list[int]:
+        """The label index per row: threshold on P(positive) for binary metrics, argmax otherwise."""
+        if self.metric.is_binary:
+            pos = self.labels.index(self.metric.positive)
+            other = 1 - pos
+            return [pos if p[pos] >= self.threshold else other for p in probs]
+        return [int(i) for i in np.argmax(probs, axis=1)]
+
+    def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]:
+        """A :class:`Score` per row."""
+        encoded = self.encode(list(rows))
+        probs = self.calibrate(self.logits_of(encoded, batch_size))
+        pos = self.labels.index(self.metric.positive) if self.metric.is_binary else None
+        out = []
+        for e, p, k in zip(encoded, probs, self.decide(probs)):
+            out.append(Score(
+                label=self.labels[k],
+                score=float(p[pos] if pos is not None else p[k]),
+                confidence=float(p[k]),
+                probabilities={lab: float(v) for lab, v in zip(self.labels, p)},
+                tokens=e.tokens,
+                truncated=e.truncated,
+            ))
+        return out
+
+    # --- saving -------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The evaluator.json contents (format, versions, metric, model, calibration ...)."""
+        from .. import __version__
+        from ._common import TRUNCATION_POLICY
+
+        info = dict(self.info)
+        info.update({
+            "format_version": FORMAT_VERSION,
+            "assay_version": __version__,
+            "created_at": info.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "metric": self.metric.to_dict(),
+            "family": self.family,
+            "labels": list(self.labels),
+            "max_length": self.model.max_length,
+            "truncation_policy": TRUNCATION_POLICY,
+            "temperature": self.temperature,
+            "threshold": self.threshold,
+            "network": self.model.describe(),
+            "versions": _versions(),
+        })
+        return info
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the artifact: evaluator.json, adapter/head weights (safetensors) and README.md."""
+        from ._card import model_card
+
+        folder = Path(path).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        info = self.describe()
+        info["files"] = self.model.save_weights(folder)
+        self.info = info
+        (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str))
+        report = None
+        if (folder / "report.json").exists():  # written by assay train / assay evaluate
+            try:
+                report = json.loads((folder / "report.json").read_text())
+            except ValueError:
+                report = None
+        (folder / "README.md").write_text(model_card(info, report))
+        return folder
+
+    def __repr__(self) -> str:
+        return f"Evaluator(metric={self.metric.name!r}, family={self.family!r}, labels={self.labels})"
+
+
+def _locate_base(saved: Any):
+    """The base recorded in an artifact: by preset/hub name, else by its recorded path."""
+    from ._base_models import BaseRef, resolve_base
+
+    if saved.source == "local" and not Path(saved.name).expanduser().is_dir() and Path(saved.path).is_dir():
+        return resolve_base(saved.path)
+    ref: BaseRef = resolve_base(saved.name)
+    ref.name = saved.name
+    return ref
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft", "safetensors", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out

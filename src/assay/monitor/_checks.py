@@ -1,0 +1,256 @@
+"""Checks: a trained evaluator (with its gates) or a standalone gate, producing Verdicts for rows.
+
+An evaluator is anything with ``metric`` and ``score(rows, batch_size=None) -> list[Score]``
+(``assay.evaluator.Evaluator``); an artifact directory is loaded with ``Evaluator.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import AssayError, require
+from ..metrics import MetricSpec, judged_field
+from ._gates import gate_from_dict, gates_from_list
+from ._slice import MessageFrom, rows_for
+from ._traces import Trace
+
+
+@dataclass
+class Verdict:
+    """One check's judgement of one trace (or session)."""
+
+    trace_id: str
+    metric: str
+    kind: str  # "evaluator" or "gate"
+    label: str | None
+    passed: bool
+    score: float | None = None  # binary: P(positive label); categorical: P(label)
+    confidence: float | None = None  # probability of the returned label
+    probabilities: dict[str, float] | None = None
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    row: dict[str, Any] | None = None
+    severity: str = "medium"
+    binary: bool = True
+
+    def to_dict(self, with_row: bool = False) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("trace_id", "metric", "kind", "label", "passed", "score", "confidence",
+                                            "probabilities", "reason", "details", "severity")}
+        if with_row:
+            d["row"] = self.row
+        return d
+
+
+def subject(row: Mapping[str, Any]) -> str:
+    """The trace id behind a row's verdict (for a session: its latest trace)."""
+    meta = row.get("meta") if isinstance(row.get("meta"), Mapping) else {}
+    return str(meta.get("trace_id") or row["id"])
+
+
+def load_evaluator(path: str | Path) -> Any:
+    """``Evaluator.from_pretrained(path)`` with clear errors."""
+    p = Path(path)
+    if not (p / "evaluator.json").exists():
+        raise AssayError("an evaluator artifact directory with evaluator.json", f"{p}",
+                         "pass the output directory of `assay train`", code="not_found")
+    mod = require("assay.evaluator", "loading trained evaluators", extra="train")
+    return mod.Evaluator.from_pretrained(p)
+
+
+def read_report(path: str | Path | None) -> dict[str, Any]:
+    """The artifact's report.json, or {} when there is none."""
+    if path is None:
+        return {}
+    f = Path(path) / "report.json"
+    try:
+        data = json.loads(f.read_text()) if f.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def report_kappa(report: Mapping[str, Any]) -> float | None:
+    """The evaluation-time kappa (``student.kappa``) of an artifact report."""
+    k = (report.get("student") or {}).get("kappa") if isinstance(report.get("student"), Mapping) else None
+    if isinstance(k, Mapping):
+        k = k.get("value", k.get("point", k.get("estimate")))
+    return float(k) if isinstance(k, (int, float)) else None
+
+
+def report_baseline(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The held-out P(positive) distribution from a report: raw scores if recorded, else histogram bins."""
+    student = report.get("student") if isinstance(report.get("student"), Mapping) else {}
+    for scores in (student.get("scores"), (report.get("held_out") or {}).get("scores")
+                   if isinstance(report.get("held_out"), Mapping) else None):
+        if isinstance(scores, list) and scores and all(isinstance(x, (int, float)) for x in scores):
+            return {"scores": [float(x) for x in scores]}
+    rel = report.get("reliability") if isinstance(report.get("reliability"), Mapping) else {}
+    bins = rel.get("positive") or student.get("reliability_positive")
+    if isinstance(bins, list) and bins and all(isinstance(b, Mapping) and "count" in b for b in bins):
+        return {"bins": [{"lo": float(b["lo"]), "hi": float(b["hi"]), "count": int(b["count"])} for b in bins]}
+    return None
+
+
+class ModelCheck:
+    """A trained evaluator plus the gates configured for its metric."""
+
+    kind = "evaluator"
+
+    def __init__(self, evaluator: Any, *, gates: Iterable[Any] = (), message_from: MessageFrom = "input",
+                 source: str | Path | None = None, severity: str | None = None,
+                 fail_labels: Iterable[str] | None = None):
+        if isinstance(evaluator, (str, Path)):
+            source = source or evaluator
+            evaluator = load_evaluator(evaluator)
+        if not hasattr(evaluator, "score") or not isinstance(getattr(evaluator, "metric", None), MetricSpec):
+            raise AssayError("an evaluator with .metric and .score(rows)", f"a {type(evaluator).__name__}",
+                             "pass an artifact directory or an assay.evaluator.Evaluator", code="invalid_input")
+        self.evaluator = evaluator
+        self.metric: MetricSpec = evaluator.metric
+        self.name = self.metric.name
+        self.gates = gates_from_list([g if not isinstance(g, Mapping) else dict(g) for g in gates], self.name)
+        self.message_from = message_from
+        self.source = str(source) if source else None
+        self.severity = severity or self.metric.severity
+        self.fail_labels = set(fail_labels or [self.metric.positive])
+        unknown = self.fail_labels - set(self.metric.labels)
+        if unknown:
+            raise AssayError(f"fail_labels among {list(self.metric.labels)}", f"{sorted(unknown)}",
+                             "list labels of the metric that count as failing", code="invalid_config")
+        self.report = read_report(self.source)
+        self.eval_kappa = report_kappa(self.report)
+        self.baseline = report_baseline(self.report)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "shape": self.metric.shape.value, "severity": self.severity,
+                "labels": list(self.metric.labels), "positive": self.metric.positive, "source": self.source,
+                "gates": [g.label for g in self.gates], "eval_kappa": self.eval_kappa}
+
+    def rows(self, traces: Iterable[Trace]) -> tuple[list[dict[str, Any]], Counter[str]]:
+        return rows_for(traces, self.metric, message_from=self.message_from)
+
+    def run(self, rows: list[dict[str, Any]], batch_size: int | None = None) -> list[list[Verdict]]:
+        """Per row: the gate verdicts, then the metric's verdict (from a deciding gate or the model)."""
+        out: list[list[Verdict]] = [[] for _ in rows]
+        to_model: list[int] = []
+        field_ = judged_field(self.metric)
+        for i, row in enumerate(rows):
+            decided = None
+            for g in self.gates:
+                r = g.check(row, field_)
+                out[i].append(Verdict(subject(row), f"{self.name}/{g.label}", "gate", "pass" if r.passed else "fail",
+                                      r.passed, reason=r.reason, details=r.details, row=row, severity=g.severity))
+                if not r.passed and g.decides and decided is None:
+                    decided = r
+            if decided is not None:
+                out[i].append(self._decided(row, decided))
+            else:
+                to_model.append(i)
+        if to_model:
+            scores = self.evaluator.score([rows[i] for i in to_model], batch_size=batch_size)
+            if len(scores) != len(to_model):
+                raise AssayError(f"{len(to_model)} scores from the evaluator", f"{len(scores)}",
+                                 "check the evaluator's score()", code="internal")
+            for i, s in zip(to_model, scores):
+                out[i].append(self.verdict(rows[i], s))
+        return out
+
+    def verdict(self, row: Mapping[str, Any], s: Any) -> Verdict:
+        probs = {k: float(v) for k, v in (getattr(s, "probabilities", None) or {}).items()}
+        pos = self.metric.positive
+        score = probs.get(pos, float(s.score)) if self.metric.is_binary else float(s.score)
+        extra = {k: getattr(s, k) for k in ("tokens", "truncated") if hasattr(s, k)}
+        return Verdict(subject(row), self.name, "evaluator", s.label, s.label not in self.fail_labels,
+                       score=score, confidence=float(s.confidence), probabilities=probs or None,
+                       details=extra, row=dict(row), severity=self.severity, binary=self.metric.is_binary)
+
+    def _decided(self, row: Mapping[str, Any], r: Any) -> Verdict:
+        label = sorted(self.fail_labels, key=list(self.metric.labels).index)[0]
+        probs = {lab: (1.0 if lab == label else 0.0) for lab in self.metric.labels}
+        return Verdict(subject(row), self.name, "evaluator", label, False,
+                       score=probs.get(self.metric.positive, 1.0), confidence=1.0, probabilities=probs,
+                       reason=f"gate {r.gate}: {r.reason}", details={"decided_by": r.gate}, row=dict(row),
+                       severity=self.severity, binary=self.metric.is_binary)
+
+
+def generic_row(t: Trace) -> dict[str, Any]:
+    """Every field of a trace, for gates that are not tied to a metric."""
+    row: dict[str, Any] = {"id": t.trace_id, "input": t.input, "output": t.output,
+                           "context": t.context or t.system, "tools": t.tools or None,
+                           "meta": {"trace_id": t.trace_id, "session_id": t.session_id, "source": t.source,
+                                    **({"tool_calls": t.tool_calls} if t.tool_calls else {})}}
+    if t.label is not None:
+        row["label"] = t.label
+    return {k: v for k, v in row.items() if v not in (None, "", [])}
+
+
+class GateCheck:
+    """A gate on its own (not tied to a metric), run on every trace."""
+
+    kind = "gate"
+    metric = None
+    eval_kappa = None
+    baseline = None
+
+    def __init__(self, gate: Any):
+        self.gate = gate_from_dict(gate)
+        self.name = self.gate.name or f"gate:{self.gate.type}"
+        self.severity = self.gate.severity
+        self.source = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "severity": self.severity, "gate": self.gate.type}
+
+    def rows(self, traces: Iterable[Trace]) -> tuple[list[dict[str, Any]], Counter[str]]:
+        return [generic_row(t) for t in traces], Counter()
+
+    def run(self, rows: list[dict[str, Any]], batch_size: int | None = None) -> list[list[Verdict]]:
+        out = []
+        for row in rows:
+            r = self.gate.check(row, "output")
+            out.append([Verdict(subject(row), self.name, "gate", "pass" if r.passed else "fail", r.passed,
+                                reason=r.reason, details=r.details, row=row, severity=self.severity)])
+        return out
+
+
+def make_check(item: Any) -> Any:
+    """A check from an evaluator, an artifact path, a gate, or a config mapping:
+    ``{artifact: DIR, gates: [...], message_from: output, severity: high}`` or ``{gate: {type: ...}}``."""
+    if isinstance(item, (ModelCheck, GateCheck)):
+        return item
+    if isinstance(item, Mapping):
+        if "gate" in item:
+            return GateCheck(item["gate"])
+        if "type" in item:
+            return GateCheck(item)
+        if "artifact" in item or "evaluator" in item:
+            allowed = {"artifact", "evaluator", "gates", "message_from", "severity", "fail_labels"}
+            extra = set(item) - allowed
+            if extra:
+                raise AssayError(f"evaluator keys among {sorted(allowed)}", f"{sorted(extra)}",
+                                 "remove or rename those keys", code="invalid_config")
+            return ModelCheck(item.get("evaluator") or item["artifact"], gates=item.get("gates") or [],
+                              message_from=item.get("message_from", "input"), severity=item.get("severity"),
+                              fail_labels=item.get("fail_labels"))
+        raise AssayError("an evaluator entry {artifact: DIR, gates: [...]} or {gate: {...}}",
+                         f"keys {sorted(item)}", "fix the evaluators list", code="invalid_config")
+    if hasattr(item, "check") and hasattr(item, "type"):
+        return GateCheck(item)
+    return ModelCheck(item)
+
+
+def make_checks(items: Iterable[Any]) -> list[Any]:
+    checks = [make_check(x) for x in items]
+    names = [c.name for c in checks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise AssayError("one check per metric name", f"{dup} more than once", "drop the repeated evaluators",
+                         code="invalid_config")
+    if not checks:
+        raise AssayError("at least one evaluator or gate", "none", "pass --metric ARTIFACT_DIR or a config",
+                         code="invalid_config")
+    return checks

@@ -1,0 +1,160 @@
+"""``Eval``: evaluators and gates over a dataset, one standard report.
+
+    report = Eval(evaluators=["runs/pii", {"gate": {"type": "pii"}}], dataset="traces.jsonl").run(smoke=50)
+    report["metrics"]["pii"]["pass_rate"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import AssayError
+from ._checks import Verdict, make_checks
+from ._stats import cohen_kappa, histogram
+from ._store import Store
+from ._traces import Ingest, Problems, Trace, read_traces
+
+TABULAR = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def load_dataset(dataset: Any) -> Ingest:
+    """Traces from a trace/golden-set file, a monitor database (live traffic), an Ingest, or an
+    iterable of rows/records/Traces."""
+    if isinstance(dataset, Ingest):
+        return dataset
+    if isinstance(dataset, Store):  # a live source: what the monitor has received
+        traces = dataset.traces()
+        return Ingest(traces, Problems(), Problems(), items=len(traces))
+    if isinstance(dataset, (str, Path)):
+        path = Path(dataset)
+        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
+            if not path.exists():
+                raise AssayError("a monitor database", f"no file at {path}", "check the path", code="not_found")
+            store = Store(path)
+            try:
+                return load_dataset(store)
+            finally:
+                store.close()
+        if path.suffix.lower() in TABULAR:
+            from ..data import read_records
+
+            return read_traces(read_records(path))
+        return read_traces(path)
+    if isinstance(dataset, Iterable):
+        items = list(dataset)
+        traces = [x for x in items if isinstance(x, Trace)]
+        rest = [x for x in items if not isinstance(x, Trace)]
+        ing = read_traces(rest) if rest else Ingest([], Problems(), Problems())
+        ing.traces = traces + ing.traces
+        ing.items += len(traces)
+        return ing
+    raise AssayError("a dataset: a trace or golden-set file, or a list of rows", f"a {type(dataset).__name__}",
+                     "pass a path or a list of dicts", code="invalid_input")
+
+
+def smoke_subset(traces: list[Trace], n: int, seed: int = 0) -> list[Trace]:
+    """The same ``n`` traces every run (ordered by a hash of seed and trace id)."""
+    key = lambda t: hashlib.sha256(f"{seed}:{t.trace_id}".encode()).hexdigest()  # noqa: E731
+    return sorted(traces, key=key)[:n]
+
+
+class Eval:
+    """One or more evaluators (trained metrics or gates) run over one dataset."""
+
+    def __init__(self, evaluators: Iterable[Any], dataset: Any, *, name: str | None = None, batch_size: int = 32):
+        self.checks = make_checks(evaluators)
+        self.dataset = dataset
+        self.name = name or (Path(dataset).stem if isinstance(dataset, (str, Path)) else "eval")
+        self.batch_size = batch_size
+
+    def run(self, parallel: int = 1, smoke: int | None = None, seed: int = 0, max_failures: int = 100) -> dict[str, Any]:
+        """The report: pass rate per metric, failures with trace ids, confidence histograms."""
+        t0 = time.perf_counter()
+        ing = load_dataset(self.dataset)
+        traces = ing.traces
+        if smoke is not None:
+            traces = smoke_subset(traces, smoke, seed)
+        tasks = []
+        per_check: dict[str, dict[str, Any]] = {}
+        for c in self.checks:
+            rows, skipped = c.rows(traces)
+            per_check[c.name] = {"check": c, "rows": rows, "skipped": skipped, "results": []}
+            for start in range(0, len(rows), self.batch_size):
+                tasks.append((c.name, start, rows[start:start + self.batch_size]))
+        workers = max(1, int(parallel))
+
+        def work(task: tuple[str, int, list[dict[str, Any]]]) -> tuple[str, int, list[list[Verdict]]]:
+            name, start, batch = task
+            return name, start, per_check[name]["check"].run(batch, batch_size=self.batch_size)
+
+        if workers == 1:
+            results = [work(t) for t in tasks]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(work, tasks))
+        for name, start, verdicts in sorted(results, key=lambda r: (r[0], r[1])):
+            per_check[name]["results"].extend(verdicts)
+        metrics: dict[str, Any] = {}
+        for name, entry in per_check.items():
+            flat: dict[str, list[Verdict]] = {}
+            for vs in entry["results"]:
+                for v in vs:
+                    flat.setdefault(v.metric, []).append(v)
+            for metric, vs in flat.items():
+                metrics[metric] = summarize(vs, entry["check"], skipped=entry["skipped"] if metric == name else None,
+                                            max_failures=max_failures)
+            if name not in flat:
+                metrics[name] = summarize([], entry["check"], skipped=entry["skipped"], max_failures=max_failures)
+        seconds = time.perf_counter() - t0
+        return {
+            "eval": self.name,
+            "dataset": {"source": str(self.dataset) if isinstance(self.dataset, (str, Path)) else type(
+                self.dataset).__name__, "traces": len(ing.traces), "evaluated": len(traces), "smoke": smoke,
+                        "seed": seed, "ingest": ing.summary()},
+            "checks": [c.describe() for c in self.checks],
+            "metrics": metrics,
+            "seconds": round(seconds, 3),
+            "traces_per_second": round(len(traces) / seconds, 2) if seconds > 0 else None,
+        }
+
+
+def summarize(verdicts: list[Verdict], check: Any, *, skipped: Mapping[str, int] | None = None,
+              max_failures: int = 100) -> dict[str, Any]:
+    """One metric's block of the standard report shape."""
+    n = len(verdicts)
+    failed = [v for v in verdicts if not v.passed]
+    labels: dict[str, int] = {}
+    for v in verdicts:
+        labels[str(v.label)] = labels.get(str(v.label), 0) + 1
+    kind = verdicts[0].kind if verdicts else check.kind
+    out: dict[str, Any] = {
+        "kind": kind,
+        "severity": verdicts[0].severity if verdicts else check.severity,
+        "scored": n,
+        "skipped": dict(skipped or {}),
+        "passed": n - len(failed),
+        "failed": len(failed),
+        "pass_rate": round((n - len(failed)) / n, 6) if n else None,
+        "labels": labels,
+        "failures": [{"trace_id": v.trace_id, "label": v.label, "score": v.score, "confidence": v.confidence,
+                      "reason": v.reason} for v in failed[:max_failures]],
+        "failures_truncated": max(0, len(failed) - max_failures),
+    }
+    conf = [v.confidence for v in verdicts if v.confidence is not None]
+    if conf:
+        out["confidence_histogram"] = histogram(conf)
+    scores = [v.score for v in verdicts if v.score is not None and v.binary and v.kind == "evaluator"]
+    if scores:
+        out["score_histogram"] = histogram(scores)
+    truth = [(v.row or {}).get("label") for v in verdicts]
+    if kind == "evaluator" and verdicts and all(t is not None for t in truth):
+        labs = list(check.metric.labels) if getattr(check, "metric", None) is not None and verdicts[
+            0].metric == check.name else sorted(set(truth) | set(labels))
+        pred = [str(v.label) for v in verdicts]
+        out["agreement"] = {"n": n, "accuracy": round(sum(p == t for p, t in zip(pred, truth)) / n, 6),
+                            "kappa": cohen_kappa(truth, pred, labs)}
+    return out

@@ -1,0 +1,166 @@
+"""The monitor: every trace through gates and evaluators, verdicts stored and routed.
+
+    mon = Monitor(["runs/pii"], Store("monitor.db"), RouteConfig(band=(0.3, 0.7), audit_rate=0.05))
+    mon.run_file("traces.jsonl")            # or follow=True, like tail -f
+    mon.summary()
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import AssayError
+from ..metrics import InputShape
+from ._checks import make_checks, subject
+from ._route import RouteConfig, Router
+from ._store import Store
+from ._traces import Problems, Trace, TraceAssembler, follow_lines
+
+
+class Monitor:
+    def __init__(self, checks: Iterable[Any], store: Store, route: RouteConfig | None = None, *,
+                 batch_size: int = 32, clock: Callable[[], float] = time.time):
+        self.checks = make_checks(checks)
+        self.store = store
+        self.router = Router(route or RouteConfig())
+        self.batch_size = batch_size
+        self.clock = clock
+        self.traces = 0
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.ingest: dict[str, Any] = {"items": 0, "spans": 0, "problems": Counter(), "warnings": Counter()}
+        for c in self.checks:
+            spec = c.metric.to_dict() if c.metric is not None else c.gate.model_dump(mode="json", by_alias=True)
+            store.register_check(c.name, c.kind, spec=spec, source=c.source, severity=c.severity,
+                                 eval_kappa=c.eval_kappa, baseline=c.baseline)
+            for g in getattr(c, "gates", []):
+                store.register_check(f"{c.name}/{g.label}", "gate", spec=g.model_dump(mode="json", by_alias=True),
+                                     severity=g.severity)
+
+    # --- scoring --------------------------------------------------------------------------------
+    def _entry(self, name: str) -> dict[str, Any]:
+        return self.metrics.setdefault(name, {"scored": 0, "skipped": Counter(), "already_scored": 0,
+                                              "routes": Counter(), "failed": 0})
+
+    def process(self, traces: list[Trace]) -> list[dict[str, Any]]:
+        """Score, route and store a batch of finished traces; returns the stored verdicts (brief)."""
+        now = self.clock()
+        self.store.add_traces(traces, received_at=now)
+        self.traces += len(traces)
+        out: list[dict[str, Any]] = []
+        for c in self.checks:
+            entry = self._entry(c.name)
+            subjects = traces
+            if c.metric is not None and c.metric.shape == InputShape.session:
+                subjects = self._session_traces(traces)
+            rows, skipped = c.rows(subjects)
+            entry["skipped"].update(skipped)
+            if c.metric is not None and c.metric.shape == InputShape.session:
+                new_ids = {t.trace_id for t in traces}
+                rows = [r for r in rows if r["meta"]["trace_id"] in new_ids]
+            done = self.store.scored(c.name, [subject(r) for r in rows])
+            fresh = [r for r in rows if subject(r) not in done]
+            entry["already_scored"] += len(rows) - len(fresh)
+            for start in range(0, len(fresh), self.batch_size):
+                verdicts = [v for vs in c.run(fresh[start:start + self.batch_size], batch_size=self.batch_size)
+                            for v in vs]
+                out += self._record(verdicts, now)
+        return out
+
+    def _record(self, verdicts: list[Any], now: float) -> list[dict[str, Any]]:
+        routes = [self.router.route(v) for v in verdicts]
+        ids = self.store.add_verdicts([(v, r.route, r.reason) for v, r in zip(verdicts, routes)], created_at=now,
+                                      run_id=getattr(self, "run_id", None))
+        out = []
+        for v, r, vid in zip(verdicts, routes, ids):
+            e = self._entry(v.metric)
+            e["scored"] += 1
+            e["failed"] += int(not v.passed)
+            e["routes"][r.route if r.route != "review" else f"review:{r.reason}"] += 1
+            out.append({"id": vid, "trace_id": v.trace_id, "metric": v.metric, "label": v.label, "passed": v.passed,
+                        "score": v.score, "route": r.route, "route_reason": r.reason})
+        return out
+
+    def _session_traces(self, traces: list[Trace]) -> list[Trace]:
+        sids = {t.session_id for t in traces if t.session_id}
+        known = {t.trace_id for t in traces}
+        extra: list[Trace] = []
+        for sid in sids:
+            for t in self.store.session_traces(sid):
+                if t.trace_id not in known:
+                    extra.append(t)
+                    known.add(t.trace_id)
+        return extra + list(traces)
+
+    # --- sources --------------------------------------------------------------------------------
+    def _absorb(self, asm: TraceAssembler, source: str) -> None:
+        """Move the assembler's new problem counts into the summary and the store."""
+        seen = self.ingest.setdefault("_stored", Counter())
+        delta = asm.problems.counts - seen
+        if delta:
+            p = Problems()
+            for reason, n in delta.items():
+                p.counts[reason] = n
+                p.examples[reason] = asm.problems.examples.get(reason, [])
+            self.store.add_problems(source, p)
+            seen.update(delta)
+        self.ingest["items"] = asm.items
+        self.ingest["spans"] = asm.spans_kept
+        self.ingest["problems"] = Counter(asm.problems.counts)
+        self.ingest["warnings"] = Counter(asm.warnings.counts)
+        self.ingest["examples"] = {**asm.problems.examples}
+
+    def run_file(self, path: str | Path, *, follow: bool = False, poll: float = 0.5, settle: float = 2.0,
+                 max_traces: int | None = None, idle_timeout: float | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Read a trace file (JSONL; ``follow``: keep reading appended lines) and process every trace."""
+        path = Path(path)
+        if not path.exists():
+            raise AssayError("a trace file", f"no file at {path}", "check --source", code="not_found")
+        self.run_id = self.store.start_run({"source": str(path), "follow": follow,
+                                            "route": self.router.config.model_dump(mode="json")})
+        asm = TraceAssembler(settle=settle if follow else 0.0)
+        pending: list[Trace] = []
+        stop = False
+        try:
+            lines = follow_lines(path, follow=follow, poll=poll, should_stop=should_stop, idle_timeout=idle_timeout)
+            if path.suffix.lower() == ".json":
+                lines = iter([(path.read_text(encoding="utf-8"), path.name)])
+            for line, where in lines:
+                if line is not None:
+                    asm.add_line(line, where)
+                pending += asm.pop_ready(spans=follow)
+                if max_traces is not None and self.traces + len(pending) >= max_traces:
+                    pending = pending[:max_traces - self.traces]
+                    stop = True
+                if pending and (len(pending) >= self.batch_size or line is None or stop):
+                    self.process(pending)
+                    pending = []
+                    self._absorb(asm, str(path))
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if not stop:
+                pending += asm.pop_ready(final=True)
+            if pending:
+                self.process(pending)
+            self._absorb(asm, str(path))
+            self.store.finish_run(self.run_id, self.summary())
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "traces": self.traces,
+            "db": str(self.store.path),
+            "route": self.router.config.model_dump(mode="json"),
+            "ingest": {"items": self.ingest["items"], "spans": self.ingest["spans"],
+                       "problems": dict(self.ingest["problems"]), "warnings": dict(self.ingest["warnings"]),
+                       "examples": self.ingest.get("examples", {})},
+            "metrics": {name: {"scored": e["scored"], "failed": e["failed"], "skipped": dict(e["skipped"]),
+                               "already_scored": e["already_scored"], "routes": dict(e["routes"])}
+                        for name, e in self.metrics.items()},
+        }

@@ -1,0 +1,131 @@
+"""Human review of routed verdicts, and export of reviewed traces as a golden set."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..data import normalize_label, row_hash, write_rows
+from ..errors import AssayError
+from ._store import Store
+
+
+def _labels_of(store: Store, metric: str) -> list[str]:
+    info = store.checks().get(metric)
+    if info is None:
+        raise AssayError("a metric the monitor scored", f"'{metric}'", "see `assay review list`", code="not_found")
+    if info["kind"] == "gate":
+        return ["pass", "fail"]
+    return list((info.get("spec") or {}).get("labels") or [])
+
+
+def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dict[str, Any]:
+    """A verdict by its id, or by trace id (with ``metric`` when the trace has several verdicts)."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        v = store.verdict(int(ref))
+        if v is not None and (metric is None or v["metric"] == metric):
+            return v
+    found = store.verdicts(metric, trace_id=str(ref))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise AssayError("one verdict", f"{len(found)} verdicts for trace {ref} ({', '.join(v['metric'] for v in found)})",
+                         "pass --metric to pick one", code="ambiguous")
+    raise AssayError("a verdict id or trace id from `assay review list`", f"'{ref}'", "check the id",
+                     code="not_found")
+
+
+def label(store: Store, ref: str | int, value: str, *, metric: str | None = None, reviewer: str | None = None,
+          note: str | None = None) -> dict[str, Any]:
+    """Store a human label for a verdict; the label must be one of the metric's labels."""
+    v = find_verdict(store, ref, metric)
+    labels = _labels_of(store, v["metric"])
+    lab = normalize_label(value)
+    if lab not in labels:
+        raise AssayError(f"a label among {labels} for {v['metric']}", f"'{value}'", "pass one of those labels",
+                         code="invalid_label")
+    rid = store.add_review(v["id"], lab, reviewer, note)
+    return {"review_id": rid, "verdict_id": v["id"], "trace_id": v["trace_id"], "metric": v["metric"],
+            "label": lab, "evaluator_label": v["label"], "agrees": lab == v["label"]}
+
+
+def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Reviewed rows of one metric as canonical rows with the human label (latest review wins).
+
+    Traces with the same content become one row; ``counts`` gets how many were merged and how
+    many of those carried a different human label (the later review wins)."""
+    if metric in store.checks() and store.checks()[metric]["kind"] == "gate":
+        raise AssayError("an evaluator metric (gates have no training data)", f"the gate '{metric}'",
+                         "export an evaluator metric", code="invalid_input")
+    rows: dict[str, dict[str, Any]] = {}
+    for v in store.reviewed(metric):
+        row = dict(v["row"] or {})
+        if not row:
+            continue
+        meta = dict(row.get("meta") or {})
+        meta.pop("tool_calls", None)
+        meta["review"] = {"trace_id": v["trace_id"], "evaluator_label": v["label"], "score": v["score"],
+                          "route_reason": v["route_reason"], "reviewer": v["reviewer"]}
+        row["meta"] = meta
+        row["label"] = v["review_label"]
+        h = row_hash(row)
+        if h in rows and counts is not None:
+            counts["duplicates_merged"] = counts.get("duplicates_merged", 0) + 1
+            if rows[h]["label"] != row["label"]:
+                counts["conflicting_labels"] = counts.get("conflicting_labels", 0) + 1
+        rows[h] = row
+    return list(rows.values())
+
+
+def export(store: Store, metric: str | None = None, *, out: str | Path | None = None,
+           append_to: str | Path | None = None) -> dict[str, Any]:
+    """Write reviewed rows as a golden-set JSONL (``out``) and/or append them to a training file."""
+    if metric is None:
+        metrics = sorted({v["metric"] for v in store.reviewed() if store.checks()[v["metric"]]["kind"] != "gate"})
+        if len(metrics) != 1:
+            raise AssayError("one reviewed metric to export", f"{metrics or 'no reviewed metrics'}",
+                             "pass --metric NAME" if metrics else "label some traces with `assay review label`",
+                             code="invalid_input")
+        metric = metrics[0]
+    if out is None and append_to is None:
+        raise AssayError("--out FILE or --append FILE", "neither", "say where the golden set goes", code="invalid_input")
+    counts = {"duplicates_merged": 0, "conflicting_labels": 0}
+    rows = golden_rows(store, metric, counts)
+    result: dict[str, Any] = {"metric": metric, "rows": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
+                              **counts}
+    if out is not None:
+        result["out"] = str(write_rows(rows, out))
+    if append_to is not None:
+        result["append"] = _append(rows, Path(append_to))
+    return result
+
+
+def _append(rows: list[dict[str, Any]], path: Path) -> dict[str, Any]:
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise AssayError("a JSONL training file to append to", f"'{path.name}'",
+                         "export with --out and merge it yourself, or append to a .jsonl file", code="invalid_input")
+    existing: dict[str, Any] = {}
+    if path.exists():
+        from ..data import read_records, to_rows
+
+        if path.stat().st_size:
+            for r in to_rows(read_records(path), source=path.stem):
+                existing[row_hash(r)] = r.get("label")
+    added, same, conflicts = [], 0, 0
+    for r in rows:
+        h = row_hash(r)
+        if h in existing:
+            same += existing[h] == r["label"]
+            conflicts += existing[h] != r["label"]
+            continue
+        added.append(r)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a", encoding="utf-8") as fh:
+        if needs_newline:
+            fh.write("\n")
+        for r in added:
+            fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    return {"path": str(path), "added": len(added), "already_present": same, "conflicting_labels_skipped": conflicts}

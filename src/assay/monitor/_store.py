@@ -1,0 +1,280 @@
+"""The monitor's SQLite store: traces, verdicts with their route, human reviews, ingest problems.
+
+Migrations are append-only: never edit one that has shipped, add a new one at the end
+(tests/test_monitor_store.py pins the shipped ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import AssayError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("initial", """
+CREATE TABLE checks (
+  name TEXT PRIMARY KEY, kind TEXT NOT NULL, spec_json TEXT, source TEXT, severity TEXT,
+  eval_kappa REAL, baseline_json TEXT, updated_at REAL NOT NULL);
+CREATE TABLE traces (
+  trace_id TEXT PRIMARY KEY, session_id TEXT, source TEXT, received_at REAL NOT NULL, trace_json TEXT NOT NULL);
+CREATE TABLE verdicts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, metric TEXT NOT NULL, kind TEXT NOT NULL,
+  label TEXT, passed INTEGER NOT NULL, score REAL, confidence REAL, route TEXT NOT NULL, route_reason TEXT,
+  reason TEXT, details_json TEXT, row_json TEXT, created_at REAL NOT NULL, UNIQUE (trace_id, metric));
+CREATE INDEX verdicts_metric_time ON verdicts (metric, created_at);
+CREATE INDEX verdicts_route ON verdicts (route, metric);
+CREATE TABLE reviews (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, verdict_id INTEGER NOT NULL REFERENCES verdicts (id),
+  label TEXT NOT NULL, reviewer TEXT, note TEXT, created_at REAL NOT NULL);
+CREATE INDEX reviews_verdict ON reviews (verdict_id);
+CREATE TABLE problems (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, reason TEXT NOT NULL, count INTEGER NOT NULL,
+  examples_json TEXT, created_at REAL NOT NULL);
+"""),
+    ("monitor_runs", """
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, finished_at REAL, settings_json TEXT,
+  summary_json TEXT);
+ALTER TABLE verdicts ADD COLUMN run_id INTEGER REFERENCES runs (id);
+"""),
+]
+
+
+def default_db() -> Path:
+    home = Path(os.environ.get("ASSAY_HOME") or Path.home() / ".assay")
+    return home / "monitor.db"
+
+
+def _j(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _unj(v: str | None) -> Any:
+    return None if v is None else json.loads(v)
+
+
+class Store:
+    """One SQLite file; safe to share between the threads of one process."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_db()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise AssayError("a writable SQLite file for the monitor", f"{self.path} ({exc})",
+                             "pass --db with a writable path", code="invalid_input") from None
+        self.db.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable with WAL up to the last checkpoint
+            self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # --- schema ---------------------------------------------------------------------------------
+    def version(self) -> int:
+        with self.lock:
+            self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                            " applied_at REAL NOT NULL)")
+            row = self.db.execute("SELECT MAX(version) FROM _migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self, upto: int | None = None) -> int:
+        """Apply the migrations not applied yet (up to ``upto``); returns the schema version."""
+        current = self.version()
+        if current > len(MIGRATIONS):
+            raise AssayError(f"a monitor database at schema version <= {len(MIGRATIONS)}", f"version {current}",
+                             "upgrade assay, or use another --db", code="invalid_input")
+        target = len(MIGRATIONS) if upto is None else upto
+        with self.lock:
+            for version in range(current + 1, target + 1):
+                name, sql = MIGRATIONS[version - 1]
+                with self.db:
+                    for stmt in (s.strip() for s in sql.split(";")):
+                        if stmt:
+                            self.db.execute(stmt)
+                    self.db.execute("INSERT INTO _migrations VALUES (?, ?, ?)", (version, name, time.time()))
+        return self.version()
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self.lock, self.db:
+            return self.db.execute(sql, tuple(args))
+
+    def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for r in self.db.execute(sql, tuple(args)).fetchall()]
+
+    # --- checks ---------------------------------------------------------------------------------
+    def register_check(self, name: str, kind: str, *, spec: Mapping[str, Any] | None = None, source: str | None = None,
+                       severity: str | None = None, eval_kappa: float | None = None,
+                       baseline: Mapping[str, Any] | None = None) -> None:
+        """Record a check; an existing baseline is kept unless a new one is given."""
+        self._exec(
+            "INSERT INTO checks (name, kind, spec_json, source, severity, eval_kappa, baseline_json, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET kind=excluded.kind,"
+            " spec_json=excluded.spec_json, source=excluded.source, severity=excluded.severity,"
+            " eval_kappa=COALESCE(excluded.eval_kappa, checks.eval_kappa),"
+            " baseline_json=COALESCE(excluded.baseline_json, checks.baseline_json), updated_at=excluded.updated_at",
+            (name, kind, _j(spec), source, severity, eval_kappa, _j(baseline), time.time()))
+
+    def set_baseline(self, name: str, baseline: Mapping[str, Any]) -> None:
+        self._exec("UPDATE checks SET baseline_json=?, updated_at=? WHERE name=?", (_j(baseline), time.time(), name))
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for r in self._all("SELECT * FROM checks ORDER BY name"):
+            r["spec"] = _unj(r.pop("spec_json"))
+            r["baseline"] = _unj(r.pop("baseline_json"))
+            out[r["name"]] = r
+        return out
+
+    # --- traces and verdicts --------------------------------------------------------------------
+    def add_trace(self, trace: Any, received_at: float | None = None) -> None:
+        self.add_traces([trace], received_at)
+
+    def add_traces(self, traces: Iterable[Any], received_at: float | None = None) -> None:
+        """Store traces (one transaction); a trace id already stored is kept as it was."""
+        now = received_at or time.time()
+        items = []
+        for t in traces:
+            d = t.to_dict() if hasattr(t, "to_dict") else dict(t)
+            items.append((d["trace_id"], d.get("session_id"), d.get("source"), now, _j(d)))
+        with self.lock, self.db:
+            self.db.executemany("INSERT OR IGNORE INTO traces VALUES (?, ?, ?, ?, ?)", items)
+
+    def traces(self, *, since: float | None = None, limit: int | None = None) -> list[Any]:
+        """Stored traces (oldest first), e.g. to re-evaluate what production sent."""
+        from ._traces import Trace
+
+        sql = "SELECT trace_json FROM traces" + (" WHERE received_at>=?" if since is not None else "")
+        sql += " ORDER BY received_at, rowid" + (f" LIMIT {int(limit)}" if limit else "")
+        return [Trace.from_dict(json.loads(r["trace_json"])) for r in self._all(sql, [since] if since is not None else [])]
+
+    def session_traces(self, session_id: str) -> list[Any]:
+        from ._traces import Trace
+
+        return [Trace.from_dict(json.loads(r["trace_json"]))
+                for r in self._all("SELECT trace_json FROM traces WHERE session_id=? ORDER BY rowid", (session_id,))]
+
+    def has_verdict(self, trace_id: str, metric: str) -> bool:
+        return bool(self.scored(metric, [trace_id]))
+
+    def scored(self, metric: str, trace_ids: Iterable[str]) -> set[str]:
+        """The trace ids among ``trace_ids`` that already have a verdict for ``metric``."""
+        ids = list(dict.fromkeys(trace_ids))
+        found: set[str] = set()
+        with self.lock:
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                q = f"SELECT trace_id FROM verdicts WHERE metric=? AND trace_id IN ({','.join('?' * len(part))})"
+                found.update(r[0] for r in self.db.execute(q, [metric, *part]))
+        return found
+
+    def add_verdict(self, v: Any, route: str, route_reason: str = "", *, created_at: float | None = None,
+                    run_id: int | None = None) -> int | None:
+        """Store a verdict; returns its id, or None when (trace, metric) was already stored."""
+        return self.add_verdicts([(v, route, route_reason)], created_at=created_at, run_id=run_id)[0]
+
+    def add_verdicts(self, items: Iterable[tuple[Any, str, str]], *, created_at: float | None = None,
+                     run_id: int | None = None) -> list[int | None]:
+        """Store (verdict, route, route_reason) items in one transaction; ids (None: already stored)."""
+        now = created_at or time.time()
+        ids: list[int | None] = []
+        with self.lock, self.db:
+            for v, route, route_reason in items:
+                details = {**(v.details or {}), **({"probabilities": v.probabilities} if v.probabilities else {})}
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO verdicts (trace_id, metric, kind, label, passed, score, confidence, route,"
+                    " route_reason, reason, details_json, row_json, created_at, run_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (v.trace_id, v.metric, v.kind, v.label, int(bool(v.passed)), v.score, v.confidence, route,
+                     route_reason, v.reason, _j(details), _j(v.row), now, run_id))
+                ids.append(cur.lastrowid if cur.rowcount else None)
+        return ids
+
+    def verdict(self, verdict_id: int) -> dict[str, Any] | None:
+        rows = self._verdict_rows("WHERE v.id=?", (verdict_id,))
+        return rows[0] if rows else None
+
+    def verdicts(self, metric: str | None = None, *, since: float | None = None, until: float | None = None,
+                 trace_id: str | None = None, route: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for cond, val in (("v.metric=?", metric), ("v.created_at>=?", since), ("v.created_at<?", until),
+                          ("v.trace_id=?", trace_id), ("v.route=?", route)):
+            if val is not None:
+                where.append(cond)
+                args.append(val)
+        return self._verdict_rows(("WHERE " + " AND ".join(where)) if where else "", args)
+
+    def _verdict_rows(self, where: str, args: Iterable[Any], order: str = "ORDER BY v.id", limit: str = ""
+                      ) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT v.*, r.label AS review_label, r.reviewer AS reviewer, r.note AS review_note,"
+            " r.created_at AS reviewed_at FROM verdicts v LEFT JOIN reviews r ON r.id ="
+            " (SELECT MAX(id) FROM reviews WHERE verdict_id = v.id) " + where + " " + order + " " + limit, args)
+        for r in rows:
+            r["details"] = _unj(r.pop("details_json"))
+            r["row"] = _unj(r.pop("row_json"))
+            r["passed"] = bool(r["passed"])
+        return rows
+
+    def review_queue(self, metric: str | None = None, *, pending: bool = True, limit: int | None = 50
+                     ) -> list[dict[str, Any]]:
+        """Verdicts routed to review (oldest first); only those without a human label when ``pending``."""
+        where = ["v.route='review'"]
+        args: list[Any] = []
+        if metric:
+            where.append("v.metric=?")
+            args.append(metric)
+        if pending:
+            where.append("NOT EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id)")
+        return self._verdict_rows("WHERE " + " AND ".join(where), args,
+                                  limit=f"LIMIT {int(limit)}" if limit else "")
+
+    def add_review(self, verdict_id: int, label: str, reviewer: str | None = None, note: str | None = None) -> int:
+        cur = self._exec("INSERT INTO reviews (verdict_id, label, reviewer, note, created_at) VALUES (?, ?, ?, ?, ?)",
+                         (verdict_id, label, reviewer, note, time.time()))
+        return int(cur.lastrowid)
+
+    def reviewed(self, metric: str | None = None) -> list[dict[str, Any]]:
+        """Verdicts with a human label (the latest one), oldest first."""
+        where, args = "WHERE r.label IS NOT NULL", []
+        if metric:
+            where += " AND v.metric=?"
+            args.append(metric)
+        return self._verdict_rows(where, args)
+
+    # --- ingest problems and runs ---------------------------------------------------------------
+    def add_problems(self, source: str, problems: Any) -> None:
+        for reason, n in problems.counts.items():
+            self._exec("INSERT INTO problems (source, reason, count, examples_json, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (source, reason, n, _j(problems.examples.get(reason, [])), time.time()))
+
+    def problem_counts(self) -> dict[str, int]:
+        return {r["reason"]: r["n"] for r in self._all("SELECT reason, SUM(count) AS n FROM problems GROUP BY reason")}
+
+    def start_run(self, settings: Mapping[str, Any]) -> int:
+        return int(self._exec("INSERT INTO runs (started_at, settings_json) VALUES (?, ?)",
+                              (time.time(), _j(settings))).lastrowid)
+
+    def finish_run(self, run_id: int, summary: Mapping[str, Any]) -> None:
+        self._exec("UPDATE runs SET finished_at=?, summary_json=? WHERE id=?", (time.time(), _j(summary), run_id))
+
+    def route_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for r in self._all("SELECT metric, route, route_reason, COUNT(*) AS n FROM verdicts"
+                           " GROUP BY metric, route, route_reason"):
+            key = r["route"] if r["route"] != "review" else f"review:{r['route_reason']}"
+            out.setdefault(r["metric"], {})[key] = r["n"]
+        return out

@@ -1,0 +1,280 @@
+"""Projects, uploaded datasets (validated against a metric, stored with their hashes) and the
+row review of a training set."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from sqlalchemy import func, insert, or_, select
+
+from ..data import read_records, rows_hash, split_rows, to_rows, validate_rows
+from ..data._io import detect_format
+from ..errors import AssayError
+from ..metrics import MetricSpec, load_metric
+from . import _db as t
+from ._base import InvalidRows, RegistryBase, dumps, loads, new_id, not_found
+from ._models import Dataset, Project, ReviewItem, RowError, Validated, to_time
+
+KINDS = ("test", "train", "unlabeled")
+DECISIONS = ("accept", "reject", "relabel")
+DATASET_REF = "dataset:"
+
+
+def parse_metric(metric: Any) -> MetricSpec:
+    """A metric from a preset name, a spec mapping, a JSON/YAML string of one, or a MetricSpec."""
+    if isinstance(metric, str) and metric.strip()[:1] == "{":
+        try:
+            metric = json.loads(metric)
+        except json.JSONDecodeError as exc:
+            raise AssayError("a metric preset name or a JSON metric spec", f"invalid JSON ({exc.msg})",
+                             "send a preset name such as 'toxicity' or a JSON object", code="invalid_metric") from None
+    if isinstance(metric, str) and "\n" in metric:
+        import yaml
+
+        metric = yaml.safe_load(metric)
+    if isinstance(metric, str):
+        from ..metrics import list_presets
+
+        if metric not in list_presets():
+            raise AssayError(f"a preset name ({', '.join(list_presets())}) or an inline metric spec",
+                             f"'{metric}'", "pick a preset or send the spec itself", code="invalid_metric")
+    return load_metric(metric)
+
+
+class DatasetsMixin(RegistryBase):
+    # --- projects ---------------------------------------------------------------------------
+    def create_project(self, name: str, description: str = "") -> Project:
+        name = (name or "").strip()
+        if not name or len(name) > 100:
+            raise AssayError("a project name of 1 to 100 characters", f"'{name}'", "choose a short name",
+                             code="invalid_input")
+        with self.tx() as conn:
+            if conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first():
+                raise AssayError("a new project name", f"a project named '{name}' already exists",
+                                 "choose another name or use the existing project", code="conflict")
+            pid = new_id("prj")
+            conn.execute(insert(t.projects).values(id=pid, name=name, description=description or "",
+                                                   created_at=self.now()))
+        return self.get_project(pid)
+
+    def get_project(self, ref: str) -> Project:
+        """A project by id or name."""
+        with self.tx() as conn:
+            row = conn.execute(select(t.projects).where(or_(t.projects.c.id == ref, t.projects.c.name == ref))
+                               ).mappings().first()
+            if row is None:
+                raise not_found("project", ref, "list projects with GET /v1/projects or create one")
+            return self._project(conn, row)
+
+    def list_projects(self) -> list[Project]:
+        with self.tx() as conn:
+            rows = conn.execute(select(t.projects).order_by(t.projects.c.created_at)).mappings().all()
+            return [self._project(conn, r) for r in rows]
+
+    def _project(self, conn: Any, row: Mapping[str, Any]) -> Project:
+        n_runs = conn.execute(select(func.count()).select_from(t.runs).where(t.runs.c.project_id == row["id"])
+                              ).scalar()
+        n_ds = conn.execute(select(func.count()).select_from(t.datasets)
+                            .where(t.datasets.c.project_id == row["id"])).scalar()
+        return Project(id=row["id"], name=row["name"], description=row["description"],
+                       created_at=to_time(row["created_at"]), runs=n_runs, datasets=n_ds)
+
+    # --- datasets ---------------------------------------------------------------------------
+    def add_dataset(self, project: str, data: bytes, filename: str, *, metric: Any, kind: str = "test",
+                    columns: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
+                    name: str | None = None, seed_fraction: float = 0.2, split_seed: int = 0,
+                    validate_only: bool = False) -> Dataset | Validated:
+        """Validate an uploaded CSV/JSONL/JSON/Parquet file against ``metric`` and store it.
+
+        Bad rows raise :class:`InvalidRows` listing every problem (nothing is stored); with
+        ``validate_only`` the findings come back as a :class:`Validated` instead.
+        """
+        proj = self.get_project(project)
+        if kind not in KINDS:
+            raise AssayError(f"a dataset kind among {list(KINDS)}", f"'{kind}'",
+                             "use test for the labeled test set, train for labeled training rows",
+                             code="invalid_input")
+        spec = parse_metric(metric)
+        fname = Path(filename or "upload").name
+        fmt = detect_format(Path(fname))
+        if not data:
+            raise AssayError("rows in the uploaded file", f"{fname} is empty", "upload a file with rows",
+                             code="empty_file")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / fname
+            path.write_bytes(data)
+            records = read_records(path, fmt)
+        rows = to_rows(records, columns or {}, label_map or {}, source=Path(fname).stem)
+        v = validate_rows(rows, spec, labeled=kind != "unlabeled", source=fname)
+        split = None
+        if v.ok and kind == "test" and len(v.rows) >= 2:
+            s = split_rows(v.rows, seed_fraction, split_seed)
+            split = {"seeds": len(s.seeds), "held_out": len(s.held_out)}
+        if validate_only:
+            return Validated(ok=v.ok, rows=len(v.rows), dropped_duplicates=v.dropped_duplicates,
+                             label_counts=v.label_counts, warnings=v.warnings,
+                             errors=[RowError(**e.to_dict()) for e in v.errors], split=split,
+                             content_hash=rows_hash(v.rows) if v.ok else None)
+        if not v.ok:
+            raise InvalidRows(fname, v.errors, len(rows))
+        did = new_id("ds")
+        ext = Path(fname).suffix.lower()
+        original = self.storage.write_bytes(self.storage.url("datasets", did, f"original{ext}"), data)
+        buf = io.StringIO()
+        for r in v.rows:
+            buf.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        location = self.storage.write_bytes(self.storage.url("datasets", did, "rows.jsonl"), buf.getvalue().encode())
+        with self.tx() as conn:
+            conn.execute(insert(t.datasets).values(
+                id=did, project_id=proj.id, name=name or Path(fname).stem, kind=kind, format=fmt, filename=fname,
+                content_hash=rows_hash(v.rows), file_sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
+                row_count=len(v.rows), dropped_duplicates=v.dropped_duplicates, label_counts=dumps(v.label_counts),
+                warnings=dumps(v.warnings), metric=dumps(spec.to_dict()), columns_map=dumps(dict(columns or {})),
+                label_map=dumps({str(k): str(x) for k, x in (label_map or {}).items()}), location=location,
+                original_location=original, created_at=self.now()))
+        ds = self.get_dataset(did)
+        ds.split = split
+        return ds
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        with self.tx() as conn:
+            row = conn.execute(select(t.datasets).where(t.datasets.c.id == dataset_id)).mappings().first()
+        if row is None:
+            raise not_found("dataset", dataset_id, "list datasets with GET /v1/projects/{project}/datasets")
+        return self._dataset(row)
+
+    def list_datasets(self, project: str) -> list[Dataset]:
+        pid = self.get_project(project).id
+        with self.tx() as conn:
+            rows = conn.execute(select(t.datasets).where(t.datasets.c.project_id == pid)
+                                .order_by(t.datasets.c.created_at)).mappings().all()
+        return [self._dataset(r) for r in rows]
+
+    def dataset_rows(self, dataset_id: str, *, limit: int | None = None, apply_review: bool = False
+                     ) -> list[dict[str, Any]]:
+        """The stored canonical rows; with ``apply_review`` rejected rows are dropped and
+        relabelled rows carry the reviewer's label."""
+        ds = self.get_dataset(dataset_id)
+        text = self.storage.read_bytes(ds.location).decode("utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if apply_review:
+            decided = {i.position: i for i in self.review_items(dataset_id) if i.decision}
+            kept = []
+            for pos, r in enumerate(rows):
+                item = decided.get(pos)
+                if item and item.decision == "reject":
+                    continue
+                if item and item.decision == "relabel" and item.label:
+                    r = {**r, "label": item.label}
+                kept.append(r)
+            rows = kept
+        return rows[:limit] if limit is not None else rows
+
+    @staticmethod
+    def _dataset(row: Mapping[str, Any]) -> Dataset:
+        return Dataset(
+            id=row["id"], project_id=row["project_id"], name=row["name"], kind=row["kind"], format=row["format"],
+            filename=row["filename"], content_hash=row["content_hash"], file_sha256=row["file_sha256"],
+            size_bytes=row["size_bytes"], rows=row["row_count"], dropped_duplicates=row["dropped_duplicates"],
+            label_counts=loads(row["label_counts"], {}), warnings=loads(row["warnings"], []),
+            metric=loads(row["metric"]), columns=loads(row["columns_map"], {}), label_map=loads(row["label_map"], {}),
+            location=row["location"], original_location=row["original_location"],
+            created_at=to_time(row["created_at"]))
+
+    def label_dataset(self, dataset_id: str, judge: Any, *, name: str | None = None,
+                      max_rows: int = 5000) -> Dataset:
+        """Label a dataset's rows with the judge (the metric's prompt) and store the result as a
+        new ``train`` dataset; rows the judge could not label are left out and counted."""
+        from pydantic import ValidationError
+
+        from ..config import ProviderConfig
+        from ..providers import label_rows, provider_from_config
+
+        try:
+            judge_cfg = ProviderConfig.model_validate(judge)
+        except ValidationError as exc:
+            raise AssayError("a judge model such as 'openai/gpt-4o-mini' (or a provider config)", f"{judge!r}",
+                             f"fix the judge ({exc.errors()[0].get('msg')})", code="invalid_config") from None
+        ds = self.get_dataset(dataset_id)
+        if not ds.metric:
+            raise AssayError("a dataset validated against a metric", f"{dataset_id} has none",
+                             "upload it again with a metric", code="invalid_input")
+        spec = load_metric(ds.metric)
+        rows = self.dataset_rows(dataset_id)
+        if len(rows) > max_rows:
+            raise AssayError(f"at most {max_rows} rows to label in one request", f"{len(rows)}",
+                             "upload a smaller sample", code="too_large")
+        result = label_rows(spec, rows, provider_from_config(judge_cfg))
+        labeled = result.labeled
+        if not labeled:
+            raise AssayError("rows the judge could label", f"0 of {len(rows)} ({result.summary()})",
+                             "check the judge model and its API key", code="judge_failed")
+        body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in labeled).encode()
+        out = self.add_dataset(ds.project_id, body, f"{Path(ds.filename).stem}-judged.jsonl", metric=spec.to_dict(),
+                               kind="train", name=name or f"{ds.name} (judged)")
+        assert isinstance(out, Dataset)
+        dropped = len(rows) - len(labeled)
+        if dropped:
+            out.warnings.append(f"the judge left {dropped} of {len(rows)} rows unlabeled; they were dropped")
+        return out
+
+    # --- review -----------------------------------------------------------------------------
+    def start_review(self, dataset_id: str, n: int = 50) -> list[ReviewItem]:
+        """Pick ``n`` rows of a dataset for a person to check (the same rows every time)."""
+        self.get_dataset(dataset_id)
+        with self.tx() as conn:
+            have = conn.execute(select(func.count()).select_from(t.review_items)
+                                .where(t.review_items.c.dataset_id == dataset_id)).scalar()
+        if not have:
+            rows = self.dataset_rows(dataset_id)
+            order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(
+                f"{dataset_id}:{i}".encode()).hexdigest())[:max(1, n)]
+            with self.tx() as conn:
+                for pos in sorted(order):
+                    conn.execute(insert(t.review_items).values(
+                        id=new_id("rev"), dataset_id=dataset_id, position=pos, row_data=dumps(rows[pos]),
+                        proposed_label=rows[pos].get("label"), created_at=self.now()))
+        return self.review_items(dataset_id)
+
+    def review_items(self, dataset_id: str) -> list[ReviewItem]:
+        with self.tx() as conn:
+            items = conn.execute(select(t.review_items).where(t.review_items.c.dataset_id == dataset_id)
+                                 .order_by(t.review_items.c.position)).mappings().all()
+            decisions = conn.execute(
+                select(t.review_decisions).join(t.review_items, t.review_items.c.id == t.review_decisions.c.item_id)
+                .where(t.review_items.c.dataset_id == dataset_id).order_by(t.review_decisions.c.id)).mappings().all()
+        latest = {d["item_id"]: d for d in decisions}
+        out = []
+        for it in items:
+            d = latest.get(it["id"])
+            out.append(ReviewItem(id=it["id"], dataset_id=it["dataset_id"], position=it["position"],
+                                  row=loads(it["row_data"], {}), proposed_label=it["proposed_label"],
+                                  decision=d["decision"] if d else None, label=d["label"] if d else None,
+                                  reviewer=d["reviewer"] if d else None, note=d["note"] if d else None))
+        return out
+
+    def decide(self, item_id: str, decision: str, *, label: str | None = None, reviewer: str = "",
+               note: str = "") -> ReviewItem:
+        """Record a reviewer's decision on one item (the latest decision counts)."""
+        if decision not in DECISIONS:
+            raise AssayError(f"a decision among {list(DECISIONS)}", f"'{decision}'",
+                             "accept the label, reject the row, or relabel it", code="invalid_input")
+        with self.tx() as conn:
+            item = conn.execute(select(t.review_items).where(t.review_items.c.id == item_id)).mappings().first()
+            if item is None:
+                raise not_found("review item", item_id, "start a review of the dataset first")
+            ds = conn.execute(select(t.datasets.c.metric).where(t.datasets.c.id == item["dataset_id"])).scalar()
+            labels = (loads(ds) or {}).get("labels") or []
+            if decision == "relabel" and label not in labels:
+                raise AssayError(f"a new label among {labels}", f"'{label}'", "pick one of the metric's labels",
+                                 code="invalid_input")
+            conn.execute(insert(t.review_decisions).values(
+                item_id=item_id, decision=decision, label=label if decision == "relabel" else None,
+                reviewer=reviewer or "", note=note or "", created_at=self.now()))
+            dataset_id = item["dataset_id"]
+        return next(i for i in self.review_items(dataset_id) if i.id == item_id)

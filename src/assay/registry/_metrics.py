@@ -1,0 +1,230 @@
+"""Registered metrics: a Fine-tuned run frozen as ``name-vN`` (a copy of its artifact, with
+its hash), and scoring rows with it (each evaluator is loaded once and kept)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ..data import validate_rows
+from ..errors import AssayError
+from ..metrics import load_metric
+from . import _db as t
+from ._base import InvalidRows, dumps, loads, new_id, not_found
+from ._models import Metric, MetricVersion, ScoreResult, Status, to_time
+from ._runs import RunsMixin
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+VERSIONED = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
+OPERATORS = (">=", ">")
+MAX_SCORE_ROWS = 1000
+
+
+def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Headline figures of a report (see assay.report.evaluate) for listings."""
+    if not report:
+        return None
+    student = report.get("student") or {}
+    out = {k: student.get(k) for k in ("kappa", "f1_macro", "accuracy", "auroc", "ece") if k in student}
+    if report.get("n") is not None:
+        out["n_eval"] = report["n"]
+    base = report.get("baselines") or {}
+    if isinstance(base, Mapping):
+        best = {name: (m or {}).get("kappa") for name, m in base.items() if isinstance(m, Mapping)}
+        if best:
+            out["baseline_kappa"] = best
+    return out or None
+
+
+class MetricsMixin(RunsMixin):
+    _eval_lock = threading.Lock()
+    max_evaluators = 8  # evaluators kept in memory at once
+
+    def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
+                 description: str | None = None) -> Metric:
+        """Freeze a Fine-tuned run as the next version of metric ``name`` (``name-v1``, ``-v2``...).
+
+        A name belongs to the project that first registered it, and all its versions share one
+        label set. The artifact is copied, hashed and never changed afterwards.
+        """
+        if not isinstance(name, str) or not NAME.match(name) or VERSIONED.match(name):
+            raise AssayError("a metric name of lowercase letters, digits, '_' or '-' (at most 63, no -vN suffix)",
+                             f"'{name}'", "choose a name like 'toxicity' (versions are added as -v1, -v2)",
+                             code="invalid_input")
+        if operator not in OPERATORS:
+            raise AssayError(f"an operator among {list(OPERATORS)}", f"'{operator}'",
+                             "use '>=' (positive when score >= threshold)", code="invalid_input")
+        run = self.get_run(run_id, history=False)
+        if run.status == Status.registered:
+            raise AssayError("a run not registered yet", f"run {run_id} is already registered as {run.registered_as}",
+                             f"score with {run.registered_as}, or train a new run", code="already_registered")
+        if run.status != Status.fine_tuned:
+            raise AssayError("a Fine-tuned run", f"run {run_id} is {run.status_title}",
+                             "wait until the run is Fine-tuned", code="invalid_status")
+        spec = load_metric(run.config["metric"])
+        labels = list(spec.labels)
+        if threshold is not None and not (len(labels) == 2 and 0.0 < float(threshold) < 1.0):
+            raise AssayError("a threshold between 0 and 1, for a binary metric", f"{threshold} for labels {labels}",
+                             "leave threshold empty to use the evaluator's calibrated threshold", code="invalid_input")
+        self._check_name(name, run.project_id, labels)
+        mid = new_id("met")
+        location = self.storage.put_dir(self.storage.local_dir(run.artifact_location or ""),
+                                        self.storage.url("metrics", mid))
+        digest = self.storage.dir_sha256(location)
+        if threshold is None:
+            info = self._evaluator_info(location)
+            threshold = info.get("threshold") if len(labels) == 2 else None
+        summary = run.metrics_summary
+        try:
+            with self.tx() as conn:
+                row = self._locked(conn, run_id)
+                self._check_name(name, run.project_id, labels, conn)
+                version = int(conn.execute(select(func.max(t.metrics.c.version)).where(t.metrics.c.name == name))
+                              .scalar() or 0) + 1
+                conn.execute(insert(t.metrics).values(
+                    id=mid, name=name, version=version, full_name=f"{name}-v{version}", project_id=run.project_id,
+                    run_id=run_id, description=description if description is not None else spec.description,
+                    spec=dumps(spec.to_dict()), labels=dumps(labels), threshold=threshold, operator=operator,
+                    artifact_location=location, artifact_sha256=digest, summary=dumps(summary) if summary else None,
+                    immutable=1, created_at=self.now()))
+                self._set_status(conn, row, Status.registered, f"registered as {name}-v{version}")
+        except IntegrityError:
+            raise AssayError("one registration at a time for a name", f"'{name}' was registered concurrently",
+                             "retry the registration", code="conflict") from None
+        return self.get_metric(f"{name}-v{version}")
+
+    def _check_name(self, name: str, project_id: str, labels: list[str], conn: Any = None) -> None:
+        def check(c: Any) -> None:
+            first = c.execute(select(t.metrics.c.project_id, t.metrics.c.labels).where(t.metrics.c.name == name)
+                              .order_by(t.metrics.c.version).limit(1)).first()
+            if first is None:
+                return
+            if first[0] != project_id:
+                raise AssayError("a metric name not used by another project", f"'{name}' belongs to project {first[0]}",
+                                 "choose another name", code="name_taken")
+            if loads(first[1]) != labels:
+                raise AssayError(f"the labels of the earlier versions of '{name}' ({loads(first[1])})",
+                                 f"labels {labels}", "register under a new name: versions must keep one label set",
+                                 code="name_taken")
+        if conn is not None:
+            check(conn)
+        else:
+            with self.tx() as c:
+                check(c)
+
+    def _evaluator_info(self, location: str) -> dict[str, Any]:
+        import json
+
+        try:
+            return json.loads(self.storage.read_bytes(f"{location}/evaluator.json"))
+        except AssayError:
+            raise AssayError("an evaluator artifact with evaluator.json", f"none at {location}",
+                             "the run did not save its evaluator; train again", code="invalid_artifact") from None
+
+    # --- reading ----------------------------------------------------------------------------
+    def get_metric(self, name: str) -> Metric:
+        """A metric by name (its latest version) or by ``name-vN``; lists every version."""
+        m = VERSIONED.match(name)
+        with self.tx() as conn:
+            base = name
+            if m and conn.execute(select(t.metrics.c.id).where(t.metrics.c.full_name == name)).first():
+                base = m.group("name")
+            rows = conn.execute(select(t.metrics).where(t.metrics.c.name == base).order_by(t.metrics.c.version)
+                                ).mappings().all()
+        if not rows:
+            raise not_found("metric", name, "list metrics with GET /v1/metrics, or register a Fine-tuned run")
+        versions = [self._version(r) for r in rows]
+        chosen = next((v for v in versions if v.full_name == name), versions[-1])
+        return Metric(**chosen.model_dump(), versions=versions)
+
+    def list_metrics(self, project: str | None = None) -> list[Metric]:
+        q = select(t.metrics.c.name).distinct()
+        if project:
+            q = q.where(t.metrics.c.project_id == self.get_project(project).id)
+        with self.tx() as conn:
+            names = sorted(conn.execute(q).scalars().all())
+        return [self.get_metric(n) for n in names]
+
+    @staticmethod
+    def _version(r: Mapping[str, Any]) -> MetricVersion:
+        return MetricVersion(
+            id=r["id"], name=r["name"], version=r["version"], full_name=r["full_name"], project_id=r["project_id"],
+            run_id=r["run_id"], description=r["description"], spec=loads(r["spec"], {}), labels=loads(r["labels"], []),
+            threshold=r["threshold"], operator=r["operator"], artifact_location=r["artifact_location"],
+            artifact_sha256=r["artifact_sha256"], summary=loads(r["summary"]), immutable=bool(r["immutable"]),
+            created_at=to_time(r["created_at"]))
+
+    # --- scoring ----------------------------------------------------------------------------
+    def evaluator(self, version: MetricVersion) -> Any:
+        """The metric version's evaluator, loaded on first use and kept."""
+        ev = self._evaluators.get(version.full_name)
+        if ev is not None:
+            return ev
+        with self._eval_lock:
+            ev = self._evaluators.get(version.full_name)
+            if ev is None:
+                while len(self._evaluators) >= self.max_evaluators:  # drop the least recently loaded
+                    self._evaluators.pop(next(iter(self._evaluators)))
+                path = str(self.storage.local_dir(version.artifact_location))
+                if self._load_evaluator is not None:
+                    ev = self._load_evaluator(path)
+                else:
+                    from ..evaluator import Evaluator
+
+                    ev = Evaluator.from_pretrained(path)
+                self._evaluators[version.full_name] = ev
+        return ev
+
+    def check_score_rows(self, version: MetricVersion, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows as dicts (a bare string is the row's input), validated for the metric's shape."""
+        if not isinstance(rows, (list, tuple)) or not rows:
+            raise AssayError("a non-empty list of rows", f"{type(rows).__name__} of {len(rows or [])}",
+                             "send {\"rows\": [{\"input\": \"...\"}]}", code="invalid_input")
+        if len(rows) > MAX_SCORE_ROWS:
+            raise AssayError(f"at most {MAX_SCORE_ROWS} rows per request", f"{len(rows)}",
+                             "split the batch", code="invalid_input")
+        out = []
+        for i, r in enumerate(rows):
+            if isinstance(r, str):
+                r = {"input": r}
+            if not isinstance(r, Mapping):
+                raise AssayError("each row as an object (or a string for its input)",
+                                 f"a {type(r).__name__} at position {i}", "send {\"input\": \"...\"}",
+                                 code="invalid_input")
+            r = dict(r)
+            r.setdefault("id", str(i))
+            r["id"] = str(r["id"])
+            r.pop("label", None)
+            out.append(r)
+        spec = load_metric(version.spec)
+        v = validate_rows(out, spec, labeled=False, source="the request")
+        if not v.ok:
+            raise InvalidRows("the request", v.errors, len(out))
+        return out
+
+    def score_rows(self, version: MetricVersion, rows: Sequence[dict[str, Any]]) -> list[ScoreResult]:
+        """Score already-checked rows (the server's batcher calls this with many requests' rows)."""
+        ev = self.evaluator(version)
+        results = []
+        pos = version.spec.get("positive_label") or (version.labels[0] if version.labels else None)
+        for s in ev.score(list(rows)):
+            d = s.to_dict() if hasattr(s, "to_dict") else dict(s)
+            probs = {str(k): float(x) for k, x in (d.get("probabilities") or {}).items()}
+            label = d["label"]
+            if version.threshold is not None and len(version.labels) == 2 and pos in probs:
+                other = next(lab for lab in version.labels if lab != pos)
+                hit = probs[pos] >= version.threshold if version.operator == ">=" else probs[pos] > version.threshold
+                label = pos if hit else other
+            results.append(ScoreResult(label=label, score=float(d["score"]),
+                                       confidence=float(probs.get(label, d.get("confidence", 0.0))),
+                                       probabilities=probs, tokens=d.get("tokens"), truncated=d.get("truncated")))
+        return results
+
+    def score(self, name: str, rows: Sequence[Any]) -> list[ScoreResult]:
+        """Score rows with a registered metric (``name`` = latest version, or ``name-vN``)."""
+        version = self.get_metric(name)
+        return self.score_rows(version, self.check_score_rows(version, rows))

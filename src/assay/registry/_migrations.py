@@ -1,0 +1,169 @@
+"""Append-only schema migrations for the registry database.
+
+Each step is ``(version, name, statements)``. A released step is never edited: change the
+schema by appending a new step. Statements are plain SQL that SQLite and PostgreSQL both
+accept; ``{serial}`` becomes the dialect's auto-increment primary key. Timestamps are epoch
+seconds (``DOUBLE PRECISION``), JSON is stored as ``TEXT``, booleans as ``INTEGER`` 0/1.
+The ``schema_version`` table records which steps were applied and when.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", [
+        """CREATE TABLE projects (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE datasets (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            format TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            file_sha256 TEXT NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            row_count INTEGER NOT NULL,
+            dropped_duplicates INTEGER NOT NULL DEFAULT 0,
+            label_counts TEXT NOT NULL DEFAULT '{}',
+            warnings TEXT NOT NULL DEFAULT '[]',
+            metric TEXT,
+            columns_map TEXT NOT NULL DEFAULT '{}',
+            label_map TEXT NOT NULL DEFAULT '{}',
+            location TEXT NOT NULL,
+            original_location TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX ix_datasets_project ON datasets (project_id)",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            name TEXT NOT NULL,
+            metric_name TEXT NOT NULL,
+            config TEXT NOT NULL,
+            status TEXT NOT NULL,
+            stage TEXT,
+            progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            failure_reason TEXT,
+            metrics_summary TEXT,
+            artifact_location TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            worker_id TEXT,
+            worker_host TEXT,
+            worker_pid INTEGER,
+            heartbeat_at DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX ix_runs_status ON runs (status)",
+        "CREATE INDEX ix_runs_project ON runs (project_id)",
+        """CREATE TABLE run_events (
+            id {serial},
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            at DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT,
+            stage TEXT,
+            fraction DOUBLE PRECISION,
+            message TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX ix_run_events_run ON run_events (run_id, id)",
+        """CREATE TABLE metrics (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            full_name TEXT NOT NULL UNIQUE,
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            run_id TEXT NOT NULL UNIQUE REFERENCES runs(id),
+            description TEXT NOT NULL DEFAULT '',
+            spec TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            threshold DOUBLE PRECISION,
+            operator TEXT NOT NULL DEFAULT '>=',
+            artifact_location TEXT NOT NULL,
+            artifact_sha256 TEXT NOT NULL,
+            summary TEXT,
+            immutable INTEGER NOT NULL DEFAULT 1,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (name, version)
+        )""",
+        """CREATE TABLE review_items (
+            id TEXT PRIMARY KEY,
+            dataset_id TEXT NOT NULL REFERENCES datasets(id),
+            position INTEGER NOT NULL,
+            row_data TEXT NOT NULL,
+            proposed_label TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (dataset_id, position)
+        )""",
+        """CREATE TABLE review_decisions (
+            id {serial},
+            item_id TEXT NOT NULL REFERENCES review_items(id),
+            decision TEXT NOT NULL,
+            label TEXT,
+            reviewer TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX ix_review_decisions_item ON review_decisions (item_id, id)",
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at DOUBLE PRECISION NOT NULL,
+            last_used_at DOUBLE PRECISION,
+            revoked_at DOUBLE PRECISION
+        )""",
+    ]),
+]
+
+_SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgresql": "BIGSERIAL PRIMARY KEY"}
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def _sql(statement: str, dialect: str) -> str:
+    return statement.replace("{serial}", _SERIAL.get(dialect, _SERIAL["postgresql"]))
+
+
+def current_version(conn: Any) -> int:
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table("schema_version"):
+        return 0
+    return int(conn.execute(text("SELECT COALESCE(MAX(version), 0) FROM schema_version")).scalar() or 0)
+
+
+def migrate(engine: Any) -> list[int]:
+    """Apply the steps the database has not seen, in one locked transaction; returns their versions."""
+    from sqlalchemy import text
+
+    dialect = engine.dialect.name
+    applied: list[int] = []
+    with engine.begin() as conn:
+        if dialect == "postgresql":  # one migrator at a time across processes
+            conn.execute(text("SELECT pg_advisory_xact_lock(726107)"))
+        conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version ("
+                          "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                          "applied_at DOUBLE PRECISION NOT NULL)"))
+        have = current_version(conn)
+        for version, name, statements in MIGRATIONS:
+            if version <= have:
+                continue
+            for statement in statements:
+                conn.execute(text(_sql(statement, dialect)))
+            conn.execute(text("INSERT INTO schema_version (version, name, applied_at) VALUES (:v, :n, :t)"),
+                         {"v": version, "n": name, "t": time.time()})
+            applied.append(version)
+    return applied

@@ -1,0 +1,33 @@
+"""The evaluation report: figures, baselines, speed and cost, rendered as JSON, Markdown and HTML."""
+
+from ._baselines import baseline_text, run_baselines
+from ._evaluate import evaluate
+from ._metrics import (
+    auroc,
+    average_precision,
+    bootstrap_ci,
+    classification_metrics,
+    expected_calibration_error,
+    reliability_bins,
+)
+from ._render import FILES, render_html, render_markdown, summary_line, write_report
+from ._speed import machine_info, measure_speed
+
+__all__ = [
+    "FILES",
+    "auroc",
+    "average_precision",
+    "baseline_text",
+    "bootstrap_ci",
+    "classification_metrics",
+    "evaluate",
+    "expected_calibration_error",
+    "machine_info",
+    "measure_speed",
+    "reliability_bins",
+    "render_html",
+    "render_markdown",
+    "run_baselines",
+    "summary_line",
+    "write_report",
+]

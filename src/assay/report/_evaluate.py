@@ -1,0 +1,147 @@
+"""Evaluate an evaluator on held-out rows: its figures, the baselines', other systems', speed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..config import ReportConfig
+from ..errors import AssayError
+from ._baselines import run_baselines
+from ._metrics import classification_metrics, to_jsonable
+from ._speed import measure_speed
+
+_INFO_KEYS = ("family", "base", "max_length", "temperature", "threshold", "threshold_method")
+
+
+def evaluate(
+    evaluator: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    train_rows: Sequence[Mapping[str, Any]] | None = None,
+    config: ReportConfig | None = None,
+    extra_systems: Mapping[str, Any] | None = None,
+    speed: bool = True,
+) -> dict[str, Any]:
+    """The report dict (JSON types only, no per-row predictions).
+
+    ``extra_systems`` maps a name (e.g. "judge") to probabilities [n, n_labels] or to a list
+    of predicted labels (one-hot; ``None`` for a row the system did not answer: those rows are
+    left out of that system's figures and counted in its ``unanswered``).
+    """
+    config = config or ReportConfig()
+    rows = list(rows)
+    metric = evaluator.metric
+    labels = list(getattr(evaluator, "labels", None) or metric.labels)
+    if not rows:
+        raise AssayError("held-out rows to evaluate", "no rows", "keep some labeled rows out of training",
+                         code="too_few_rows")
+    y = [r.get("label") for r in rows]
+    positive = metric.positive if len(labels) == 2 else None
+    probs = np.asarray(evaluator.predict_proba(rows), dtype=float)
+    student = classification_metrics(y, probs, labels, positive=positive, threshold=evaluator.threshold,
+                                     bootstrap=config.bootstrap)
+    reliability = {"confidence": student.pop("reliability"), "positive": student.pop("reliability_positive")}
+
+    baselines: dict[str, Any] = {}
+    if train_rows and config.baselines:
+        baselines = run_baselines(metric, train_rows, rows, bootstrap=config.bootstrap)
+    systems = {name: _system(value, y, labels, positive, config.bootstrap)
+               for name, value in (extra_systems or {}).items()}
+    for entry in list(baselines.values()) + list(systems.values()):
+        entry.pop("reliability", None)
+        entry.pop("reliability_positive", None)
+
+    speed_report = None
+    if speed:
+        speed_report = measure_speed(lambda batch: evaluator.predict_proba(batch), rows,
+                                     cost_per_hour=config.cost_per_hour,
+                                     judge_cost_per_eval=config.judge_cost_per_eval,
+                                     max_rows=config.latency_rows,
+                                     device=_device(evaluator))
+    report = {
+        "assay_version": _version(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "metric": {
+            "name": metric.name,
+            "description": metric.description,
+            "output": metric.output,
+            "shape": getattr(metric.shape, "value", metric.shape),
+            "labels": labels,
+            "positive": positive,
+            "severity": metric.severity,
+        },
+        "evaluator": _evaluator_summary(evaluator),
+        "n": len(rows),
+        "n_train": len(train_rows) if train_rows is not None else None,
+        "label_counts": student["label_counts"],
+        "student": student,
+        "baselines": baselines,
+        "systems": systems,
+        "speed": speed_report,
+        "reliability": reliability,
+        "settings": config.model_dump(mode="json"),
+    }
+    return to_jsonable(report)
+
+
+def _system(value: Any, y: list[Any], labels: list[str], positive: str | None, bootstrap: int) -> dict[str, Any]:
+    if isinstance(value, Mapping):  # {"probs": ...} or {"labels": ...}
+        value = value.get("probs", value.get("labels"))
+    arr = value if isinstance(value, np.ndarray) else None
+    if arr is None and isinstance(value, (list, tuple)) and value and all(
+            v is None or isinstance(v, str) for v in value):
+        if len(value) != len(y):
+            raise AssayError(f"{len(y)} predicted labels (one per row)", f"{len(value)}",
+                             "pass one prediction per evaluation row", code="invalid_input")
+        unknown = sorted({v for v in value if v is not None and v not in labels})
+        if unknown:
+            raise AssayError(f"predicted labels among {labels}", f"{unknown[:5]}",
+                             "map the system's answers to the metric's labels", code="invalid_input")
+        keep = [i for i, v in enumerate(value) if v is not None]
+        probs = np.zeros((len(keep), len(labels)))
+        for j, i in enumerate(keep):
+            probs[j, labels.index(value[i])] = 1.0
+        m = classification_metrics([y[i] for i in keep], probs, labels, positive=positive,
+                                   threshold=0.5 if positive else None, bootstrap=bootstrap) if keep else {}
+        m["unanswered"] = len(value) - len(keep)
+        m["kind"] = "labels"
+        return m
+    probs = np.asarray(value, dtype=float)
+    m = classification_metrics(y, probs, labels, positive=positive, threshold=0.5 if positive else None,
+                               bootstrap=bootstrap)
+    m["unanswered"] = 0
+    m["kind"] = "probabilities"
+    return m
+
+
+def _evaluator_summary(evaluator: Any) -> dict[str, Any]:
+    """family, base, max_length, temperature, threshold (+ how it was chosen) from the evaluator."""
+    info = getattr(evaluator, "info", None) or {}
+    out: dict[str, Any] = {}
+    for scope in (info, info.get("model") or {}, info.get("calibration") or {}):
+        if not isinstance(scope, Mapping):
+            continue
+        for key in _INFO_KEYS:
+            value = scope.get(key)
+            if isinstance(value, Mapping) and key == "base":  # a BaseRef dict: keep its name
+                value = value.get("name")
+            if value is not None and key not in out and not isinstance(value, (Mapping, list)):
+                out[key] = value
+    for key in ("temperature", "threshold"):
+        if hasattr(evaluator, key):
+            out[key] = getattr(evaluator, key)
+    return out
+
+
+def _device(evaluator: Any) -> str | None:
+    dev = getattr(evaluator, "device", None)
+    return str(dev) if dev is not None else None
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,305 @@
+"""Write a report as report.json, report.md and a self-contained report.html (inline SVG)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._metrics import to_jsonable
+
+FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write the three report files into ``out_dir``; returns their paths by kind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = to_jsonable(dict(report))
+    paths = {kind: out / name for kind, name in FILES.items()}
+    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["md"].write_text(render_markdown(report), encoding="utf-8")
+    paths["html"].write_text(render_html(report), encoding="utf-8")
+    return paths
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(m: Mapping[str, Any], key: str) -> str:
+    ci = (m.get("ci") or {}).get(key)
+    return f"{_f(m.get(key))} [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else _f(m.get(key))
+
+
+def _money(x: Any) -> str:
+    if x is None:
+        return "–"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.3g}"
+
+
+def _rows(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    ev = report.get("evaluator") or {}
+    who = " ".join(str(ev[k]) for k in ("family", "base") if ev.get(k))
+    rows = [(f"student ({who})" if who else "student", report.get("student") or {})]
+    rows += [(name, m) for name, m in (report.get("baselines") or {}).items()]
+    rows += [(name, m) for name, m in (report.get("systems") or {}).items()]
+    return rows
+
+
+HEAD = ["system", "kappa [95% CI]", "F1 macro [95% CI]", "accuracy", "AUROC", "AUPRC", "ECE", "Brier", "n"]
+
+
+def _headline_cells(m: Mapping[str, Any]) -> list[str]:
+    if "skipped" in m:
+        return [f"skipped: {m['skipped']}"] + [""] * 7
+    return [_ci(m, "kappa"), _ci(m, "f1_macro"), _f(m.get("accuracy")), _f(m.get("auroc")),
+            _f(m.get("auprc")), _f(m.get("ece")), _f(m.get("brier")), str(m.get("n", "–"))]
+
+
+def _speed_line(speed: Mapping[str, Any]) -> str:
+    if not speed:
+        return "not measured"
+    ratio = speed.get("cheaper_than_judge")
+    return (f"best batch size {speed.get('best_batch_size')}: {_f(speed.get('best_rows_per_s'), 1)} rows/s "
+            f"-> {_money(speed.get('cost_per_1m'))} per 1M evaluations at {_money(speed.get('cost_per_hour'))}/hour, "
+            f"vs {_money(speed.get('judge_cost_per_1m'))} per 1M for a frontier judge at "
+            f"{_money(speed.get('judge_cost_per_eval'))}/eval"
+            + (f" ({ratio:,.0f}x cheaper)" if ratio else ""))
+
+
+def summary_line(report: Mapping[str, Any]) -> str:
+    """One line for the CLI: the student's headline figures, then the baselines' kappa."""
+    s = report.get("student") or {}
+    ci = (s.get("ci") or {}).get("kappa")
+    parts = [f"held-out n={report.get('n')}",
+             f"kappa {_f(s.get('kappa'), 2)}" + (f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else ""),
+             f"F1 {_f(s.get('f1_macro'), 2)}", f"AUROC {_f(s.get('auroc'), 2)}", f"ECE {_f(s.get('ece'), 3)}"]
+    line = "  ".join(parts)
+    others = []
+    for name, m in list((report.get("baselines") or {}).items()) + list((report.get("systems") or {}).items()):
+        short = "tfidf" if name == "tfidf_logreg" else name
+        others.append(f"{short} " + ("skipped" if "skipped" in m else f"kappa {_f(m.get('kappa'), 2)}"))
+    if others:
+        line += "  | " + "  ".join(others)
+    speed = report.get("speed") or {}
+    if speed.get("best_rows_per_s"):
+        line += f"  | {speed['best_rows_per_s']:.0f} rows/s"
+    return line
+
+
+# --- markdown ------------------------------------------------------------------------------
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [head] + rows]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    metric = report.get("metric") or {}
+    s = report.get("student") or {}
+    labels = s.get("labels") or metric.get("labels") or []
+    out = [f"# Evaluation report: {metric.get('name', '?')}", ""]
+    if metric.get("description"):
+        out += [metric["description"], ""]
+    out += [f"Held-out rows: {report.get('n')} ({_counts(report.get('label_counts'))})"
+            + (f"; training rows: {report['n_train']}" if report.get("n_train") is not None else "")
+            + (f"; positive label '{metric['positive']}', threshold {_f(s.get('threshold'))}"
+               if metric.get("positive") else ""), ""]
+    out += ["## Headline", "", _md_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]), ""]
+    out += ["Intervals: percentile bootstrap over rows "
+            f"({(s.get('ci') or {}).get('n_boot', 0)} resamples, seed {(s.get('ci') or {}).get('seed', 0)}). "
+            "ECE: 15 bins of the predicted label's probability. "
+            "Baselines are fitted on the same training rows; their binary threshold is 0.5.", ""]
+    if s.get("confusion"):
+        out += ["## Confusion matrix (student)", "", "Rows: true label; columns: predicted label.", "",
+                _md_table(["true \\ predicted"] + labels,
+                          [[lab] + [str(c) for c in row] for lab, row in zip(labels, s["confusion"])]), ""]
+        out += ["## Per label (student)", "",
+                _md_table(["label", "precision", "recall", "F1", "support"],
+                          [[lab, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]), str(v["support"])]
+                           for lab, v in (s.get("per_class") or {}).items()]), ""]
+    rel = report.get("reliability") or {}
+    if rel.get("confidence"):
+        out += ["## Calibration (student)", "",
+                f"ECE {_f(s.get('ece'))}" + (f"; ECE of P(positive) {_f(s.get('ece_positive'))}"
+                                             if s.get("ece_positive") is not None else ""), "",
+                _md_table(["bin", "mean confidence", "accuracy", "rows"],
+                          [[f"{b['lo']:.2f}-{b['hi']:.2f}", _f(b["confidence"]), _f(b["accuracy"]), str(b["count"])]
+                           for b in rel["confidence"]]), ""]
+    speed = report.get("speed")
+    out += ["## Speed and cost", "", _speed_line(speed or {}), ""]
+    if speed:
+        out += [_md_table(["batch size", "rows/s", "row latency p50 (ms)", "row latency p95 (ms)",
+                           "call latency p50 (ms)", "call latency p95 (ms)"],
+                          [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b["row_latency_ms"]["p50"], 1),
+                            _f(b["row_latency_ms"]["p95"], 1), _f(b["batch_latency_ms"]["p50"], 1),
+                            _f(b["batch_latency_ms"]["p95"], 1)] for b in speed.get("batches", [])]), ""]
+        out += ["## Machine", "", _md_table(["", ""], [[k, str(v)] for k, v in (speed.get("machine") or {}).items()]), ""]
+    out += ["## Settings", "",
+            _md_table(["", ""], [[f"evaluator.{k}", str(v)] for k, v in (report.get("evaluator") or {}).items()]
+                      + [[f"report.{k}", str(v)] for k, v in (report.get("settings") or {}).items()]
+                      + [["assay", str(report.get("assay_version"))], ["created", str(report.get("created_at"))]]),
+            ""]
+    return "\n".join(out)
+
+
+def _counts(counts: Mapping[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (counts or {}).items())
+
+
+# --- html ----------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:980px;color:#1f2328;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f6f8fa}.note{color:#57606a;font-size:.85rem}
+.plots{display:flex;flex-wrap:wrap;gap:1.5rem}figure{margin:0}figcaption{font-size:.85rem;color:#57606a;text-align:center}
+"""
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    h = "".join(f"<th>{e(str(c))}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def confusion_svg(confusion: list[list[int]], labels: list[str]) -> str:
+    """A heatmap of the confusion matrix; shade = share of the true label's row."""
+    e = html.escape
+    k = len(labels)
+    cell, left, top = 64, 130, 90
+    w, h = left + k * cell + 100, top + k * cell + 30  # room on the right for the slanted labels
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+             f'aria-label="confusion matrix" font-family="sans-serif" font-size="12">',
+             f'<text x="{left + k * cell / 2}" y="{top + k * cell + 20}" text-anchor="middle" '
+             f'font-weight="bold">predicted</text>',
+             f'<text x="12" y="{top + k * cell / 2}" text-anchor="middle" font-weight="bold" '
+             f'transform="rotate(-90 12 {top + k * cell / 2})">true</text>']
+    for j, lab in enumerate(labels):
+        x = left + j * cell + cell / 2
+        parts.append(f'<text x="{x}" y="{top - 8}" text-anchor="start" '
+                     f'transform="rotate(-35 {x} {top - 8})">{e(_short(lab))}</text>')
+    for i, lab in enumerate(labels):
+        total = sum(confusion[i]) or 1
+        parts.append(f'<text x="{left - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">{e(_short(lab))}</text>')
+        for j in range(k):
+            c = confusion[i][j]
+            share = c / total
+            fill = _blue(share)
+            ink = "#ffffff" if share > 0.55 else "#1f2328"
+            x, y = left + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#ffffff">'
+                         f'<title>true {e(lab)}, predicted {e(labels[j])}: {c} ({share:.0%} of row)</title></rect>')
+            parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" fill="{ink}">{c}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _short(label: str, n: int = 16) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def _blue(t: float) -> str:
+    lo, hi = (247, 251, 255), (8, 69, 148)
+    r, g, b = (round(a + (c - a) * max(0.0, min(1.0, t))) for a, c in zip(lo, hi))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def reliability_svg(bins: list[dict[str, Any]], xlabel: str = "mean confidence",
+                    ylabel: str = "accuracy") -> str:
+    """A reliability diagram: observed rate per bin (bars) against confidence; the diagonal is perfect."""
+    size, pad = 300, 45
+    w = h = size + 2 * pad
+
+    def px(v: float) -> float:
+        return pad + v * size
+
+    def py(v: float) -> float:
+        return pad + (1 - v) * size
+
+    total = sum(b["count"] for b in bins) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+             f'aria-label="reliability diagram" font-family="sans-serif" font-size="11">',
+             f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="#ffffff" stroke="#57606a"/>']
+    for t in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f'<line x1="{px(t)}" y1="{py(0)}" x2="{px(t)}" y2="{py(0) + 4}" stroke="#57606a"/>'
+                     f'<text x="{px(t)}" y="{py(0) + 16}" text-anchor="middle">{t:g}</text>'
+                     f'<text x="{px(0) - 6}" y="{py(t) + 4}" text-anchor="end">{t:g}</text>')
+    for b in bins:
+        x0, x1 = px(b["lo"]), px(b["hi"])
+        acc = b["accuracy"]
+        parts.append(f'<rect x="{x0 + 1}" y="{py(acc)}" width="{x1 - x0 - 2}" height="{py(0) - py(acc)}" '
+                     f'fill="#4c8bd6" fill-opacity="0.75"><title>{b["lo"]:.2f}-{b["hi"]:.2f}: confidence '
+                     f'{b["confidence"]:.3f}, observed {acc:.3f}, {b["count"]} rows</title></rect>')
+        r = 2 + 6 * (b["count"] / total) ** 0.5
+        parts.append(f'<circle cx="{px(b["confidence"])}" cy="{py(acc)}" r="{r:.1f}" fill="#cf222e"/>')
+    parts.append(f'<line x1="{px(0)}" y1="{py(0)}" x2="{px(1)}" y2="{py(1)}" stroke="#57606a" stroke-dasharray="4 3"/>')
+    parts.append(f'<text x="{pad + size / 2}" y="{h - 8}" text-anchor="middle">{html.escape(xlabel)}</text>')
+    parts.append(f'<text x="12" y="{pad + size / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {pad + size / 2})">{html.escape(ylabel)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    e = html.escape
+    metric = report.get("metric") or {}
+    s = report.get("student") or {}
+    labels = s.get("labels") or metric.get("labels") or []
+    rel = report.get("reliability") or {}
+    body = [f"<h1>Evaluation report: {e(str(metric.get('name', '?')))}</h1>"]
+    if metric.get("description"):
+        body.append(f"<p>{e(metric['description'])}</p>")
+    body.append(f"<p>Held-out rows: {report.get('n')} ({e(_counts(report.get('label_counts')))})"
+                + (f"; training rows: {report['n_train']}" if report.get("n_train") is not None else "")
+                + (f"; positive label <code>{e(str(metric['positive']))}</code>, threshold {_f(s.get('threshold'))}"
+                   if metric.get("positive") else "") + "</p>")
+    body.append(f"<p><code>{e(summary_line(report))}</code></p>")
+    body.append("<h2>Headline</h2>")
+    body.append(_html_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]))
+    ci = s.get("ci") or {}
+    body.append(f'<p class="note">Intervals: percentile bootstrap over rows ({ci.get("n_boot", 0)} resamples, '
+                f'seed {ci.get("seed", 0)}). ECE: 15 bins of the predicted label\'s probability. Baselines are '
+                "fitted on the same training rows; their binary threshold is 0.5.</p>")
+    plots = []
+    if s.get("confusion"):
+        plots.append(f"<figure>{confusion_svg(s['confusion'], labels)}"
+                     "<figcaption>Confusion matrix (rows: true, columns: predicted)</figcaption></figure>")
+    if rel.get("confidence"):
+        plots.append(f"<figure>{reliability_svg(rel['confidence'])}"
+                     f"<figcaption>Reliability, predicted label (ECE {_f(s.get('ece'))})</figcaption></figure>")
+    if rel.get("positive"):
+        plots.append(f"<figure>{reliability_svg(rel['positive'], 'mean P(positive)', 'positive rate')}"
+                     f"<figcaption>Reliability, P({e(str(metric.get('positive')))}) "
+                     f"(ECE {_f(s.get('ece_positive'))})</figcaption></figure>")
+    if plots:
+        body.append("<h2>Student: confusion and calibration</h2><div class=\"plots\">" + "".join(plots) + "</div>")
+    if s.get("confusion"):
+        body.append(_html_table(["true \\ predicted"] + labels,
+                                [[lab] + [str(c) for c in row] for lab, row in zip(labels, s["confusion"])]))
+        body.append(_html_table(["label", "precision", "recall", "F1", "support"],
+                                [[lab, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]), str(v["support"])]
+                                 for lab, v in (s.get("per_class") or {}).items()]))
+    speed = report.get("speed")
+    body.append("<h2>Speed and cost</h2>" + f"<p>{e(_speed_line(speed or {}))}</p>")
+    if speed:
+        body.append(_html_table(["batch size", "rows/s", "row p50 (ms)", "row p95 (ms)", "call p50 (ms)", "call p95 (ms)"],
+                                [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b["row_latency_ms"]["p50"], 1),
+                                  _f(b["row_latency_ms"]["p95"], 1), _f(b["batch_latency_ms"]["p50"], 1),
+                                  _f(b["batch_latency_ms"]["p95"], 1)] for b in speed.get("batches", [])]))
+        body.append("<h2>Machine</h2>" + _html_table(["", ""], [[k, str(v)] for k, v in (speed.get("machine") or {}).items()]))
+    body.append("<h2>Settings</h2>" + _html_table(
+        ["", ""], [[f"evaluator.{k}", str(v)] for k, v in (report.get("evaluator") or {}).items()]
+        + [[f"report.{k}", str(v)] for k, v in (report.get("settings") or {}).items()]
+        + [["assay", str(report.get("assay_version"))], ["created", str(report.get("created_at"))]]))
+    title = e(f"assay report: {metric.get('name', '?')}")
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")

@@ -1,0 +1,115 @@
+"""Throughput, latency and cost of a scoring function on this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import AssayError
+
+
+def measure_speed(
+    score_fn: Callable[[list[Any]], Any],
+    rows: Sequence[Any],
+    batch_sizes: Sequence[int] = (1, 8, 32, 64),
+    cost_per_hour: float = 0.10,
+    judge_cost_per_eval: float = 0.05,
+    max_rows: int = 64,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Time ``score_fn`` (a list of rows in, scores out) at each batch size.
+
+    The first ``max_rows`` rows are scored once per batch size after one warm-up call;
+    batch sizes larger than the rows timed are skipped. Cost per 1M evaluations is
+    ``1e6 / best_rows_per_s / 3600 * cost_per_hour``.
+    """
+    rows = list(rows)[:max_rows]
+    if not rows:
+        raise AssayError("at least one row to time", "no rows", "pass rows to score", code="invalid_input")
+    n = len(rows)
+    sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
+    usable = [b for b in sizes if b <= n] or [n]
+    score_fn(rows[: min(8, n)])  # warm-up: lazy init, allocator, kernel selection
+    batches = []
+    for b in usable:
+        times = []
+        t_all = time.perf_counter()
+        for start in range(0, n, b):
+            chunk = rows[start : start + b]
+            t0 = time.perf_counter()
+            score_fn(chunk)
+            times.append((time.perf_counter() - t0, len(chunk)))
+        total = time.perf_counter() - t_all
+        call_ms = np.array([t for t, _ in times]) * 1000
+        row_ms = np.array([t / m for t, m in times]) * 1000
+        batches.append({
+            "batch_size": b,
+            "rows": n,
+            "calls": len(times),
+            "seconds": total,
+            "rows_per_s": n / total if total > 0 else None,
+            "batch_latency_ms": {"p50": float(np.percentile(call_ms, 50)), "p95": float(np.percentile(call_ms, 95))},
+            "row_latency_ms": {"p50": float(np.percentile(row_ms, 50)), "p95": float(np.percentile(row_ms, 95))},
+        })
+    best = max(batches, key=lambda x: x["rows_per_s"] or 0.0)
+    best_rps = best["rows_per_s"]
+    single = next((x for x in batches if x["batch_size"] == 1), None)
+    cost = 1e6 / best_rps / 3600 * cost_per_hour if best_rps else None
+    judge = judge_cost_per_eval * 1e6
+    return {
+        "rows_timed": n,
+        "batches": batches,
+        "skipped_batch_sizes": [b for b in sizes if b not in usable],
+        "latency_ms": single["row_latency_ms"] if single else None,  # one row per call
+        "best_batch_size": best["batch_size"],
+        "best_rows_per_s": best_rps,
+        "cost_per_hour": cost_per_hour,
+        "cost_per_1m": cost,
+        "judge_cost_per_eval": judge_cost_per_eval,
+        "judge_cost_per_1m": judge,
+        "cheaper_than_judge": (judge / cost) if cost else None,
+        "machine": machine_info(device),
+    }
+
+
+def machine_info(device: str | None = None) -> dict[str, Any]:
+    """CPU model, cores, torch threads, device and platform (torch is read only if loaded)."""
+    torch = sys.modules.get("torch")
+    threads = None
+    if torch is not None:
+        try:
+            threads = int(torch.get_num_threads())
+            if device is None:
+                device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+        except Exception:  # pragma: no cover - a torch without these calls
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": threads,
+        "torch_version": getattr(torch, "__version__", None) if torch is not None else None,
+        "device": device or "cpu",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

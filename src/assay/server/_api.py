@@ -1,0 +1,282 @@
+"""The REST API, ``/v1``: projects, datasets, runs, registered metrics and scoring.
+
+Every handler is a thin call into :class:`assay.registry.Registry`; errors are AssayErrors
+that the app turns into the one JSON error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from ..errors import AssayError
+from ..registry import (
+    Dataset,
+    Metric,
+    Project,
+    Registry,
+    ReviewItem,
+    Run,
+    RunEvent,
+    ScoreResult,
+    Validated,
+)
+
+router = APIRouter(prefix="/v1")
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+def _reg(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    expected: str
+    found: str
+    fix: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (401, 404, 409, 422, 500)}
+
+
+# --- health -------------------------------------------------------------------------------------
+@router.get("/health", tags=["server"])
+def health(request: Request) -> dict[str, Any]:
+    reg = _reg(request)
+    from .. import __version__
+
+    return {"status": "ok", "version": __version__, "database": reg.dialect, "auth": request.app.state.auth,
+            "artifacts": reg.storage.root if request.app.state.auth is False else None,
+            "batching": request.app.state.batcher.stats()}
+
+
+# --- projects -----------------------------------------------------------------------------------
+class ProjectIn(BaseModel):
+    name: str
+    description: str = ""
+
+
+@router.get("/projects", response_model=list[Project], tags=["projects"], responses=_ERRORS)
+def list_projects(request: Request) -> list[Project]:
+    return _reg(request).list_projects()
+
+
+@router.post("/projects", response_model=Project, status_code=201, tags=["projects"], responses=_ERRORS)
+def create_project(body: ProjectIn, request: Request) -> Project:
+    return _reg(request).create_project(body.name, body.description)
+
+
+@router.get("/projects/{project}", response_model=Project, tags=["projects"], responses=_ERRORS)
+def get_project(project: str, request: Request) -> Project:
+    return _reg(request).get_project(project)
+
+
+# --- datasets -----------------------------------------------------------------------------------
+def _json_form(value: str | None, name: str) -> dict[str, str]:
+    if not value:
+        return {}
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise AssayError(f"{name} as a JSON object", f"invalid JSON ({exc.msg})",
+                         f"send {name} like {{\"input\": \"text\"}}", code="invalid_input") from None
+    if not isinstance(out, dict):
+        raise AssayError(f"{name} as a JSON object", f"a {type(out).__name__}", f"send {name} as an object",
+                         code="invalid_input")
+    return {str(k): str(v) for k, v in out.items()}
+
+
+@router.get("/projects/{project}/datasets", response_model=list[Dataset], tags=["datasets"], responses=_ERRORS)
+def list_datasets(project: str, request: Request) -> list[Dataset]:
+    return _reg(request).list_datasets(project)
+
+
+@router.post("/projects/{project}/datasets", response_model=Dataset | Validated, status_code=201,
+             tags=["datasets"], responses=_ERRORS)
+def upload_dataset(
+    project: str,
+    request: Request,
+    file: UploadFile = File(..., description="CSV, TSV, JSONL, JSON or Parquet"),
+    metric: str = Form(..., description="preset name, or the metric spec as JSON"),
+    kind: Literal["test", "train", "unlabeled"] = Form("test"),
+    columns: str | None = Form(None, description='JSON: canonical name -> column, e.g. {"input": "text"}'),
+    label_map: str | None = Form(None, description='JSON: file label -> metric label'),
+    name: str | None = Form(None),
+    seed_fraction: float = Form(0.2, gt=0, lt=1),
+    split_seed: int = Form(0),
+    validate_only: bool = Form(False, description="check the file and report, store nothing"),
+) -> Dataset | Validated:
+    """Upload a data file; every bad row is reported in ``error.rows`` (nothing is stored then)."""
+    data = file.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise AssayError(f"a file of at most {MAX_UPLOAD_BYTES // 2**20} MiB", "a larger file",
+                         "split the file or sample it", code="too_large")
+    return _reg(request).add_dataset(
+        project, data, file.filename or "upload", metric=metric, kind=kind,
+        columns=_json_form(columns, "columns"), label_map=_json_form(label_map, "label_map"), name=name,
+        seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only)
+
+
+@router.get("/datasets/{dataset_id}", response_model=Dataset, tags=["datasets"], responses=_ERRORS)
+def get_dataset(dataset_id: str, request: Request) -> Dataset:
+    return _reg(request).get_dataset(dataset_id)
+
+
+@router.get("/datasets/{dataset_id}/rows", tags=["datasets"], responses=_ERRORS)
+def dataset_rows(dataset_id: str, request: Request, limit: int = Query(50, ge=1, le=10000)) -> list[dict[str, Any]]:
+    return _reg(request).dataset_rows(dataset_id, limit=limit)
+
+
+class ReviewStart(BaseModel):
+    n: int = Field(50, ge=1, le=1000)
+
+
+class DecisionIn(BaseModel):
+    decision: Literal["accept", "reject", "relabel"]
+    label: str | None = None
+    reviewer: str = ""
+    note: str = ""
+
+
+@router.post("/datasets/{dataset_id}/review", response_model=list[ReviewItem], tags=["review"], responses=_ERRORS)
+def start_review(dataset_id: str, body: ReviewStart, request: Request) -> list[ReviewItem]:
+    """Pick ``n`` rows of a dataset (the same ones each time) for a person to check."""
+    return _reg(request).start_review(dataset_id, body.n)
+
+
+@router.get("/datasets/{dataset_id}/review", response_model=list[ReviewItem], tags=["review"], responses=_ERRORS)
+def review_items(dataset_id: str, request: Request) -> list[ReviewItem]:
+    _reg(request).get_dataset(dataset_id)
+    return _reg(request).review_items(dataset_id)
+
+
+@router.post("/review/{item_id}", response_model=ReviewItem, tags=["review"], responses=_ERRORS)
+def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
+    """Accept, reject or relabel a reviewed row; runs training on the dataset apply the decisions."""
+    return _reg(request).decide(item_id, body.decision, label=body.label, reviewer=body.reviewer, note=body.note)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+class RunIn(BaseModel):
+    project: str = Field(description="project id or name")
+    config: dict[str, Any] | str = Field(description="the run config (as in the CLI's YAML), an object or "
+                                                     "YAML/JSON text; data files as 'dataset:<id>'")
+    name: str | None = None
+
+
+class RegisterIn(BaseModel):
+    name: str
+    threshold: float | None = Field(None, description="binary metrics: positive when score >= threshold "
+                                                      "(default: the evaluator's calibrated threshold)")
+    operator: Literal[">=", ">"] = ">="
+    description: str | None = None
+
+
+@router.post("/runs", response_model=Run, status_code=201, tags=["runs"], responses=_ERRORS)
+def create_run(body: RunIn, request: Request) -> Run:
+    """Queue a run; a worker picks it up."""
+    return _reg(request).create_run(body.project, body.config, name=body.name)
+
+
+@router.get("/runs", response_model=list[Run], tags=["runs"], responses=_ERRORS)
+def list_runs(request: Request, project: str | None = None, status: str | None = None,
+              limit: int = Query(200, ge=1, le=1000)) -> list[Run]:
+    if status is not None:
+        from ..registry import Status
+
+        if status not in {s.value for s in Status}:
+            raise AssayError(f"a status among {[s.value for s in Status]}", f"'{status}'", "fix ?status=",
+                             code="invalid_input")
+    return _reg(request).list_runs(project, status, limit=limit)
+
+
+@router.get("/runs/{run_id}", response_model=Run, tags=["runs"], responses=_ERRORS)
+def get_run(run_id: str, request: Request) -> Run:
+    return _reg(request).get_run(run_id)
+
+
+@router.get("/runs/{run_id}/logs", response_model=list[RunEvent], tags=["runs"], responses=_ERRORS)
+def run_logs(run_id: str, request: Request, after: int = Query(0, ge=0)) -> list[RunEvent]:
+    """Status changes, stage progress, log lines and errors after event id ``after``."""
+    return _reg(request).run_events(run_id, after=after)
+
+
+@router.get("/runs/{run_id}/report", tags=["runs"], responses=_ERRORS)
+def run_report(run_id: str, request: Request, format: Literal["json", "html", "md"] = "json") -> Any:
+    """The evaluation report (kappa, F1, AUROC, confusion, calibration, baselines, speed)."""
+    out = _reg(request).run_report(run_id, format)
+    if format == "html":
+        return HTMLResponse(out)
+    if format == "md":
+        return PlainTextResponse(out, media_type="text/markdown")
+    return out
+
+
+@router.post("/runs/{run_id}/cancel", response_model=Run, tags=["runs"], responses=_ERRORS)
+def cancel_run(run_id: str, request: Request) -> Run:
+    return _reg(request).cancel_run(run_id)
+
+
+@router.post("/runs/{run_id}/register", response_model=Metric, status_code=201, tags=["metrics"],
+             responses=_ERRORS)
+def register(run_id: str, body: RegisterIn, request: Request) -> Metric:
+    """Freeze a Fine-tuned run as the next immutable version ``name-vN`` of a metric."""
+    return _reg(request).register(run_id, body.name, threshold=body.threshold, operator=body.operator,
+                                  description=body.description)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+class ScoreIn(BaseModel):
+    rows: list[dict[str, Any] | str] = Field(description="rows with the fields the metric reads "
+                                                        "(input, output, context, tools); a string is an input")
+
+
+class ScoreOut(BaseModel):
+    metric: str = Field(description="the version that scored (name-vN)")
+    results: list[ScoreResult]
+    batch: dict[str, int] = Field(description="how many requests and rows shared this evaluator call")
+
+
+@router.get("/metrics", response_model=list[Metric], tags=["metrics"], responses=_ERRORS)
+def list_metrics(request: Request, project: str | None = None) -> list[Metric]:
+    return _reg(request).list_metrics(project)
+
+
+@router.get("/metrics/{name}", response_model=Metric, tags=["metrics"], responses=_ERRORS)
+def get_metric(name: str, request: Request) -> Metric:
+    """A metric by name (latest version) or name-vN, with all its versions."""
+    return _reg(request).get_metric(name)
+
+
+@router.post("/metrics/{name}/score", response_model=ScoreOut, tags=["metrics"], responses=_ERRORS)
+async def score(name: str, body: ScoreIn, request: Request) -> ScoreOut:
+    """Score a batch of rows: label, score, confidence and probabilities per row.
+    Concurrent requests for the same version are micro-batched into one evaluator call."""
+    reg = _reg(request)
+    version = await asyncio.to_thread(reg.get_metric, name)
+    rows = reg.check_score_rows(version, body.rows)
+    results, batch = await request.app.state.batcher.score(version, rows)
+    return ScoreOut(metric=version.full_name, results=results, batch=batch)
+
+
+class LabelIn(BaseModel):
+    judge: str | dict[str, Any] = Field(description="the teacher LLM: 'provider/model' or a provider config")
+    name: str | None = None
+
+
+@router.post("/datasets/{dataset_id}/label", response_model=Dataset, status_code=201, tags=["datasets"],
+             responses=_ERRORS)
+def label_dataset(dataset_id: str, body: LabelIn, request: Request) -> Dataset:
+    """Label a dataset's rows with the judge (the metric's prompt); stored as a new training set."""
+    return _reg(request).label_dataset(dataset_id, body.judge, name=body.name)

@@ -1,0 +1,161 @@
+"""The FastAPI application: one JSON error shape, API-key authentication, the routers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..errors import AssayError, require
+
+require("fastapi", "the assay server", extra="server")
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+from ..registry import Registry  # noqa: E402
+from ._batcher import ScoreBatcher  # noqa: E402
+
+log = logging.getLogger("assay.server")
+
+STATUS = {
+    "not_found": 404, "unauthorized": 401, "forbidden": 403, "conflict": 409, "name_taken": 409,
+    "already_registered": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
+    "invalid_artifact": 500, "internal_error": 500,
+}
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type"}
+
+
+def error_body(code: str, expected: str, found: str, fix: str) -> dict[str, Any]:
+    return {"error": AssayError(expected, found, fix, code=code).to_dict()}
+
+
+def _assay_error(request: Request, exc: AssayError) -> JSONResponse:
+    return JSONResponse({"error": exc.to_dict()}, status_code=STATUS.get(exc.code, 422 if exc.code.startswith(
+        ("invalid", "missing", "empty", "too_few")) else 400))
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errs = exc.errors()
+    first = errs[0] if errs else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    found = f"{where}: {first.get('msg', 'invalid')}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
+    body = error_body("invalid_request", f"a request matching the API schema at {request.url.path}", found,
+                      "see /docs for the request format")
+    body["error"]["details"] = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")} for e in errs[:20]]
+    return JSONResponse(body, status_code=422)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    if exc.status_code == 404:
+        body = error_body(code, "an existing API path (see /docs)", f"no route {request.method} {request.url.path}",
+                          "check the URL")
+    elif exc.status_code == 405:
+        body = error_body(code, "a method this path accepts", f"{request.method} {request.url.path}",
+                          "see /docs for the methods of each path")
+    else:
+        body = error_body(code, "a request the server accepts", str(exc.detail), "see /docs")
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(error_body("internal_error", "the request to succeed",
+                                   f"an internal error ({type(exc).__name__})",
+                                   "retry; if it persists, report it with the server log"), status_code=500)
+
+
+class KeyCheck:
+    """Checks ``Authorization: Bearer <key>`` (or ``X-API-Key``, or the UI's ``assay_key`` cookie).
+    Valid keys are remembered for ``ttl`` seconds, so a revoked key stops working within that."""
+
+    def __init__(self, registry: Registry, ttl: float = 10.0):
+        self.registry = registry
+        self.ttl = ttl
+        self._ok: dict[str, float] = {}
+
+    @staticmethod
+    def token(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.headers.get("x-api-key") or request.cookies.get("assay_key")
+
+    def __call__(self, token: str | None) -> bool:
+        if not token:
+            return False
+        now = time.monotonic()
+        if self._ok.get(token, 0.0) > now:
+            return True
+        if self.registry.check_api_key(token):
+            self._ok[token] = now + self.ttl
+            return True
+        self._ok.pop(token, None)
+        return False
+
+
+def unauthorized(request: Request) -> JSONResponse:
+    has = bool(KeyCheck.token(request))
+    return JSONResponse(error_body(
+        "unauthorized", "a valid API key (Authorization: Bearer <key>)",
+        "an unknown or revoked key" if has else "no key", "create one with `assay keys create NAME`"),
+        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool = True,
+               batch_rows: int = 64, batch_wait_ms: float = 10.0) -> FastAPI:
+    """The assay server app. ``auth``: require an API key on every /v1 and UI request
+    (``/v1/health``, ``/docs`` and ``/openapi.json`` stay open)."""
+    registry = registry or Registry()
+    app = FastAPI(title="assay", version=_version(),
+                  description="Projects, datasets, training runs and registered evaluator metrics. "
+                              "Errors always have the shape {\"error\": {code, message, expected, found, fix}}. "
+                              "Score requests for one metric are micro-batched "
+                              f"(up to {batch_rows} rows or {batch_wait_ms:g} ms).")
+    app.state.registry = registry
+    app.state.auth = auth
+    app.state.keys = KeyCheck(registry)
+    app.state.batcher = ScoreBatcher(registry, max_rows=batch_rows, max_wait_ms=batch_wait_ms)
+    app.add_exception_handler(AssayError, _assay_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
+
+    open_paths = ("/v1/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc", "/static/", "/login")
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Any) -> Any:
+        path = request.url.path
+        if app.state.auth and not path.startswith(open_paths):
+            import asyncio
+
+            if not await asyncio.to_thread(app.state.keys, KeyCheck.token(request)):
+                if not path.startswith("/v1/") and request.method == "GET":
+                    from fastapi.responses import RedirectResponse
+
+                    return RedirectResponse(f"/login?next={path}", status_code=303)
+                return unauthorized(request)
+        return await call_next(request)
+
+    from ._api import router
+
+    app.include_router(router)
+    if ui:
+        try:
+            from ._ui import mount_ui
+        except ModuleNotFoundError as exc:  # the UI is optional
+            if exc.name != f"{__package__}._ui":
+                raise
+        else:
+            mount_ui(app)
+    return app
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,133 @@
+"""The web UI: server-rendered pages (Jinja) with light JavaScript that calls the same /v1 API.
+
+Pages: projects, a project's runs and datasets, the four-step new-run flow, a run's live
+status and report, metrics with their versions and a try-it box. With authentication on,
+``/login`` stores an API key in a cookie the API accepts too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from ..errors import AssayError
+from ..metrics import InputShape, get_preset, list_presets, metric_from_dict
+from ..registry import Registry, Status
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+
+def _reg(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def _page(request: Request, name: str, **ctx: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"auth": request.app.state.auth, **ctx})
+
+
+def _error_page(request: Request, exc: AssayError, status: int = 404) -> HTMLResponse:
+    resp = _page(request, "error.html", error=exc.to_dict())
+    resp.status_code = status
+    return resp
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/projects", status_code=303)
+
+
+@router.get("/projects", response_class=HTMLResponse)
+def projects(request: Request) -> HTMLResponse:
+    return _page(request, "projects.html", projects=_reg(request).list_projects())
+
+
+@router.post("/projects")
+def create_project(request: Request, name: str = Form(...), description: str = Form("")) -> Any:
+    try:
+        p = _reg(request).create_project(name, description)
+    except AssayError as exc:
+        return _page(request, "projects.html", projects=_reg(request).list_projects(), error=exc.to_dict())
+    return RedirectResponse(f"/projects/{p.id}", status_code=303)
+
+
+@router.get("/projects/{project}", response_class=HTMLResponse)
+def project(request: Request, project: str) -> HTMLResponse:
+    reg = _reg(request)
+    try:
+        p = reg.get_project(project)
+    except AssayError as exc:
+        return _error_page(request, exc)
+    return _page(request, "project.html", project=p, runs=reg.list_runs(p.id), datasets=reg.list_datasets(p.id),
+                 metrics=reg.list_metrics(p.id))
+
+
+@router.get("/projects/{project}/new", response_class=HTMLResponse)
+def new_run(request: Request, project: str) -> HTMLResponse:
+    try:
+        p = _reg(request).get_project(project)
+    except AssayError as exc:
+        return _error_page(request, exc)
+    presets = [get_preset(n) for n in list_presets()]
+    return _page(request, "new_run.html", project=p, presets=presets, shapes=[s.value for s in InputShape],
+                 preset_specs={s.name: s.to_dict() for s in presets})
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str) -> HTMLResponse:
+    reg = _reg(request)
+    try:
+        run = reg.get_run(run_id)
+    except AssayError as exc:
+        return _error_page(request, exc)
+    return _page(request, "run.html", run=run, project=reg.get_project(run.project_id),
+                 active=[s.value for s in Status if s.active])
+
+
+@router.get("/metrics", response_class=HTMLResponse)
+def metrics(request: Request) -> HTMLResponse:
+    return _page(request, "metrics.html", metrics=_reg(request).list_metrics())
+
+
+@router.get("/metrics/{name}", response_class=HTMLResponse)
+def metric_page(request: Request, name: str) -> HTMLResponse:
+    try:
+        m = _reg(request).get_metric(name)
+    except AssayError as exc:
+        return _error_page(request, exc)
+    fields = [f for f in ("input", "output", "context", "tools") if "{" + f + "}" in m.spec.get("prompt", "")]
+    return _page(request, "metric.html", metric=m, fields=fields or ["input"])
+
+
+@router.post("/ui/metric-check")
+def metric_check(request: Request, spec: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    """Validate a custom metric from step 1 of the new-run flow; returns the full spec."""
+    return metric_from_dict(spec, "the custom metric").to_dict()
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login(request: Request, next: str = "/projects") -> HTMLResponse:
+    return _page(request, "login.html", next=next)
+
+
+@router.post("/login")
+def do_login(request: Request, key: str = Form(...), next: str = Form("/projects")) -> Any:
+    if not request.app.state.keys(key.strip()):
+        resp = _page(request, "login.html", next=next, error="That key is unknown or revoked.")
+        resp.status_code = 401
+        return resp
+    target = next if next.startswith("/") and not next.startswith("//") else "/projects"
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie("assay_key", key.strip(), httponly=True, samesite="strict")
+    return resp
+
+
+def mount_ui(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(router)

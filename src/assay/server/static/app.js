@@ -1,0 +1,265 @@
+/* assay UI: small helpers + one init function per page (body[data-page]). Calls the /v1 API. */
+"use strict";
+const $ = (sel, el = document) => el.querySelector(sel);
+const $$ = (sel, el = document) => Array.from(el.querySelectorAll(sel));
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const fmt = (x, d = 3) => (typeof x === "number" ? x.toFixed(d) : "–");
+
+async function api(method, url, body) {
+  const opts = {method, headers: {Accept: "application/json"}, credentials: "same-origin"};
+  if (body instanceof FormData) opts.body = body;
+  else if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+  const resp = await fetch(url, opts);
+  const data = await resp.json().catch(() => ({error: {code: `http_${resp.status}`, message: resp.statusText}}));
+  if (!resp.ok) { const e = data.error || {code: `http_${resp.status}`, message: JSON.stringify(data)}; e.status = resp.status; throw e; }
+  return data;
+}
+
+function showError(el, err) {
+  let html = `<div class="error"><strong>${esc(err.code)}</strong> ${esc(err.message)}</div>`;
+  if (err.rows && err.rows.length) {
+    html += `<p>${err.rows_total} rows with problems${err.rows_total > err.rows.length ? ` (first ${err.rows.length})` : ""}:</p>`;
+    html += `<table class="list row-errors"><thead><tr><th>Row</th><th>Id</th><th>Field</th><th>Problem</th></tr></thead><tbody>` +
+      err.rows.map((r) => `<tr><td>${r.row + 1}</td><td>${esc(r.id)}</td><td>${esc(r.field)}</td><td>${esc(r.problem)}</td></tr>`).join("") +
+      `</tbody></table>`;
+  }
+  el.innerHTML = html;
+}
+
+function datasetSummary(d) {
+  const counts = Object.entries(d.label_counts || {}).map(([k, v]) => `${esc(k)}: ${v}`).join(", ");
+  const split = d.split ? ` · split: <strong class="split">${d.split.seeds} seeds / ${d.split.held_out} held out</strong>` : "";
+  const warn = (d.warnings || []).map((w) => `<div class="muted">⚠ ${esc(w)}</div>`).join("");
+  const errs = (d.errors || []).length ? "" : "";
+  return `<div class="ok dataset-ok"><strong>${d.rows} rows</strong> (${counts})${split}` +
+    `${d.dropped_duplicates ? ` · ${d.dropped_duplicates} duplicates dropped` : ""}</div>${warn}${errs}`;
+}
+
+/* ---------------------------------------------------------------- new run: the four steps */
+function initNewRun() {
+  const flow = $("#flow");
+  const project = flow.dataset.project;
+  const presets = JSON.parse($("#preset-specs").textContent);
+  const state = {metric: null, spec: null, testId: null, trainId: null, mode: "upload"};
+
+  const go = (n) => {
+    $$(".step").forEach((s) => (s.hidden = s.id !== `step-${n}`));
+    $$("#steps li").forEach((li) => {
+      const k = Number(li.dataset.step);
+      li.className = k === n ? "current" : k < n ? "done" : "";
+    });
+    if (n === 4) $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
+    window.scrollTo(0, 0);
+  };
+  $$("#steps li").forEach((li) => li.addEventListener("click", () => { if (li.classList.contains("done")) go(Number(li.dataset.step)); }));
+
+  // step 1
+  const preview = () => {
+    const v = $("#metric-preset").value;
+    $("#custom-metric").hidden = v !== "__custom__";
+    $("#metric-preview").hidden = v === "__custom__";
+    if (v !== "__custom__") $("#metric-preview").textContent = presets[v].prompt;
+  };
+  $("#metric-preset").addEventListener("change", preview);
+  $("#metric-output").addEventListener("change", () => { $("#labels-row").hidden = $("#metric-output").value !== "categorical"; });
+  preview();
+  $("#metric-next").addEventListener("click", async () => {
+    const v = $("#metric-preset").value;
+    const fb = $("#metric-feedback");
+    fb.innerHTML = "";
+    if (v !== "__custom__") { state.metric = v; state.spec = presets[v]; go(2); return; }
+    const spec = {name: $("#metric-name").value.trim(), output: $("#metric-output").value, shape: $("#metric-shape").value,
+      prompt: $("#metric-prompt").value};
+    if (spec.output === "categorical") spec.labels = $("#metric-labels").value.split(",").map((s) => s.trim()).filter(Boolean);
+    try { state.spec = await api("POST", "/ui/metric-check", spec); state.metric = state.spec; go(2); }
+    catch (e) { showError(fb, e); }
+  });
+  const metricField = () => (typeof state.metric === "string" ? state.metric : JSON.stringify(state.metric));
+
+  // step 2
+  const uploadForm = (file, kind, extra = {}) => {
+    const fd = new FormData();
+    fd.append("file", file);
+    fd.append("metric", metricField());
+    fd.append("kind", kind);
+    for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== null && v !== "") fd.append(k, v);
+    return fd;
+  };
+  const testExtra = () => {
+    const cols = {};
+    if ($("#test-col-input").value.trim()) cols.input = $("#test-col-input").value.trim();
+    if ($("#test-col-label").value.trim()) cols.label = $("#test-col-label").value.trim();
+    return {columns: Object.keys(cols).length ? JSON.stringify(cols) : "", label_map: $("#test-label-map").value.trim(),
+      seed_fraction: $("#seed-fraction").value, split_seed: $("#split-seed").value};
+  };
+  const sendTest = async (validateOnly) => {
+    const fb = $("#test-feedback");
+    const file = $("#test-file").files[0];
+    if (!file) { fb.innerHTML = `<div class="error">Choose a file first.</div>`; return; }
+    fb.innerHTML = `<p class="muted">Checking ${esc(file.name)}…</p>`;
+    try {
+      const d = await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "test", {...testExtra(), validate_only: validateOnly ? "true" : ""}));
+      if (validateOnly) {
+        if (d.ok) fb.innerHTML = datasetSummary(d) + `<p class="muted">Looks good: upload it to continue.</p>`;
+        else showError(fb, {code: "invalid_rows", message: `${d.errors.length} rows have problems`, rows: d.errors, rows_total: d.errors.length});
+        return;
+      }
+      state.testId = d.id;
+      fb.innerHTML = datasetSummary(d) + `<p class="muted">Stored as dataset ${esc(d.id)}.</p>`;
+      $("#test-next").disabled = false;
+    } catch (e) { showError(fb, e); }
+  };
+  $("#test-check").addEventListener("click", () => sendTest(true));
+  $("#test-upload").addEventListener("click", () => sendTest(false));
+  $("#test-next").addEventListener("click", () => go(3));
+
+  // step 3
+  $$("input[name=train-mode]").forEach((r) => r.addEventListener("change", () => {
+    state.mode = r.value;
+    for (const m of ["upload", "generate", "label"]) $(`#mode-${m}`).hidden = m !== r.value;
+    $("#train-next").disabled = r.value === "generate" ? false : !state.trainId;
+  }));
+  const review = async (datasetId) => {
+    const items = await api("POST", `/v1/datasets/${datasetId}/review`, {n: 50});
+    const labels = state.spec.labels || ["true", "false"];
+    const field = (state.spec.shape === "message" || !state.spec.shape) ? "input" : "output";
+    $("#review-table tbody").innerHTML = items.map((it) => `<tr data-item="${esc(it.id)}">
+      <td>${it.position + 1}</td><td class="rowtext">${esc(String(it.row[field] ?? it.row.input ?? "").slice(0, 400))}</td>
+      <td>${esc(it.proposed_label)}</td>
+      <td><select class="decision"><option value="accept">accept</option><option value="reject">reject</option>
+        ${labels.filter((l) => l !== it.proposed_label).map((l) => `<option value="relabel:${esc(l)}">relabel → ${esc(l)}</option>`).join("")}
+      </select></td></tr>`).join("");
+    $$("#review-table select.decision").forEach((sel) => sel.addEventListener("change", async () => {
+      const [decision, label] = sel.value.split(":");
+      try { await api("POST", `/v1/review/${sel.closest("tr").dataset.item}`, {decision, label: label || null}); sel.classList.add("saved"); }
+      catch (e) { showError($("#train-feedback"), e); }
+    }));
+    $("#review").hidden = false;
+  };
+  $("#train-upload").addEventListener("click", async () => {
+    const fb = $("#train-feedback");
+    const file = $("#train-file").files[0];
+    if (!file) { fb.innerHTML = `<div class="error">Choose a file first.</div>`; return; }
+    fb.innerHTML = `<p class="muted">Uploading ${esc(file.name)}…</p>`;
+    try {
+      const d = await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "train", testExtra()));
+      state.trainId = d.id;
+      fb.innerHTML = datasetSummary(d);
+      $("#train-next").disabled = false;
+      await review(d.id);
+    } catch (e) { showError(fb, e); }
+  });
+  $("#label-run").addEventListener("click", async () => {
+    const fb = $("#train-feedback");
+    const file = $("#unlabeled-file").files[0];
+    if (!file) { fb.innerHTML = `<div class="error">Choose a file first.</div>`; return; }
+    fb.innerHTML = `<p class="muted">Uploading and labeling with ${esc($("#judge-model").value)}…</p>`;
+    try {
+      const u = await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "unlabeled", testExtra()));
+      const d = await api("POST", `/v1/datasets/${u.id}/label`, {judge: $("#judge-model").value.trim()});
+      state.trainId = d.id;
+      fb.innerHTML = datasetSummary(d);
+      $("#train-next").disabled = false;
+      await review(d.id);
+    } catch (e) { showError(fb, e); }
+  });
+  $("#train-next").addEventListener("click", () => go(4));
+
+  // step 4
+  const buildConfig = () => {
+    const data = {test_set: `dataset:${state.testId}`, seed_fraction: Number($("#seed-fraction").value),
+      split_seed: Number($("#split-seed").value)};
+    const cfg = {metric: state.metric, data, model: {family: $("#model-family").value}, train: {epochs: Number($("#epochs").value)}};
+    if (state.mode === "generate") cfg.generate = {model: $("#gen-model").value.trim(), target_size: Number($("#gen-size").value)};
+    else if (state.trainId) data.train_set = `dataset:${state.trainId}`;
+    if ($("#max-steps").value) cfg.train.max_steps = Number($("#max-steps").value);
+    return cfg;
+  };
+  ["#model-family", "#epochs", "#max-steps"].forEach((s) => $(s).addEventListener("input", () => {
+    $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
+  }));
+  $("#launch").addEventListener("click", async () => {
+    const fb = $("#launch-feedback");
+    $("#launch").disabled = true;
+    try {
+      const run = await api("POST", "/v1/runs", {project, config: buildConfig(), name: $("#run-name").value.trim() || null});
+      window.location.href = `/runs/${run.id}`;
+    } catch (e) { showError(fb, e); $("#launch").disabled = false; }
+  });
+}
+
+/* ---------------------------------------------------------------- run page: live status */
+function initRun() {
+  const id = $("#run").dataset.run;
+  let lastEvent = 0, reportShown = $("#report-frame").hasAttribute("src");
+  const active = new Set(["queued", "generating_data", "data_ready", "training"]);
+  const tick = async () => {
+    let run;
+    try { run = await api("GET", `/v1/runs/${id}`); } catch (e) { setTimeout(tick, 3000); return; }
+    const st = $("#run-status");
+    st.textContent = run.status_title;
+    st.className = `status s-${run.status}`;
+    st.dataset.status = run.status;
+    $("#run-progress").style.width = `${Math.round(run.progress * 100)}%`;
+    $("#run-message").textContent = run.message;
+    $("#run-failure").hidden = !run.failure_reason;
+    $("#run-failure").textContent = run.failure_reason || "";
+    $("#run-history").innerHTML = (run.history || []).map((h) => `<li>${esc(h.at.slice(11, 19))} · ${esc(h.message)}</li>`).join("");
+    $("#run-cancel").hidden = !active.has(run.status);
+    $("#register").hidden = run.status !== "fine_tuned";
+    if (run.registered_as) $("#run-registered").innerHTML = `as <a href="/metrics/${esc(run.registered_as)}">${esc(run.registered_as)}</a>`;
+    if ((run.status === "fine_tuned" || run.status === "registered") && !reportShown) {
+      $("#report").hidden = false;
+      $("#report-frame").src = `/v1/runs/${id}/report?format=html`;
+      reportShown = true;
+    }
+    try {
+      const events = await api("GET", `/v1/runs/${id}/logs?after=${lastEvent}`);
+      for (const e of events) {
+        $("#run-log").textContent += `${e.at.slice(11, 19)} [${e.kind}] ${e.message}\n`;
+        lastEvent = e.id;
+      }
+    } catch (e) { /* the log is best effort */ }
+    if (active.has(run.status)) setTimeout(tick, 1500);
+  };
+  tick();
+  $("#run-cancel").addEventListener("click", async () => {
+    try { await api("POST", `/v1/runs/${id}/cancel`); } catch (e) { showError($("#run-message"), e); }
+  });
+  $("#register-button").addEventListener("click", async () => {
+    const fb = $("#register-feedback");
+    const name = $("#register-name").value.trim();
+    const t = $("#register-threshold").value;
+    try {
+      const m = await api("POST", `/v1/runs/${id}/register`, {name, threshold: t ? Number(t) : null});
+      fb.innerHTML = `<div class="ok">Registered as <a href="/metrics/${esc(m.full_name)}">${esc(m.full_name)}</a></div>`;
+      window.location.href = `/metrics/${encodeURIComponent(m.full_name)}`;
+    } catch (e) { showError(fb, e); }
+  });
+}
+
+/* ---------------------------------------------------------------- metric page: try it */
+function initMetric() {
+  const box = $("#try-it");
+  $("#try-score").addEventListener("click", async () => {
+    const row = {};
+    $$(".try-field", box).forEach((t) => { if (t.value.trim()) row[t.dataset.field] = t.value; });
+    const out = $("#try-result");
+    try {
+      const res = await api("POST", `/v1/metrics/${encodeURIComponent(box.dataset.metric)}/score`, {rows: [row]});
+      const r = res.results[0];
+      const bars = Object.entries(r.probabilities).map(([k, p]) =>
+        `<div class="bar"><span style="width:7rem">${esc(k)}</span><span class="fill" style="width:${Math.round(p * 300)}px"></span><span>${fmt(p)}</span></div>`).join("");
+      out.innerHTML = `<p class="verdict">Label: <span id="try-label">${esc(r.label)}</span></p>
+        <p>score ${fmt(r.score)} · confidence <span id="try-confidence">${fmt(r.confidence)}</span> · ${r.tokens ?? "?"} tokens${r.truncated ? " (truncated)" : ""}</p>
+        ${bars}<p class="muted">scored by ${esc(res.metric)}; batch of ${res.batch.requests} request(s), ${res.batch.rows} row(s)</p>`;
+    } catch (e) { showError(out, e); }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  if (page === "new-run") initNewRun();
+  else if (page === "run") initRun();
+  else if (page === "metric") initMetric();
+});

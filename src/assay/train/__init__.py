@@ -1,0 +1,17 @@
+"""Training: the loop, calibration, and the ``train(config)`` pipeline that writes an artifact."""
+
+from ._calibrate import calibrate, choose_threshold, fit_temperature
+from ._loop import Cancelled, class_weights, default_learning_rate, train_loop
+from ._pipeline import TrainResult, train
+
+__all__ = [
+    "Cancelled",
+    "TrainResult",
+    "calibrate",
+    "choose_threshold",
+    "class_weights",
+    "default_learning_rate",
+    "fit_temperature",
+    "train",
+    "train_loop",
+]

@@ -1,0 +1,131 @@
+"""Calibration on rows held back from the gradient steps: a temperature, then a decision threshold.
+
+Temperature scaling divides the label logits by T, chosen to minimise the negative
+log-likelihood on the calibration slice (NLL is convex in 1/T, so a golden-section search on
+1/T finds the optimum). The threshold (binary metrics) is then chosen on the calibrated
+P(positive) of the same slice for an objective: ``f1`` (macro F1), ``kappa``,
+``precision`` / ``recall`` (reach ``threshold_target`` with the best other side), ``none`` (0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, beta: float) -> float:
+    z = logits * beta
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits: Any, y: Sequence[int], lo: float = 1e-2, hi: float = 1e2) -> dict[str, float]:
+    """The temperature T minimising NLL of softmax(logits / T); returns T and NLL before/after."""
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=int)
+    a, b = math.log(1 / hi), math.log(1 / lo)  # search log(1/T)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = _nll(logits, y, math.exp(c)), _nll(logits, y, math.exp(d))
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = _nll(logits, y, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = _nll(logits, y, math.exp(d))
+    beta = math.exp((a + b) / 2)
+    before, after = _nll(logits, y, 1.0), _nll(logits, y, beta)
+    if after > before:  # never worse than no scaling
+        beta, after = 1.0, before
+    return {"temperature": 1.0 / beta, "nll_before": before, "nll_after": after}
+
+
+def _counts(p: np.ndarray, pos: np.ndarray, t: float) -> tuple[int, int, int, int]:
+    pred = p >= t
+    tp = int((pred & pos).sum())
+    fp = int((pred & ~pos).sum())
+    fn = int((~pred & pos).sum())
+    tn = int((~pred & ~pos).sum())
+    return tp, fp, fn, tn
+
+
+def _objective(name: str, tp: int, fp: int, fn: int, tn: int) -> float:
+    if name == "kappa":
+        n = tp + fp + fn + tn
+        po = (tp + tn) / n
+        pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+        return (po - pe) / (1 - pe) if pe < 1 else 0.0
+    f_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    f_neg = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp else 0.0
+    return (f_pos + f_neg) / 2
+
+
+def choose_threshold(p_pos: Any, is_pos: Any, objective: str = "f1", target: float | None = None) -> dict[str, Any]:
+    """A threshold on P(positive): the midpoint between the calibration scores that best meets ``objective``."""
+    p = np.asarray(p_pos, dtype=float)
+    pos = np.asarray(is_pos, dtype=bool)
+    if objective == "none" or len(p) == 0:
+        return {"threshold": 0.5, "method": "fixed at 0.5"}
+    u = np.unique(p)
+    cuts = np.concatenate([[0.0], (u[:-1] + u[1:]) / 2, [min(1.0, u[-1] + 1e-9)]]) if len(u) > 1 else np.array([0.5])
+    stats = [(float(t), *_counts(p, pos, t)) for t in cuts]
+    if objective in ("f1", "kappa"):
+        scored = [(_objective(objective, *s[1:]), -abs(s[0] - 0.5), s[0]) for s in stats]
+        best = max(scored)
+        name = "macro F1" if objective == "f1" else "Cohen's kappa"
+        return {"threshold": best[2], "method": f"max {name} on the calibration rows", "value": best[0]}
+    goal = target if target is not None else 0.9
+    prec = [(tp / (tp + fp) if tp + fp else 1.0, tp / (tp + fn) if tp + fn else 0.0, t)
+            for t, tp, fp, fn, tn in stats]
+    if objective == "precision":
+        ok = [(r, pr, t) for pr, r, t in prec if pr >= goal and r > 0]
+        if ok:
+            r, pr, t = max(ok)
+            return {"threshold": t, "method": f"precision >= {goal} with the best recall", "value": pr,
+                    "recall": r, "reached": True}
+        pr, r, t = max(prec, key=lambda x: (x[0], x[1]))
+        return {"threshold": t, "method": f"highest precision (target {goal} not reached)", "value": pr,
+                "recall": r, "reached": False}
+    ok = [(pr, t, r) for pr, r, t in prec if r >= goal]
+    pr, t, r = max(ok)  # recall 1 is always reachable at threshold 0
+    return {"threshold": t, "method": f"recall >= {goal} with the best precision", "value": r, "precision": pr,
+            "reached": True}
+
+
+def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "f1",
+              target: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """Fit temperature (and threshold for binary metrics) on ``rows``; sets them on ``evaluator``."""
+    labels = list(evaluator.labels)
+    y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
+    out: dict[str, Any] = {"rows": len(rows), "threshold_objective": objective, "threshold_target": target}
+    if len(rows) < MIN_ROWS or len(set(y.tolist())) < 2:
+        out.update({"temperature": 1.0, "threshold": 0.5 if evaluator.metric.is_binary else None,
+                    "threshold_method": f"not calibrated: {len(rows)} calibration rows of "
+                                        f"{len(set(y.tolist()))} label(s) (need {MIN_ROWS}+ rows of 2+ labels)"})
+        evaluator.temperature = 1.0
+        if evaluator.metric.is_binary:
+            evaluator.threshold = 0.5
+        return out
+    logits = evaluator.predict_logits(rows, batch_size)
+    out.update(fit_temperature(logits, y))
+    evaluator.temperature = out["temperature"]
+    if evaluator.metric.is_binary:
+        pos = labels.index(evaluator.metric.positive)
+        probs = evaluator.calibrate(logits)
+        t = choose_threshold(probs[:, pos], y == pos, objective, target)
+        evaluator.threshold = t.pop("threshold")
+        out["threshold"] = evaluator.threshold
+        out["threshold_method"] = t.pop("method")
+        out["threshold_details"] = t
+    else:
+        out["threshold"] = None
+        out["threshold_method"] = "argmax (categorical)"
+    return out

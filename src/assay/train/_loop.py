@@ -1,0 +1,182 @@
+"""The training loop, top to bottom: seed, batch, forward, weighted cross-entropy, AdamW, schedule.
+
+The model returns one logit per label (the decoder's label-token logits, the encoder's head), so
+the loss is a plain cross-entropy over the labels only, whatever the family.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..config import TrainingConfig
+from ..errors import AssayError
+
+# Learning rates that work for the shipped bases (tuned on the examples; override with train.learning_rate).
+DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
+              ("decoder", True): 2e-4, ("decoder", False): 2e-5}
+HEAD_LR_SCALE = 3.0  # the encoder's fresh label head learns faster than the adapters
+
+
+class Cancelled(Exception):
+    """Training was stopped by ``should_stop()``."""
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def class_weights(y: Sequence[int], n_labels: int, mode: str) -> list[float]:
+    """Per-label loss weights: ``balanced`` = n / (k * count), ``sqrt`` = its square root, mean 1."""
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=n_labels).astype(float)
+    if mode == "none":
+        return [1.0] * n_labels
+    w = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    present = w[counts > 0]
+    return (w / present.mean()).tolist() if present.size else [1.0] * n_labels
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length rows (less padding), in a shuffled order."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    mega = batch_size * 32
+    batches = []
+    for s in range(0, len(idx), mega):
+        chunk = sorted(idx[s:s + mega], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def default_learning_rate(family: str, lora: bool) -> float:
+    return DEFAULT_LR[(family, lora)]
+
+
+def train_loop(
+    evaluator: Any,
+    rows: Sequence[Mapping[str, Any]],
+    cfg: TrainingConfig,
+    *,
+    progress: bool = True,
+    on_status: Callable[[str, float | None, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``evaluator.model`` on labeled ``rows``; returns what happened (steps, losses, time)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from ..evaluator._device import autocast
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    model, device, dtype = evaluator.model, evaluator.device, evaluator.dtype
+    labels = list(evaluator.labels)
+    y = [labels.index(r["label"]) for r in rows]
+    if len(set(y)) < 2:
+        raise AssayError("training rows of at least two labels", f"only '{labels[y[0]]}'" if y else "no rows",
+                         "add labeled rows of the other labels (or generate them)", code="too_few_rows")
+    encoded = evaluator.encode(rows)
+    weights = torch.tensor(class_weights(y, len(labels), cfg.class_weighting), dtype=torch.float32, device=device)
+
+    # --- optimizer: AdamW, no decay on biases and norms; the encoder head gets a higher rate ------------
+    lora = bool(getattr(model, "lora", None))
+    lr = cfg.learning_rate or default_learning_rate(model.family, lora)
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in head_ids, p.ndim >= 2), []).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": ps, "lr": lr * (HEAD_LR_SCALE if is_head and lora else 1.0),
+          "weight_decay": cfg.weight_decay if decay else 0.0} for (is_head, decay), ps in groups.items()],
+        lr=lr,
+    )
+
+    # --- schedule: linear warmup, then linear decay to 0 ---------------------------------------------
+    batches_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+    rng = random.Random(cfg.seed)
+    lengths = [e.tokens for e in encoded]
+    queue: list[list[int]] = []
+
+    def next_batch() -> list[int]:  # endless: a fresh shuffle at each epoch's end
+        nonlocal queue
+        if not queue:
+            queue = length_grouped_batches(lengths, cfg.batch_size, rng)
+        return queue.pop()
+
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(range(total), desc="training", disable=not progress, unit="step")
+    for step in bar:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"stopped at step {step} of {total}")
+        step_loss = 0.0
+        for _ in range(cfg.gradient_accumulation):
+            idx = next_batch()
+            batch = model.collate([encoded[i] for i in idx], device)
+            target = torch.tensor([y[i] for i in idx], device=device)
+            with autocast(device, dtype):
+                logits = model(**batch)
+            loss = F.cross_entropy(logits.float(), target, weight=weights) / cfg.gradient_accumulation
+            loss.backward()
+            step_loss += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if not math.isfinite(step_loss):
+            raise AssayError("a finite training loss", f"{step_loss} at step {step + 1}",
+                             "lower train.learning_rate or use train.precision: fp32", code="training_diverged")
+        losses.append(step_loss)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
+        if on_status is not None:
+            on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}")
+    bar.close()
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {
+        "steps": total,
+        "epochs": round(total * cfg.gradient_accumulation * cfg.batch_size / max(1, len(rows)), 3),
+        "rows": len(rows),
+        "learning_rate": lr,
+        "class_weights": dict(zip(labels, [round(float(w), 4) for w in weights.tolist()])),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_curve": _downsample(losses, 50),
+        "seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / total, 4),
+        "device": str(device),
+        "precision": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
+        "truncated_rows": sum(e.truncated for e in encoded),
+        "mean_tokens": round(float(np.mean(lengths)), 1),
+    }
+
+
+def _downsample(values: list[float], n: int) -> list[float]:
+    if len(values) <= n:
+        return [round(v, 5) for v in values]
+    k = len(values) / n
+    return [round(float(np.mean(values[int(i * k):int((i + 1) * k)])), 5) for i in range(n)]

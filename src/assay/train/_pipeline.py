@@ -1,0 +1,202 @@
+"""``train(config)``: data -> (generation) -> training -> calibration -> report -> artifact."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Config, load_config
+from ..data import load_rows, row_hash, rows_hash, split_rows
+from ..errors import AssayError
+from ._calibrate import MIN_ROWS, calibrate
+from ._loop import train_loop
+
+log = logging.getLogger("assay.train")
+Status = Callable[[str, "float | None", str], None]
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` made: the artifact folder, the held-out report and the loaded evaluator."""
+
+    artifact_dir: Path
+    report: dict[str, Any]
+    evaluator: Any
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "evaluator.json").exists())):
+        raise AssayError("an empty folder or an earlier assay artifact for the output", f"{out} holds other files",
+                         "choose another output (--output or `output:` in the config)", code="output_exists")
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    seen, out = set(), []
+    for r in rows:
+        key = (row_hash(r), r.get("label"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out, len(rows) - len(out)
+
+
+def _generate(cfg: Config, seeds: list[dict[str, Any]], held_out: list[dict[str, Any]], status: Status):
+    try:
+        from ..synth import generate_training_set
+    except ImportError:
+        raise AssayError("the assay.synth module for `generate:`", "it is not part of this install",
+                         "remove `generate:` from the config and give data.train_set, or upgrade assay",
+                         code="missing_dependency") from None
+
+    result = generate_training_set(cfg, seeds, held_out, on_status=status)
+    rows = getattr(result, "rows", result)
+    details = result.summary() if hasattr(result, "summary") else (
+        result.to_dict() if hasattr(result, "to_dict") else {})
+    return list(rows), details if isinstance(details, dict) else {}
+
+
+def _calibration_split(rows: list[dict[str, Any]], fraction: float, seed: int):
+    """(rows to train on, rows to calibrate on): stratified, disjoint by content."""
+    if fraction <= 0 or round(fraction * len(rows)) < MIN_ROWS:
+        return rows, []
+    s = split_rows(rows, fraction, seed)
+    return s.held_out, s.seeds
+
+
+def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[dict[str, Any]], cfg: Config):
+    try:
+        from ..report import evaluate
+    except ImportError:  # the report stage is not installed: keep the artifact, say so
+        log.warning("assay.report is not available: no held-out report written")
+        return {}
+    return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report)
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    s = report.get("student") or {}
+    out = {k: s.get(k) for k in ("n", "kappa", "f1_macro", "accuracy", "auroc", "ece", "brier")}
+    out["baselines"] = {name: (m.get("kappa") if "skipped" not in m else None)
+                        for name, m in (report.get("baselines") or {}).items()}
+    return out
+
+
+def _resolved_config(cfg: Config, out: Path) -> dict[str, Any]:
+    d = cfg.to_dict()
+    for key in ("test_set", "train_set"):
+        if d["data"].get(key):
+            d["data"][key] = str(cfg.path(d["data"][key]).resolve())
+    if isinstance(d["metric"], str) and d["metric"].endswith((".yaml", ".yml", ".json")):
+        d["metric"] = cfg.metric_spec().to_dict()
+    d["output"] = str(out.resolve())
+    return d
+
+
+def train(config: Config | str | Path, *, progress: bool = True, on_status: Status | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Run a whole training job from a config (object or YAML path); returns the artifact."""
+    import yaml
+
+    from ..evaluator import Evaluator
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    status: Status = on_status or (lambda stage, fraction, message: None)
+    metric = cfg.metric_spec()
+    out = cfg.output_dir()
+    _check_output(out)
+
+    # --- data ------------------------------------------------------------------------------------
+    status("preparing", 0.0, "reading the labeled test set")
+    d = cfg.data
+    test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
+    split = split_rows(test.rows, d.seed_fraction, d.split_seed)
+    if not split.held_out:
+        raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
+                         "add labeled rows to data.test_set", code="too_few_rows")
+    train_rows: list[dict[str, Any]] = []
+    notes: list[str] = list(test.warnings)
+    counts: dict[str, Any] = {"test_set": len(test.rows), "seeds": len(split.seeds), "held_out": len(split.held_out)}
+    if d.train_set:
+        tv = load_rows(cfg.path(d.train_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
+        train_rows += tv.rows
+        counts["train_set"] = len(tv.rows)
+        notes += tv.warnings
+    if d.train_on_seeds:
+        train_rows += split.seeds
+    generation: dict[str, Any] = {}
+    if cfg.generate:
+        status("generating", 0.0, "generating training rows from the seeds")
+        generated, generation = _generate(cfg, split.seeds, split.held_out, status)
+        counts["generated"] = len(generated)
+        train_rows += generated
+    if not d.train_set and not cfg.generate:
+        if not d.train_on_seeds:
+            raise AssayError("training rows: data.train_set, generate:, or train_on_seeds: true",
+                             "none of them", "set data.train_set or data.train_on_seeds: true", code="invalid_config")
+        msg = f"no train_set and no generate: training on the {len(split.seeds)} seed rows alone"
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+    held = {row_hash(r) for r in split.held_out}
+    n_before = len(train_rows)
+    train_rows = [r for r in train_rows if row_hash(r) not in held]
+    counts["leaked_dropped"] = n_before - len(train_rows)
+    if counts["leaked_dropped"]:
+        notes.append(f"{counts['leaked_dropped']} training rows repeat a held-out row and were dropped")
+    train_rows, counts["duplicates_dropped"] = _dedupe(train_rows)
+    if not train_rows:
+        raise AssayError("training rows", "none left", "add data.train_set rows or more labeled rows",
+                         code="too_few_rows")
+    fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed)
+    counts.update(train_rows=len(train_rows), fit_rows=len(fit_rows), calibration_rows=len(cal_rows))
+
+    # --- model, training, calibration --------------------------------------------------------------
+    status("preparing", 0.5, f"loading the {cfg.model.family} base model {cfg.model.base_name}")
+    ev = Evaluator.create(metric, cfg.model, device=cfg.train.device, precision=cfg.train.precision)
+    status("training", 0.0, f"training on {len(fit_rows)} rows")
+    stats = train_loop(ev, fit_rows, cfg.train, progress=progress, on_status=status, should_stop=should_stop)
+    stats["eval_batch_size"] = cfg.train.eval_batch_size
+    cal = calibrate(ev, cal_rows, cfg.train.threshold_objective, cfg.train.threshold_target,
+                    cfg.train.eval_batch_size)
+    data_info = {
+        "test_set": str(cfg.path(d.test_set)),
+        "train_set": str(cfg.path(d.train_set)) if d.train_set else None,
+        "counts": counts,
+        "label_counts": {"test_set": test.label_counts,
+                         "train_rows": {lab: sum(r["label"] == lab for r in train_rows) for lab in metric.labels}},
+        "hashes": {"seeds": rows_hash(split.seeds), "held_out": rows_hash(split.held_out),
+                   "train_rows": rows_hash(train_rows), "calibration_rows": rows_hash(cal_rows)},
+        "seed_fraction": d.seed_fraction,
+        "split_seed": d.split_seed,
+        "notes": notes,
+    }
+    if generation:
+        data_info["generation"] = generation
+    ev.info.update({"training": {**cfg.train.model_dump(mode="json"), **stats}, "calibration": cal,
+                    "data": data_info, "config": _resolved_config(cfg, out)})
+    if should_stop is not None and should_stop():
+        from ._loop import Cancelled
+
+        raise Cancelled("stopped before evaluation")
+
+    # --- report, artifact ---------------------------------------------------------------------------
+    status("evaluating", 0.0, f"evaluating on {len(split.held_out)} held-out rows")
+    report = _evaluate(ev, split.held_out, train_rows, cfg)
+    status("saving", 0.0, f"writing the artifact to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    if report:
+        from ..report import write_report
+
+        write_report(report, out)
+        ev.info["report_summary"] = _headline(report)
+    (out / "config.yaml").write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
+    manifest = {**split.manifest(), "seed_fraction": d.seed_fraction, "split_seed": d.split_seed,
+                "counts": counts}
+    (out / "split.json").write_text(json.dumps(manifest, indent=1))
+    ev.save_pretrained(out)
+    status("saving", 1.0, "done")
+    return TrainResult(artifact_dir=out, report=report, evaluator=ev, training=stats, data=data_info)

@@ -1,0 +1,123 @@
+"""Eval: evaluators and gates over a dataset -> one standard report; ``assay eval`` on the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from assay.cli import cli
+from assay.errors import AssayError
+from assay.monitor import Eval, ModelCheck, smoke_subset
+from assay.monitor._stats import cohen_kappa, histogram, ks_statistic, psi, rebin
+from test_monitor_fakes import FakeEvaluator
+
+ROWS = [
+    {"id": "a", "input": "email me at a@b.co", "label": "true"},
+    {"id": "b", "input": "nothing personal here", "label": "false"},
+    {"id": "c", "input": "card 4111 1111 1111 1111", "label": "true"},
+    {"id": "d", "input": "what time is it", "label": "false"},
+    {"id": "e", "output": "a reply, no request", "label": "false"},  # no input: skipped by pii, counted
+]
+
+
+def test_report_shape_and_failures_with_trace_ids():
+    ev = FakeEvaluator("pii", scores={"a": 0.9, "b": 0.1, "c": 0.2, "d": 0.6})
+    rep = Eval([ev, {"gate": {"type": "pii", "field": "input"}}], ROWS, name="unit").run()
+    assert rep["eval"] == "unit" and rep["dataset"]["evaluated"] == 5
+    m = rep["metrics"]["pii"]
+    assert m["kind"] == "evaluator" and m["scored"] == 4 and m["skipped"] == {"missing_input": 1}
+    # label "true" (PII present) is the failing verdict of the pii metric
+    assert m["failed"] == 2 and m["pass_rate"] == 0.5
+    assert sorted(f["trace_id"] for f in m["failures"]) == ["a", "d"]
+    assert sum(m["confidence_histogram"]["counts"]) == 4 and sum(m["score_histogram"]["counts"]) == 4
+    assert m["agreement"]["n"] == 4 and m["agreement"]["accuracy"] == 0.5  # c and d are wrong
+    g = rep["metrics"]["gate:pii"]
+    assert g["kind"] == "gate" and g["failed"] == 2 and {f["trace_id"] for f in g["failures"]} == {"a", "c"}
+    assert "found 1 email" in [f["reason"] for f in g["failures"] if f["trace_id"] == "a"][0]
+
+
+def test_attached_deciding_gate_skips_the_model():
+    ev = FakeEvaluator("pii", scores={"a": 0.05, "b": 0.1, "c": 0.2, "d": 0.3})
+    check = ModelCheck(ev, gates=[{"type": "pii", "decides": True}])
+    rep = Eval([check], ROWS[:4]).run()
+    m = rep["metrics"]["pii"]
+    assert sorted(f["trace_id"] for f in m["failures"]) == ["a", "c"]
+    assert all(f["reason"].startswith("gate pii") for f in m["failures"])
+    assert rep["metrics"]["pii/pii"]["failed"] == 2
+    assert ev.calls == 1 and len(ev.prompts) == 0  # b and d had fixed scores; a and c never reached the model
+
+
+def test_smoke_subset_is_fixed_and_parallel_matches_serial(shared_data):
+    data = shared_data / "pii_presidio_synth.jsonl"
+    serial = Eval([FakeEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3)
+    par = Eval([FakeEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3, parallel=2)
+    strip = lambda r: {k: v for k, v in r["metrics"]["pii"].items()}  # noqa: E731
+    assert strip(serial) == strip(par)
+    assert serial["dataset"]["evaluated"] == 60 and serial["dataset"]["traces"] == 1500
+    other = Eval([FakeEvaluator("pii")], data).run(smoke=60, seed=4)
+    assert strip(other) != strip(serial)  # another seed, another subset
+
+
+def test_smoke_subset_independent_of_order():
+    from assay.monitor import read_traces
+
+    traces = read_traces([{"id": str(i), "input": f"row {i}"} for i in range(50)]).traces
+    a = [t.trace_id for t in smoke_subset(traces, 10)]
+    b = [t.trace_id for t in smoke_subset(list(reversed(traces)), 10)]
+    assert a == b and len(set(a)) == 10
+
+
+def test_eval_errors():
+    with pytest.raises(AssayError, match="at least one evaluator"):
+        Eval([], ROWS)
+    with pytest.raises(AssayError, match="evaluator keys"):
+        Eval([{"artifact": "x", "bogus": 1}], ROWS)
+    with pytest.raises(AssayError, match="evaluator.json"):
+        Eval([{"artifact": "/nonexistent/art"}], ROWS)
+    with pytest.raises(AssayError, match="one check per metric"):
+        Eval([FakeEvaluator("pii"), FakeEvaluator("pii")], ROWS)
+
+
+def test_cli_eval_with_gates_config_and_smoke(tmp_path):
+    data = tmp_path / "golden.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n{broken\n")
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("name: gates\ndataset: golden.jsonl\nevaluators:\n"
+                   "  - gate: {type: pii, field: input, name: pii_regex}\n"
+                   "  - gate: {type: length, field: input, max_chars: 22}\n")
+    r = CliRunner().invoke(cli, ["eval", str(cfg), "--json", "--out", str(tmp_path / "rep.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["dataset"]["ingest"]["problems"] == {"invalid_json": 1}
+    assert rep["metrics"]["pii_regex"]["failed"] == 2 and rep["metrics"]["gate:length"]["failed"] == 1
+    assert json.loads((tmp_path / "rep.json").read_text())["eval"] == "gates"
+    r = CliRunner().invoke(cli, ["eval", "--gate", "{type: pii, field: input}", "--data", str(data), "--smoke", "2"])
+    assert r.exit_code == 0 and "2 of 5 traces" in r.output
+    r = CliRunner().invoke(cli, ["eval", "--data", str(data)])
+    assert r.exit_code == 2 and "at least one evaluator" in r.output
+    r = CliRunner().invoke(cli, ["eval", "--gate", "[1]", "--data", str(data)])
+    assert r.exit_code == 2 and "inline mapping" in r.output
+
+
+def test_stats_helpers():
+    assert histogram([0.0, 0.05, 0.5, 1.0])["counts"] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
+    assert cohen_kappa(["a", "a"], ["a", "a"]) is None
+    assert cohen_kappa(["a", "b", "a", "b"], ["a", "a", "b", "b"]) == 0.0
+    # weights count items more than once
+    assert cohen_kappa(["a", "b", "b"], ["a", "b", "a"], weights=[1, 1, 0]) == 1.0
+    assert psi([10, 10], [10, 10]) == 0.0 and psi([10, 10], [19, 1]) > 0.2
+    assert ks_statistic([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == 0.0 and ks_statistic([0.1], [0.9]) == 1.0
+    assert rebin([{"lo": 0.0, "hi": 0.2, "count": 10}], [0, 0.1, 0.2]) == [5.0, 5.0]
+
+
+def test_eval_over_a_monitor_database(tmp_path):
+    from assay.monitor import Monitor, RouteConfig, Store, read_traces
+
+    store = Store(tmp_path / "m.db")
+    Monitor([FakeEvaluator("pii")], store, RouteConfig()).process(read_traces(ROWS).traces)
+    store.close()
+    rep = Eval([{"gate": {"type": "pii", "field": "input"}}], tmp_path / "m.db").run()
+    assert rep["dataset"]["traces"] == 5 and rep["metrics"]["gate:pii"]["failed"] == 2

@@ -1,0 +1,137 @@
+"""classification_metrics against sklearn, and its degenerate cases."""
+
+import json
+
+import numpy as np
+import pytest
+
+from assay.errors import AssayError
+from assay.report import classification_metrics, expected_calibration_error
+
+sk = pytest.importorskip("sklearn.metrics")
+
+LABELS3 = ["hate_speech", "offensive_language", "neither"]
+
+
+def _random_3class(n=400, seed=1):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    p = rng.dirichlet([1, 1, 1], n)
+    p[np.arange(n), y] += 0.6
+    p = np.round(p / p.sum(1, keepdims=True), 2)  # ties in the scores on purpose
+    p = p / p.sum(1, keepdims=True)
+    return y, p
+
+
+def test_categorical_matches_sklearn():
+    y, p = _random_3class()
+    m = classification_metrics([LABELS3[i] for i in y], p, LABELS3)
+    pred = p.argmax(1)
+    assert m["n"] == len(y)
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, pred), abs=1e-6)
+    assert m["kappa"] == pytest.approx(sk.cohen_kappa_score(y, pred), abs=1e-6)
+    assert m["f1_macro"] == pytest.approx(sk.f1_score(y, pred, average="macro"), abs=1e-6)
+    assert m["precision_macro"] == pytest.approx(sk.precision_score(y, pred, average="macro"), abs=1e-6)
+    assert m["auroc"] == pytest.approx(sk.roc_auc_score(y, p, multi_class="ovr"), abs=1e-6)
+    assert m["confusion"] == sk.confusion_matrix(y, pred, labels=[0, 1, 2]).tolist()
+    onehot = np.eye(3)[y]
+    assert m["brier"] == pytest.approx(np.mean(np.sum((p - onehot) ** 2, 1)), abs=1e-6)
+    for i, lab in enumerate(LABELS3):
+        assert m["per_class"][lab]["f1"] == pytest.approx(sk.f1_score(y == i, pred == i), abs=1e-6)
+        assert m["label_counts"][lab] == int((y == i).sum())
+    json.dumps(m, allow_nan=False)  # plain JSON types, no NaN
+
+
+def test_binary_matches_sklearn_with_threshold_and_positive_second():
+    rng = np.random.default_rng(2)
+    n = 300
+    is_pos = rng.integers(0, 2, n)
+    pp = np.round(np.clip(0.35 * is_pos + rng.random(n) * 0.65, 0, 1), 2)
+    labels = ["true", "false"]
+    # positive is the second label ("false"), as for tool_call_correctness
+    y = ["false" if v else "true" for v in is_pos]
+    probs = np.c_[1 - pp, pp]
+    m = classification_metrics(y, probs, labels, positive="false", threshold=0.4)
+    pred = (pp >= 0.4).astype(int)
+    assert m["positive"] == "false" and m["threshold"] == 0.4
+    assert m["auroc"] == pytest.approx(sk.roc_auc_score(is_pos, pp), abs=1e-6)
+    assert m["auprc"] == pytest.approx(sk.average_precision_score(is_pos, pp), abs=1e-6)
+    assert m["kappa"] == pytest.approx(sk.cohen_kappa_score(is_pos, pred), abs=1e-6)
+    assert m["f1_positive"] == pytest.approx(sk.f1_score(is_pos, pred), abs=1e-6)
+    assert m["f1_macro"] == pytest.approx(sk.f1_score(is_pos, pred, average="macro"), abs=1e-6)
+    assert m["brier"] == pytest.approx(sk.brier_score_loss(is_pos, pp), abs=1e-6)
+    # confusion rows are true labels in label order: index 0 = "true" (= not positive)
+    assert m["confusion"] == sk.confusion_matrix(is_pos, pred, labels=[0, 1]).tolist()
+
+
+def test_perfect_predictions():
+    y = ["true"] * 30 + ["false"] * 20
+    probs = np.array([[0.99, 0.01]] * 30 + [[0.02, 0.98]] * 20)
+    m = classification_metrics(y, probs, ["true", "false"])
+    assert m["accuracy"] == 1.0 and m["kappa"] == 1.0 and m["f1_macro"] == 1.0
+    assert m["auroc"] == 1.0 and m["auprc"] == 1.0
+    assert m["confusion"] == [[30, 0], [0, 20]]
+    assert m["ci"]["kappa"] == [1.0, 1.0]
+
+
+def test_one_class_present_and_all_predictions_one_class():
+    # truth has one class, predictions vary: kappa 0, AUROC undefined
+    y = ["neither"] * 10
+    p = np.tile([0.1, 0.2, 0.7], (10, 1))
+    p[0] = [0.8, 0.1, 0.1]
+    m = classification_metrics(y, p, LABELS3)
+    assert m["kappa"] == 0.0
+    assert m["auroc"] is None and m["auprc"] is None
+    # truth and predictions all the same label: kappa undefined -> None, nothing crashes
+    p2 = np.tile([0.1, 0.2, 0.7], (10, 1))
+    m2 = classification_metrics(y, p2, LABELS3, bootstrap=50)
+    assert m2["kappa"] is None and m2["ci"]["kappa"] is None
+    assert m2["accuracy"] == 1.0 and m2["f1_macro"] == 1.0  # labels absent on both sides are not averaged
+    # binary: every prediction the negative label
+    yb = ["true"] * 5 + ["false"] * 5
+    mb = classification_metrics(yb, np.tile([0.1, 0.9], (10, 1)), ["true", "false"])
+    assert mb["kappa"] == 0.0 and mb["auroc"] == 0.5
+    assert mb["per_class"]["true"]["precision"] == 0.0
+    json.dumps([m, m2, mb], allow_nan=False)
+
+
+def test_bootstrap_interval_contains_point_estimate():
+    y, p = _random_3class(n=300, seed=5)
+    m = classification_metrics([LABELS3[i] for i in y], p, LABELS3, bootstrap=500, seed=3)
+    lo, hi = m["ci"]["kappa"]
+    assert lo < m["kappa"] < hi
+    lo, hi = m["ci"]["f1_macro"]
+    assert lo < m["f1_macro"] < hi
+    again = classification_metrics([LABELS3[i] for i in y], p, LABELS3, bootstrap=500, seed=3)
+    assert again["ci"] == m["ci"]  # fixed seed, same interval
+    assert classification_metrics([LABELS3[i] for i in y], p, LABELS3, bootstrap=0)["ci"]["kappa"] is None
+
+
+def test_ece_calibrated_small_overconfident_large():
+    rng = np.random.default_rng(0)
+    n = 20000
+    conf = rng.uniform(0.5, 1.0, n)
+    hit = rng.random(n) < conf  # right with exactly the stated probability
+    assert expected_calibration_error(conf, hit) < 0.02
+    over = rng.random(n) < 0.6  # says 0.5-1.0, right 60% of the time
+    assert expected_calibration_error(conf, over) > 0.1
+    # through classification_metrics: the binary P(positive) of a calibrated scorer
+    pp = rng.random(n)
+    y = np.where(rng.random(n) < pp, "true", "false")
+    m = classification_metrics(y, np.c_[pp, 1 - pp], ["true", "false"], bootstrap=0)
+    assert m["ece_positive"] < 0.02 and m["ece"] < 0.02
+    sharp = np.where(pp >= 0.5, 0.99, 0.01)
+    m2 = classification_metrics(y, np.c_[sharp, 1 - sharp], ["true", "false"], bootstrap=0)
+    assert m2["ece"] > 0.15
+    assert sum(b["count"] for b in m["reliability"]) == n
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(AssayError, match="2 rows without a label"):
+        classification_metrics(["true", None, ""], np.full((3, 2), 0.5), ["true", "false"])
+    with pytest.raises(AssayError, match="unknown labels"):
+        classification_metrics(["true", "maybe"], np.full((2, 2), 0.5), ["true", "false"])
+    with pytest.raises(AssayError, match="shape"):
+        classification_metrics(["true", "false"], np.full((2, 3), 0.5), ["true", "false"])
+    with pytest.raises(AssayError, match="NaN"):
+        classification_metrics(["true", "false"], [[0.5, np.nan], [0.5, 0.5]], ["true", "false"])

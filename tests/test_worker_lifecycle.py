@@ -1,0 +1,147 @@
+"""The worker: statuses and progress, failures with reasons and partial outputs, cancel,
+recovery of runs whose worker died (including kill -9 of a real worker process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _registry_util import add_binary_datasets, fake_worker, finished_run, make_registry, run_config
+
+from assay.registry import Status
+
+
+@pytest.fixture
+def reg(tmp_path):
+    r = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
+    r.create_project("demo")
+    yield r
+    r.close()
+
+
+def _wait_for(pred, timeout=60.0, every=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def test_run_goes_through_statuses(reg):
+    t, tr = add_binary_datasets(reg, "demo", 80, 120)
+    run = reg.create_run("demo", run_config(t, tr))
+    out = fake_worker(reg).run_once()
+    assert out.id == run.id and out.status == Status.fine_tuned and out.progress == 1.0
+    assert [h.status for h in out.history] == ["queued", "data_ready", "training", "fine_tuned"]
+    assert out.metrics_summary and "kappa" in out.metrics_summary
+    assert out.started_at and out.finished_at and out.finished_at >= out.started_at
+    stages = [e.stage for e in reg.run_events(run.id) if e.kind == "stage"]
+    assert {"preparing", "training", "evaluating", "saving"} <= set(stages)
+    art = Path(out.artifact_location)
+    assert {"evaluator.json", "report.json", "report.html", "report.md"} <= {p.name for p in art.iterdir()}
+    assert reg.run_report(run.id)["n"] > 0 and "<html" in reg.run_report(run.id, "html").lower()
+    assert fake_worker(reg).run_once() is None  # queue empty
+
+
+def test_generation_status_when_no_training_set(reg):
+    t, _ = add_binary_datasets(reg, "demo", 80, 10)
+    cfg = run_config(t)
+    cfg["generate"] = {"model": "mock/teacher", "target_size": 10}
+    reg.create_run("demo", cfg)
+    out = fake_worker(reg).run_once()
+    assert [h.status for h in out.history] == ["queued", "generating_data", "data_ready", "training", "fine_tuned"]
+
+
+def test_failure_records_reason_and_keeps_partial_outputs(reg):
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    reg.create_run("demo", run_config(t, tr))
+    out = fake_worker(reg, fail_at_step=1).run_once()
+    assert out.status == Status.failed
+    assert out.failure_reason == "RuntimeError: fake training failed at step 1"
+    assert (Path(out.artifact_location) / "partial.txt").exists()
+    errors = [e for e in reg.run_events(out.id) if e.kind == "error"]
+    assert any("Traceback" in e.message for e in errors)
+    assert out.history[-1].status == "failed"
+
+
+def test_unexpected_exception_fails_with_its_type(reg):
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    reg.create_run("demo", run_config(t, tr))
+    out = fake_worker(reg, steps="many").run_once()  # the fake raises a TypeError
+    assert out.status == Status.failed and out.failure_reason.startswith("TypeError")
+
+
+def test_cancel_stops_a_running_run(reg):
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    run = reg.create_run("demo", run_config(t, tr))
+    w = fake_worker(reg, steps=200, step_seconds=0.05)
+    th = threading.Thread(target=w.run_once)
+    th.start()
+    _wait_for(lambda: reg.get_run(run.id).status == Status.training)
+    assert reg.cancel_run(run.id).cancel_requested
+    th.join(timeout=30)
+    out = reg.get_run(run.id)
+    assert out.status == Status.cancelled and out.failure_reason is None
+    assert out.history[-1].status == "cancelled"
+
+
+def test_recover_dead_and_silent_workers(reg):
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    a = reg.create_run("demo", run_config(t, tr))
+    b = reg.create_run("demo", run_config(t, tr))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    reg.claim_run("w-dead", pid=dead.pid, run_id=a.id)
+    reg.report_stage(a.id, "w-dead", "training", 0.5, "step 5/10")
+    reg.claim_run("w-silent", pid=1, host="another-host", run_id=b.id)
+    assert reg.recover_stale(stale_after=60) == [a.id]  # b still has a fresh heartbeat
+    ra = reg.get_run(a.id)
+    assert ra.status == Status.failed and "is gone" in ra.failure_reason and "Training" in ra.failure_reason
+    time.sleep(1.2)
+    assert reg.recover_stale(stale_after=1) == [b.id]
+    assert "no heartbeat since" in reg.get_run(b.id).failure_reason
+
+
+@pytest.mark.slow
+def test_kill_9_worker_mid_training(registry_db, tmp_path):
+    """A worker killed with SIGKILL mid-training: on restart the run is Failed with a reason,
+    and registered metrics and datasets are untouched."""
+    reg = make_registry(registry_db, tmp_path)
+    metric = reg.register(finished_run(reg), "tox")
+    datasets = {d.id: d.content_hash for d in reg.list_datasets("demo")}
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    run = reg.create_run("demo", run_config(t, tr))
+    cmd = [sys.executable, "-m", "assay.registry._fake", "--db", registry_db, "--artifacts",
+           str(tmp_path / "artifacts"), "--steps", "2000", "--step-seconds", "0.05", "--heartbeat", "0.2"]
+    worker = subprocess.Popen(cmd, env={**os.environ})
+    try:
+        _wait_for(lambda: reg.get_run(run.id).status == Status.training and reg.get_run(run.id).progress > 0.36,
+                  timeout=120)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    stuck = reg.get_run(run.id)
+    assert stuck.status == Status.training  # nobody updated it after the kill
+    restarted = subprocess.run(cmd + ["--once"], env={**os.environ}, timeout=120, capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    out = reg.get_run(run.id)
+    assert out.status == Status.failed
+    assert f"pid {worker.pid}" in out.failure_reason and "is gone" in out.failure_reason
+    assert "Training" in out.failure_reason and out.artifact_location in out.failure_reason
+    assert (Path(out.artifact_location) / "partial.txt").exists()  # partial outputs kept
+    # nothing registered or uploaded was lost
+    again = reg.get_metric("tox")
+    assert again.full_name == metric.full_name and reg.storage.dir_sha256(again.artifact_location) == \
+        metric.artifact_sha256
+    assert reg.score("tox", ["you idiot"])[0].label in ("true", "false")
+    for did, h in datasets.items():
+        assert reg.get_dataset(did).content_hash == h and len(reg.dataset_rows(did)) > 0
+    reg.close()
