@@ -112,8 +112,9 @@ def main() -> None:
     results["monitor pipeline (ingest+gate+score+route+SQLite)"] = {"traces": summary["traces"], "seconds": secs}
 
     judge_per_m = 1e6 * args.judge_cost
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nassay monitor benchmark: {args.n} traces, batch {args.batch_size}, {os.cpu_count()} CPUs "
-          f"({platform.processor() or platform.machine()}), evaluator {artifact}")
+          f"({platform.processor() or platform.machine()}), load average {load:.1f}, evaluator {artifact}")
     print(f"cost at ${args.cost_per_hour:.2f}/hour; frontier judge at ${args.judge_cost:.2f}/eval "
           f"= ${judge_per_m:,.0f} per 1M traces\n")
     print(f"{'stage':58s} {'traces/s':>10s} {'$ per 1M':>10s} {'judge $ per 1M':>15s} {'judge / assay':>14s}")
@@ -131,7 +132,7 @@ def main() -> None:
                                            if "identical_to_local" in r else [])
             print(f"    {'; '.join(x for x in extra if x)}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"settings": vars(args), "cpus": os.cpu_count(),
+        Path(args.json_out).write_text(json.dumps({"settings": vars(args), "cpus": os.cpu_count(), "load": load,
                                                    "artifact": str(artifact), "results": results}, indent=2))
 
 

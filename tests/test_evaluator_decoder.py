@@ -9,8 +9,14 @@ torch = pytest.importorskip("torch")
 
 from assay.config import ModelConfig, TrainingConfig  # noqa: E402
 from assay.evaluator import Evaluator  # noqa: E402
-from assay.metrics import get_preset  # noqa: E402
+from assay.metrics import metric_from_dict  # noqa: E402
 from assay.train import train_loop  # noqa: E402
+
+# Short prompts keep CPU forward passes cheap; the presets' prompts work the same way.
+PII = metric_from_dict({"name": "pii_short", "shape": "message",
+                        "prompt": "Does this text contain personal data?\n{input}\nAnswer true or false."})
+RAG = metric_from_dict({"name": "rag_short", "shape": "rag",
+                        "prompt": "Context: {context}\nQuestion: {input}\nResponse: {output}\nUnsupported claims?"})
 
 ROWS = [
     {"id": "a", "input": "Call Maria Lopez at 555-201-3344 about the lease.", "label": "true"},
@@ -25,7 +31,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def decoder(tmp_path_factory):
     pytest.importorskip("gguf")
-    ev = Evaluator.create(get_preset("pii"), ModelConfig(family="decoder", max_length=128, base="smollm2"),
+    ev = Evaluator.create(PII, ModelConfig(family="decoder", max_length=128, base="smollm2"),
                           device="cpu")
     before = ev.predict_logits(ROWS)
     stats = train_loop(ev, ROWS, TrainingConfig(max_steps=3, batch_size=2, learning_rate=1e-3, seed=0),
@@ -97,12 +103,11 @@ def test_decoder_truncation_keeps_the_judged_output(decoder):
     judged = "The museum opened in 1793 and the pyramid entrance was added in 1989."
     row = {"id": "x", "input": "Tell me about the Louvre.", "output": judged,
            "context": " ".join(f"Paragraph {i} about French art collections and royal palaces." for i in range(150))}
-    pii = ev.model.metric
-    ev.model.metric = get_preset("context_adherence")  # same labels, a rag prompt
+    ev.model.metric = RAG  # same labels, a rag prompt
     try:
         (enc,) = ev.encode([row])
     finally:
-        ev.model.metric = pii
+        ev.model.metric = PII
     text = ev.model.tokenizer.decode(enc.ids)
     assert enc.truncated and judged in text and "[...]" in text
     assert enc.tokens == len(enc.ids) <= 128

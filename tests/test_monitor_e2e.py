@@ -16,6 +16,7 @@ from assay.cli import cli
 from assay.config import load_config
 from assay.data import load_rows
 from assay.monitor import Eval, Monitor, RouteConfig, Store, audit_draw, drift, score_file
+from assay.monitor._stats import cohen_kappa
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def trained(tmp_path_factory):
     (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[320:440]))
     cfg = {"metric": "pii", "data": {"test_set": "test.jsonl", "train_set": "train.jsonl"},
            "model": {"family": "encoder", "max_length": 64},
-           "train": {"max_steps": 40, "batch_size": 16, "calibration_fraction": 0.15},
+           "train": {"max_steps": 60, "batch_size": 16, "calibration_fraction": 0.15},
            "report": {"bootstrap": 0, "latency_rows": 8, "baselines": False}, "output": "artifact"}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.MonkeyPatch.context() as mp:
@@ -109,9 +110,10 @@ def test_monitor_end_to_end(trained):
     assert len(audited) == sum(audit_draw(v["trace_id"], "pii", 0) < AUDIT for v in passes)
     assert len(passes) >= 60 and abs(len(audited) / len(passes) - AUDIT) <= 0.08
     assert m["routes"].get("recorded", 0) == len(passes) - len(audited)
-    # the evaluator learned something real: verdicts agree with the dataset's labels
-    acc = sum(v["label"] == truth[v["trace_id"]] for v in verdicts) / len(verdicts)
-    assert acc >= 0.8
+    # the evaluator learned something real: its verdicts agree with the dataset's labels well beyond chance
+    # (a 60-step MiniLM is no accuracy claim; the report has the real figures)
+    kappa = cohen_kappa([truth[v["trace_id"]] for v in verdicts], [v["label"] for v in verdicts])
+    assert kappa is not None and kappa >= 0.3
     store.close()
 
     # --- review on the CLI ----------------------------------------------------------------------

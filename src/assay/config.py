@@ -87,6 +87,8 @@ class ProviderConfig(_Strict):
     concurrency: int = Field(4, ge=1, le=256)
     timeout: float = Field(60, gt=0)  # seconds per request
     max_retries: int = Field(4, ge=0)  # on 429, 5xx, timeouts and malformed responses
+    backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time (Retry-After wins)
+    max_backoff: float = Field(60.0, ge=0)  # the longest wait between retries
     temperature: float | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, ge=1)
     cache: str | bool = True  # True: $ASSAY_HOME/cache.db; a path; False: no cache
@@ -116,7 +118,7 @@ class GenerateConfig(ProviderConfig):
     on_disagreement: Literal["drop", "relabel"] = "drop"  # judge label != intended label
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)  # char 5-gram Jaccard, within the set
     leakage_threshold: float = Field(0.7, gt=0, le=1)  # char 5-gram Jaccard against held-out rows
-    distribution_warning: float = Field(1.5, gt=0)  # warn when synthetic->seed kNN distance / seed->seed exceeds it
+    distribution_warning: float = Field(0.5, gt=0)  # warn when synthetic->seed / seed->seed kNN similarity < it
     review_size: int = Field(50, ge=0)
     seed: int = 0
     output: str | None = None  # folder for train.jsonl, data_report.json, review files; None: <output>/data

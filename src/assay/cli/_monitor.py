@@ -326,16 +326,17 @@ def drift(db: str | None, metrics: tuple[str, ...], window: str, kappa_margin: f
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Ray actors.")
 @click.option("--num-cpus", type=int, default=2, show_default=True, help="CPUs given to the local Ray.")
+@click.option("--num-gpus", type=float, help="GPUs per Ray actor (default: a share of one GPU if CUDA is seen).")
 @click.option("--out", "out", type=click.Path(), help="Write one JSON score per line here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def batch_score(artifact: str, data: str, engine: str, batch_size: int, concurrency: int, num_cpus: int,
-                out: str | None, as_json: bool) -> None:
+                num_gpus: float | None, out: str | None, as_json: bool) -> None:
     """Score a large trace or data file with an evaluator, in process or on Ray Data."""
     from ..data import write_rows
     from ..monitor import score_file
 
     res = score_file(artifact, data, engine=engine, batch_size=batch_size, concurrency=concurrency,  # type: ignore[arg-type]
-                     num_cpus=num_cpus)
+                     num_cpus=num_cpus, num_gpus=num_gpus)
     summary = res.summary()
     if out:
         summary["out"] = str(write_rows(res.scores, out))

@@ -73,8 +73,11 @@ def prepare_rows(evaluator: Any, rows: Any) -> tuple[list[dict[str, Any]], dict[
 
 
 def score_file(evaluator: Any, rows: Any, *, engine: Engine = "local", batch_size: int = 64,
-               concurrency: int = 1, num_cpus: int = 2) -> BatchResult:
-    """Score every row with the evaluator (an artifact directory or an Evaluator object)."""
+               concurrency: int = 1, num_cpus: int = 2, num_gpus: float | None = None) -> BatchResult:
+    """Score every row with the evaluator (an artifact directory or an Evaluator object).
+
+    Ray: ``concurrency`` actors share ``num_cpus``; ``num_gpus`` per actor defaults to an equal
+    share of one GPU when torch sees CUDA (Ray hides GPUs from actors that ask for none)."""
     if engine not in ("local", "ray"):
         raise AssayError("engine 'local' or 'ray'", f"'{engine}'", "pass --engine local or --engine ray",
                          code="invalid_input")
@@ -88,7 +91,7 @@ def score_file(evaluator: Any, rows: Any, *, engine: Engine = "local", batch_siz
         scores = [s for c in chunks for s in _score_dicts(ev, c, batch_size)]
     else:
         scores = _score_ray(evaluator if isinstance(evaluator, (str, Path)) else ev, chunks, batch_size,
-                            concurrency, num_cpus)
+                            concurrency, num_cpus, num_gpus)
     return BatchResult(scores, engine, time.perf_counter() - t0, skipped, ingest)
 
 
@@ -129,8 +132,17 @@ def init_local_ray(num_cpus: int = 2) -> bool:
     return True
 
 
+def _gpus_per_actor(size: int) -> float:
+    try:
+        import torch
+
+        return 1.0 / size if torch.cuda.is_available() else 0.0
+    except ImportError:
+        return 0.0
+
+
 def _score_ray(evaluator: Any, chunks: list[list[dict[str, Any]]], batch_size: int, concurrency: int,
-               num_cpus: int) -> list[dict[str, Any]]:
+               num_cpus: int, num_gpus: float | None = None) -> list[dict[str, Any]]:
     started = init_local_ray(num_cpus)
     import ray
 
@@ -145,8 +157,10 @@ def _score_ray(evaluator: Any, chunks: list[list[dict[str, Any]]], batch_size: i
         threads = max(1, int(num_cpus) // size)
         ds = rd.from_items([{"chunk": i, "rows": json.dumps(c, ensure_ascii=False, default=str)}
                             for i, c in enumerate(chunks)])
+        gpus = _gpus_per_actor(size) if num_gpus is None else float(num_gpus)
         ds = ds.map_batches(_RayScorer, fn_constructor_args=(evaluator, batch_size, threads), batch_size=1,
-                            batch_format="numpy", compute=rd.ActorPoolStrategy(size=size), num_cpus=threads)
+                            batch_format="numpy", compute=rd.ActorPoolStrategy(size=size), num_cpus=threads,
+                            **({"num_gpus": gpus} if gpus else {}))
         results = sorted(ds.take_all(), key=lambda r: int(r["chunk"]))
         if len(results) != len(chunks):
             raise AssayError(f"{len(chunks)} scored batches from Ray", f"{len(results)}", "rerun with --engine local",

@@ -9,6 +9,7 @@ accounting, a concurrency limit for batches, and the judge on top of ``generate`
 from __future__ import annotations
 
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,7 @@ class Provider:
         temperature: float | None = None,
         max_tokens: int | None = None,
         options: Mapping[str, Any] | None = None,
+        key_env: str | None = None,
     ):
         self.model = model
         self.base_url = base_url
@@ -63,7 +65,10 @@ class Provider:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.options = dict(options or {})
+        self.key_env = key_env  # the env variable the key comes from, named in key errors
         self.stats = Stats()
+        # At most ``concurrency`` requests in flight, however many threads call this provider.
+        self._slots = threading.BoundedSemaphore(self.concurrency)
         self.stats.priced = self.prices.price(self.id) is not None
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -115,15 +120,20 @@ class Provider:
         while True:
             self.stats.add(requests=1)
             try:
-                raw = self._send(payload)
+                with self._slots:
+                    raw = self._send(payload)
                 comp = self._parse(raw)
                 break
             except RetryableError as exc:
                 if attempt >= self.max_retries:
                     self.stats.add(failures=1)
-                    raise ProviderError(f"{self.id}: {exc} (after {attempt + 1} attempts)",
-                                        status=exc.status) from None
-                reason = str(exc.status) if exc.status else str(exc).split(":")[0]
+                    where = f" at {self.base_url}" if self.base_url else ""
+                    raise ProviderError(
+                        f"{exc} (after {attempt + 1} attempts)", status=exc.status,
+                        expected=f"an answer from {self.id}{where}",
+                        fix="check that the server is up; raise timeout or max_retries, or lower concurrency",
+                    ) from None
+                reason = str(exc.status) if (exc.status or 0) >= 400 else str(exc).split(":")[0]
                 self.stats.add(retries=1, retry_reason=reason)
                 self._sleep(self._delay(attempt, exc.retry_after))
                 attempt += 1

@@ -44,14 +44,22 @@ class HttpMixin:
         except httpx.TransportError as exc:
             raise RetryableError(f"connection: {type(exc).__name__}: {exc}")
         status = resp.status_code
-        body = resp.text[:300].replace("\n", " ")
+        body = " ".join(resp.text[:300].split())
         if status in RETRY_STATUS or status >= 500:
             raise RetryableError(f"{status}: {body}", retry_after=retry_after(resp.headers), status=status)
-        if status in FATAL_STATUS:
-            hint = "check the API key" if status in (401, 403) else "check the model name and base_url"
-            raise ProviderError(f"{self.id}: HTTP {status} from {url} ({hint}): {body}", status=status, fatal=True)
+        if status in (401, 403):
+            env = getattr(self, "key_env", None) or "the provider's API key variable"
+            raise ProviderError(f"HTTP {status} from {url}: {body}", status=status, fatal=True,
+                                expected=f"an API key that {self.id} accepts",
+                                fix=f"set {env} to a valid key (or the api_key in $ASSAY_HOME/providers.yaml)")
+        if status == 404:
+            raise ProviderError(f"HTTP 404 from {url}: {body}", status=status, fatal=True,
+                                expected=f"the model '{getattr(self, 'model', '?')}' served at {url}",
+                                fix="check the model name and base_url (OpenAI-compatible servers end in /v1)")
         if status >= 400:
-            raise ProviderError(f"{self.id}: HTTP {status}: {body}", status=status)
+            raise ProviderError(f"HTTP {status} from {url}: {body}", status=status,
+                                expected=f"a request that {self.id} accepts",
+                                fix="check the model's options (max_tokens, temperature, extra_body)")
         try:
             return resp.json()
         except ValueError:

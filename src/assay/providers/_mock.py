@@ -143,10 +143,12 @@ class MockProvider(Provider):
             other = [s for s in seeds if s.get("label") != target] or seeds
             primary = (other if strategy == "flip" else same)[i % len(other if strategy == "flip" else same)]
             donor = rng.choice(same)
-            row: dict[str, Any] = {}
+            row: dict[str, Any] = {} if strategy == "create" else {"seed_id": primary.get("id")}
             for f in fields:
                 value = primary.get(f)
-                if f in ("context", "tools") or not isinstance(value, str):
+                if f in ("context", "tools"):
+                    continue  # left out: the pipeline copies them from the seed
+                if not isinstance(value, str):
                     row[f] = value
                     continue
                 if echo and rng.random() < echo_rate:

@@ -51,7 +51,7 @@ class OpenAIProvider(HttpMixin, Provider):
             return self._post(url, payload, self._headers())
         except ProviderError as exc:
             # Some compatible servers reject logprobs: ask once more without them.
-            if exc.status == 400 and payload.get("logprobs") and "logprob" in str(exc).lower():
+            if exc.status == 400 and payload.get("logprobs") and "logprob" in exc.found.lower():
                 plain = {k: v for k, v in payload.items() if k not in ("logprobs", "top_logprobs")}
                 return self._post(url, plain, self._headers())
             raise

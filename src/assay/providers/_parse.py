@@ -20,6 +20,7 @@ _STRIP = " \t\r\n*_`'\"“”‘’.,:;!?()[]{}<>#-=|"
 _ANSWER = re.compile(r"\b(?:answer|label|verdict|classification|category|output|result)\b\s*(?:is|:|=)?\s*"
                      r"[*_`'\"“”:]*\s*([a-z_]+(?:[ \-_][a-z_]+)?)")
 _SHORT_WORDS = 40
+_AMBIGUOUS = "\x00ambiguous"
 
 
 def label_words(metric: MetricSpec) -> dict[str, str]:
@@ -55,6 +56,8 @@ def parse_label(text: str, metric: MetricSpec) -> str | None:
                 if v is not None and str(v).strip(_STRIP).lower() in words:
                     return words[str(v).strip(_STRIP).lower()]
     first = _first_phrase(low, words)
+    if first == _AMBIGUOUS:
+        return None
     if first is not None:
         return first
     m = _ANSWER.search(low)
@@ -80,10 +83,15 @@ def _first_phrase(low: str, words: dict[str, str]) -> str | None:
         return None
     two = " ".join(tokens[:2]).strip(_STRIP)
     one = tokens[0].strip(_STRIP)
-    if two in words:
-        return words[two]
-    if one in words:
-        return words[one]
+    for phrase, n in ((two, 2), (one, 1)):
+        if phrase in words:
+            # "true or false", "hate/offensive": the answer repeats the options, it does not choose.
+            rest = tokens[n:n + 3]
+            if rest and rest[0] in ("or", "and", "/") and any(
+                    w in words and words[w] != words[phrase]
+                    for w in (rest[1:2] + [" ".join(rest[1:3])] if len(rest) > 1 else [])):
+                return _AMBIGUOUS
+            return words[phrase]
     return None
 
 

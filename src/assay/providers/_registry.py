@@ -71,14 +71,18 @@ def get_provider(name: str, *, base_url_: str | None = None, api_key_env: str | 
     key = api_key(provider, api_key_env)
     if provider != "mock":
         if url is None:
-            raise AssayError(f"a base_url for the OpenAI-compatible provider '{provider}'", "none",
-                             f"set base_url in the config or {env_name(provider, 'BASE_URL')}", code="invalid_config")
+            known = ", ".join(sorted({*_BUILTIN, *KNOWN_BASE_URLS}))
+            raise AssayError(f"a known provider ({known}) or a base_url for the OpenAI-compatible "
+                             f"provider '{provider}'", "no base_url",
+                             f"set base_url in the config or {env_name(provider, 'BASE_URL')}; providers from "
+                             "plugins register under the 'assay.providers' entry point", code="invalid_config")
         hosted = provider not in LOCAL and url == KNOWN_BASE_URLS.get(provider)
         if key is None and hosted:
             env = api_key_env or env_name(provider, "API_KEY")
             raise AssayError(f"an API key for {provider}", "none in the environment or $ASSAY_HOME/providers.yaml",
                              f"export {env}=... (or add providers.{provider}.api_key to providers.yaml)",
                              code="missing_key")
+    kw.setdefault("key_env", api_key_env or env_name(provider, "API_KEY"))
     return cls(model, base_url=url, api_key=key, cache=cache_arg, prices=table, **kw)
 
 
@@ -94,5 +98,6 @@ def provider_from_config(cfg: Any, base_dir: str | Path | None = None) -> Provid
         cfg.model, base_url_=cfg.base_url, api_key_env=cfg.api_key_env, cache=cache,
         prices={k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in cfg.prices.items()},
         concurrency=cfg.concurrency, timeout=cfg.timeout, max_retries=cfg.max_retries,
+        backoff=cfg.backoff, max_backoff=cfg.max_backoff,
         temperature=cfg.temperature, max_tokens=cfg.max_tokens, options=cfg.options,
     )

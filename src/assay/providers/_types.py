@@ -6,6 +6,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import AssayError
+
 
 @dataclass
 class Usage:
@@ -49,11 +51,17 @@ class Judgment:
                 "error": self.error, "cached": self.cached}
 
 
-class ProviderError(Exception):
-    """A request that failed for good (after retries, or a non-retryable status)."""
+class ProviderError(AssayError):
+    """A request that failed for good (after retries, or a non-retryable status).
 
-    def __init__(self, message: str, *, status: int | None = None, fatal: bool = False):
-        super().__init__(message)
+    An AssayError, so it reads as one line (expected; found. Fix:) and the CLI prints it
+    without a traceback. ``found`` is what went wrong; ``status`` the HTTP status, if any.
+    """
+
+    def __init__(self, found: str, *, status: int | None = None, fatal: bool = False,
+                 expected: str = "an answer from the LLM provider",
+                 fix: str = "check the provider settings (model, base_url, key) and try again"):
+        super().__init__(expected, found, fix, code="provider_error")
         self.status = status
         self.fatal = fatal  # bad key, unknown model: every request would fail, so the run stops
 

@@ -69,13 +69,41 @@ def _calibration_split(rows: list[dict[str, Any]], fraction: float, seed: int):
     return s.held_out, s.seeds
 
 
-def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[dict[str, Any]], cfg: Config):
+def _measure_judge(cfg: Config, metric: Any, held_out: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The teacher (``judge:``) on the held-out rows, for the report's human vs judge vs student.
+
+    Returns per-row probabilities when the judge gave them for every row, else its labels
+    (None where unanswered, counted by the report), and a summary for the artifact.
+    """
+    if cfg.judge is None:
+        return None, {}
+    from ..providers import ProviderError, provider_from_config
+
+    judge = provider_from_config(cfg.judge, cfg.base_dir)
+    try:
+        judgments = judge.judge_many(metric, held_out)
+    except ProviderError as exc:  # fatal: a bad key or an unknown model
+        raise AssayError(exc.expected, exc.found, f"{exc.fix} (judge: in the config)",
+                         code="provider_error") from None
+    labels = list(metric.labels)
+    info = {"model": judge.id, "rows": len(judgments), "answered": sum(j.ok for j in judgments),
+            "unparseable": sum(not j.ok and (j.error or "").startswith("unparseable") for j in judgments),
+            "provider": judge.stats.to_dict()}
+    info["failed"] = info["rows"] - info["answered"] - info["unparseable"]
+    if judgments and all(j.ok and j.probabilities for j in judgments):
+        return [[j.probabilities.get(lab, 0.0) for lab in labels] for j in judgments], info  # type: ignore[union-attr]
+    return [j.label for j in judgments], info
+
+
+def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[dict[str, Any]], cfg: Config,
+              judge: Any = None):
     try:
         from ..report import evaluate
     except ImportError:  # the report stage is not installed: keep the artifact, say so
         log.warning("assay.report is not available: no held-out report written")
         return {}
-    return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report)
+    extra = {"judge": judge} if judge is not None else None
+    return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report, extra_systems=extra)
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +213,12 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
 
     # --- report, artifact ---------------------------------------------------------------------------
     status("evaluating", 0.0, f"evaluating on {len(split.held_out)} held-out rows")
-    report = _evaluate(ev, split.held_out, train_rows, cfg)
+    judge_system, judge_info = None, {}
+    if cfg.judge is not None:
+        status("evaluating", 0.0, f"measuring the judge {cfg.judge.model} on the held-out rows")
+        judge_system, judge_info = _measure_judge(cfg, metric, split.held_out)
+        ev.info["judge"] = judge_info
+    report = _evaluate(ev, split.held_out, train_rows, cfg, judge_system)
     status("saving", 0.0, f"writing the artifact to {out}")
     out.mkdir(parents=True, exist_ok=True)
     if report:

@@ -1,0 +1,251 @@
+"""``generate_training_set``: seed rows -> generator calls -> filters -> judge -> training rows.
+
+Only the seed rows are ever shown to the generator; the held-out rows are used for one thing,
+removing generated rows that (nearly) repeat one of them. Rounds top up what the filters and
+the judge removed, up to ``max_rounds``. Every row keeps its lineage in ``meta.lineage``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import AssayError
+from ..providers import Completion, ProviderError, provider_from_config
+from ._filter import RowFilter, to_row
+from ._plan import Call, SeedPicker, _rng, label_targets, plan_calls
+from ._prompts import build_prompt, parse_rows
+from ._report import build_report, write_outputs, write_report
+from ._review import ReviewLog
+
+Status = Callable[[str, "float | None", str], None]
+MAX_TOP_UP = 4.0  # a top-up round asks for at most this many times the missing rows
+
+
+@dataclass
+class GenerationResult:
+    """The generated training rows, the data report, and where the files went."""
+
+    rows: list[dict[str, Any]]
+    report: dict[str, Any]
+    data_dir: Path
+    files: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The report's headline figures (what `assay generate` prints and the artifact records)."""
+        r = self.report
+        keys = ("rows", "target_size", "label_counts", "short_by", "dropped", "relabelled", "calls",
+                "judge_agreement", "distribution", "cost", "warnings", "files")
+        out = {k: r.get(k) for k in keys}
+        out["distribution"] = {k: (r.get("distribution") or {}).get(k) for k in ("ratio", "warning", "warning_below")}
+        out["cost"] = {k: (r.get("cost") or {}).get(k) for k in
+                       ("total_usd", "input_tokens", "output_tokens", "requests", "cache_hits", "priced")}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report
+
+
+class _Progress:
+    """Thread-safe, throttled on_status("generating", fraction, message) with rows, cost and ETA."""
+
+    def __init__(self, on_status: Status | None, target: int, cost: Callable[[], float]):
+        self.on_status = on_status
+        self.target = target
+        self.cost = cost
+        self.lock = threading.Lock()
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.total = 0
+        self.done = 0
+        self.rows = 0
+        self.phase = ""
+        self.span = (0.0, 0.0)  # rows this phase is expected to add: (already counted, phase share)
+
+    def plan(self, units: int, phase: str, missing: int = 0, part: int = 0) -> None:
+        """A new phase of ``units`` steps; ``part`` 0/1 = generating/judging ``missing`` rows."""
+        with self.lock:
+            self.total, self.done, self.phase = max(1, units), 0, phase
+            self.span = (missing * 0.5 * part, missing * 0.5)
+        self.tick(0, force=True)
+
+    def tick(self, n: int = 1, force: bool = False) -> None:
+        if self.on_status is None:
+            return
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if not force and now - self.last < 1.0 and self.done < self.total:
+                return
+            self.last = now
+            step = min(1.0, self.done / self.total)
+            est = self.rows + self.span[0] + self.span[1] * step
+            frac = min(1.0, est / self.target) if self.target else 1.0
+            elapsed = now - self.start
+            eta = f", ETA {elapsed / frac * (1 - frac):.0f}s" if 0 < frac < 1 else ""
+            msg = (f"{self.phase} {self.done}/{self.total}, {self.rows}/{self.target} rows kept, "
+                   f"${self.cost():.4f} so far{eta}")
+            self.on_status("generating", round(frac, 4), msg)
+
+
+def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: list[dict[str, Any]],
+                          on_status: Status | None = None) -> GenerationResult:
+    """Generate ``config.generate.target_size`` labeled rows from ``seeds`` and write them to
+    ``config.data_dir()`` (train.jsonl, data_report.json/.md, review_sample.jsonl, dropped.jsonl)."""
+    gen = config.generate
+    if gen is None:
+        raise AssayError("a `generate:` section in the config", "none", "add generate: {model: provider/model}",
+                         code="invalid_config")
+    metric = config.metric_spec()
+    seeds = [dict(s) for s in seeds if s.get("label") in metric.labels]
+    if not seeds:
+        raise AssayError("labeled seed rows to generate from", "none", "add labeled rows to data.test_set",
+                         code="too_few_rows")
+    t0 = time.monotonic()
+    generator = provider_from_config(gen, config.base_dir)
+    judge = provider_from_config(config.judge, config.base_dir) if config.judge else generator
+    providers = [generator] if judge is generator else [generator, judge]
+    data_dir = config.data_dir()
+    review = ReviewLog(data_dir)
+    feedback = [f for f in gen.feedback if f.strip()] + review.feedback()
+    targets = label_targets(gen.target_size, metric.labels, gen.label_distribution, seeds)
+    filt = RowFilter(metric, seeds, held_out, near_threshold=gen.near_duplicate_threshold,
+                     leakage_threshold=gen.leakage_threshold, excluded_hashes=review.excluded_hashes(),
+                     excluded_rows=review.excluded_rows())
+    picker = SeedPicker(seeds, gen.seed)
+    progress = _Progress(on_status, gen.target_size, lambda: sum(p.stats.cost_usd for p in providers))
+
+    kept: list[dict[str, Any]] = []
+    dropped_rows: list[dict[str, Any]] = []
+    calls_info: Counter[str] = Counter()
+    agreement: Counter[tuple[str, str | None]] = Counter()
+    relabelled = 0
+    rounds: list[dict[str, Any]] = []
+    yields: dict[str, tuple[int, int]] = {}  # label -> (rows asked, rows kept) in its latest round
+    request = 0
+    try:
+        for rnd in range(1, gen.max_rounds + 1):
+            have = Counter(r["label"] for r in kept)
+            missing = {lab: targets[lab] - have[lab] for lab in metric.labels if targets[lab] > have[lab]}
+            if not missing:
+                break
+            # top-up rounds ask for more when the filters and the judge kept few of the rows asked for
+            factor = {lab: _factor(gen.overgenerate, *yields.get(lab, (0, 0))) for lab in missing}
+            calls = plan_calls(missing, strategies=gen.strategies, picker=picker, rows_per_call=gen.rows_per_call,
+                               seeds_per_call=gen.seeds_per_call, overgenerate=factor, round_=rnd,
+                               first_request=request)
+            request += len(calls)
+            for c in calls:
+                c.prompt = build_prompt(metric, c.strategy, c.label, c.seeds, c.n, feedback, c.request)
+            progress.plan(len(calls), f"round {rnd}: generator calls", sum(missing.values()), 0)
+            answers = generator.map(lambda c: _ask(generator, c, gen), calls, lambda i, r: progress.tick())
+            filt.start_round()
+            candidates: list[dict[str, Any]] = []
+            parsed = 0
+            for c, ans in zip(calls, answers):
+                calls_info["planned"] += 1
+                calls_info["rows_requested"] += c.n
+                if isinstance(ans, Exception):
+                    calls_info["failed"] += 1
+                    dropped_rows.append({"reason": "generator_failed", "detail": str(ans)[:300], "row": None})
+                    continue
+                calls_info["cached"] += int(ans.cached)
+                items = parse_rows(ans.text)
+                if items is None:
+                    calls_info["unparseable"] += 1
+                    dropped_rows.append({"reason": "generator_unparseable", "detail": ans.text[:300], "row": None})
+                    continue
+                calls_info["answered"] += 1
+                for item in items:
+                    parsed += 1
+                    row, why = to_row(item, c, metric, generator.id)
+                    if row is None:
+                        dropped_rows.append(filt.drop("invalid_row", None, f"{why}: {str(item)[:200]}"))
+                        continue
+                    reason = filt.check(row)
+                    if reason:
+                        dropped_rows.append(filt.drop(reason, row))
+                    else:
+                        candidates.append(row)
+            calls_info["rows_parsed"] += parsed
+            progress.plan(len(candidates), f"round {rnd}: judging", sum(missing.values()), 1)
+            if gen.supervise and candidates:
+                judgments = judge.judge_many(metric, candidates, lambda i, j: progress.tick())
+            else:
+                judgments = [None] * len(candidates)
+            n_kept = 0
+            for row, j in zip(candidates, judgments):
+                intended = row["label"]
+                if j is not None:
+                    row["meta"]["judge"] = {"model": judge.id, "label": j.label, "probabilities": j.probabilities,
+                                            "error": j.error}
+                    if not j.ok:
+                        reason = "judge_unparseable" if (j.error or "").startswith("unparseable") else "judge_failed"
+                        dropped_rows.append(filt.drop(reason, row, j.text[:200] or j.error))
+                        continue
+                    agreement[(intended, j.label)] += 1
+                    if j.label != intended:
+                        if gen.on_disagreement == "drop":
+                            dropped_rows.append(filt.drop("judge_disagreed", row, j.label))
+                            continue
+                        row["label"] = j.label
+                        relabelled += 1
+                filt.keep(row)
+                kept.append(row)
+                n_kept += 1
+                progress.rows = len(kept)
+            kept_now = Counter(r["meta"]["lineage"]["intended_label"] for r in kept[len(kept) - n_kept:])
+            for lab in missing:
+                yields[lab] = (sum(c.n for c in calls if c.label == lab), kept_now[lab])
+            rounds.append({"round": rnd, "calls": len(calls), "rows_requested": sum(c.n for c in calls),
+                           "rows_parsed": parsed, "candidates": len(candidates), "kept": n_kept,
+                           "missing_before": missing, "overgenerate": {k: round(v, 3) for k, v in factor.items()}})
+    except ProviderError as exc:  # fatal: a bad key or unknown model fails every request
+        raise AssayError(exc.expected, exc.found, f"{exc.fix} (generate.model / judge.model in the config)",
+                         code="provider_error") from None
+
+    kept, surplus = _trim(kept, targets, gen.seed)
+    dropped_rows += [filt.drop("surplus", row) for row in surplus]
+    review_rows, files = write_outputs(data_dir, kept, review, gen.review_size, gen.seed, dropped_rows)
+    report = build_report(
+        config=config, metric=metric, seeds=seeds, held_out=held_out, rows=kept, targets=targets,
+        generator=generator, judge=judge, providers=providers, calls=calls_info, dropped=filt.dropped,
+        examples=filt.examples, relabelled=relabelled, agreement=agreement, rounds=rounds, feedback=feedback,
+        review_rows=len(review_rows), seconds=time.monotonic() - t0, files=files,
+    )
+    write_report(report, data_dir)
+    if on_status is not None:
+        on_status("generating", 1.0, f"{len(kept)}/{gen.target_size} rows, {sum(filt.dropped.values())} dropped, "
+                                     f"${report['cost']['total_usd']:.4f}, written to {data_dir}")
+    return GenerationResult(rows=kept, report=report, data_dir=data_dir, files=report["files"])
+
+
+def _factor(base: float, asked: int, kept: int) -> float:
+    """Rows to ask per missing row: ``overgenerate`` in the first round, then ``overgenerate`` / the
+    share of asked rows the last round kept (capped at MAX_TOP_UP)."""
+    if not asked:
+        return base
+    return max(base, min(MAX_TOP_UP, base * asked / kept) if kept else MAX_TOP_UP)
+
+
+def _ask(provider: Any, call: Call, gen: Any) -> Completion:
+    max_tokens = gen.max_tokens or min(8192, 200 + 400 * call.n)
+    return provider.generate(call.prompt, max_tokens=max_tokens, seed=gen.seed)
+
+
+def _trim(rows: list[dict[str, Any]], targets: Mapping[str, int], seed: int
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Keep at most ``targets[label]`` rows per label (a seeded random choice, order kept)."""
+    keep_idx: set[int] = set()
+    for label, n in targets.items():
+        idx = [i for i, r in enumerate(rows) if r["label"] == label]
+        if len(idx) > n:
+            _rng(seed, "trim", label).shuffle(idx)
+            idx = idx[:n]
+        keep_idx.update(idx)
+    keep_idx.update(i for i, r in enumerate(rows) if r["label"] not in targets)
+    return ([r for i, r in enumerate(rows) if i in keep_idx], [r for i, r in enumerate(rows) if i not in keep_idx])
