@@ -57,6 +57,9 @@ class TrainingConfig(_Strict):
     seed: int = 0
     class_weighting: Literal["balanced", "sqrt", "none"] = "balanced"
     calibration_fraction: float = Field(0.15, ge=0, lt=0.5)  # of training rows, for temperature + threshold
+    # The label mix the calibrated probabilities assume: "seeds" (the labeled test set's seed rows, like
+    # the data to be scored), "training" (the training rows as they are), or {label: share}.
+    prior: Literal["seeds", "training"] | dict[str, float] = "seeds"
     threshold_objective: Literal["f1", "kappa", "precision", "recall", "none"] = "f1"
     threshold_target: float | None = Field(None, gt=0, lt=1)  # for precision/recall: the level to reach
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -51,7 +51,10 @@ def model_card(info: Mapping[str, Any], report: Mapping[str, Any] | None = None)
         f"- calibration: temperature {_f(info.get('temperature'))}, threshold "
         f"{_f(info.get('threshold')) if info.get('threshold') is not None else 'argmax'}"
         + (f" chosen by {cal.get('threshold_method')}" if cal.get("threshold_method") else "")
-        + (f" on {cal.get('rows')} calibration rows" if cal.get("rows") else ""),
+        + (f" on {cal.get('rows')} calibration rows" if cal.get("rows") else "")
+        + ("; probabilities re-weighted to the label mix "
+           + ", ".join(f"{k} {v:.2f}" for k, v in ((cal.get("prior") or {}).get("target") or {}).items())
+           + f" (train.prior: {(info.get('training') or {}).get('prior', 'seeds')})" if cal.get("prior") else ""),
         f"- training: {training.get('steps', '–')} steps, {training.get('rows', '–')} rows, "
         f"device {training.get('device', '–')}",
         "",

@@ -69,6 +69,9 @@ class Evaluator:
         self.metric = metric
         self.model = model
         self.temperature = float(temperature)
+        # log(target prior / calibration prior) per label, added after temperature scaling (None: no shift)
+        shift = (info or {}).get("label_shift")
+        self.label_shift = (np.array([float(shift[lab]) for lab in metric.labels]) if shift else None)
         self.threshold = threshold if metric.is_binary else None
         if metric.is_binary and self.threshold is None:
             self.threshold = 0.5
@@ -166,8 +169,9 @@ class Evaluator:
         return self.logits_of(self.encode(list(rows)), batch_size)
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: softmax(logits / temperature)."""
-        return _softmax(np.asarray(logits, dtype=np.float64) / self.temperature)
+        """Calibrated probabilities: softmax(logits / temperature + label_shift)."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        return _softmax(z + self.label_shift if self.label_shift is not None else z)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
         """Calibrated probabilities [n_rows, n_labels], columns ordered as metric.labels."""
@@ -215,6 +219,8 @@ class Evaluator:
             "max_length": self.model.max_length,
             "truncation_policy": TRUNCATION_POLICY,
             "temperature": self.temperature,
+            "label_shift": (None if self.label_shift is None else
+                            {lab: float(v) for lab, v in zip(self.labels, self.label_shift)}),
             "threshold": self.threshold,
             "network": self.model.describe(),
             "versions": _versions(),

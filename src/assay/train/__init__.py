@@ -1,6 +1,6 @@
 """Training: the loop, calibration, and the ``train(config)`` pipeline that writes an artifact."""
 
-from ._calibrate import calibrate, choose_threshold, fit_temperature
+from ._calibrate import calibrate, choose_threshold, fit_temperature, smoothed_prior
 from ._loop import Cancelled, class_weights, default_learning_rate, train_loop
 from ._pipeline import TrainResult, train
 
@@ -12,6 +12,7 @@ __all__ = [
     "class_weights",
     "default_learning_rate",
     "fit_temperature",
+    "smoothed_prior",
     "train",
     "train_loop",
 ]

@@ -5,6 +5,13 @@ log-likelihood on the calibration slice (NLL is convex in 1/T, so a golden-secti
 1/T finds the optimum). The threshold (binary metrics) is then chosen on the calibrated
 P(positive) of the same slice for an objective: ``f1`` (macro F1), ``kappa``,
 ``precision`` / ``recall`` (reach ``threshold_target`` with the best other side), ``none`` (0.5).
+
+Label shift: the calibration slice has the training rows' label mix (often balanced, or
+generated to a target), while the rows the evaluator will score look like the labeled test set.
+Given that target prior (by default the seed rows' label frequencies), the calibrated
+probabilities are re-weighted by target / calibration prior (Saerens et al., 2002): a per-label
+``label_shift`` = log(target) - log(calibration) added to the scaled logits, and the threshold is
+chosen on calibration rows weighted the same way.
 """
 
 from __future__ import annotations
@@ -48,16 +55,13 @@ def fit_temperature(logits: Any, y: Sequence[int], lo: float = 1e-2, hi: float =
     return {"temperature": 1.0 / beta, "nll_before": before, "nll_after": after}
 
 
-def _counts(p: np.ndarray, pos: np.ndarray, t: float) -> tuple[int, int, int, int]:
+def _counts(p: np.ndarray, pos: np.ndarray, t: float, w: np.ndarray) -> tuple[float, float, float, float]:
     pred = p >= t
-    tp = int((pred & pos).sum())
-    fp = int((pred & ~pos).sum())
-    fn = int((~pred & pos).sum())
-    tn = int((~pred & ~pos).sum())
-    return tp, fp, fn, tn
+    return (float(w[pred & pos].sum()), float(w[pred & ~pos].sum()), float(w[~pred & pos].sum()),
+            float(w[~pred & ~pos].sum()))
 
 
-def _objective(name: str, tp: int, fp: int, fn: int, tn: int) -> float:
+def _objective(name: str, tp: float, fp: float, fn: float, tn: float) -> float:
     if name == "kappa":
         n = tp + fp + fn + tn
         po = (tp + tn) / n
@@ -68,15 +72,18 @@ def _objective(name: str, tp: int, fp: int, fn: int, tn: int) -> float:
     return (f_pos + f_neg) / 2
 
 
-def choose_threshold(p_pos: Any, is_pos: Any, objective: str = "f1", target: float | None = None) -> dict[str, Any]:
-    """A threshold on P(positive): the midpoint between the calibration scores that best meets ``objective``."""
+def choose_threshold(p_pos: Any, is_pos: Any, objective: str = "f1", target: float | None = None,
+                     weights: Any = None) -> dict[str, Any]:
+    """A threshold on P(positive): the midpoint between the calibration scores that best meets ``objective``
+    (rows count with ``weights``, default 1 each)."""
     p = np.asarray(p_pos, dtype=float)
     pos = np.asarray(is_pos, dtype=bool)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     if objective == "none" or len(p) == 0:
         return {"threshold": 0.5, "method": "fixed at 0.5"}
     u = np.unique(p)
     cuts = np.concatenate([[0.0], (u[:-1] + u[1:]) / 2, [min(1.0, u[-1] + 1e-9)]]) if len(u) > 1 else np.array([0.5])
-    stats = [(float(t), *_counts(p, pos, t)) for t in cuts]
+    stats = [(float(t), *_counts(p, pos, t, w)) for t in cuts]
     if objective in ("f1", "kappa"):
         scored = [(_objective(objective, *s[1:]), -abs(s[0] - 0.5), s[0]) for s in stats]
         best = max(scored)
@@ -100,12 +107,21 @@ def choose_threshold(p_pos: Any, is_pos: Any, objective: str = "f1", target: flo
             "reached": True}
 
 
+def smoothed_prior(label_values: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Label frequencies with add-one smoothing (a label with no rows keeps a small share)."""
+    counts = np.array([sum(v == lab for v in label_values) + 1.0 for lab in labels])
+    return {lab: float(c) for lab, c in zip(labels, counts / counts.sum())}
+
+
 def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "f1",
-              target: float | None = None, batch_size: int | None = None) -> dict[str, Any]:
-    """Fit temperature (and threshold for binary metrics) on ``rows``; sets them on ``evaluator``."""
+              target: float | None = None, batch_size: int | None = None,
+              target_prior: dict[str, float] | None = None) -> dict[str, Any]:
+    """Fit temperature, the label shift towards ``target_prior`` (if given) and the threshold (binary
+    metrics) on ``rows``; sets them on ``evaluator``."""
     labels = list(evaluator.labels)
     y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
     out: dict[str, Any] = {"rows": len(rows), "threshold_objective": objective, "threshold_target": target}
+    evaluator.label_shift = None
     if len(rows) < MIN_ROWS or len(set(y.tolist())) < 2:
         out.update({"temperature": 1.0, "threshold": 0.5 if evaluator.metric.is_binary else None,
                     "threshold_method": f"not calibrated: {len(rows)} calibration rows of "
@@ -117,10 +133,20 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     logits = evaluator.predict_logits(rows, batch_size)
     out.update(fit_temperature(logits, y))
     evaluator.temperature = out["temperature"]
+    weights = None
+    if target_prior:
+        have = smoothed_prior([r["label"] for r in rows], labels)
+        want = np.array([max(float(target_prior.get(lab, 0.0)), 1e-6) for lab in labels])
+        want = want / want.sum()
+        shift = np.log(want) - np.log([have[lab] for lab in labels])
+        evaluator.label_shift = shift
+        weights = np.exp(shift)[y]
+        out["prior"] = {"calibration": have, "target": {lab: float(v) for lab, v in zip(labels, want)},
+                        "label_shift": {lab: float(v) for lab, v in zip(labels, shift)}}
     if evaluator.metric.is_binary:
         pos = labels.index(evaluator.metric.positive)
         probs = evaluator.calibrate(logits)
-        t = choose_threshold(probs[:, pos], y == pos, objective, target)
+        t = choose_threshold(probs[:, pos], y == pos, objective, target, weights)
         evaluator.threshold = t.pop("threshold")
         out["threshold"] = evaluator.threshold
         out["threshold_method"] = t.pop("method")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..config import Config, load_config
 from ..data import load_rows, row_hash, rows_hash, split_rows
 from ..errors import AssayError
-from ._calibrate import MIN_ROWS, calibrate
+from ._calibrate import MIN_ROWS, calibrate, smoothed_prior
 from ._loop import train_loop
 
 log = logging.getLogger("assay.train")
@@ -59,6 +59,20 @@ def _generate(cfg: Config, seeds: list[dict[str, Any]], held_out: list[dict[str,
     details = result.summary() if hasattr(result, "summary") else (
         result.to_dict() if hasattr(result, "to_dict") else {})
     return list(rows), details if isinstance(details, dict) else {}
+
+
+def _target_prior(cfg: Config, metric: Any, seeds: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The label mix scored rows are expected to have (see train.prior); None: the training rows' own."""
+    prior = cfg.train.prior
+    if isinstance(prior, dict):
+        unknown = sorted(set(prior) - set(metric.labels))
+        if unknown or not any(v > 0 for v in prior.values()):
+            raise AssayError(f"train.prior shares for the labels {list(metric.labels)}", f"{prior}",
+                             "give a positive share per label, or use prior: seeds", code="invalid_config")
+        return {lab: float(prior.get(lab, 0.0)) for lab in metric.labels}
+    if prior == "seeds" and seeds:
+        return smoothed_prior([r["label"] for r in seeds], metric.labels)
+    return None
 
 
 def _calibration_split(rows: list[dict[str, Any]], fraction: float, seed: int):
@@ -189,7 +203,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     stats = train_loop(ev, fit_rows, cfg.train, progress=progress, on_status=status, should_stop=should_stop)
     stats["eval_batch_size"] = cfg.train.eval_batch_size
     cal = calibrate(ev, cal_rows, cfg.train.threshold_objective, cfg.train.threshold_target,
-                    cfg.train.eval_batch_size)
+                    cfg.train.eval_batch_size, _target_prior(cfg, metric, split.seeds))
     data_info = {
         "test_set": str(cfg.path(d.test_set)),
         "train_set": str(cfg.path(d.train_set)) if d.train_set else None,

@@ -1,0 +1,90 @@
+"""Calibration: temperature, threshold, and the label-shift correction towards the seeds' label mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assay.metrics import metric_from_dict
+from assay.train import calibrate, choose_threshold, fit_temperature, smoothed_prior
+
+
+class _Fixed:
+    """An evaluator stand-in whose logits are given per row (calibration needs no model)."""
+
+    def __init__(self, metric, logits):
+        from assay.evaluator import Evaluator
+
+        self.metric, self._logits = metric, logits
+        self.temperature, self.threshold, self.label_shift = 1.0, None, None
+        self.calibrate = lambda z: Evaluator.calibrate(self, z)
+
+    @property
+    def labels(self):
+        return tuple(self.metric.labels)
+
+    def predict_logits(self, rows, batch_size=None):
+        return np.array([self._logits[r["id"]] for r in rows])
+
+
+def _rows(rng, n_per_label, labels, sep=1.5):
+    rows, logits = [], {}
+    for k, lab in enumerate(labels):
+        for i in range(n_per_label[lab]):
+            z = rng.normal(0, 1, len(labels))
+            z[k] += sep
+            rid = f"{lab}{i}"
+            rows.append({"id": rid, "label": lab})
+            logits[rid] = z
+    return rows, logits
+
+
+def test_temperature_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2, (4000, 3))
+    y = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in true])
+    fit = fit_temperature(true * 3.0, y)  # over-confident by 3x
+    assert fit["temperature"] == pytest.approx(3.0, rel=0.1) and fit["nll_after"] < fit["nll_before"]
+
+
+def test_label_shift_moves_probabilities_to_the_target_mix_and_helps_accuracy_there():
+    labels = ["a", "b", "c"]
+    metric = metric_from_dict({"name": "m", "output": "categorical", "labels": labels, "prompt": "{input}"})
+    rng = np.random.default_rng(1)
+    cal_rows, cal_logits = _rows(rng, {"a": 300, "b": 300, "c": 300}, labels)  # balanced, like the training rows
+    target = {"a": 0.1, "b": 0.45, "c": 0.45}
+    test_rows, test_logits = _rows(rng, {"a": 100, "b": 450, "c": 450}, labels)  # the mix to be scored
+    ev = _Fixed(metric, {**cal_logits, **test_logits})
+    out = calibrate(ev, cal_rows, target_prior=target)
+    assert out["prior"]["target"] == pytest.approx(target)
+    assert ev.label_shift[0] < 0 < ev.label_shift[1]  # the rare label is pulled down
+    z = ev.predict_logits(test_rows)
+    y = np.array([labels.index(r["label"]) for r in test_rows])
+    shifted = ev.calibrate(z)
+    ev.label_shift = None
+    plain = ev.calibrate(z)
+    assert shifted.mean(0)[0] < plain.mean(0)[0]
+    assert abs(shifted.mean(0)[0] - 0.1) < abs(plain.mean(0)[0] - 0.1)
+    assert (shifted.argmax(1) == y).mean() > (plain.argmax(1) == y).mean()
+
+
+def test_no_target_prior_means_no_shift():
+    metric = metric_from_dict({"name": "m", "prompt": "{input}"})
+    rng = np.random.default_rng(2)
+    rows, logits = _rows(rng, {"true": 50, "false": 50}, ["true", "false"])
+    ev = _Fixed(metric, logits)
+    out = calibrate(ev, rows)
+    assert ev.label_shift is None and "prior" not in out and 0 < ev.threshold < 1
+
+
+def test_weighted_threshold_follows_the_weights():
+    p = np.array([0.2, 0.4, 0.6, 0.8])
+    pos = np.array([False, True, False, True])
+    plain = choose_threshold(p, pos, "f1")["threshold"]
+    heavy_pos = choose_threshold(p, pos, "f1", weights=[1, 10, 1, 1])["threshold"]
+    assert heavy_pos < 0.4 < plain  # many more positives like the one at p = 0.4: the threshold drops below it
+
+
+def test_smoothed_prior_keeps_every_label():
+    prior = smoothed_prior(["a"] * 8, ["a", "b"])
+    assert prior == {"a": 0.9, "b": 0.1}
