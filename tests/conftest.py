@@ -73,6 +73,17 @@ def postgres_server():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def reg(tmp_path):
+    """A SQLite registry in tmp_path with a project "demo" (a test file may define its own)."""
+    from _registry_util import make_registry
+
+    r = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
+    r.create_project("demo")
+    yield r
+    r.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_db(request, tmp_path):
     """A fresh, empty registry database URL: SQLite in tmp_path, or a new PostgreSQL database."""

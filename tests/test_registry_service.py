@@ -20,14 +20,6 @@ from assay.registry import InvalidRows, Status, Storage, Validated
 from assay.registry._models import TRANSITIONS, check_transition
 
 
-@pytest.fixture
-def reg(tmp_path):
-    r = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
-    r.create_project("demo")
-    yield r
-    r.close()
-
-
 def test_transitions_follow_the_lifecycle():
     chain = [Status.queued, Status.generating_data, Status.data_ready, Status.training, Status.fine_tuned,
              Status.registered]

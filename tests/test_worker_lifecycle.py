@@ -17,14 +17,6 @@ from _registry_util import add_binary_datasets, fake_worker, finished_run, make_
 from assay.registry import Status
 
 
-@pytest.fixture
-def reg(tmp_path):
-    r = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
-    r.create_project("demo")
-    yield r
-    r.close()
-
-
 def _wait_for(pred, timeout=60.0, every=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

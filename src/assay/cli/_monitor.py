@@ -223,7 +223,6 @@ def review() -> None:
 def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, as_json: bool) -> None:
     """Verdicts waiting for a human label (oldest first)."""
     from ..metrics import field_text
-    from ..monitor import Store
 
     store = _open_store(db)
     items = store.review_queue(metric, pending=not show_all, limit=limit)

@@ -183,16 +183,9 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], output: str | N
 @click.option("--json", "as_json", is_flag=True, help="Print evaluator.json.")
 def inspect_cmd(artifact: str, as_json: bool) -> None:
     """Show what an artifact is: metric, base model, calibration, training data, results."""
-    folder = Path(artifact)
-    path = folder / "evaluator.json"
-    if not path.exists():
-        raise AssayError("an evaluator artifact directory with evaluator.json", f"no evaluator.json in {folder}",
-                         "pass the directory `assay train` wrote", code="not_found")
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as exc:
-        raise AssayError("valid JSON in evaluator.json", f"a parse error ({exc})", "re-run assay train",
-                         code="invalid_artifact") from None
+    from ..evaluator import read_info
+
+    info = read_info(artifact)
     if as_json:
         emit(info, True)
         return

@@ -58,6 +58,20 @@ def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: s
     raise AssayError("model.family encoder or decoder", f"'{family}'", "set model.family", code="invalid_config")
 
 
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """The evaluator.json of an artifact directory, or one clear error (missing, not JSON)."""
+    folder = Path(folder).expanduser()
+    info_path = folder / INFO_FILE
+    if not info_path.exists():
+        raise AssayError("an evaluator artifact directory with evaluator.json", f"no {INFO_FILE} in {folder}",
+                         "pass the directory `assay train` wrote (its output_dir)", code="not_found")
+    try:
+        return json.loads(info_path.read_text())
+    except ValueError as exc:
+        raise AssayError(f"valid JSON in {INFO_FILE}", f"a parse error ({exc})", "re-run assay train",
+                         code="invalid_artifact") from None
+
+
 class Evaluator:
     """A metric's evaluator model. Load with :meth:`from_pretrained`, score with :meth:`score`."""
 
@@ -106,15 +120,7 @@ class Evaluator:
         from ._common import quiet_loading
 
         folder = Path(path).expanduser()
-        info_path = folder / INFO_FILE
-        if not info_path.exists():
-            raise AssayError("an evaluator artifact directory with evaluator.json", f"no {INFO_FILE} in {folder}",
-                             "pass the directory `assay train` wrote (its output_dir)", code="not_found")
-        try:
-            info = json.loads(info_path.read_text())
-        except ValueError as exc:
-            raise AssayError(f"valid JSON in {INFO_FILE}", f"a parse error ({exc})", "re-run assay train",
-                             code="invalid_artifact") from None
+        info = read_info(folder)
         if int(info.get("format_version", 0)) > FORMAT_VERSION:
             raise AssayError(f"an artifact format_version <= {FORMAT_VERSION}", f"{info.get('format_version')}",
                              "upgrade assay (pip install -U assay)", code="invalid_artifact")

@@ -295,14 +295,17 @@ def to_seconds(v: Any) -> float | None:
         return None
 
 
-def documents(v: Any) -> list[str]:
+def _json_list(v: Any) -> list[Any]:
+    """A value that may be JSON text, as a list: none -> [], one item -> [item]."""
     v = _maybe_json(v)
     if v is None:
         return []
-    if not isinstance(v, list):
-        v = [v]
+    return v if isinstance(v, list) else [v]
+
+
+def documents(v: Any) -> list[str]:
     out = []
-    for d in v:
+    for d in _json_list(v):
         if isinstance(d, Mapping):
             d = d.get("document", d)
             text = d.get("content", d.get("page_content", d.get("text"))) if isinstance(d, Mapping) else d
@@ -315,13 +318,8 @@ def documents(v: Any) -> list[str]:
 
 
 def tool_defs(v: Any) -> list[dict[str, Any]]:
-    v = _maybe_json(v)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        v = [v]
     out = []
-    for t in v:
+    for t in _json_list(v):
         t = _maybe_json(t)
         if isinstance(t, Mapping):
             t = t.get("tool", t)
