@@ -1,12 +1,19 @@
-"""Benchmark assay evaluators on real labeled data: quality vs baselines, speed, training time.
+"""Benchmark assay evaluators against peers on real labeled data, side by side in one process.
 
-For each dataset: a deterministic held-out sample (~500 rows) and a disjoint training sample
-(~2000 rows) from the same file (disjoint by content hash; BFCL by request text, since its
-requests repeat with different calls). ``assay.train.train`` fits the evaluator and writes its
-report (student, majority and TF-IDF baselines on the same rows). A separate measurement times
-the bare base model at exactly 128 tokens per row (padded), at its best batch size.
+For each dataset in ``../shared/data`` and each regime, one labeled "test set" file (~100 seed rows +
+~500 held-out rows, split by ``assay.train`` itself) and, in the ``2k`` regime, 2,000 uploaded training
+rows from the same source file, disjoint from the test set by group (BFCL: by request; BEGIN: by
+knowledge context; tau-bench: by task). Regimes:
 
-    python benchmarks/bench_evaluators.py            # full run -> benchmarks/results/LATEST.md
+- ``seeds``: only the ~100 seed rows are labeled (no train_set, no generation): the few-label start;
+- ``2k``: the seeds + 2,000 uploaded labeled rows (fewer where the file is smaller: said per row).
+
+Systems, all trained on exactly the rows the shipped evaluator trained on and scored on the same
+held-out rows: the shipped evaluator (``assay.train.train`` with ``train.candidates``: model selection
+by cross-validation on the training rows), TF-IDF + logistic regression and majority (the report's
+baselines, same process), and SetFit (``setfit`` package, benchmark-only) with the same MiniLM body.
+
+    python benchmarks/bench_evaluators.py            # full run -> benchmarks/results/LATEST.md/.json
     python benchmarks/bench_evaluators.py --quick    # smoke run -> benchmarks/results/QUICK.md
 """
 
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
@@ -36,40 +44,41 @@ class Dataset:
     name: str
     file: str
     metric: str
-    group_by: str  # "row_hash" or a field name: rows sharing it stay on one side of the split
+    group_by: str | None  # rows sharing this field stay on one side (None: by content)
 
 
 DATASETS = {
-    "toxicity": Dataset("toxicity", "toxicity_davidson.jsonl", "toxicity_3class", "row_hash"),
-    "faithfulness": Dataset("faithfulness", "faithfulness_begin.jsonl", "context_adherence", "row_hash"),
+    "toxicity": Dataset("toxicity", "toxicity_davidson.jsonl", "toxicity_3class", None),
+    "faithfulness": Dataset("faithfulness", "faithfulness_begin.jsonl", "context_adherence", "context"),
+    "pii": Dataset("pii", "pii_presidio_synth.jsonl", "pii", None),
     "toolcall": Dataset("toolcall", "toolcall_bfcl_gptoss.jsonl", "tool_call_correctness", "input"),
-    "pii": Dataset("pii", "pii_presidio_synth.jsonl", "pii", "row_hash"),
+    "taubench": Dataset("taubench", "agent_taubench_airline.jsonl", "agent_task_success", "input"),
 }
-SEED_FRACTION = 0.05  # train() splits the test file into seeds + held-out; seeds are not trained on here
+REGIMES = ("seeds", "2k")
 
 
 def _key(seed: int, value: str) -> str:
     return hashlib.sha256(f"bench:{seed}:{value}".encode()).hexdigest()
 
 
-def sample(ds: Dataset, data_dir: Path, n_eval: int, n_train: int, seed: int = 0):
-    """(test rows, train rows, notes): deterministic, disjoint groups of rows."""
-    from assay.data import read_records, row_hash, to_rows, validate_rows
+def sample(ds: Dataset, data_dir: Path, n_test: int, n_train: int, seed: int = 0):
+    """(test-set rows, uploaded training rows, notes): deterministic, disjoint by group."""
+    from assay.data import group_key, read_records, to_rows, validate_rows
     from assay.metrics import load_metric
 
     metric = load_metric(ds.metric)
     rows = to_rows(read_records(data_dir / ds.file), source=Path(ds.file).stem)
     v = validate_rows(rows, metric, source=ds.file)
-    kept = v.rows
-    notes = {"file_rows": len(rows), "invalid_rows": len(v.errors), "duplicates_dropped": v.dropped_duplicates}
+    notes: dict[str, Any] = {"file_rows": len(rows), "invalid_rows": len(v.errors),
+                             "duplicates_dropped": v.dropped_duplicates}
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in kept:
-        g = row_hash(r) if ds.group_by == "row_hash" else str(r.get(ds.group_by))
-        groups.setdefault(g, []).append(r)
+    for r in v.rows:
+        groups.setdefault(group_key(r, ds.group_by), []).append(r)
     order = sorted(groups, key=lambda g: _key(seed, g))
-    n_test = round(n_eval / (1 - SEED_FRACTION))
     test: list[dict[str, Any]] = []
     train: list[dict[str, Any]] = []
+    if len(v.rows) < n_test + 200:  # a small file (tau-bench): all of it is the test set, no uploaded rows
+        n_test = len(v.rows)
     for g in order:
         if len(test) < n_test:
             test += groups[g]
@@ -77,142 +86,216 @@ def sample(ds: Dataset, data_dir: Path, n_eval: int, n_train: int, seed: int = 0
             train += groups[g]
         else:
             break
-    test_hashes = {row_hash(r) for r in test}
-    assert not any(row_hash(r) in test_hashes for r in train), "train/test overlap"
+    tg = {group_key(r, ds.group_by) for r in test}
+    assert not any(group_key(r, ds.group_by) in tg for r in train), "train/test share a group"
+    notes["groups"] = len(groups)
     return test, train, notes
 
 
-def base_speed_128(family: str, base: str | None, metric_name: str, rows: list[dict[str, Any]],
-                   max_rows: int = 64) -> dict[str, Any]:
-    """Rows/s of the bare base model at exactly 128 tokens per row (tokenize + forward), best batch size."""
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+def _texts(metric: Any, rows: list[dict[str, Any]], max_length: int) -> list[str]:
+    """The text the embed candidate reads (fields only, judged field first, fitted to max_length)."""
+    from transformers import AutoTokenizer
 
     from assay.evaluator._base_models import resolve_base
-    from assay.metrics import load_metric, render
-    from assay.report import measure_speed
+    from assay.evaluator._common import render_fitted
+    from assay.evaluator._encoder import compact_metric
 
-    ref = resolve_base(base or ("minilm" if family == "encoder" else "smollm2"), hash_files=False)
-    tok = AutoTokenizer.from_pretrained(ref.path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    cls = AutoModel if family == "encoder" else AutoModelForCausalLM
-    model = cls.from_pretrained(ref.path).eval()
-    metric = load_metric(metric_name)
-    texts = [render(metric, r) for r in rows[:max_rows]]
-
-    def score(batch: list[str]) -> Any:
-        enc = tok(batch, truncation=True, max_length=128, padding="max_length", return_tensors="pt")
-        with torch.inference_mode():
-            return model(**enc).logits if family == "decoder" else model(**enc).last_hidden_state[:, 0]
-
-    out = measure_speed(score, texts, max_rows=max_rows)
-    out["base"] = ref.name
-    return out
+    tok = AutoTokenizer.from_pretrained(resolve_base("minilm", hash_files=False).path)
+    tok.model_max_length = 1 << 30
+    view = compact_metric(metric, tok.sep_token)
+    return [render_fitted(view, r, max_length - 2, tok)[0] for r in rows]
 
 
-def run_one(ds: Dataset, args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def run_setfit(metric: Any, train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]],
+               args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """SetFit (contrastive pair fine-tune of the MiniLM body, then a logistic-regression head)."""
+    import numpy as np
+    from datasets import Dataset as HFDataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from assay.evaluator._base_models import resolve_base
+
+    labels = list(metric.labels)
+    t0 = time.perf_counter()
+    # balanced class weights in the head, like every logistic regression in this comparison
+    model = SetFitModel.from_pretrained(str(resolve_base("minilm", hash_files=False).path),
+                                        head_params={"class_weight": "balanced", "max_iter": 2000})
+    model.model_body.max_seq_length = args.setfit_max_length
+    targs = TrainingArguments(batch_size=16, num_epochs=1, max_steps=args.setfit_steps, num_iterations=20,
+                              max_length=args.setfit_max_length, seed=args.seed, show_progress_bar=False,
+                              report_to="none")
+    data = HFDataset.from_dict({"text": _texts(metric, train_rows, args.setfit_max_length),
+                                "label": [labels.index(r["label"]) for r in train_rows]})
+    trainer = Trainer(model=model, args=targs, train_dataset=data)
+    trainer.train()
+    fit_s = time.perf_counter() - t0
+    probs = np.asarray(model.predict_proba(_texts(metric, eval_rows, args.setfit_max_length), as_numpy=True))
+    full = np.zeros((len(eval_rows), len(labels)))
+    classes = [int(c) for c in getattr(model.model_head, "classes_", range(probs.shape[1]))]
+    full[:, classes] = probs
+    return full, {"fit_seconds": round(fit_s, 1), "steps": args.setfit_steps, "max_length": args.setfit_max_length}
+
+
+def run_one(ds: Dataset, regime: str, test: list[dict[str, Any]], uploaded: list[dict[str, Any]],
+            args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from assay.config import config_from_dict
-    from assay.data import write_rows
+    from assay.data import row_hash, write_rows
+    from assay.metrics import load_metric
+    from assay.report import classification_metrics
     from assay.train import train
 
-    test, train_rows, notes = sample(ds, args.data, args.n_eval, args.n_train, args.seed)
-    d = work / ds.name
+    metric = load_metric(ds.metric)
+    d = work / f"{ds.name}-{regime}"
     d.mkdir(parents=True, exist_ok=True)
     write_rows(test, d / "test.jsonl")
-    write_rows(train_rows, d / "train.jsonl")
-    train_cfg: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
-    if args.max_steps:
-        train_cfg["max_steps"] = args.max_steps
-    if args.threads:
-        train_cfg["num_threads"] = args.threads
+    data: dict[str, Any] = {"test_set": "test.jsonl", "seed_fraction": round(min(0.5, args.n_seeds / len(test)), 4),
+                            "split_seed": args.seed, "train_on_seeds": True}
+    if regime == "2k":
+        write_rows(uploaded, d / "train.jsonl")
+        data["train_set"] = "train.jsonl"
+    if ds.group_by and "group_by" in _data_keys():
+        data["group_by"] = ds.group_by
+    train_cfg: dict[str, Any] = {"seed": args.seed, "candidates": args.candidates.split(","),
+                                 "cv_folds": args.cv_folds, "num_threads": args.threads}
     cfg = config_from_dict({
-        "metric": ds.metric,
-        "data": {"test_set": "test.jsonl", "train_set": "train.jsonl", "seed_fraction": SEED_FRACTION,
-                 "split_seed": args.seed, "train_on_seeds": False},
-        "model": {"family": args.family, "base": args.base, "max_length": args.max_length},
+        "metric": ds.metric, "data": data,
+        "model": {"family": "encoder", "max_length": args.max_length},
         "train": train_cfg,
         "report": {"bootstrap": args.bootstrap, "latency_rows": args.latency_rows},
         "output": "artifact",
     }, base_dir=d)
-    log(f"[{ds.name}] {ds.metric}: {len(test)} test rows, {len(train_rows)} train rows; training ...")
+    log(f"[{ds.name}/{regime}] {len(test)} test-set rows, {len(uploaded) if regime == '2k' else 0} uploaded; train() ...")
     t0 = time.perf_counter()
     result = train(cfg, progress=False)
     seconds = time.perf_counter() - t0
     rep = result.report
-    log(f"[{ds.name}] trained in {seconds:.0f}s; timing the base model at 128 tokens ...")
-    speed128 = base_speed_128(args.family, args.base, ds.metric, test, args.latency_rows)
-    return {
-        "dataset": ds.name, "file": ds.file, "metric": ds.metric, "split_by": ds.group_by, "sampling": notes,
-        "n_train": rep.get("n_train"), "n_eval": rep.get("n"),
+    split = json.loads((result.artifact_dir / "split.json").read_text())
+    held = set(split["held_out"])
+    seeds = set(split["seeds"])
+    held_rows = [r for r in test if row_hash(r) in held]
+    # the rows train() trained on: the seeds + uploaded rows outside the held-out side (its own filter)
+    train_rows, seen = [], set()
+    for r in [r for r in test if row_hash(r) in seeds] + (uploaded if regime == "2k" else []):
+        h = (row_hash(r), r["label"])
+        if h not in seen and row_hash(r) not in held:
+            seen.add(h)
+            train_rows.append(r)
+    out: dict[str, Any] = {
+        "dataset": ds.name, "regime": regime, "file": ds.file, "metric": ds.metric,
+        "group_by": split.get("group_by", ds.group_by), "n_train": rep.get("n_train"), "n_eval": rep.get("n"),
         "student": _pick(rep.get("student") or {}),
         "baselines": {k: _pick(v) for k, v in (rep.get("baselines") or {}).items()},
-        "evaluator": rep.get("evaluator"),
-        "student_speed": {k: (rep.get("speed") or {}).get(k) for k in ("best_batch_size", "best_rows_per_s",
-                                                                      "latency_ms", "cost_per_1m")},
-        "speed_128": {k: speed128.get(k) for k in ("base", "best_batch_size", "best_rows_per_s", "latency_ms",
-                                                  "cost_per_1m", "judge_cost_per_1m")},
+        "evaluator": rep.get("evaluator"), "selection": rep.get("selection"),
         "train_seconds_total": round(seconds, 1),
-        "train_loop_seconds": (result.training or {}).get("seconds"),
-        "train_steps": (result.training or {}).get("steps"),
-        "machine": speed128.get("machine"),
+        "student_speed": {k: (rep.get("speed") or {}).get(k) for k in ("best_batch_size", "best_rows_per_s")},
+        "machine": (rep.get("speed") or {}).get("machine"),
     }
+    if not args.no_setfit:
+        log(f"[{ds.name}/{regime}] SetFit on {len(train_rows)} rows ...")
+        try:
+            probs, info = run_setfit(metric, train_rows, held_rows, args)
+            m = classification_metrics([r["label"] for r in held_rows], probs, list(metric.labels),
+                                       positive=metric.positive if metric.is_binary else None,
+                                       threshold=0.5 if metric.is_binary else None, bootstrap=args.bootstrap)
+            out["setfit"] = {**_pick(m), **info, "n_train": len(train_rows)}
+        except Exception as exc:  # keep going: report it
+            out["setfit"] = {"skipped": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return out
+
+
+def _data_keys() -> set[str]:
+    from assay.config import DataConfig
+
+    return set(DataConfig.model_fields)
 
 
 def _pick(m: dict[str, Any]) -> dict[str, Any]:
     if "skipped" in m:
         return {"skipped": m["skipped"]}
-    return {k: m.get(k) for k in ("n", "kappa", "f1_macro", "accuracy", "auroc", "auprc", "ece", "brier", "ci",
-                                  "threshold")}
+    return {k: m.get(k) for k in ("n", "kappa", "f1_macro", "accuracy", "auroc", "ece", "ci", "threshold")}
 
 
 def _f(x: Any, d: int = 3) -> str:
     return "–" if x is None else f"{x:.{d}f}"
 
 
-def render_table(results: list[dict[str, Any]], args: argparse.Namespace, started: str) -> str:
-    head = ["dataset", "metric", "n_train", "n_eval", "student kappa [95% CI]", "F1 macro", "AUROC", "ECE",
-            "tfidf kappa", "tfidf F1", "tfidf AUROC", "majority kappa",
-            f"student rows/s (max_length {args.max_length})", "base rows/s @128 tok (batch)", "train time (s)"]
+def verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """The issue's bars, checked per dataset and regime (from the figures above, nothing else)."""
+    lines = []
+    plus05 = 0
+    n2k = 0
+    for r in results:
+        if "error" in r:
+            continue
+        s = r["student"].get("kappa")
+        t = (r["baselines"].get("tfidf_logreg") or {}).get("kappa")
+        sf = (r.get("setfit") or {}).get("kappa")
+        ok_t = s is not None and t is not None and s >= t
+        ok_sf = s is not None and sf is not None and s >= sf
+        if r["regime"] == "2k":
+            n2k += 1
+            plus05 += bool(s is not None and t is not None and s >= t + 0.05)
+        lines.append(f"- {r['dataset']} / {r['regime']}: shipped {_f(s)} vs TF-IDF {_f(t)} "
+                     f"({'>=' if ok_t else '<'}), vs SetFit {_f(sf)} ({'>=' if ok_sf else '<' if sf is not None else 'n/a'})"
+                     + (f"; TF-IDF + 0.05 {'met' if s is not None and t is not None and s >= t + 0.05 else 'not met'}"
+                        if r["regime"] == "2k" else ""))
+    lines.append(f"- 2k regime: shipped >= TF-IDF + 0.05 on {plus05} of {n2k} datasets run")
+    return lines
+
+
+def render_table(results: list[dict[str, Any]], args: argparse.Namespace, started: str, finished: str,
+                 env: dict[str, Any]) -> str:
+    head = ["dataset", "regime", "n_train", "n_eval", "shipped (winner)", "shipped kappa [95% CI]", "TF-IDF+LR kappa",
+            "SetFit kappa", "majority kappa", "shipped F1", "shipped AUROC", "shipped ECE", "train() s", "SetFit s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['metric']} | error: {r['error']} |" + " |" * (len(head) - 3))
+            lines.append(f"| {r['dataset']} | {r.get('regime')} | error: {r['error']} |" + " |" * (len(head) - 3))
             continue
-        s, b = r["student"], r["baselines"]
-        t, maj = b.get("tfidf_logreg", {}), b.get("majority", {})
+        s, b, sf = r["student"], r["baselines"], r.get("setfit") or {}
         ci = (s.get("ci") or {}).get("kappa")
-        sp, s128 = r["student_speed"], r["speed_128"]
+        sel = r.get("selection") or {}
         lines.append("| " + " | ".join([
-            r["dataset"], r["metric"], str(r["n_train"]), str(r["n_eval"]),
+            r["dataset"], r["regime"], str(r["n_train"]), str(r["n_eval"]),
+            f"{(r.get('evaluator') or {}).get('family', '?')}: {sel.get('winner', '–')}",
             f"{_f(s.get('kappa'))}" + (f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else ""),
+            _f((b.get("tfidf_logreg") or {}).get("kappa")),
+            _f(sf.get("kappa")) if "skipped" not in sf else f"skipped ({sf['skipped'][:60]})",
+            _f((b.get("majority") or {}).get("kappa")),
             _f(s.get("f1_macro")), _f(s.get("auroc")), _f(s.get("ece")),
-            _f(t.get("kappa")), _f(t.get("f1_macro")), _f(t.get("auroc")), _f(maj.get("kappa")),
-            f"{_f(sp.get('best_rows_per_s'), 1)} (batch {sp.get('best_batch_size')})",
-            f"{_f(s128.get('best_rows_per_s'), 1)} ({s128.get('best_batch_size')})",
-            f"{r['train_seconds_total']:.0f} (loop {_f(r['train_loop_seconds'], 0)})",
+            f"{r['train_seconds_total']:.0f}", _f(sf.get("fit_seconds"), 0),
         ]) + " |")
+    cand_lines = []
+    for r in results:
+        sel = r.get("selection") or {}
+        if sel:
+            cs = ", ".join(f"{c['name']} {_f(c.get('cv_kappa'))}" for c in sel.get("candidates", []))
+            cand_lines.append(f"- {r['dataset']} / {r['regime']}: CV kappa {cs} -> {sel.get('winner')} "
+                              f"({sel.get('folds')} folds)")
     machine = next((r["machine"] for r in results if r.get("machine")), None) or _machine()
     out = [f"# assay evaluator benchmark{' (quick smoke run)' if args.quick else ''}", "",
-           f"Run {started}; assay {_assay_version()}.", "", *lines, "",
-           "Student: the evaluator `assay.train.train` fitted (figures on the held-out rows, "
-           "threshold/temperature calibrated on a slice of the training rows). tfidf: TF-IDF word 1-2 + "
-           "char 2-5 grams -> logistic regression (balanced, C by CV), threshold 0.5, same training rows. "
-           "Train time: the whole `train()` call (load, train, calibrate, evaluate incl. baselines and "
-           "speed, save); loop: the optimizer steps alone. Base rows/s @128: the bare base model "
-           "(tokenize + forward), every row padded/truncated to exactly 128 tokens, best of batch sizes "
-           "1/8/32/64.", "",
-           "## Machine", "",
-           *[f"- {k}: {v}" for k, v in machine.items()], "",
+           f"Run {started} to {finished}; assay {_assay_version()}.", "", *lines, "",
+           "Shipped: `assay.train.train` with `train.candidates: [" + args.candidates + "]`: model selection by "
+           f"{args.cv_folds}-fold cross-validation (stratified, grouped) on the training rows only, the winner refit on "
+           "all of them and calibrated on its out-of-fold scores; figures on the held-out rows. TF-IDF+LR and "
+           "majority: the report's baselines, fitted on the same training rows in the same process (threshold 0.5). "
+           f"SetFit: the `setfit` package, same MiniLM body, {args.setfit_steps} contrastive steps (batch 16, "
+           f"num_iterations 20), max_length {args.setfit_max_length}, logistic-regression head (balanced class weights), threshold 0.5; "
+           "trained on the same rows, scored on the same held-out rows.", "",
+           "## The issue's bars", "", *verdicts(results), "",
+           "## Candidates (cross-validated kappa on the training rows)", "", *cand_lines, "",
+           "## Machine", "", *[f"- {k}: {v}" for k, v in machine.items()],
+           *[f"- {k}: {v}" for k, v in env.items()], "",
            "## Settings", "",
-           f"- family: {args.family}; base: {args.base or 'default'}; max_length: {args.max_length}",
-           f"- epochs: {args.epochs}; max_steps: {args.max_steps}; batch size: {args.batch_size}; "
-           f"learning rate: the family default; LoRA: config default; seed: {args.seed}",
-           f"- rows: ~{args.n_eval} held-out (test file of ~{round(args.n_eval / (1 - SEED_FRACTION))}, "
-           f"seed_fraction {SEED_FRACTION}, seeds not trained on), ~{args.n_train} training rows; "
-           "sampled by a seeded hash of each row's content (BFCL: of its request), train and test disjoint",
-           f"- bootstrap resamples: {args.bootstrap}; rows timed for speed: {args.latency_rows}",
-           f"- datasets: {', '.join(r['dataset'] + ' (' + r.get('file', '') + ')' for r in results)}", ""]
+           f"- regimes: seeds = ~{args.n_seeds} seed rows of a labeled test set of ~{args.n_seeds + args.n_eval} "
+           f"rows (split by train() itself), nothing else; 2k = the same seeds + {args.n_train} uploaded rows "
+           "(fewer when the file has fewer)",
+           f"- max_length {args.max_length}; torch threads {args.threads}; seed {args.seed}; bootstrap {args.bootstrap}",
+           "- test set and uploaded rows: disjoint by group (a seeded hash of the group decides), groups: "
+           + ", ".join(f"{d.name} by {d.group_by or 'content'}" for d in DATASETS.values()),
+           f"- datasets: {', '.join(sorted({r['dataset'] + ' (' + r.get('file', '') + ')' for r in results}))}",
+           "- tau-bench has 200 rows: 100 seeds + 100 held-out, seeds regime only (no rows left for 2k); "
+           "PII has 1,500 rows: its 2k regime has the ~900 rows left after the test set", ""]
     return "\n".join(out)
 
 
@@ -220,6 +303,20 @@ def _machine() -> dict[str, Any]:
     from assay.report import machine_info
 
     return machine_info()
+
+
+def _env() -> dict[str, Any]:
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                fl = line.split(":", 1)[1].split()
+                flags = " ".join(f for f in fl if f.startswith(("avx", "amx", "fma", "sse4")))
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu_flags": flags, "load_average_at_start": load}
 
 
 def _assay_version() -> str:
@@ -230,31 +327,38 @@ def _assay_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: few rows, a few steps")
-    p.add_argument("--datasets", default=None,
-                   help=f"comma-separated, of {', '.join(DATASETS)} (default: toxicity,faithfulness,toolcall; "
-                        "quick: pii,toolcall)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few rows, few steps")
+    p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
+    p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the shared JSONL files")
-    p.add_argument("--family", choices=["encoder", "decoder"], default="encoder")
-    p.add_argument("--base", default=None, help="base model (default: the family's embedded one)")
+    p.add_argument("--candidates", default="tfidf,embed,hybrid", help="train.candidates of the shipped evaluator")
+    p.add_argument("--cv-folds", type=int, default=5)
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--n-seeds", type=int, default=100)
     p.add_argument("--n-eval", type=int, default=500)
     p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--setfit-steps", type=int, default=60)
+    p.add_argument("--setfit-max-length", type=int, default=128)
+    p.add_argument("--no-setfit", action="store_true")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="start no new dataset/regime after this many minutes (the rest are listed as not run)")
     p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--latency-rows", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--latency-rows", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="keep data and artifacts in this folder")
     p.add_argument("--out", type=Path, default=None, help="Markdown output (default results/LATEST.md)")
     args = p.parse_args(argv)
     if args.quick:
-        args.n_eval, args.n_train, args.bootstrap, args.latency_rows = 60, 200, 100, 16
-        args.max_steps = args.max_steps or 8
-        args.max_length = min(args.max_length, 128)
-    names = (args.datasets or ("pii,toolcall" if args.quick else "toxicity,faithfulness,toolcall")).split(",")
+        args.n_eval, args.n_train, args.n_seeds, args.bootstrap = 60, 200, 40, 100
+        args.setfit_steps, args.max_length, args.latency_rows = 4, 64, 8
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from assay.evaluator._linear import EmbedFeatures
+
+    EmbedFeatures.cache = {}  # each distinct row is embedded once per process
+    names = args.datasets.split(",")
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         p.error(f"unknown datasets {unknown}; choose from {list(DATASETS)}")
@@ -262,28 +366,56 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"no data folder at {args.data} (set --data or ASSAY_SHARED_DATA)")
     out_md = args.out or HERE / "results" / ("QUICK.md" if args.quick else "LATEST.md")
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    env = _env()
 
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp:
         work = args.keep or Path(tmp)
-        for n in names:
-            ds = DATASETS[n]
-            try:
-                results.append(run_one(ds, args, work, log))
-            except Exception as exc:  # keep going: one failed dataset should not hide the others
-                log(f"[{n}] failed: {type(exc).__name__}: {exc}")
-                results.append({"dataset": n, "metric": ds.metric, "file": ds.file,
-                                "error": f"{type(exc).__name__}: {exc}"})
-    text = render_table(results, args, started)
+        t_start = time.perf_counter()
+        samples = {n: sample(DATASETS[n], args.data, args.n_seeds + args.n_eval, args.n_train, args.seed)
+                   for n in names}
+        for regime in args.regimes.split(","):  # every dataset's seeds regime first: the few-label start
+            for n in names:
+                ds = DATASETS[n]
+                test, uploaded, notes = samples[n]
+                if regime == "2k" and not uploaded:
+                    log(f"[{n}/{regime}] skipped: no rows left for uploaded training rows")
+                    continue
+                if args.budget_minutes and time.perf_counter() - t_start > 60 * args.budget_minutes:
+                    results.append({"dataset": n, "regime": regime, "metric": ds.metric, "file": ds.file,
+                                    "error": f"not run: the {args.budget_minutes}-minute budget was spent"})
+                    continue
+                try:
+                    r = run_one(ds, regime, test, uploaded, args, work, log)
+                    r["sampling"] = notes
+                    results.append(r)
+                    log(f"[{n}/{regime}] shipped {_f(r['student'].get('kappa'))} tfidf "
+                        f"{_f((r['baselines'].get('tfidf_logreg') or {}).get('kappa'))} setfit "
+                        f"{_f((r.get('setfit') or {}).get('kappa'))} ({r['train_seconds_total']:.0f}s)")
+                except Exception as exc:  # keep going: one failed dataset should not hide the others
+                    import traceback
+
+                    traceback.print_exc()
+                    log(f"[{n}/{regime}] failed: {type(exc).__name__}: {exc}")
+                    results.append({"dataset": n, "regime": regime, "metric": ds.metric, "file": ds.file,
+                                    "error": f"{type(exc).__name__}: {exc}"})
+                partial = out_md.with_name(out_md.stem + ".partial.md")  # progress, replaced at the end
+                partial.write_text(render_table(results, args, started, "(running)", env) + "\n")
+                partial.with_suffix(".json").write_text(json.dumps({"results": results}, default=str) + "\n")
+    finished = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    env["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    text = render_table(results, args, started, finished, env)
     print(text)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text + "\n")
     out_md.with_suffix(".json").write_text(json.dumps(
-        {"started": started, "args": {k: str(v) for k, v in vars(args).items()}, "python": platform.python_version(),
-         "results": results}, indent=1, default=str) + "\n")
+        {"started": started, "finished": finished, "args": {k: str(v) for k, v in vars(args).items()},
+         "python": platform.python_version(), "env": env, "results": results}, indent=1, default=str) + "\n")
+    out_md.with_name(out_md.stem + ".partial.md").unlink(missing_ok=True)
+    out_md.with_name(out_md.stem + ".partial.json").unlink(missing_ok=True)
     log(f"wrote {out_md} and {out_md.with_suffix('.json')}")
     return 1 if any("error" in r for r in results) else 0
 

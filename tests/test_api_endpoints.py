@@ -298,5 +298,6 @@ def test_label_unlabeled_rows_with_the_judge(api):
     assert d["kind"] == "train" and d["rows"] == 3 and sum(d["label_counts"].values()) == 3
     labeled = api.get(f"/v1/datasets/{d['id']}/rows").json()
     assert all(x["label"] in ("true", "false") and "judge" in x["meta"] for x in labeled)
-    _err(api.post(f"/v1/datasets/{u.json()['id']}/label", json={"judge": "no-provider"}), 422, "invalid_config")
+    _err(api.post(f"/v1/datasets/{u.json()['id']}/label", json={"judge": "no-provider"}), 400,
+         "provider_not_allowed")  # not one of the server's provider names
     _err(api.post("/v1/datasets/ds_nope/label", json={"judge": "mock/teacher"}), 404, "not_found")

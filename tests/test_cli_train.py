@@ -31,6 +31,10 @@ def _config(root: Path, **over) -> Path:
            "train": {"max_steps": 4, "batch_size": 8, "calibration_fraction": 0.15},
            "report": {"bootstrap": 0, "latency_rows": 4, "baselines": False},
            "output": "artifact"}
+    from assay.config import TrainingConfig
+
+    if "candidates" in TrainingConfig.model_fields:  # model selection: these tests train the neural family
+        cfg["train"]["candidates"] = ["encoder"]
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key].update(value)
@@ -89,7 +93,8 @@ def test_train_inspect_score_evaluate_round_trip(small):
     scored = small / "scores.jsonl"
     out = runner.invoke(cli, ["score", str(art), str(src), "-c", "input=text", "-o", str(scored), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["rows"] == 6
+    assert json.loads(out.stdout)["rows"] == 6  # progress lines go to stderr
+    assert "[scoring] 6/6 rows" in out.stderr
     recs = _lines(scored)
     assert [r["id"] for r in recs] == [r["id"] for r in rows]
     for r in recs:
@@ -100,11 +105,23 @@ def test_train_inspect_score_evaluate_round_trip(small):
     # identical inputs get identical scores (one forward pass, no sampling)
     assert recs[0]["probabilities"] == pytest.approx(recs[2]["probabilities"], abs=1e-6)
 
-    out = runner.invoke(cli, ["evaluate", str(art), str(small / "test.jsonl"), "--json"])
+    # the 18 seed rows of test.jsonl were trained on: evaluate leaves them out, counts them and says so
+    out = runner.invoke(cli, ["evaluate", str(art), str(small / "test.jsonl"), "--json", "-o", str(small / "ev")])
     assert out.exit_code == 0, out.output
-    report = json.loads(out.output)
-    assert report["n"] == 90 and -1 <= report["student"]["kappa"] <= 1
-    assert sum(map(sum, report["student"]["confusion"])) == 90
+    report = json.loads(out.stdout)
+    assert report["n"] == 72 and report["excluded_trained_rows"] == 18 and -1 <= report["student"]["kappa"] <= 1
+    assert sum(map(sum, report["student"]["confusion"])) == 72
+    md = (small / "ev" / "report.md").read_text()
+    assert "18 rows the artifact trained on were left out" in md
+    assert "Baselines are fitted" not in md and not report["baselines"]  # no baselines: the text says none
+    text = runner.invoke(cli, ["evaluate", str(art), str(small / "test.jsonl"), "--quiet"])
+    assert "18 rows the artifact trained on were left out (72 evaluated)" in text.output
+    out = runner.invoke(cli, ["evaluate", str(art), str(small / "test.jsonl"), "--json", "--include-trained",
+                              "--quiet"])
+    assert json.loads(out.stdout)["n"] == 90 and json.loads(out.stdout)["excluded_trained_rows"] == 0
+    # a second train into the same folder is refused without --overwrite
+    out = runner.invoke(cli, ["train", str(cfg), "--quiet"])
+    assert out.exit_code == 2 and "--overwrite" in out.output
 
 
 def test_unknown_label_is_one_error_line(small, tmp_path):

@@ -32,10 +32,8 @@ def _contains(seq: list[int], sub: list[int]) -> bool:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import SHARED_DATA
+    from conftest import SHARED_DATA  # tests/fixtures/data unless ASSAY_SHARED_DATA is set
 
-    if not SHARED_DATA.exists():
-        pytest.skip("real data not found")
     rows = _rows(SHARED_DATA, "pii_presidio_synth.jsonl", 64)
     metric = get_preset("pii")
     ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64), device="cpu")
@@ -93,8 +91,8 @@ def test_evaluator_json_records_what_reproduces_it(trained):
 
 
 def test_encoder_truncation_keeps_the_judged_field(tmp_path):
-    metric = get_preset("context_adherence")
-    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64), device="cpu")
+    metric = get_preset("context_adherence")  # the compact form (pair encoding reads long contexts in windows)
+    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64, pair_encoding=False), device="cpu")
     judged = "The tower was finished in 1889 by Gustave Eiffel's company."
     row = {"id": "long", "input": "When was it built?", "output": judged,
            "context": " ".join(f"sentence {i} about the history of Paris and its monuments." for i in range(200))}

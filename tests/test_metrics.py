@@ -7,12 +7,12 @@ from assay.metrics import InputShape
 def test_every_preset_loads_and_renders_its_fields():
     names = list_presets()
     assert {"toxicity", "prompt_injection", "context_adherence", "pii", "tool_call_correctness"} <= set(names)
-    row = {"input": "IN", "output": "OUT", "context": "CTX", "tools": [{"name": "f"}]}
+    row = {"input": "IN", "output": "OUT", "output_b": "OUTB", "context": "CTX", "tools": [{"name": "f"}]}
     for name in names:
         spec = get_preset(name)
         text = render(spec, row)
         for field in spec.fields:
-            marker = {"input": "IN", "output": "OUT", "context": "CTX", "tools": '"name": "f"'}[field]
+            marker = {"input": "IN", "output": "OUT", "output_b": "OUTB", "context": "CTX", "tools": '"name": "f"'}[field]
             assert marker in text, (name, field)
         assert "{input}" not in text and "{output}" not in text
 

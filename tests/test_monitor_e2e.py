@@ -4,9 +4,7 @@ review on the CLI -> golden set that a new ``assay train`` config accepts; drift
 from __future__ import annotations
 
 import json
-import os
 import random
-from pathlib import Path
 
 import pytest
 import yaml
@@ -48,15 +46,13 @@ def _trace_records(rows):
     return out
 
 
-SHARED = Path(os.environ.get("ASSAY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from conftest import SHARED_DATA as SHARED  # noqa: E402  tests/fixtures/data unless ASSAY_SHARED_DATA is set
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from assay.train import train
 
-    if not (SHARED / "pii_presidio_synth.jsonl").exists():
-        pytest.skip(f"real data not found at {SHARED}")
     rows = [json.loads(line) for line in open(SHARED / "pii_presidio_synth.jsonl")]
     random.Random(0).shuffle(rows)
     root = tmp_path_factory.mktemp("e2e")

@@ -69,3 +69,25 @@ def test_pages_need_login_when_auth_is_on(reg):
         assert c.get("/v1/projects").status_code == 200  # the UI's API calls use the cookie
         r = c.post("/login", data={"key": key, "next": "//evil.example"}, follow_redirects=False)
         assert r.headers["location"] == "/projects"
+
+
+def test_run_page_shows_queue_position_and_stale_worker_warning(reg):
+    import time
+
+    from _registry_util import add_binary_datasets, run_config
+
+    reg.create_project("demo")
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    first = reg.create_run("demo", run_config(t, tr))
+    second = reg.create_run("demo", run_config(t, tr))
+    with TestClient(create_app(reg, stale_after=4)) as c:
+        page = c.get(f"/runs/{second.id}").text
+        assert 'id="run-queue"' in page and "Position in the queue" in page
+        assert 'id="run-queue-position">2<' in page
+        assert "No live worker" in page  # nobody is there to run it
+        assert c.get(f"/v1/runs/{second.id}/queue").json() == {"position": 2, "queue_depth": 2, "workers_alive": 0}
+        reg.claim_run("w-quiet", pid=1, host="elsewhere", run_id=first.id)
+        time.sleep(2.2)  # more than half of stale_after without a heartbeat
+        page = c.get(f"/runs/{first.id}").text
+        assert "has not reported for" in page and '<p id="run-queue" class="muted" hidden>' in page
+        assert c.get(f"/v1/runs/{first.id}/queue").json()["position"] is None

@@ -137,3 +137,66 @@ def test_kill_9_worker_mid_training(registry_db, tmp_path):
     for did, h in datasets.items():
         assert reg.get_dataset(did).content_hash == h and len(reg.dataset_rows(did)) > 0
     reg.close()
+
+
+@pytest.mark.slow
+def test_sigkill_worker_under_live_serve(tmp_path):
+    """Issue 8, finding 4: SIGKILL a worker while `assay serve` stays up. Its run becomes Failed
+    with the reason within the stated time (--stale-after 5 here), the worker is reaped (no
+    zombie) and restarted, /v1/health reports it, and the next queued run completes."""
+    import socket
+
+    from assay.client import Client
+
+    db = f"sqlite:///{tmp_path / 'assay.db'}"
+    art = tmp_path / "artifacts"
+    reg = make_registry(db, tmp_path)
+    reg.create_project("demo")
+    t, tr = add_binary_datasets(reg, "demo", 60, 60)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stale_after = 5.0
+    cmd = [sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()", "serve",
+           "--port", str(port), "--db", db, "--artifacts", str(art), "--workers", "1",
+           "--stale-after", str(stale_after),
+           "--worker-cmd", "python -m assay.registry._fake --steps 40 --step-seconds 0.1 --heartbeat 0.2"]
+    serve = subprocess.Popen(cmd, env={**os.environ, "ASSAY_HOME": str(tmp_path)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        c = Client(f"http://127.0.0.1:{port}", timeout=5)
+        _wait_for(lambda: _ok(c.health), timeout=60, every=0.3)
+        first = reg.create_run("demo", run_config(t, tr))
+        second = reg.create_run("demo", run_config(t, tr))
+        assert c.run_queue(second.id)["position"] == 2
+        _wait_for(lambda: reg.get_run(first.id).status == Status.training, timeout=60)
+        h = c.health()
+        assert h["status"] == "ok" and h["workers"]["alive"] == 1 and h["queue_depth"] == 1
+        pid = h["supervisor"]["processes"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        out = _wait_for(lambda: (r := reg.get_run(first.id)).status == Status.failed and r, timeout=stale_after + 10)
+        took = time.monotonic() - killed
+        assert took <= stale_after + 3, took
+        assert "stopped" in out.failure_reason and "Training" in out.failure_reason
+        assert any(e.kind == "error" for e in reg.run_events(first.id))
+        assert not Path(f"/proc/{pid}").exists()  # reaped: no zombie left behind
+        sup = _wait_for(lambda: (s := c.health()["supervisor"]["processes"][0])["restarts"] == 1 and s["alive"] and s,
+                        timeout=30)
+        assert sup["pid"] != pid
+        done = _wait_for(lambda: (r := reg.get_run(second.id)).status.final or r.status == Status.fine_tuned and r,
+                         timeout=90, every=0.3)
+        assert reg.get_run(second.id).status == Status.fine_tuned, done
+        assert c.health()["queue_depth"] == 0
+    finally:
+        serve.terminate()
+        out, _ = serve.communicate(timeout=60)
+        reg.close()
+    assert "exited" in out and "marked Failed" in out, out[-3000:]
+
+
+def _ok(fn):
+    try:
+        return fn()
+    except Exception:
+        return None

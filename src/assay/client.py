@@ -103,6 +103,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/v1/health")
 
+    def run_queue(self, run_id: str) -> dict[str, Any]:
+        """Where a queued run waits: position (1: next), queue depth, live workers."""
+        return self.request("GET", f"/v1/runs/{run_id}/queue")
+
     # --- projects ---------------------------------------------------------------------------
     def list_projects(self) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/projects")

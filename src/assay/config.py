@@ -25,6 +25,14 @@ class DataConfig(_Strict):
     split_seed: int = 0
     limit: int | None = Field(None, ge=1)  # read at most this many rows of each file
     train_on_seeds: bool = True  # add the seed rows to the training rows
+    # Rows sharing this field/column stay on one side of every split: a canonical field (input, context ...),
+    # a column of the file, "auto" (the shape's default: rag -> context, tools/pairwise/input_output -> input,
+    # trace/session -> a conversation id column or input, message -> none) or "none".
+    group_by: str | None = "auto"
+    encoding: str | None = None  # text encoding of the data files (None: UTF-8), e.g. latin-1 or cp1252
+    # Fewer labeled rows of a label in test_set is an error before anything is spent (a seed and a
+    # held-out row at least); fewer than 5x this many is a warning. 0: no check.
+    min_rows_per_class: int = Field(2, ge=0)
 
 
 class LoraConfig(_Strict):
@@ -40,10 +48,30 @@ class ModelConfig(_Strict):
     base: str | None = None  # None: minilm for encoder, smollm2 for decoder
     max_length: int = Field(256, ge=16)
     lora: LoraConfig | None = Field(default_factory=LoraConfig)  # null: full fine-tune
+    # Encoder, shapes with context (input_output, rag, tools): the judged field and its context as the
+    # tokenizer's two segments; a context longer than max_length is read in overlapping chunks.
+    pair_encoding: bool = True
+    context_chunks: int = Field(4, ge=1)  # at most this many context windows per row (1: cut the context)
+    chunk_aggregation: Literal["mean", "max"] = "mean"  # chunk logits -> row logits: mean, or per-label max
 
     @property
     def base_name(self) -> str:
         return self.base or ("minilm" if self.family == "encoder" else "smollm2")
+
+    @classmethod
+    def from_artifact(cls, data: dict[str, Any]) -> "ModelConfig":
+        """The model config an artifact recorded; keys it predates keep the input form it was trained with."""
+        legacy = {"pair_encoding": False, "context_chunks": 1}  # artifacts from before pair encoding
+        return cls(**{**legacy, **data})
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when the loss on a validation slice of the training rows (never held-out rows) stops improving."""
+
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    min_validation_rows: int = Field(30, ge=2)  # fewer: no early stopping (the run says so)
+    patience: int = Field(3, ge=1)  # evaluations without improvement
+    evaluations_per_epoch: int = Field(2, ge=1)
 
 
 class TrainingConfig(_Strict):
@@ -55,7 +83,11 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     seed: int = 0
-    class_weighting: Literal["balanced", "sqrt", "none"] = "balanced"
+    # Loss weights per label: sqrt of balanced (default; fully balanced over-predicts rare labels), balanced,
+    # effective (effective-number weights, Cui et al. 2019), none.
+    class_weighting: Literal["balanced", "sqrt", "effective", "none"] = "sqrt"
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"  # after the linear warm-up
+    early_stopping: EarlyStoppingConfig | None = Field(default_factory=lambda: EarlyStoppingConfig())
     calibration_fraction: float = Field(0.15, ge=0, lt=0.5)  # of training rows, for temperature + threshold
     # The label mix the calibrated probabilities assume: "seeds" (the labeled test set's seed rows, like
     # the data to be scored), "training" (the training rows as they are), or {label: share}.
@@ -66,6 +98,15 @@ class TrainingConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it
     eval_batch_size: int = Field(32, ge=1)
     num_threads: int | None = None  # torch CPU threads; None: torch's default
+    # Model selection: candidates fitted and compared by k-fold cross-validated kappa on the training rows
+    # (never the held-out rows); the best is refit on all training rows and shipped. "encoder": the neural
+    # family in model: (encoder or decoder; validated on one held-back slice, the calibration rows, since
+    # k fine-tunes cost too much), "tfidf": TF-IDF word + char n-grams -> logistic regression, "embed":
+    # frozen mean-pooled embeddings of the base encoder -> logistic regression, "hybrid": logistic
+    # regression stacked on the out-of-fold probabilities of tfidf and embed. One candidate: no selection.
+    candidates: list[Literal["encoder", "tfidf", "embed", "hybrid"]] = Field(
+        default_factory=lambda: ["encoder", "tfidf", "embed", "hybrid"], min_length=1)
+    cv_folds: int = Field(5, ge=2, le=20)  # k of the k-fold selection CV (stratified, grouped by data.group_by)
 
 
 class ReportConfig(_Strict):
@@ -171,6 +212,24 @@ class Config(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def _closest_key(loc: tuple[Any, ...]) -> str | None:
+    """The valid key nearest to an unknown one at ``loc`` (e.g. train.learning_rte -> train.learning_rate)."""
+    import difflib
+
+    model: Any = Config
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        ann = getattr(field, "annotation", None)
+        sub = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    names = [n for n in getattr(model, "model_fields", {}) if n != "base_dir"]
+    match = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
+
+
 def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, source: str = "config") -> Config:
     """A Config from a mapping; validation problems become one clear AssayError."""
     if not isinstance(data, dict):
@@ -182,13 +241,15 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, s
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "config"
         msg = err.get("msg", "invalid value")
+        fix = f"correct '{where}' (see examples/*/config.yaml for every key)"
         if err.get("type") == "extra_forbidden":
             msg = f"an unknown key '{where}'"
+            close = _closest_key(err.get("loc", ()))
+            if close:
+                fix = f"did you mean '{close}'? (see examples/*/config.yaml for every key)"
         elif err.get("type") == "missing":
             msg = f"no '{where}'"
-        raise AssayError(f"a valid '{where}' in {source}", msg,
-                         f"correct '{where}' (see examples/*/config.yaml for every key)",
-                         code="invalid_config") from None
+        raise AssayError(f"a valid '{where}' in {source}", msg, fix, code="invalid_config") from None
     cfg.metric_spec()  # validate the metric early
     return cfg
 
@@ -199,7 +260,10 @@ def load_config(path: str | Path) -> Config:
     if not path.exists():
         raise AssayError("a config YAML file", f"no file at {path}", "check the path", code="not_found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AssayError(f"a UTF-8 YAML file at {path.name}", f"a byte that is not UTF-8 at byte offset {exc.start}",
+                         f"re-save {path.name} as UTF-8", code="invalid_encoding") from None
     except yaml.YAMLError as exc:
         raise AssayError("valid YAML", f"a YAML error: {str(exc).splitlines()[0]}", f"fix {path.name}",
                          code="invalid_config") from None

@@ -10,19 +10,39 @@ import click
 from ..errors import AssayError
 
 
+# Commands that run models or read data: library progress bars, logs and Python warnings are captured
+# while they run, so the user sees assay's own lines only (see _output.py). Long-running servers are not.
+CAPTURED = {"train", "evaluate", "score", "validate", "generate", "label", "inspect"}
+
+
 class AssayGroup(click.Group):
     """Prints an AssayError as one line (``error: ...``) and exits 2, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         argv = [*getattr(ctx, "_protected_args", []), *ctx.args]  # consumed by invoke
         try:
+            if argv and argv[0] in CAPTURED:
+                from ._output import captured
+
+                with captured(quiet="--quiet" in argv or "-q" in argv):
+                    return super().invoke(ctx)
             return super().invoke(ctx)
+        except UnicodeDecodeError as exc:  # a reader without its own check: still one line, exit 2
+            raise_as = AssayError(f"{exc.encoding} text", f"bytes that are not valid {exc.encoding} at byte offset "
+                                  f"{exc.start} of an input ({exc.reason})",
+                                  "re-save the file as UTF-8 (or pass --encoding where the command has it)",
+                                  code="invalid_encoding")
+            self._fail(ctx, raise_as, argv)
         except AssayError as exc:
-            if "--json" in argv:
-                click.echo(json.dumps({"error": exc.to_dict()}), err=True)
-            else:
-                click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+            self._fail(ctx, exc, argv)
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: AssayError, argv: list[str]) -> None:
+        if "--json" in argv:
+            click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+        else:
+            click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
 
 
 @click.group(cls=AssayGroup)

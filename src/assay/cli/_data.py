@@ -28,6 +28,11 @@ def _config(config_path: str, overrides: tuple[str, ...] = ()) -> Any:
 
 
 def _printer(quiet: bool):
+    from ._output import current
+
+    out = current()
+    if out is not None and not quiet:
+        return out.status_printer()
     tty = sys.stderr.isatty()
     state = {"open": False}
 
@@ -76,7 +81,7 @@ def generate_text(s: dict[str, Any]) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Generate a training set from the config's seed rows (generate: section) and write a data report."""
-    from ..data import load_rows, split_rows
+    from ..data import load_rows, resolve_group_by, split_rows
     from ..synth import generate_training_set
 
     cfg = _config(config_path, overrides)
@@ -86,7 +91,8 @@ def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, qu
     d = cfg.data
     metric = cfg.metric_spec()
     test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
-    split = split_rows(test.rows, d.seed_fraction, d.split_seed)
+    split = split_rows(test.rows, d.seed_fraction, d.split_seed,  # the same grouped split as assay train
+                       group_by=resolve_group_by(d.group_by, metric.shape, test.rows))
     result = generate_training_set(cfg, split.seeds, split.held_out, on_status=_printer(quiet or as_json))
     summary = result.summary()
     summary.update(seeds=len(split.seeds), held_out=len(split.held_out))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from ..data import load_rows, split_rows
+from ..data import load_rows, resolve_group_by, split_rows
 from ..metrics import get_preset, list_presets, load_metric
 from ._app import cli, emit
 
@@ -26,17 +28,32 @@ def presets(name: str | None, as_json: bool) -> None:
 @click.argument("data", type=click.Path())
 @click.option("--metric", "-m", required=True, help="Preset name or metric YAML.")
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
+@click.option("--label-map", "-l", multiple=True, help="file_label=metric_label (repeatable).")
+@click.option("--encoding", help="Text encoding of the data file (default UTF-8), e.g. latin-1 or cp1252.")
 @click.option("--unlabeled", is_flag=True, help="Rows have no labels.")
 @click.option("--seed-fraction", type=float, default=0.2, show_default=True)
+@click.option("--min-rows-per-class", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Fewer labeled rows of a label is an error (fewer than 5x is a warning); 0: no check.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def validate(data: str, metric: str, column: tuple[str, ...], unlabeled: bool, seed_fraction: float,
-             as_json: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No warning lines (they stay in the summary).")
+def validate(data: str, metric: str, column: tuple[str, ...], label_map: tuple[str, ...], encoding: str | None,
+             unlabeled: bool, seed_fraction: float, min_rows_per_class: int, as_json: bool, quiet: bool) -> None:
     """Check a data file against a metric and show the seed / held-out split."""
+    from .._preflight import check_class_counts
+    from ._output import current
+    from ._train import _pairs
+
     spec = load_metric(metric)
-    columns = dict(c.split("=", 1) for c in column)
-    v = load_rows(data, spec, columns=columns, labeled=not unlabeled)
+    v = load_rows(data, spec, columns=_pairs(column, "--column"), label_map=_pairs(label_map, "--label-map"),
+                  labeled=not unlabeled, encoding=encoding)
+    if not unlabeled:
+        v.warnings += check_class_counts(v.label_counts, min_rows_per_class, Path(data).name)
     out = v.summary()
     if not unlabeled:
-        s = split_rows(v.rows, seed_fraction)
-        out["split"] = {"seeds": len(s.seeds), "held_out": len(s.held_out)}
+        s = split_rows(v.rows, seed_fraction, group_by=resolve_group_by("auto", spec.shape, v.rows))
+        out["split"] = {"seeds": len(s.seeds), "held_out": len(s.held_out), "group_by": s.group_by}
+    printer = current()
+    if printer is not None and not as_json:  # with --json the warnings are in the output
+        for w in v.warnings:
+            printer.warning(w)
     emit(out, as_json)

@@ -28,10 +28,13 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    """Only 127.0.0.0/8, ::1 and "localhost" are loopback. Anything else, including "" and 0.0.0.0
+    (which bind every interface), is public: authentication is required there."""
+    host = (host or "").strip()
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -95,10 +98,18 @@ def _backend(url: str | None, api_key: str | None, db: str | None, artifacts: st
 
 
 # --- serve / worker ----------------------------------------------------------------------------
-def _start_worker(db: str, artifacts: str) -> subprocess.Popen:
+def _start_worker(db: str, artifacts: str, stale_after: float = 60.0, worker_cmd: str | None = None
+                  ) -> subprocess.Popen:
     """An ``assay worker`` child process (the database URL goes in its environment, not argv)."""
+    import shlex
+
     env = {**os.environ, "ASSAY_DATABASE_URL": db, "ASSAY_ARTIFACTS": artifacts}
-    cmd = [sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0] = 'assay'; main()", "worker"]
+    if worker_cmd:  # tests: a worker with the fake training (python -m assay.registry._fake ...)
+        cmd = [sys.executable if c == "python" else c for c in shlex.split(worker_cmd)]
+        cmd += ["--db", db, "--artifacts", artifacts, "--stale-after", str(stale_after)]
+    else:
+        cmd = [sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0] = 'assay'; main()",
+               "worker", "--stale-after", str(stale_after)]
     return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
@@ -123,43 +134,52 @@ def _die_with_parent() -> None:
 @click.option("--auth/--no-auth", default=None, help="Require API keys (default: only off loopback).")
 @click.option("--batch-rows", default=64, show_default=True, help="Score micro-batch: most rows per call.")
 @click.option("--batch-ms", default=10.0, show_default=True, help="Score micro-batch: longest wait (ms).")
+@click.option("--providers", "providers_file", envvar="ASSAY_SERVER_CONFIG", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="YAML of the named providers callers may use (model, base_url, api_key_env); "
+                   "default: only mock/... (see docs/server.md).")
+@click.option("--stale-after", default=60.0, show_default=True, type=click.FloatRange(1, None),
+              help="Fail a run whose worker has not beaten for this many seconds.")
+@click.option("--worker-cmd", default=None, hidden=True, help="Tests: the command that starts a worker.")
 def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: int, auth: bool | None,
-          batch_rows: int, batch_ms: float) -> None:
-    """Serve the REST API and web UI, with worker processes for queued runs."""
+          batch_rows: int, batch_ms: float, providers_file: str | None, stale_after: float,
+          worker_cmd: str | None) -> None:
+    """Serve the REST API and web UI, with supervised worker processes for queued runs."""
     from ..errors import require
 
     uvicorn = require("uvicorn", "assay serve", extra="server")
+    from ..providers import ServerProviders
     from ..server import create_app
+    from ..server._supervisor import Supervisor
 
     loopback = is_loopback(host)
     if not loopback and auth is False:
         raise AssayError(f"authentication on a non-loopback bind ({host})", "--no-auth",
                          "drop --no-auth, or bind to 127.0.0.1", code="auth_required")
     use_auth = True if not loopback else bool(auth)
-    reg = _registry(db, artifacts, allow_local_paths=loopback)
+    providers = ServerProviders.load(providers_file)
+    # server-side data paths only for a local user: loopback without keys (not behind a proxy with --auth)
+    reg = _registry(db, artifacts, allow_local_paths=loopback and not use_auth, providers=providers)
     if use_auth and not reg.has_api_keys():
-        raise AssayError(f"an API key in the registry before serving with authentication on {host}",
+        raise AssayError(f"an API key in the registry before serving with authentication on {host or '(all)'}",
                          "no API keys", f"run `assay keys create NAME{' --db ' + db if db else ''}` and send the key "
                          "as 'Authorization: Bearer <key>'", code="auth_required")
-    procs = [_start_worker(reg.engine.url.render_as_string(hide_password=False), reg.storage.root)
-             for _ in range(workers)]
-    click.echo(f"assay serving http://{host}:{port} (database {reg.dialect}, artifacts {reg.storage.root}, "
-               f"auth {'on' if use_auth else 'off'}, {workers} worker{'s' * (workers != 1)})", err=True)
+    url = reg.engine.url.render_as_string(hide_password=False)
+    sup = Supervisor(reg, lambda: _start_worker(url, reg.storage.root, stale_after, worker_cmd), workers,
+                     stale_after=stale_after, check_every=min(2.0, max(stale_after / 10, 0.5))).start()
+    click.echo(f"assay serving http://{host or '0.0.0.0'}:{port} (database {reg.dialect}, artifacts "
+               f"{reg.storage.root}, auth {'on' if use_auth else 'off'}, {workers} worker{'s' * (workers != 1)}, "
+               f"providers: {', '.join(providers.names()) or 'none'})", err=True)
     import signal
 
     # uvicorn re-raises SIGTERM after its shutdown: exit through `finally` to stop the workers.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        uvicorn.run(create_app(reg, auth=use_auth, batch_rows=batch_rows, batch_wait_ms=batch_ms),
+        uvicorn.run(create_app(reg, auth=use_auth, batch_rows=batch_rows, batch_wait_ms=batch_ms,
+                               providers=providers, stale_after=stale_after, supervisor=sup),
                     host=host, port=port, log_level="info")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        sup.stop()
 
 
 @cli.command()
@@ -284,12 +304,28 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--project", default=None, help="Scope the key to this project (default: an operator key, "
+                                               "admin of every project).")
+@click.option("--role", default="viewer", show_default=True,
+              type=click.Choice(["admin", "editor", "scorer", "viewer"]), help="The key's role in --project.")
 @_db
 @_json
-def keys_create(name: str, db: str | None, as_json: bool) -> None:
+def keys_create(name: str, project: str | None, role: str, db: str | None, as_json: bool) -> None:
     """Create a key; it is printed once."""
-    k = _registry(db, None).create_api_key(name).model_dump(mode="json")
+    k = _registry(db, None).create_api_key(name, project=project, role=role).model_dump(mode="json")
     emit(k, as_json, f"{k['key']}\n(key {k['id']} '{k['name']}': store it now, it is not shown again)")
+
+
+@keys.command("grant")
+@click.argument("ref")
+@click.argument("project")
+@click.argument("role", type=click.Choice(["admin", "editor", "scorer", "viewer", "none"]))
+@_db
+@_json
+def keys_grant(ref: str, project: str, role: str, db: str | None, as_json: bool) -> None:
+    """Give key REF (id, name or prefix) ROLE on PROJECT ('none' removes it)."""
+    k = _registry(db, None).grant(ref, project, None if role == "none" else role).model_dump(mode="json")
+    emit(k, as_json, f"key {k['id']} '{k['name']}': {k['projects'] or 'no projects'}")
 
 
 @keys.command("list")

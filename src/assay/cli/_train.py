@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,16 @@ def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[st
 
 
 def _status_printer(quiet: bool):
-    last = {"stage": None}
+    """One assay line per stage on stderr (see _output.py); nothing with --quiet."""
+    from ._output import current
+
+    out = current()
+    if out is not None:
+        return out.status_printer()
 
     def show(stage: str, fraction: float | None, message: str) -> None:
-        if quiet or stage == "training" and last["stage"] == "training":
-            return  # the progress bar shows training
-        last["stage"] = stage
-        click.echo(f"[{stage}] {message}", err=True)
+        if not quiet:
+            click.echo(f"[{stage}] {message}", err=True)
 
     return show
 
@@ -71,7 +75,9 @@ def _status_printer(quiet: bool):
               help="Override a config value, e.g. --set train.max_steps=100 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an artifact already at the output folder.")
+def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], as_json: bool, quiet: bool,
+              overwrite: bool) -> None:
     """Train an evaluator from a run config and write the artifact with its report."""
     from ..config import config_from_dict, load_config
     from ..train import train
@@ -82,7 +88,12 @@ def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], 
         if output:
             data["output"] = str(Path(output).resolve())
         cfg = config_from_dict(data, base_dir=cfg.base_dir, source=Path(config_path).name)
-    result = train(cfg, progress=not quiet, on_status=_status_printer(quiet))
+    out_dir = cfg.output_dir()
+    if (out_dir / "evaluator.json").exists() and not overwrite:
+        raise AssayError("a new output folder for the artifact", f"an artifact already at {out_dir}",
+                         "pass --overwrite to replace it, or choose another folder with --output",
+                         code="output_exists")
+    result = train(cfg, progress=False, on_status=_status_printer(quiet))
     summary = {
         "artifact": str(result.artifact_dir),
         "metric": result.evaluator.metric.name,
@@ -105,25 +116,119 @@ def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], 
     emit(summary, as_json, text)
 
 
+def _artifact_metric(artifact: str) -> Any:
+    """The metric of an artifact from its evaluator.json alone (no model loaded)."""
+    from ..evaluator import read_info
+    from ..metrics import load_metric
+
+    info = read_info(artifact)
+    if not isinstance(info.get("metric"), dict):
+        raise AssayError("a metric in evaluator.json", f"none in {artifact}", "re-run assay train",
+                         code="invalid_artifact")
+    return load_metric(info["metric"]), info
+
+
+def trained_row_hashes(artifact: str | Path, info: dict[str, Any] | None = None) -> set[str]:
+    """Content hashes of the rows an artifact trained on: split.json's ``trained_on`` (the training and
+    calibration rows), or for older artifacts its seeds when the run trained on them."""
+    path = Path(artifact) / "split.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if isinstance(manifest.get("trained_on"), list):
+        return set(manifest["trained_on"])
+    data_cfg = ((info or {}).get("config") or {}).get("data") or {}
+    return set(manifest.get("seeds") or []) if data_cfg.get("train_on_seeds", True) else set()
+
+
+class _WithProgress:
+    """An evaluator whose predict_proba over many rows runs in chunks and reports progress."""
+
+    def __init__(self, ev: Any, show: Any, stage: str, chunk: int = 64):
+        self._ev, self._show, self._stage, self._chunk = ev, show, stage, chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ev, name)
+
+    def predict_proba(self, rows: Any, batch_size: int | None = None) -> Any:
+        import numpy as np
+
+        rows = list(rows)
+        if len(rows) <= self._chunk:
+            return self._ev.predict_proba(rows, batch_size)
+        parts, start = [], time.monotonic()
+        for i in range(0, len(rows), self._chunk):
+            parts.append(self._ev.predict_proba(rows[i:i + self._chunk], batch_size))
+            done = min(len(rows), i + self._chunk)
+            rate = done / max(1e-9, time.monotonic() - start)
+            self._show(self._stage, done / len(rows),
+                       f"{done}/{len(rows)} rows, ETA {(len(rows) - done) / rate:.0f}s")
+        self._show("measuring", None, "agreement figures with bootstrap intervals, then latency and throughput")
+        return np.concatenate(parts, axis=0)
+
+
+def _load_input(data: str, metric: Any, column: tuple[str, ...], label_map: tuple[str, ...], encoding: str | None,
+                labeled: bool) -> Any:
+    from ..data import read_records, to_rows, validate_rows
+
+    path = Path(data)
+    rows = to_rows(read_records(path, encoding=encoding), _pairs(column, "--column"),
+                   _pairs(label_map, "--label-map"), source=path.stem)
+    v = validate_rows(rows, metric, labeled=labeled, source=path.name)
+    v.raise_for_errors(path.name)
+    return v
+
+
+_ENCODING_HELP = "Text encoding of the data file (default UTF-8), e.g. latin-1 or cp1252."
+
+
 @cli.command("evaluate")
 @click.argument("artifact", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
 @click.option("--label-map", "-l", multiple=True, help="file_label=metric_label (repeatable).")
+@click.option("--encoding", help=_ENCODING_HELP)
+@click.option("--include-trained", is_flag=True,
+              help="Keep rows the artifact trained on (by default they are left out and counted).")
 @click.option("--output", "-o", type=click.Path(), help="Write report.json/.md/.html into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: tuple[str, ...],
-                 output: str | None, as_json: bool) -> None:
-    """Evaluate an artifact on labeled rows: agreement, calibration, speed."""
-    from ..data import load_rows
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: tuple[str, ...], encoding: str | None,
+                 include_trained: bool, output: str | None, as_json: bool, quiet: bool) -> None:
+    """Evaluate an artifact on labeled rows: agreement, calibration, speed.
+
+    Rows the artifact trained on (its seeds, training and calibration rows, by content hash from
+    split.json) are left out and counted: figures on them would not be held-out figures.
+    """
+    from ..data import row_hash
     from ..evaluator import Evaluator
     from ..report import evaluate, summary_line, write_report
 
+    show = _status_printer(quiet)
+    metric, info = _artifact_metric(artifact)
+    rows = _load_input(data, metric, column, label_map, encoding, labeled=True).rows
+    excluded = 0
+    if not include_trained:
+        trained = trained_row_hashes(artifact, info)
+        kept = [r for r in rows if row_hash(r) not in trained]
+        excluded = len(rows) - len(kept)
+        if not kept:
+            raise AssayError("rows the artifact did not train on", f"all {len(rows)} rows of {Path(data).name} "
+                             "were in its training data", "evaluate on held-out rows (or pass --include-trained)",
+                             code="too_few_rows")
+        rows = kept
+        if excluded:
+            show("reading", None, f"left out {excluded} rows the artifact trained on; evaluating {len(rows)}")
+    show("loading", None, f"loading the evaluator from {artifact}")
     ev = Evaluator.from_pretrained(artifact)
-    rows = load_rows(data, ev.metric, columns=_pairs(column, "--column"),
-                     label_map=_pairs(label_map, "--label-map")).rows
-    report = evaluate(ev, rows)
+    show("evaluating", 0.0, f"scoring {len(rows)} rows")
+    report = evaluate(_WithProgress(ev, show, "evaluating"), rows)
+    report["excluded_trained_rows"] = excluded
+    report["included_trained_rows"] = include_trained
     text = summary_line(report)
+    if excluded:
+        text += f"\n{excluded} rows the artifact trained on were left out ({len(rows)} evaluated)"
     if output:
         write_report(report, output)
         text += f"\nreport: {Path(output) / 'report.md'}"
@@ -138,21 +243,34 @@ def _score_records(ids: list[str], scores: list[Any]) -> list[dict[str, Any]]:
 @click.argument("artifact", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
+@click.option("--encoding", help=_ENCODING_HELP)
 @click.option("--output", "-o", type=click.Path(), help="Write scores to .jsonl or .csv (default: JSONL on stdout).")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Rows per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="With --output: print the summary as JSON.")
-def score_cmd(artifact: str, data: str, column: tuple[str, ...], output: str | None, batch_size: int | None,
-              as_json: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str | None, output: str | None,
+              batch_size: int | None, as_json: bool, quiet: bool) -> None:
     """Score rows (labels optional): id, label, score, confidence, probabilities per row."""
-    from ..data import read_records, to_rows, validate_rows
     from ..evaluator import Evaluator
 
-    ev = Evaluator.from_pretrained(artifact)
+    show = _status_printer(quiet)
+    metric, _ = _artifact_metric(artifact)
+    # every row is scored, exact duplicates too: the validation only checks the fields
     path = Path(data)
-    rows = to_rows(read_records(path), _pairs(column, "--column"), source=path.stem)
-    v = validate_rows(rows, ev.metric, labeled=False, source=path.name)
-    v.raise_for_errors(path.name)  # every row is scored, exact duplicates too
-    scores = ev.score(rows, batch_size=batch_size)
+    from ..data import read_records, to_rows, validate_rows
+
+    rows = to_rows(read_records(path, encoding=encoding), _pairs(column, "--column"), source=path.stem)
+    validate_rows(rows, metric, labeled=False, source=path.name).raise_for_errors(path.name)
+    show("loading", None, f"loading the evaluator from {artifact}")
+    ev = Evaluator.from_pretrained(artifact)
+    chunk = max(64, batch_size or 0)
+    scores: list[Any] = []
+    start = time.monotonic()
+    for i in range(0, len(rows), chunk):
+        scores += ev.score(rows[i:i + chunk], batch_size=batch_size)
+        done = len(scores)
+        rate = done / max(1e-9, time.monotonic() - start)
+        show("scoring", done / len(rows), f"{done}/{len(rows)} rows, ETA {(len(rows) - done) / rate:.0f}s")
     records = _score_records([r["id"] for r in rows], scores)
     if output is None:
         for rec in records:

@@ -2,17 +2,22 @@
 
 from ._io import CANONICAL, normalize_label, read_records, row_hash, rows_hash, to_rows, write_rows
 from ._load import load_rows
-from ._split import Split, split_rows
+from ._split import DEFAULT_GROUP_BY, Split, exclude_groups, group_key, held_out_overlap, resolve_group_by, split_rows
 from ._validate import RowProblem, Validation, validate_rows
 
 __all__ = [
     "CANONICAL",
+    "DEFAULT_GROUP_BY",
     "RowProblem",
     "Split",
     "Validation",
+    "exclude_groups",
+    "group_key",
+    "held_out_overlap",
     "load_rows",
     "normalize_label",
     "read_records",
+    "resolve_group_by",
     "row_hash",
     "rows_hash",
     "split_rows",

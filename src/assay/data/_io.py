@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import AssayError
 
-CANONICAL = ("id", "input", "output", "context", "tools", "label", "meta")
+CANONICAL = ("id", "input", "output", "output_b", "context", "tools", "label", "meta")  # output_b: pairwise B
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
            ".parquet": "parquet", ".pq": "parquet"}
 
@@ -33,39 +34,96 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
     return found
 
 
-def read_records(path: str | Path, fmt: str | None = None) -> list[dict[str, Any]]:
-    """The file's records as dicts, with its own column names."""
+def check_encoding(encoding: str | None) -> str | None:
+    """``encoding`` if Python knows it (None: UTF-8), else one AssayError line."""
+    if encoding is None:
+        return None
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise AssayError("a text encoding such as utf-8, latin-1 or cp1252", f"'{encoding}'",
+                         "pass a known encoding with --encoding (or data.encoding in the config)",
+                         code="invalid_input") from None
+
+
+def _decode(path: Path, encoding: str | None, fmt: str) -> str:
+    """The file's text; a byte that is not valid in the encoding becomes one AssayError line."""
+    raw = path.read_bytes()
+    enc = check_encoding(encoding) or "utf-8-sig"  # UTF-8, with or without a byte-order mark
+    if b"\x00" in raw[:8192] and enc.replace("-", "").replace("_", "").lower().startswith("utf8"):
+        where = raw.index(b"\x00")
+        line = raw[:where].count(b"\n") + 1
+        raise AssayError(
+            f"a {fmt.upper()} text file",
+            f"binary data in {path.name} (a NUL byte at byte offset {where}, line {line})",
+            "export the data as UTF-8 text (CSV, JSONL) or Parquet with a .parquet name", code="invalid_encoding")
+    try:
+        return raw.decode(enc)
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        bad = raw[exc.start:exc.start + 4].hex(" ")
+        guess = ""
+        if not encoding:
+            try:
+                raw.decode("cp1252")
+                guess = "; it looks like a Latin-1 / Windows-1252 file (a spreadsheet export)"
+            except UnicodeDecodeError:
+                guess = "; it does not look like text"
+        raise AssayError(
+            f"{exc.encoding.upper().replace('-SIG', '')}-encoded text in {path.name}",
+            f"bytes that are not valid {exc.encoding} at byte offset {exc.start} (line {line}: {bad}){guess}",
+            "re-save the file as UTF-8, or pass its encoding with --encoding latin-1 "
+            "(data.encoding in the config)",
+            code="invalid_encoding",
+        ) from None
+
+
+def read_records(path: str | Path, fmt: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """The file's records as dicts, with its own column names.
+
+    ``encoding`` is the text encoding of CSV/TSV/JSONL/JSON files (default UTF-8, with or without
+    a BOM); a byte that does not decode, or a corrupt Parquet file, is one AssayError line that
+    names the problem and where it is.
+    """
     path = Path(path)
     if not path.exists():
         raise AssayError("a data file", f"no file at {path}", "check the path", code="not_found")
+    if path.is_dir():
+        raise AssayError("a data file", f"{path} is a folder", "give the path of a .csv, .jsonl or .parquet file",
+                         code="invalid_input")
     fmt = detect_format(path, fmt)
     if path.stat().st_size == 0:
         raise AssayError("rows in the data file", f"{path.name} is empty", "add labeled rows", code="empty_file")
     if fmt in ("csv", "tsv"):
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            records = list(csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ","))
+        text = _decode(path, encoding, fmt)
+        try:
+            records = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ","))
+        except csv.Error as exc:
+            raise AssayError(f"a well-formed {fmt.upper()} file", f"{exc} in {path.name}",
+                             f"fix the file or export it again as {fmt.upper()}", code="invalid_format") from None
     elif fmt == "jsonl":
         records = []
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise AssayError(
-                        "one JSON object per line",
-                        f"invalid JSON on line {n} of {path.name} ({exc.msg})",
-                        f"fix line {n} or remove it",
-                        code="invalid_format",
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {n}",
-                                     "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
-                records.append(obj)
+        for n, line in enumerate(_decode(path, encoding, fmt).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AssayError(
+                    "one JSON object per line",
+                    f"invalid JSON on line {n} of {path.name} ({exc.msg})",
+                    f"fix line {n} or remove it",
+                    code="invalid_format",
+                ) from None
+            if not isinstance(obj, dict):
+                raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {n}",
+                                 "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
+            records.append(obj)
     elif fmt == "json":
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
+            obj = json.loads(_decode(path, encoding, fmt))
         except json.JSONDecodeError as exc:
             raise AssayError("a JSON array of rows", f"invalid JSON ({exc.msg}, line {exc.lineno})",
                              "fix the file or use JSONL", code="invalid_format") from None
@@ -73,11 +131,22 @@ def read_records(path: str | Path, fmt: str | None = None) -> list[dict[str, Any
         if not isinstance(records, list):
             raise AssayError("a JSON array of row objects", f"a {type(obj).__name__}",
                              "write a list of rows, or {\"rows\": [...]}", code="invalid_format")
+        bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise AssayError("a JSON object for each row", f"a {type(records[bad]).__name__} at row {bad + 1}",
+                             "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
     else:
         from ..errors import require
 
         pq = require("pyarrow.parquet", "reading Parquet files", extra="data", package="pyarrow")
-        records = pq.read_table(path).to_pylist()
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as exc:  # ArrowInvalid, OSError ...: a corrupt or truncated file
+            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise AssayError(f"a readable Parquet file at {path.name}",
+                             f"a file pyarrow cannot read ({type(exc).__name__}: {msg})",
+                             "export the file again (or give CSV/JSONL with the matching extension)",
+                             code="invalid_format") from None
     if not records:
         raise AssayError("rows in the data file", f"{path.name} has a header but no rows", "add labeled rows",
                          code="empty_file")
@@ -149,7 +218,8 @@ def normalize_label(value: Any, label_map: Mapping[Any, str] | None = None) -> s
 
 def row_hash(row: Mapping[str, Any]) -> str:
     """Content hash of what the judge reads (not id, label or meta)."""
-    payload = {k: row.get(k) for k in ("input", "output", "context", "tools") if row.get(k) not in (None, "")}
+    payload = {k: row.get(k) for k in ("input", "output", "output_b", "context", "tools")
+               if row.get(k) not in (None, "")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 

@@ -20,10 +20,11 @@ def load_rows(
     min_rows: int = 1,
     min_per_class: int = 0,
     limit: int | None = None,
+    encoding: str | None = None,
 ) -> Validation:
     """Read, map and validate a data file; raises AssayError on the first bad row."""
     path = Path(path)
-    records = read_records(path)
+    records = read_records(path, encoding=encoding)
     if limit is not None:
         records = records[:limit]
     rows = to_rows(records, columns, label_map, source=path.stem)

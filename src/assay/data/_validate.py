@@ -87,7 +87,8 @@ def validate_rows(
     dup = 0
     conflicts = 0
     needed = set(REQUIRED_FIELDS[metric.shape]) | set(metric.fields)
-    needed = [f for f in ("input", "output", "context", "tools") if f in needed]
+    needed = [f for f in ("input", "output", "output_b", "context", "tools") if f in needed]
+    _check_columns(rows, needed + (["label"] if labeled else []), source)
     for i, row in enumerate(rows):
         rid = str(row.get("id", i))
         bad = False
@@ -131,6 +132,24 @@ def validate_rows(
         if thin:
             v.warnings.append(f"few rows for {thin} in {source} (want at least {min_per_class} per label)")
     return v
+
+
+def _check_columns(rows: Sequence[Mapping[str, Any]], fields: list[str], source: str) -> None:
+    """A field no row has at all is a missing column: one error that lists the columns found."""
+    if not rows:
+        return
+    for f in fields:
+        if any(f in r for r in rows):
+            continue
+        found: list[str] = []
+        for r in rows[:50]:
+            for k in [*r, *(r.get("meta") or {})]:
+                if k not in ("meta", "id") and k not in found:
+                    found.append(k)
+        raise AssayError(f"a column for '{f}' in {source}", f"no such column (columns found: {found})",
+                         f"map the column that holds '{f}' with --column {f}=NAME (columns.{f} in the config)"
+                         + (", or pass --unlabeled for rows without labels" if f == "label" else ""),
+                         code="missing_column")
 
 
 def check_enough(v: Validation, min_rows: int, source: str) -> None:

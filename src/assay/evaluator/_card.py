@@ -46,17 +46,22 @@ def model_card(info: Mapping[str, Any], report: Mapping[str, Any] | None = None)
         "",
         f"- family: {info.get('family')} — base `{base.get('name')}`"
         + (f" (package {base.get('package')} {base.get('package_version')})" if base.get("package") else ""),
-        f"- adapter: {'LoRA' if (info.get('model') or {}).get('lora') else 'full fine-tune'}; "
-        f"max_length {info.get('max_length')} tokens",
+        (f"- features: {', '.join((info.get('linear') or {}).get('blocks') or [])} -> logistic regression"
+         + (" (stacked)" if info.get("family") == "hybrid" else "") + f"; max_length {info.get('max_length')} tokens"
+         if info.get("family") in ("linear", "hybrid") else
+         f"- adapter: {'LoRA' if (info.get('model') or {}).get('lora') else 'full fine-tune'}; "
+         f"max_length {info.get('max_length')} tokens"),
         f"- calibration: temperature {_f(info.get('temperature'))}, threshold "
         f"{_f(info.get('threshold')) if info.get('threshold') is not None else 'argmax'}"
         + (f" chosen by {cal.get('threshold_method')}" if cal.get("threshold_method") else "")
-        + (f" on {cal.get('rows')} calibration rows" if cal.get("rows") else "")
+        + (f" on {cal.get('rows')} rows ({cal.get('source', 'calibration rows')})" if cal.get("rows") else "")
         + ("; probabilities re-weighted to the label mix "
            + ", ".join(f"{k} {v:.2f}" for k, v in ((cal.get("prior") or {}).get("target") or {}).items())
            + f" (train.prior: {(info.get('training') or {}).get('prior', 'seeds')})" if cal.get("prior") else ""),
-        f"- training: {training.get('steps', '–')} steps, {training.get('rows', '–')} rows, "
-        f"device {training.get('device', '–')}",
+        (f"- training: logistic regression(s) refit on {training.get('rows', '–')} rows"
+         if info.get("family") in ("linear", "hybrid") else
+         f"- training: {training.get('steps', '–')} steps, {training.get('rows', '–')} rows, "
+         f"device {training.get('device', '–')}"),
         "",
         "## Data",
         "",
@@ -67,6 +72,17 @@ def model_card(info: Mapping[str, Any], report: Mapping[str, Any] | None = None)
                 out.append(f"- {key}: {data[key]}")
     else:
         out.append("- not recorded")
+    warnings = list(data.get("notes") or [])
+    warnings += [f"calibration: {w}" for w in cal.get("warnings") or [] if f"calibration: {w}" not in warnings]
+    if warnings:
+        out += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    sel = info.get("selection") or {}
+    if sel:
+        out += ["", "## Model selection", "",
+                f"Candidates compared on {sel.get('compared_on')} (training rows only): "
+                + ", ".join(f"{c.get('name')} {_f(c.get('validation_kappa') if c.get('validation_kappa') is not None else c.get('cv_kappa'))}"
+                            for c in sel.get("candidates") or [])
+                + f". Winner: {sel.get('winner')} ({sel.get('reason')})."]
     out += ["", "## Held-out results", ""]
     out.append(_headline(report) if report and report.get("student") else
                "No report in this folder; run `assay evaluate` on labeled rows the model never saw.")

@@ -22,7 +22,10 @@ HEAD_FILE = "head.safetensors"
 TRUNCATION_POLICY = (
     "Fields are fitted to max_length tokens before scoring: the judged field (output; input for "
     "single-message metrics) is never cut unless it alone exceeds max_length; the other fields are "
-    "cut first, largest first, keeping 2/3 head and 1/3 tail around ' [...] '."
+    "cut first, largest first, keeping 2/3 head and 1/3 tail around ' [...] '. Encoder, pair encoding "
+    "(input_output, rag, tools): a context longer than the room left by the judged field is read in "
+    "overlapping windows (model.context_chunks), not cut; the judged field and request are cut only past "
+    "3/4 of max_length."
 )
 
 
@@ -47,11 +50,21 @@ def quiet_loading() -> Iterator[None]:
 
 @dataclass
 class Encoded:
-    """One row as model input: token ids, their count, and whether any field was cut."""
+    """One row as model input: token ids, the row's token count, and whether any of it was left out.
+
+    A row may be read as several sequences (``views``): overlapping windows of a long context, or a
+    pairwise row in both orders (``swapped``: responses A and B exchanged). The model scores each
+    view and pools them into the row's logits (:meth:`LabelModel.pool_views`).
+    """
 
     ids: list[int]
     tokens: int
     truncated: bool
+    views: list[list[int]] | None = None  # None: the row is the one sequence ``ids``
+    swapped: list[bool] | None = None  # per view: A and B exchanged (pairwise)
+
+    def sequences(self) -> list[list[int]]:
+        return self.views or [self.ids]
 
 
 def render_fitted(metric: MetricSpec, row: Mapping[str, Any], budget: int, tokenizer: Any) -> tuple[str, bool]:
@@ -65,28 +78,68 @@ class LabelModel(nn.Module):
 
     family: str = ""
     pad_left: bool = False
+    chunk_aggregation: str = "mean"  # several context windows -> one row: mean of logits, or per-label max
 
     def __init__(self, metric: MetricSpec, tokenizer: Any, max_length: int):
         super().__init__()
         self.metric = metric
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.swap_perm = metric.swap_permutation()  # pairwise: labels of (B, A) in terms of (A, B)
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
         raise NotImplementedError
 
     def collate(self, batch: Sequence[Encoded], device: Any) -> dict[str, torch.Tensor]:
-        """Pad a batch (left for decoders so the last position is the prompt's end)."""
-        width = max(len(e.ids) for e in batch)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        """Pad a batch (left for decoders so the last position is the prompt's end).
+
+        Rows read as several views add ``owner`` (the row of each sequence) and ``swapped``.
+        """
+        seqs: list[list[int]] = []
+        owner: list[int] = []
+        swapped: list[bool] = []
         for i, e in enumerate(batch):
-            n = len(e.ids)
+            views = e.sequences()
+            seqs += views
+            owner += [i] * len(views)
+            swapped += list(e.swapped or [False] * len(views))
+        width = max(len(s) for s in seqs)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            n = len(s)
             sl = slice(width - n, width) if self.pad_left else slice(0, n)
-            ids[i, sl] = torch.tensor(e.ids, dtype=torch.long)
+            ids[i, sl] = torch.tensor(s, dtype=torch.long)
             mask[i, sl] = 1
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if len(seqs) != len(batch) or any(swapped):
+            out["owner"] = torch.tensor(owner, dtype=torch.long, device=device)
+            out["swapped"] = torch.tensor(swapped, dtype=torch.bool, device=device)
+        return out
+
+    def pool_views(self, logits: torch.Tensor, owner: torch.Tensor | None,
+                   swapped: torch.Tensor | None) -> torch.Tensor:
+        """Per-sequence logits [n_seqs, n_labels] -> per-row logits [n_rows, n_labels].
+
+        A swapped pairwise view's logits are mapped back (a <-> b) first; the views of a row are
+        then averaged (pairwise orders always; context windows by ``chunk_aggregation``: the mean,
+        or each label's maximum over the windows).
+        """
+        if owner is None:
+            return logits
+        if swapped is not None and self.swap_perm is not None and bool(swapped.any()):
+            perm = torch.tensor(self.swap_perm, dtype=torch.long, device=logits.device)
+            logits = torch.where(swapped.unsqueeze(-1), logits[:, perm], logits)
+        n_rows = int(owner.max()) + 1
+        index = owner.unsqueeze(-1).expand_as(logits)
+        if self.chunk_aggregation == "max" and self.swap_perm is None:
+            out = torch.full((n_rows, logits.shape[1]), float("-inf"), dtype=logits.dtype, device=logits.device)
+            return out.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
+        total = torch.zeros((n_rows, logits.shape[1]), dtype=logits.dtype, device=logits.device)
+        total = total.scatter_add(0, index, logits)
+        count = torch.bincount(owner, minlength=n_rows).clamp(min=1).to(logits.dtype)
+        return total / count.unsqueeze(-1)
 
     def describe(self) -> dict[str, Any]:
         """Family-specific facts for evaluator.json."""

@@ -15,7 +15,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import AssayError
-from ..metrics import MetricSpec
+from ..metrics import MetricSpec, swap_pair
 from ._base_models import BaseRef
 from ._common import Encoded, LabelModel, load_adapter, load_full, render_fitted, save_adapter, save_full, wrap_lora
 
@@ -98,7 +98,13 @@ class DecoderModel(LabelModel):
         for row in rows:
             text, cut = render_fitted(self.metric, row, budget, self.tokenizer)
             ids = self._ids(self._wrap(text))
-            out.append(Encoded(ids, len(ids), cut))
+            if self.swap_perm is None:
+                out.append(Encoded(ids, len(ids), cut))
+                continue
+            # pairwise: also (B, A); the two answers are averaged with a <-> b mapped back (pool_views)
+            text_b, cut_b = render_fitted(self.metric, swap_pair(row), budget, self.tokenizer)
+            ids_b = self._ids(self._wrap(text_b))
+            out.append(Encoded(ids, len(ids) + len(ids_b), cut or cut_b, [ids, ids_b], [False, True]))
         return out
 
     # --- forward ----------------------------------------------------------------------------
@@ -107,7 +113,8 @@ class DecoderModel(LabelModel):
         """The transformers CausalLM (LoRA layers injected when training with LoRA)."""
         return self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, owner: torch.Tensor | None = None,
+                swapped: torch.Tensor | None = None) -> torch.Tensor:
         """Label logits [batch, n_labels] from the last position; only the label rows of the head."""
         lm = self.causal_lm
         body = lm.get_decoder()
@@ -122,7 +129,7 @@ class DecoderModel(LabelModel):
         cap = getattr(lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        return logits.float()
+        return self.pool_views(logits.float(), owner, swapped)
 
     def full_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Reference: the usual full-vocabulary next-token logits at the label ids (tests only)."""

@@ -18,6 +18,7 @@ from ..metrics import MetricSpec, metric_from_dict
 
 FORMAT_VERSION = 1
 INFO_FILE = "evaluator.json"
+LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
 
 
 @dataclass
@@ -125,15 +126,35 @@ class Evaluator:
             raise AssayError(f"an artifact format_version <= {FORMAT_VERSION}", f"{info.get('format_version')}",
                              "upgrade assay (pip install -U assay)", code="invalid_artifact")
         metric = metric_from_dict(info["metric"], f"{INFO_FILE} metric")
+        if info.get("family") in LINEAR_FAMILIES:
+            return cls._load_linear(metric, folder, info, device=device, precision=precision)
         saved = BaseRef(**info["base"])
         base = _locate_base(saved)
-        model_cfg = ModelConfig(**info["model"])
+        model_cfg = ModelConfig.from_artifact(info["model"])
         model = build_model(metric, base, model_cfg, info["family"])
         with quiet_loading():
             model.load_weights(folder)
         if saved.files and base.files and saved.files != base.files:
             warnings.warn(f"the base model {saved.name} at {base.path} differs from the one this evaluator "
                           "was trained on (weight hashes differ); scores may not match", stacklevel=2)
+        return cls(metric, model, temperature=info.get("temperature", 1.0), threshold=info.get("threshold"),
+                   info=info, device=device, precision=precision)
+
+    @classmethod
+    def _load_linear(cls, metric: MetricSpec, folder: Path, info: dict[str, Any], *, device: str | None,
+                     precision: str) -> "Evaluator":
+        """A linear / hybrid artifact: TF-IDF vocabulary + heads from the folder, the frozen base if it embeds."""
+        from ._base_models import BaseRef
+        from ._linear import LinearModel
+
+        base = None
+        if "embed" in ((info.get("linear") or {}).get("blocks") or []):
+            saved = BaseRef(**info["base"])
+            base = _locate_base(saved)
+            if saved.files and base.files and saved.files != base.files:
+                warnings.warn(f"the base model {saved.name} at {base.path} differs from the one this evaluator "
+                              "was trained on (weight hashes differ); scores may not match", stacklevel=3)
+        model = LinearModel.load(metric, folder, info, base)
         return cls(metric, model, temperature=info.get("temperature", 1.0), threshold=info.get("threshold"),
                    info=info, device=device, precision=precision)
 
@@ -156,6 +177,8 @@ class Evaluator:
 
         from ._device import autocast
 
+        if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features -> logistic regression
+            return np.asarray(self.model.logits_encoded(encoded), dtype=np.float32)
         n = len(encoded)
         out = np.zeros((n, len(self.labels)), dtype=np.float32)
         if n == 0:

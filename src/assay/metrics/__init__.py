@@ -1,11 +1,12 @@
 """Metrics: judge prompt, output type, input shape, presets and prompt rendering."""
 
 from ._presets import get_preset, list_presets
-from ._render import field_text, fit, render, judged_field
-from ._spec import BOOLEAN_LABELS, REQUIRED_FIELDS, InputShape, MetricSpec, load_metric, metric_from_dict
+from ._render import field_text, fit, judged_field, judged_fields, render, swap_pair
+from ._spec import BOOLEAN_LABELS, PAIR_LABELS, REQUIRED_FIELDS, InputShape, MetricSpec, load_metric, metric_from_dict
 
 __all__ = [
     "BOOLEAN_LABELS",
+    "PAIR_LABELS",
     "REQUIRED_FIELDS",
     "InputShape",
     "MetricSpec",
@@ -13,8 +14,10 @@ __all__ = [
     "fit",
     "get_preset",
     "judged_field",
+    "judged_fields",
     "list_presets",
     "load_metric",
     "metric_from_dict",
     "render",
+    "swap_pair",
 ]

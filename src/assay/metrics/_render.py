@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from ._spec import MetricSpec, InputShape, PLACEHOLDERS
 
-_PLACEHOLDER = re.compile(r"\{(input|output|context|tools)\}")
+_PLACEHOLDER = re.compile(r"\{(input|output|output_b|context|tools)\}")
 MARK = " [...] "
 
 
@@ -42,6 +42,20 @@ def _message_line(m: Mapping[str, Any]) -> str:
 
 def judged_field(metric: MetricSpec) -> str:
     return "input" if metric.shape == InputShape.message else "output"
+
+
+def judged_fields(metric: MetricSpec) -> tuple[str, ...]:
+    """The fields being judged: both responses for pairwise metrics, else :func:`judged_field`."""
+    return ("output", "output_b") if metric.shape == InputShape.pairwise else (judged_field(metric),)
+
+
+def swap_pair(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A pairwise row with responses A and B swapped (and its label a <-> b; tie stays)."""
+    out = dict(row)
+    out["output"], out["output_b"] = row.get("output_b"), row.get("output")
+    if out.get("label") in ("a", "b"):
+        out["label"] = {"a": "b", "b": "a"}[out["label"]]
+    return out
 
 
 def cut(text: str, keep: int, count: Callable[[str], int], head: Callable[[str, int], str],
@@ -101,10 +115,10 @@ def fit(metric: MetricSpec, values: dict[str, str], budget: int, tokenizer: Any 
     room = budget - template_cost
     if sum(sizes.values()) <= room:
         return values
-    judged = judged_field(metric)
+    judged_set = judged_fields(metric)
     out = dict(values)
-    others = sorted((f for f in used if f != judged), key=lambda f: sizes[f], reverse=True)
-    judged_size = sizes.get(judged, 0)
+    others = sorted((f for f in used if f not in judged_set), key=lambda f: sizes[f], reverse=True)
+    judged_size = sum(sizes.get(f, 0) for f in judged_set)
     room_for_others = max(0, room - judged_size)
     # Share the room for the other fields: small fields keep everything, big ones are cut.
     remaining = list(others)
@@ -118,6 +132,8 @@ def fit(metric: MetricSpec, values: dict[str, str], budget: int, tokenizer: Any 
             remaining.remove(f)
     for f in remaining:
         out[f] = cut(values[f], room_for_others // len(remaining), count, head, tail)
-    if judged in sizes and judged_size > room:
-        out[judged] = cut(values[judged], max(room, 1), count, head, tail)
+    if judged_size > room:  # the judged field(s) alone are too long: each gets an equal share
+        present = [f for f in judged_set if f in sizes]
+        for f in present:
+            out[f] = cut(values[f], max(room // max(1, len(present)), 1), count, head, tail)
     return out

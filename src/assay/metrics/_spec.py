@@ -22,6 +22,7 @@ class InputShape(str, Enum):
     tools = "tools"  # input, the tool schemas and the call(s) made (output)
     trace = "trace"  # a full agent trajectory (output holds the messages/spans)
     session = "session"  # several turns of a conversation (output holds the turns)
+    pairwise = "pairwise"  # a prompt (input) and two responses (output = A, output_b = B): labels a / b / tie
 
 
 # Fields each shape needs on every row, and placeholders its template may use.
@@ -32,9 +33,12 @@ REQUIRED_FIELDS: dict[InputShape, tuple[str, ...]] = {
     InputShape.tools: ("input", "output", "tools"),
     InputShape.trace: ("output",),
     InputShape.session: ("output",),
+    InputShape.pairwise: ("input", "output", "output_b"),
 }
-PLACEHOLDERS = ("input", "output", "context", "tools")
-_PLACEHOLDER = re.compile(r"\{(input|output|context|tools)\}")
+PLACEHOLDERS = ("input", "output", "output_b", "context", "tools")
+_PLACEHOLDER = re.compile(r"\{(input|output|output_b|context|tools)\}")
+# Pairwise metrics: the labels saying which response wins; swapping A and B swaps them (others stay).
+PAIR_LABELS = ("a", "b")
 
 BOOLEAN_LABELS = ("true", "false")
 
@@ -79,10 +83,12 @@ class MetricSpec(BaseModel):
             raise ValueError(f"descriptions/verbalizers name unknown labels {sorted(unknown)}")
         if self.positive_label is not None and self.positive_label not in self.labels:
             raise ValueError(f"positive_label '{self.positive_label}' is not one of {list(self.labels)}")
+        if self.shape == InputShape.pairwise and not set(PAIR_LABELS) <= set(self.labels):
+            raise ValueError(f"a pairwise metric has the labels 'a' and 'b' (and e.g. 'tie'), not {list(self.labels)}")
         used = set(_PLACEHOLDER.findall(self.prompt))
         if not used:
             raise ValueError(
-                "the prompt uses none of the placeholders {input}, {output}, {context}, {tools}"
+                "the prompt uses none of the placeholders {input}, {output}, {output_b}, {context}, {tools}"
             )
         missing = [f for f in REQUIRED_FIELDS[self.shape] if f not in used]
         if missing:
@@ -106,6 +112,14 @@ class MetricSpec(BaseModel):
     def fields(self) -> tuple[str, ...]:
         """Row fields the prompt reads."""
         return tuple(f for f in PLACEHOLDERS if "{" + f + "}" in self.prompt)
+
+    def swap_permutation(self) -> list[int] | None:
+        """Pairwise: label index i of the swapped pair (B, A) is label ``perm[i]`` of (A, B); else None."""
+        if self.shape != InputShape.pairwise:
+            return None
+        labels = list(self.labels)
+        swap = {"a": "b", "b": "a"}
+        return [labels.index(swap.get(lab, lab)) for lab in labels]
 
     def verbalizer(self, label: str) -> str:
         """The word (with a leading space) the decoder's next token stands for."""

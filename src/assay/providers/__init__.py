@@ -11,6 +11,7 @@ from ._judge import LabelResult, cohen_kappa, label_rows, measure_judge
 from ._parse import label_probabilities, label_words, parse_label
 from ._prices import DEFAULT_PRICES, PriceTable
 from ._registry import get_provider, provider_from_config, split_name
+from ._server import ServerProviders
 from ._settings import assay_home, default_cache_path
 from ._types import Completion, Judgment, ProviderError, RetryableError, Stats, Usage
 
@@ -25,6 +26,7 @@ __all__ = [
     "ProviderError",
     "RequestCache",
     "RetryableError",
+    "ServerProviders",
     "Stats",
     "Usage",
     "assay_home",

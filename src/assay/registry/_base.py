@@ -59,11 +59,14 @@ class RegistryBase:
 
     def __init__(self, url: str | None = None, artifacts: str | None = None, *,
                  load_evaluator: Callable[[str], Any] | None = None, allow_local_paths: bool = False,
-                 auto_migrate: bool = True):
+                 auto_migrate: bool = True, providers: Any = None):
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
         self.storage = Storage(artifacts)
         self.allow_local_paths = allow_local_paths
+        # assay.providers.ServerProviders when serving: callers pick providers by name and can never set
+        # endpoints, key variables or file paths (None: the local user's full control, as in the CLI)
+        self.providers = providers
         self._load_evaluator = load_evaluator
         self._evaluators: dict[str, Any] = {}
         if auto_migrate:

@@ -4,7 +4,6 @@ row review of a training set."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import func, insert, or_, select
 
-from ..data import read_records, rows_hash, split_rows, to_rows, validate_rows
+from ..data import split_rows
 from ..data._io import detect_format
 from ..errors import AssayError
 from ..metrics import MetricSpec, load_metric
@@ -85,7 +84,7 @@ class DatasetsMixin(RegistryBase):
                        created_at=to_time(row["created_at"]), runs=n_runs, datasets=n_ds)
 
     # --- datasets ---------------------------------------------------------------------------
-    def add_dataset(self, project: str, data: bytes, filename: str, *, metric: Any, kind: str = "test",
+    def add_dataset(self, project: str, data: bytes | Path, filename: str, *, metric: Any, kind: str = "test",
                     columns: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
                     name: str | None = None, seed_fraction: float = 0.2, split_seed: int = 0,
                     validate_only: bool = False) -> Dataset | Validated:
@@ -102,38 +101,56 @@ class DatasetsMixin(RegistryBase):
         spec = parse_metric(metric)
         fname = Path(filename or "upload").name
         fmt = detect_format(Path(fname))
-        if not data:
-            raise AssayError("rows in the uploaded file", f"{fname} is empty", "upload a file with rows",
-                             code="empty_file")
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / fname
-            path.write_bytes(data)
-            records = read_records(path, fmt)
-        rows = to_rows(records, columns or {}, label_map or {}, source=Path(fname).stem)
-        v = validate_rows(rows, spec, labeled=kind != "unlabeled", source=fname)
-        split = None
-        if v.ok and kind == "test" and len(v.rows) >= 2:
-            s = split_rows(v.rows, seed_fraction, split_seed)
-            split = {"seeds": len(s.seeds), "held_out": len(s.held_out)}
-        if validate_only:
-            return Validated(ok=v.ok, rows=len(v.rows), dropped_duplicates=v.dropped_duplicates,
-                             label_counts=v.label_counts, warnings=v.warnings,
-                             errors=[RowError(**e.to_dict()) for e in v.errors], split=split,
-                             content_hash=rows_hash(v.rows) if v.ok else None)
-        if not v.ok:
-            raise InvalidRows(fname, v.errors, len(rows))
-        did = new_id("ds")
-        ext = Path(fname).suffix.lower()
-        original = self.storage.write_bytes(self.storage.url("datasets", did, f"original{ext}"), data)
-        buf = io.StringIO()
-        for r in v.rows:
-            buf.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        location = self.storage.write_bytes(self.storage.url("datasets", did, "rows.jsonl"), buf.getvalue().encode())
+            if isinstance(data, Path):  # an upload spooled to disk: never read whole into memory here
+                path = data
+            else:
+                path = Path(tmp) / "upload"
+                path.write_bytes(data)
+            size = path.stat().st_size
+            if not size:
+                raise AssayError("rows in the uploaded file", f"{fname} is empty", "upload a file with rows",
+                                 code="empty_file")
+            return self._add_dataset_file(proj.id, path, fname, fmt, size, spec=spec, kind=kind, columns=columns,
+                                          label_map=label_map, name=name, seed_fraction=seed_fraction,
+                                          split_seed=split_seed, validate_only=validate_only)
+
+    def _add_dataset_file(self, project_id: str, path: Path, fname: str, fmt: str, size: int, *, spec: MetricSpec,
+                          kind: str, columns: Mapping[str, str] | None, label_map: Mapping[str, str] | None,
+                          name: str | None, seed_fraction: float, split_seed: int,
+                          validate_only: bool) -> Dataset | Validated:
+        from ._ingest import ingest, split_input
+
+        rows_file = path.with_name(path.name + ".rows.jsonl")
+        try:
+            v = ingest(path, fname, fmt, spec, labeled=kind != "unlabeled", columns=columns or {},
+                       label_map=label_map or {}, rows_out=rows_file)
+            split = None
+            if v.ok and kind == "test" and v.kept >= 2:
+                s = split_rows(split_input(rows_file), seed_fraction, split_seed)
+                split = {"seeds": len(s.seeds), "held_out": len(s.held_out)}
+                del s
+            if validate_only:
+                return Validated(ok=v.ok, rows=v.kept, dropped_duplicates=v.dropped_duplicates,
+                                 label_counts=v.label_counts, warnings=v.warnings,
+                                 errors=[RowError(**e) for e in v.errors], split=split, content_hash=v.content_hash)
+            if not v.ok:
+                raise InvalidRows(fname, v.errors, v.rows_total)
+            did = new_id("ds")
+            ext = Path(fname).suffix.lower()
+            original = self.storage.put_file(path, self.storage.url("datasets", did, f"original{ext}"))
+            location = self.storage.put_file(rows_file, self.storage.url("datasets", did, "rows.jsonl"))
+        finally:
+            rows_file.unlink(missing_ok=True)
+        sha = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
         with self.tx() as conn:
             conn.execute(insert(t.datasets).values(
-                id=did, project_id=proj.id, name=name or Path(fname).stem, kind=kind, format=fmt, filename=fname,
-                content_hash=rows_hash(v.rows), file_sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-                row_count=len(v.rows), dropped_duplicates=v.dropped_duplicates, label_counts=dumps(v.label_counts),
+                id=did, project_id=project_id, name=name or Path(fname).stem, kind=kind, format=fmt, filename=fname,
+                content_hash=v.content_hash, file_sha256=sha.hexdigest(), size_bytes=size,
+                row_count=v.kept, dropped_duplicates=v.dropped_duplicates, label_counts=dumps(v.label_counts),
                 warnings=dumps(v.warnings), metric=dumps(spec.to_dict()), columns_map=dumps(dict(columns or {})),
                 label_map=dumps({str(k): str(x) for k, x in (label_map or {}).items()}), location=location,
                 original_location=original, created_at=self.now()))
@@ -195,6 +212,8 @@ class DatasetsMixin(RegistryBase):
         from ..config import ProviderConfig
         from ..providers import label_rows, provider_from_config
 
+        if self.providers is not None:
+            judge = self.providers.resolve(judge, "judge")
         try:
             judge_cfg = ProviderConfig.model_validate(judge)
         except ValidationError as exc:
@@ -257,6 +276,11 @@ class DatasetsMixin(RegistryBase):
                                   decision=d["decision"] if d else None, label=d["label"] if d else None,
                                   reviewer=d["reviewer"] if d else None, note=d["note"] if d else None))
         return out
+
+    def review_item_dataset(self, item_id: str) -> str | None:
+        """The dataset a review item belongs to (None: no such item)."""
+        with self.tx() as conn:
+            return conn.execute(select(t.review_items.c.dataset_id).where(t.review_items.c.id == item_id)).scalar()
 
     def decide(self, item_id: str, decision: str, *, label: str | None = None, reviewer: str = "",
                note: str = "") -> ReviewItem:

@@ -122,6 +122,7 @@ metrics = Table(
     Column("summary", Text),
     Column("immutable", Integer, nullable=False),
     _ts("created_at", False),
+    Column("artifact_files", Text),  # JSON {relative path: sha256} recorded at registration
 )
 
 review_items = Table(
@@ -154,6 +155,26 @@ api_keys = Table(
     _ts("created_at", False),
     _ts("last_used_at"),
     _ts("revoked_at"),
+    Column("global_role", Text),  # "admin" for an operator key (every project); None: scoped to key_projects
+)
+
+key_projects = Table(
+    "key_projects", metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("project_id", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    _ts("created_at", False),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    _ts("started_at", False),
+    _ts("last_seen", False),
+    Column("run_id", Text),
+    _ts("stopped_at"),
 )
 
 
@@ -177,9 +198,34 @@ def normalize_url(url: str | None) -> str:
     return url
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    """PostgreSQL cannot store a NUL character in TEXT and SQLite would store it silently; refuse it
+    the same way on both, as bad input (HTTP 422), before it reaches the database."""
+    if _has_nul(parameters):
+        raise AssayError("text without NUL characters", "a NUL character (\\x00) in a name, id or text field",
+                         "remove the NUL character from the request", code="invalid_input")
+
+
 def make_engine(url: str | None = None) -> Engine:
     """An engine for the registry. SQLite gets WAL, a busy timeout, and ``BEGIN IMMEDIATE``
-    transactions so that read-then-write sequences (claiming a run) never race."""
+    transactions so that read-then-write sequences (claiming a run) never race. Text with a NUL
+    character is refused on every dialect (see ``_refuse_nul``)."""
+    engine = _make_engine(url)
+    event.listen(engine, "before_cursor_execute", _refuse_nul)
+    return engine
+
+
+def _make_engine(url: str | None = None) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""

@@ -75,6 +75,7 @@ class MetricsMixin(RunsMixin):
         location = self.storage.put_dir(self.storage.local_dir(run.artifact_location or ""),
                                         self.storage.url("metrics", mid))
         digest = self.storage.dir_sha256(location)
+        files = self.storage.file_hashes(location)
         if threshold is None:
             info = self._evaluator_info(location)
             threshold = info.get("threshold") if len(labels) == 2 else None
@@ -90,7 +91,7 @@ class MetricsMixin(RunsMixin):
                     run_id=run_id, description=description if description is not None else spec.description,
                     spec=dumps(spec.to_dict()), labels=dumps(labels), threshold=threshold, operator=operator,
                     artifact_location=location, artifact_sha256=digest, summary=dumps(summary) if summary else None,
-                    immutable=1, created_at=self.now()))
+                    immutable=1, created_at=self.now(), artifact_files=dumps(files)))
                 self._set_status(conn, row, Status.registered, f"registered as {name}-v{version}")
         except IntegrityError:
             raise AssayError("one registration at a time for a name", f"'{name}' was registered concurrently",
@@ -169,6 +170,7 @@ class MetricsMixin(RunsMixin):
             if ev is None:
                 while len(self._evaluators) >= self.max_evaluators:  # drop the least recently loaded
                     self._evaluators.pop(next(iter(self._evaluators)))
+                self.verify_artifact(version)
                 path = str(self.storage.local_dir(version.artifact_location))
                 if self._load_evaluator is not None:
                     ev = self._load_evaluator(path)
@@ -178,6 +180,30 @@ class MetricsMixin(RunsMixin):
                     ev = Evaluator.from_pretrained(path)
                 self._evaluators[version.full_name] = ev
         return ev
+
+    def verify_artifact(self, version: MetricVersion) -> None:
+        """Check a registered version's files against the hashes recorded at registration;
+        any change (edited, added or removed file) raises ``artifact_modified`` naming the file."""
+        with self.tx() as conn:
+            recorded = loads(conn.execute(select(t.metrics.c.artifact_files).where(t.metrics.c.id == version.id))
+                             .scalar())
+        location = version.artifact_location
+        fix = (f"restore the artifact of {version.full_name} from a backup, or register the run's artifact again "
+               "as a new version; scoring with it is refused")
+        if not recorded:  # registered before per-file hashes: the whole-folder hash only
+            if self.storage.dir_sha256(location) != version.artifact_sha256:
+                raise AssayError(f"the files of {version.full_name} as registered (sha256 "
+                                 f"{version.artifact_sha256[:12]})", f"a changed file under {location}", fix,
+                                 code="artifact_modified")
+            return
+        now = self.storage.file_hashes(location)
+        changed = sorted(f for f in recorded if now.get(f) != recorded[f]) + sorted(set(now) - set(recorded))
+        if changed:
+            what = "missing" if changed[0] not in now else ("added" if changed[0] not in recorded else "changed")
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            raise AssayError(f"the files of {version.full_name} as registered (sha256 {version.artifact_sha256[:12]})",
+                             f"{location}/{changed[0]} {what} since registration{more}", fix,
+                             code="artifact_modified")
 
     def check_score_rows(self, version: MetricVersion, rows: Sequence[Any]) -> list[dict[str, Any]]:
         """Rows as dicts (a bare string is the row's input), validated for the metric's shape."""

@@ -126,6 +126,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             revoked_at DOUBLE PRECISION
         )""",
     ]),
+    (2, "project members and roles, worker liveness, per-file artifact hashes", [
+        "ALTER TABLE api_keys ADD COLUMN global_role TEXT",
+        "UPDATE api_keys SET global_role = 'admin'",
+        """CREATE TABLE key_projects (
+            key_id TEXT NOT NULL REFERENCES api_keys(id),
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            role TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (key_id, project_id)
+        )""",
+        "CREATE INDEX ix_key_projects_project ON key_projects (project_id)",
+        "ALTER TABLE metrics ADD COLUMN artifact_files TEXT",
+        """CREATE TABLE workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL,
+            run_id TEXT,
+            stopped_at DOUBLE PRECISION
+        )""",
+    ]),
 ]
 
 _SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgresql": "BIGSERIAL PRIMARY KEY"}

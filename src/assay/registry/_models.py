@@ -203,6 +203,8 @@ class ApiKey(BaseModel):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    global_role: str | None = Field(None, description="'admin': an operator key that reaches every project")
+    projects: dict[str, str] = Field(default_factory=dict, description="project id -> role")
     key: str | None = Field(None, description="the secret, shown once at creation")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, func, insert, literal, select, update
 
 from ..config import Config, config_from_dict
 from ..data import validate_rows, write_rows
@@ -61,6 +61,8 @@ class RunsMixin(DatasetsMixin):
         proj = self.get_project(project)
         data = self._config_mapping(config)
         data.pop("output", None)  # the registry decides where artifacts go
+        if self.providers is not None:
+            self._server_side_config(data)
         refs = self._check_data_refs(proj.id, data.get("data"))
         metric = data.get("metric")
         if isinstance(metric, str) and metric not in list_presets() and not self.allow_local_paths:
@@ -83,6 +85,19 @@ class RunsMixin(DatasetsMixin):
                 cancel_requested=0, created_at=now, updated_at=now))
             self._event(conn, rid, "status", status=Status.queued, message="queued")
         return self.get_run(rid)
+
+    def _server_side_config(self, data: dict[str, Any]) -> None:
+        """A config from an API/UI caller: providers by the operator's names, no server paths."""
+        for key in ("judge", "generate"):
+            if data.get(key) is not None:
+                data[key] = self.providers.resolve(data[key], key, generate=key == "generate")
+        model = data.get("model")
+        base = model.get("base") if isinstance(model, Mapping) else None
+        if isinstance(base, str) and (base.startswith(("/", ".", "~", "file:")) or ".." in base
+                                      or "\\" in base or Path(base).expanduser().exists()):
+            raise AssayError("model.base as a built-in name (minilm, smollm2) or a model id",
+                             f"a server path '{base}'", "drop model.base, or ask the operator for the model",
+                             code="provider_not_allowed")
 
     @staticmethod
     def _config_mapping(config: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -155,7 +170,8 @@ class RunsMixin(DatasetsMixin):
         """The run's log: status changes, stage progress, log lines and errors, oldest first."""
         self.get_run(run_id, history=False)
         with self.tx() as conn:
-            rows = conn.execute(select(t.run_events).where(t.run_events.c.run_id == run_id, t.run_events.c.id > after)
+            after_p = literal(max(0, min(int(after), 2**63 - 1)), BigInteger)  # a 64-bit bind, even on PostgreSQL
+            rows = conn.execute(select(t.run_events).where(t.run_events.c.run_id == run_id, t.run_events.c.id > after_p)
                                 .order_by(t.run_events.c.id).limit(limit)).mappings().all()
         return [self._event_model(r) for r in rows]
 
@@ -353,6 +369,60 @@ class RunsMixin(DatasetsMixin):
                 self._event(conn, rid, "error", message=reason)
                 failed.append(rid)
         return failed
+
+    # --- worker liveness and the queue -------------------------------------------------------
+    def worker_seen(self, worker_id: str, *, pid: int | None = None, host: str | None = None,
+                    run_id: str | None = None, stopped: bool = False) -> None:
+        """A worker's own heartbeat, idle or busy (``GET /v1/health`` reports it)."""
+        now = self.now()
+        values = {"last_seen": now, "run_id": run_id, "stopped_at": now if stopped else None}
+        with self.tx() as conn:
+            res = conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(**values))
+            if res.rowcount == 0:
+                conn.execute(insert(t.workers).values(id=worker_id, host=host or socket.gethostname(),
+                                                      pid=pid if pid is not None else os.getpid(), started_at=now,
+                                                      **values))
+
+    def worker_gone(self, pid: int, host: str | None = None) -> None:
+        """A supervisor saw the worker process ``pid`` exit: its liveness row is closed."""
+        with self.tx() as conn:
+            conn.execute(update(t.workers).where(t.workers.c.pid == pid, t.workers.c.host == (host or socket.gethostname()),
+                                                 t.workers.c.stopped_at.is_(None)).values(stopped_at=self.now()))
+
+    def workers_status(self, stale_after: float = 60.0, *, recent: float = 3600.0) -> list[dict[str, Any]]:
+        """Workers seen in the last ``recent`` seconds: alive when seen within ``stale_after``
+        (and, on this host, their process exists)."""
+        now = self.now()
+        host = socket.gethostname()
+        with self.tx() as conn:
+            rows = conn.execute(select(t.workers).where(t.workers.c.last_seen > now - recent)
+                                .order_by(t.workers.c.started_at)).mappings().all()
+        out = []
+        for r in rows:
+            age = now - r["last_seen"]
+            alive = r["stopped_at"] is None and age <= stale_after and not (
+                r["host"] == host and not pid_alive(r["pid"]))
+            out.append({"id": r["id"], "host": r["host"], "pid": r["pid"], "alive": alive,
+                        "seconds_since_seen": round(age, 1), "run_id": r["run_id"],
+                        "stopped": r["stopped_at"] is not None})
+        return out
+
+    def queue_depth(self) -> int:
+        with self.tx() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.runs).where(
+                t.runs.c.status == Status.queued.value, t.runs.c.worker_id.is_(None))).scalar() or 0)
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 for the next run a worker will claim; None when the run is not waiting."""
+        run = self.get_run(run_id, history=False)
+        if run.status != Status.queued or run.worker_id is not None:
+            return None
+        with self.tx() as conn:
+            mine = select(t.runs.c.created_at).where(t.runs.c.id == run_id).scalar_subquery()
+            ahead = conn.execute(select(func.count()).select_from(t.runs).where(
+                t.runs.c.status == Status.queued.value, t.runs.c.worker_id.is_(None),
+                t.runs.c.cancel_requested == 0, t.runs.c.created_at < mine)).scalar()
+        return int(ahead or 0) + 1
 
     # --- execution helpers ------------------------------------------------------------------
     def resolve_config(self, run: Run, workdir: Path, output_dir: Path) -> Config:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import insert, or_, select, update
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, insert, or_, select, update
 
 from ..errors import AssayError
 from . import _db as t
@@ -14,6 +16,21 @@ from ._metrics import MetricsMixin
 from ._models import ApiKey, to_time
 
 KEY_PREFIX = "assay_"
+ROLES = ("admin", "editor", "scorer", "viewer")
+
+
+@dataclass
+class KeyScope:
+    """What a key may reach: ``global_role`` "admin" reaches every project (an operator key);
+    otherwise only the projects in ``roles`` (project id -> role)."""
+
+    id: str
+    name: str
+    global_role: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def role(self, project_id: str) -> str | None:
+        return self.global_role or self.roles.get(project_id)
 
 
 def hash_key(key: str) -> str:
@@ -29,18 +46,68 @@ class Registry(MetricsMixin):
     """
 
     # --- API keys ---------------------------------------------------------------------------
-    def create_api_key(self, name: str) -> ApiKey:
-        """A new key; its secret is in ``.key`` and is stored only as a hash."""
+    def create_api_key(self, name: str, *, project: str | None = None, role: str = "viewer") -> ApiKey:
+        """A new key; its secret is in ``.key`` and is stored only as a hash. Without ``project``
+        it is an operator key (admin of every project); with ``project`` it reaches only that
+        project, with ``role`` (admin, editor, scorer, viewer; add more with :meth:`grant`)."""
         if not name or not name.strip():
             raise AssayError("a name for the key", "an empty name", "pass a name, e.g. 'ci'", code="invalid_input")
+        if project is not None:
+            self._check_role(role)
+            pid = self.get_project(project).id
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         kid = new_id("key")
         with self.tx() as conn:
             conn.execute(insert(t.api_keys).values(id=kid, name=name.strip(), prefix=key[:12], key_hash=hash_key(key),
-                                                   created_at=self.now()))
+                                                   created_at=self.now(),
+                                                   global_role=None if project is not None else "admin"))
+            if project is not None:
+                conn.execute(insert(t.key_projects).values(key_id=kid, project_id=pid, role=role,
+                                                           created_at=self.now()))
         out = self._key(kid)
         out.key = key
         return out
+
+    @staticmethod
+    def _check_role(role: str) -> None:
+        if role not in ROLES:
+            raise AssayError(f"a role among {list(ROLES)}", f"'{role}'",
+                             "admin: everything; editor: upload, train, register; scorer: score only; viewer: read",
+                             code="invalid_input")
+
+    def grant(self, key_ref: str, project: str, role: str | None) -> ApiKey:
+        """Give a key ``role`` on ``project`` (replacing its earlier role there); None removes it."""
+        if role is not None:
+            self._check_role(role)
+        pid = self.get_project(project).id
+        kid = self._key_row(key_ref)["id"]
+        with self.tx() as conn:
+            conn.execute(delete(t.key_projects).where(t.key_projects.c.key_id == kid,
+                                                      t.key_projects.c.project_id == pid))
+            if role is not None:
+                conn.execute(insert(t.key_projects).values(key_id=kid, project_id=pid, role=role,
+                                                           created_at=self.now()))
+        return self._key(kid)
+
+    def key_scope(self, key: str | None) -> KeyScope | None:
+        """What a valid, unrevoked key may reach (None for an unknown or revoked key)."""
+        if not key or not self.check_api_key(key):
+            return None
+        with self.tx() as conn:
+            row = conn.execute(select(t.api_keys).where(t.api_keys.c.key_hash == hash_key(key))).mappings().first()
+            if row is None:
+                return None
+            roles = dict(conn.execute(select(t.key_projects.c.project_id, t.key_projects.c.role)
+                                      .where(t.key_projects.c.key_id == row["id"])).all())
+        return KeyScope(row["id"], row["name"], row["global_role"], roles)
+
+    def _key_row(self, ref: str) -> dict:
+        with self.tx() as conn:
+            row = conn.execute(select(t.api_keys).where(or_(t.api_keys.c.id == ref, t.api_keys.c.prefix == ref,
+                                                            t.api_keys.c.name == ref))).mappings().first()
+        if row is None:
+            raise not_found("API key", ref, "list keys with `assay keys list`")
+        return dict(row)
 
     def list_api_keys(self) -> list[ApiKey]:
         with self.tx() as conn:
@@ -81,7 +148,10 @@ class Registry(MetricsMixin):
             row = conn.execute(select(t.api_keys).where(t.api_keys.c.id == kid)).mappings().first()
         return self._key_model(row)
 
-    @staticmethod
-    def _key_model(r: dict) -> ApiKey:
+    def _key_model(self, r: dict) -> ApiKey:
+        with self.tx() as conn:
+            roles = dict(conn.execute(select(t.key_projects.c.project_id, t.key_projects.c.role)
+                                      .where(t.key_projects.c.key_id == r["id"])).all())
         return ApiKey(id=r["id"], name=r["name"], prefix=r["prefix"], created_at=to_time(r["created_at"]),
-                      last_used_at=to_time(r["last_used_at"]), revoked_at=to_time(r["revoked_at"]))
+                      last_used_at=to_time(r["last_used_at"]), revoked_at=to_time(r["revoked_at"]),
+                      global_role=r.get("global_role"), projects=roles)

@@ -62,6 +62,21 @@ class Storage:
             fh.write(data)
         return url
 
+    def put_file(self, local: str | Path, url: str) -> str:
+        """Copy a local file to ``url`` in chunks (never whole in memory)."""
+        if _is_local(url):
+            p = Path(_strip(url))
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".part")
+            shutil.copyfile(local, tmp)
+            tmp.replace(p)
+            return url
+        fs, path = self._fs(url)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with open(local, "rb") as src, fs.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return url
+
     def read_bytes(self, url: str) -> bytes:
         if _is_local(url):
             p = Path(_strip(url))
@@ -132,3 +147,15 @@ class Storage:
                     h.update(chunk)
             h.update(b"\0")
         return h.hexdigest()
+
+    def file_hashes(self, url: str) -> dict[str, str]:
+        """The sha256 of every file of a folder, by relative path (any artifact layout)."""
+        root = self.local_dir(url)
+        out = {}
+        for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".complete"):
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[f.relative_to(root).as_posix()] = h.hexdigest()
+        return out

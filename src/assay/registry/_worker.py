@@ -124,20 +124,32 @@ class Worker:
     def run(self, *, once: bool = False) -> int:
         """Work until stopped (or, with ``once``, until the queue is empty). Returns runs executed."""
         done = 0
-        last_recover = 0.0
-        while not self.stop_event.is_set():
-            if time.time() - last_recover > max(self.stale_after / 3, 1.0):
-                self.recover()
-                last_recover = time.time()
-            run = self.registry.claim_run(self.worker_id, pid=os.getpid())
-            if run is not None:
-                self.execute(run)
-                done += 1
-                continue
-            if once:
-                break
-            self.stop_event.wait(self.poll_interval)
+        last_recover = last_seen = 0.0
+        try:
+            while not self.stop_event.is_set():
+                if time.time() - last_seen > self.heartbeat_interval:
+                    self._seen()
+                    last_seen = time.time()
+                if time.time() - last_recover > max(self.stale_after / 3, 1.0):
+                    self.recover()
+                    last_recover = time.time()
+                run = self.registry.claim_run(self.worker_id, pid=os.getpid())
+                if run is not None:
+                    self.execute(run)
+                    done += 1
+                    continue
+                if once:
+                    break
+                self.stop_event.wait(self.poll_interval)
+        finally:
+            self._seen(stopped=True)
         return done
+
+    def _seen(self, run_id: str | None = None, stopped: bool = False) -> None:
+        try:
+            self.registry.worker_seen(self.worker_id, pid=os.getpid(), run_id=run_id, stopped=stopped)
+        except Exception as exc:  # liveness is advisory: never let it stop the worker
+            log.warning("could not record worker liveness: %s", exc)
 
     def run_once(self) -> Run | None:
         """Recover stale runs, then claim and execute one queued run (None if the queue is empty)."""
@@ -236,6 +248,7 @@ class Worker:
     def _beat(self, run_id: str, cancel: threading.Event, lost: threading.Event, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
             try:
+                self._seen(run_id)
                 if self.registry.heartbeat(run_id, self.worker_id):
                     cancel.set()
             except RunLost:

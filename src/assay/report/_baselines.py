@@ -33,6 +33,19 @@ def baseline_text(metric: MetricSpec, row: Mapping[str, Any]) -> str:
     return "\n".join(f"{f}: {field_text(row.get(f))}" for f in metric.fields)
 
 
+WORD_TFIDF = dict(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)
+CHAR_TFIDF = dict(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=200_000)
+
+
+def tfidf_vectorizers(word_settings: Mapping[str, Any] | None = None, char_settings: Mapping[str, Any] | None = None):
+    """(word, char) TfidfVectorizers with the baseline's settings (shared by the ``tfidf`` candidate)."""
+    require("sklearn", "TF-IDF features", "train", package="scikit-learn")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return (TfidfVectorizer(**(WORD_TFIDF if word_settings is None else word_settings)),
+            TfidfVectorizer(**(CHAR_TFIDF if char_settings is None else char_settings)))
+
+
 def _labeled(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> tuple[list[Mapping[str, Any]], int]:
     kept = [r for r in rows if r.get("label") in labels]
     return kept, len(rows) - len(kept)
@@ -88,7 +101,6 @@ def _tfidf_logreg(metric: MetricSpec, train: Sequence[Mapping[str, Any]], eval_r
                   seed: int) -> tuple[np.ndarray, dict[str, Any]]:
     require("sklearn", "the TF-IDF baseline", "train", package="scikit-learn")
     from scipy.sparse import hstack
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -96,9 +108,7 @@ def _tfidf_logreg(metric: MetricSpec, train: Sequence[Mapping[str, Any]], eval_r
     x_text = [baseline_text(metric, r) for r in train]
     e_text = [baseline_text(metric, r) for r in eval_rows]
     y = np.array([labels.index(r["label"]) for r in train])
-    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                           max_features=200_000)
+    word, char = tfidf_vectorizers()
     # The vectorizers see only the training rows (IDF is shared across CV folds: unsupervised).
     x = hstack([word.fit_transform(x_text), char.fit_transform(x_text)]).tocsr()
     xe = hstack([word.transform(e_text), char.transform(e_text)]).tocsr()

@@ -100,6 +100,39 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+CAND_HEAD = ["candidate", "CV kappa [95% CI]", "kappa per fold", "validated on", "time (s)", "settings"]
+
+
+def _candidate_rows(selection: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for c in selection.get("candidates") or []:
+        name = str(c.get("name")) + (" (winner)" if c.get("name") == selection.get("winner") else "")
+        if c.get("error"):
+            rows.append([name, f"not scored: {c['error']}", "", str(c.get("validated_on", "")), "", ""])
+            continue
+        ci = c.get("ci")
+        kappa = _f(c.get("cv_kappa")) + (f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else "")
+        if c.get("validation_kappa") is not None and c.get("validation_kappa") != c.get("cv_kappa"):
+            kappa += f"; on the encoder's validation rows {_f(c['validation_kappa'])}"
+        params = {k: v for k, v in (c.get("params") or {}).items() if k != "cv_kappa_by_C"}
+        rows.append([name, kappa, ", ".join(_f(k, 2) for k in c.get("fold_kappas") or []) or "–",
+                     str(c.get("validated_on", "")), _f(c.get("seconds"), 1),
+                     ", ".join(f"{k} {v}" for k, v in params.items())])
+    return rows
+
+
+def _selection_text(selection: Mapping[str, Any]) -> str:
+    return (f"Winner: **{selection.get('winner')}**: {selection.get('reason')}. Compared on "
+            f"{selection.get('compared_on')}. Folds: stratified by label, grouped by "
+            f"{selection.get('group_by') or 'row content'}, seed {selection.get('seed')}; only training rows, "
+            "never the held-out rows. Kappa from argmax (binary: P >= 0.5) of the out-of-fold predictions; "
+            "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds "
+            f"(slightly optimistic for tuned candidates). Ties (within {selection.get('tie_tolerance')}) go to "
+            "the cheaper candidate (" + " < ".join(selection.get("cost_order") or []) + "). The winner is refit on "
+            "all training rows (the encoder: trained once, on the rows outside its validation slice)."
+            + ("".join(f" Note: {n}." for n in selection.get("notes") or [])))
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     metric = report.get("metric") or {}
     s = report.get("student") or {}
@@ -110,12 +143,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out += [f"Held-out rows: {report.get('n')} ({_counts(report.get('label_counts'))})"
             + (f"; training rows: {report['n_train']}" if report.get("n_train") is not None else "")
             + (f"; positive label '{metric['positive']}', threshold {_f(s.get('threshold'))}"
-               if metric.get("positive") else ""), ""]
+               if metric.get("positive") else "")
+            + (f"; {report['excluded_trained_rows']} rows the artifact trained on were left out"
+               if report.get("excluded_trained_rows") else ""), ""]
+    if report.get("notes"):
+        out += ["## Warnings and notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     out += ["## Headline", "", _md_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]), ""]
     out += ["Intervals: percentile bootstrap over rows "
             f"({(s.get('ci') or {}).get('n_boot', 0)} resamples, seed {(s.get('ci') or {}).get('seed', 0)}). "
-            "ECE: 15 bins of the predicted label's probability. "
-            "Baselines are fitted on the same training rows; their binary threshold is 0.5.", ""]
+            "ECE: 15 bins of the predicted label's probability."
+            + (" Baselines are fitted on the same training rows; their binary threshold is 0.5."
+               if report.get("baselines") else ""), ""]
+    sel = report.get("selection")
+    if sel:
+        out += ["## Candidates (model selection on the training rows)", "", _md_table(CAND_HEAD, _candidate_rows(sel)),
+                "", _selection_text(sel), ""]
     if s.get("confusion"):
         out += ["## Confusion matrix (student)", "", "Rows: true label; columns: predicted label.", "",
                 _md_table(["true \\ predicted"] + labels,
@@ -261,14 +303,25 @@ def render_html(report: Mapping[str, Any]) -> str:
     body.append(f"<p>Held-out rows: {report.get('n')} ({e(_counts(report.get('label_counts')))})"
                 + (f"; training rows: {report['n_train']}" if report.get("n_train") is not None else "")
                 + (f"; positive label <code>{e(str(metric['positive']))}</code>, threshold {_f(s.get('threshold'))}"
-                   if metric.get("positive") else "") + "</p>")
+                   if metric.get("positive") else "")
+                + (f"; {report['excluded_trained_rows']} rows the artifact trained on were left out"
+                   if report.get("excluded_trained_rows") else "") + "</p>")
     body.append(f"<p><code>{e(summary_line(report))}</code></p>")
+    if report.get("notes"):
+        body.append("<h2>Warnings and notes</h2><ul>" + "".join(f"<li>{e(str(n))}</li>" for n in report["notes"])
+                    + "</ul>")
     body.append("<h2>Headline</h2>")
     body.append(_html_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]))
     ci = s.get("ci") or {}
     body.append(f'<p class="note">Intervals: percentile bootstrap over rows ({ci.get("n_boot", 0)} resamples, '
-                f'seed {ci.get("seed", 0)}). ECE: 15 bins of the predicted label\'s probability. Baselines are '
-                "fitted on the same training rows; their binary threshold is 0.5.</p>")
+                f'seed {ci.get("seed", 0)}). ECE: 15 bins of the predicted label\'s probability.'
+                + (" Baselines are fitted on the same training rows; their binary threshold is 0.5."
+                   if report.get("baselines") else "") + "</p>")
+    sel = report.get("selection")
+    if sel:
+        body.append("<h2>Candidates (model selection on the training rows)</h2>"
+                    + _html_table(CAND_HEAD, _candidate_rows(sel))
+                    + f'<p class="note">{e(_selection_text(sel)).replace("**", "")}</p>')
     plots = []
     if s.get("confusion"):
         plots.append(f"<figure>{confusion_svg(s['confusion'], labels)}"

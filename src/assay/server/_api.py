@@ -26,9 +26,11 @@ from ..registry import (
     ScoreResult,
     Validated,
 )
+from . import _access as acc
 
 router = APIRouter(prefix="/v1")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer column holds
 
 
 def _reg(request: Request) -> Registry:
@@ -47,18 +49,51 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (401, 404, 409, 422, 500)}
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (400, 401, 403, 404, 409, 413, 422,
+                                                                                  500)}
 
 
 # --- health -------------------------------------------------------------------------------------
 @router.get("/health", tags=["server"])
 def health(request: Request) -> dict[str, Any]:
+    """Liveness: database, workers (alive / stale), queue depth. Metric names (the batching
+    totals) and the artifact root only for a caller with a key (or with authentication off)."""
     reg = _reg(request)
     from .. import __version__
 
-    return {"status": "ok", "version": __version__, "database": reg.dialect, "auth": request.app.state.auth,
-            "artifacts": reg.storage.root if request.app.state.auth is False else None,
-            "batching": request.app.state.batcher.stats()}
+    app = request.app
+    stale_after = app.state.stale_after
+    workers = reg.workers_status(stale_after)
+    sup = app.state.supervisor.status() if app.state.supervisor is not None else None
+    alive = [w for w in workers if w["alive"]]
+    queue = reg.queue_depth()
+    problems = []
+    if sup is not None and any(not p["alive"] for p in sup["processes"]):
+        problems.append("a worker process is down (being restarted)")
+    if queue and not alive:
+        problems.append(f"{queue} queued run(s) and no live worker")
+    stale = [w for w in workers if not w["alive"] and not w["stopped"] and w["run_id"]]
+    if stale:
+        problems.append(f"{len(stale)} worker(s) stopped beating while running a run")
+    out: dict[str, Any] = {
+        "status": "degraded" if problems else "ok", "problems": problems, "version": __version__,
+        "database": reg.dialect, "auth": app.state.auth, "queue_depth": queue,
+        "workers": {"alive": len(alive), "stale": len([w for w in workers if not w["alive"] and not w["stopped"]]),
+                    "stale_after_s": stale_after},
+    }
+    if sup is not None:
+        out["supervisor"] = sup
+    known = not app.state.auth or getattr(request.state, "scope", None) is not None
+    if known:
+        out["workers"]["list"] = workers
+        out["artifacts"] = reg.storage.root if not app.state.auth else None
+        ids = acc.visible(request, "read")
+        stats = app.state.batcher.stats()
+        if ids is not None:
+            names = {v.full_name for m in reg.list_metrics() if m.project_id in ids for v in m.versions}
+            stats = {k: v for k, v in stats.items() if k in names}
+        out["batching"] = stats
+    return out
 
 
 # --- projects -----------------------------------------------------------------------------------
@@ -69,17 +104,65 @@ class ProjectIn(BaseModel):
 
 @router.get("/projects", response_model=list[Project], tags=["projects"], responses=_ERRORS)
 def list_projects(request: Request) -> list[Project]:
-    return _reg(request).list_projects()
+    ids = acc.visible(request)
+    items = _reg(request).list_projects()
+    return items if ids is None else [p for p in items if p.id in ids]
 
 
 @router.post("/projects", response_model=Project, status_code=201, tags=["projects"], responses=_ERRORS)
 def create_project(body: ProjectIn, request: Request) -> Project:
+    acc.require_operator(request, "create a project")
     return _reg(request).create_project(body.name, body.description)
+
+
+def _project(request: Request, ref: str, need: str) -> Project:
+    """The project, if the caller may ``need`` it (else 404 for strangers, 403 for small roles)."""
+    try:
+        p = _reg(request).get_project(ref)
+    except AssayError as exc:
+        if exc.code != "not_found":
+            raise
+        raise acc.hidden("project", ref) from None
+    acc.check(request, p.id, need, "project", ref)
+    return p
+
+
+def _dataset(request: Request, dataset_id: str, need: str) -> Dataset:
+    try:
+        ds = _reg(request).get_dataset(dataset_id)
+    except AssayError as exc:
+        if exc.code != "not_found":
+            raise
+        raise acc.hidden("dataset", dataset_id) from None
+    acc.check(request, ds.project_id, need, "dataset", dataset_id)
+    return ds
+
+
+def _run(request: Request, run_id: str, need: str) -> Run:
+    try:
+        run = _reg(request).get_run(run_id)
+    except AssayError as exc:
+        if exc.code != "not_found":
+            raise
+        raise acc.hidden("run", run_id) from None
+    acc.check(request, run.project_id, need, "run", run_id)
+    return run
+
+
+def _metric(request: Request, name: str, need: str) -> Metric:
+    try:
+        m = _reg(request).get_metric(name)
+    except AssayError as exc:
+        if exc.code != "not_found":
+            raise
+        raise acc.hidden("metric", name) from None
+    acc.check(request, m.project_id, need, "metric", name)
+    return m
 
 
 @router.get("/projects/{project}", response_model=Project, tags=["projects"], responses=_ERRORS)
 def get_project(project: str, request: Request) -> Project:
-    return _reg(request).get_project(project)
+    return _project(request, project, "member")
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -99,7 +182,7 @@ def _json_form(value: str | None, name: str) -> dict[str, str]:
 
 @router.get("/projects/{project}/datasets", response_model=list[Dataset], tags=["datasets"], responses=_ERRORS)
 def list_datasets(project: str, request: Request) -> list[Dataset]:
-    return _reg(request).list_datasets(project)
+    return _reg(request).list_datasets(_project(request, project, "read").id)
 
 
 @router.post("/projects/{project}/datasets", response_model=Dataset | Validated, status_code=201,
@@ -118,23 +201,24 @@ def upload_dataset(
     validate_only: bool = Form(False, description="check the file and report, store nothing"),
 ) -> Dataset | Validated:
     """Upload a data file; every bad row is reported in ``error.rows`` (nothing is stored then)."""
-    data = file.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise AssayError(f"a file of at most {MAX_UPLOAD_BYTES // 2**20} MiB", "a larger file",
-                         "split the file or sample it", code="too_large")
-    return _reg(request).add_dataset(
-        project, data, file.filename or "upload", metric=metric, kind=kind,
-        columns=_json_form(columns, "columns"), label_map=_json_form(label_map, "label_map"), name=name,
-        seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only)
+    p = _project(request, project, "edit")
+    from ._uploads import spool_upload
+
+    with spool_upload(file, MAX_UPLOAD_BYTES) as path:
+        return _reg(request).add_dataset(
+            p.id, path, file.filename or "upload", metric=metric, kind=kind,
+            columns=_json_form(columns, "columns"), label_map=_json_form(label_map, "label_map"), name=name,
+            seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only)
 
 
 @router.get("/datasets/{dataset_id}", response_model=Dataset, tags=["datasets"], responses=_ERRORS)
 def get_dataset(dataset_id: str, request: Request) -> Dataset:
-    return _reg(request).get_dataset(dataset_id)
+    return _dataset(request, dataset_id, "read")
 
 
 @router.get("/datasets/{dataset_id}/rows", tags=["datasets"], responses=_ERRORS)
 def dataset_rows(dataset_id: str, request: Request, limit: int = Query(50, ge=1, le=10000)) -> list[dict[str, Any]]:
+    _dataset(request, dataset_id, "read")
     return _reg(request).dataset_rows(dataset_id, limit=limit)
 
 
@@ -152,18 +236,28 @@ class DecisionIn(BaseModel):
 @router.post("/datasets/{dataset_id}/review", response_model=list[ReviewItem], tags=["review"], responses=_ERRORS)
 def start_review(dataset_id: str, body: ReviewStart, request: Request) -> list[ReviewItem]:
     """Pick ``n`` rows of a dataset (the same ones each time) for a person to check."""
+    _dataset(request, dataset_id, "edit")
     return _reg(request).start_review(dataset_id, body.n)
 
 
 @router.get("/datasets/{dataset_id}/review", response_model=list[ReviewItem], tags=["review"], responses=_ERRORS)
 def review_items(dataset_id: str, request: Request) -> list[ReviewItem]:
-    _reg(request).get_dataset(dataset_id)
+    _dataset(request, dataset_id, "read")
     return _reg(request).review_items(dataset_id)
 
 
 @router.post("/review/{item_id}", response_model=ReviewItem, tags=["review"], responses=_ERRORS)
 def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
     """Accept, reject or relabel a reviewed row; runs training on the dataset apply the decisions."""
+    ds_id = _reg(request).review_item_dataset(item_id)
+    if ds_id is None:
+        raise acc.hidden("review item", item_id)
+    try:
+        _dataset(request, ds_id, "edit")
+    except AssayError as exc:
+        if exc.code == "not_found":
+            raise acc.hidden("review item", item_id) from None
+        raise
     return _reg(request).decide(item_id, body.decision, label=body.label, reviewer=body.reviewer, note=body.note)
 
 
@@ -185,8 +279,10 @@ class RegisterIn(BaseModel):
 
 @router.post("/runs", response_model=Run, status_code=201, tags=["runs"], responses=_ERRORS)
 def create_run(body: RunIn, request: Request) -> Run:
-    """Queue a run; a worker picks it up."""
-    return _reg(request).create_run(body.project, body.config, name=body.name)
+    """Queue a run; a worker picks it up. Providers (judge, generate) are picked by the server's
+    names; a base_url, api_key_env, cache path or other server path is refused (400)."""
+    p = _project(request, body.project, "edit")
+    return _reg(request).create_run(p.id, body.config, name=body.name)
 
 
 @router.get("/runs", response_model=list[Run], tags=["runs"], responses=_ERRORS)
@@ -198,23 +294,40 @@ def list_runs(request: Request, project: str | None = None, status: str | None =
         if status not in {s.value for s in Status}:
             raise AssayError(f"a status among {[s.value for s in Status]}", f"'{status}'", "fix ?status=",
                              code="invalid_input")
+    if project is not None:
+        project = _project(request, project, "read").id
+    ids = acc.visible(request, "read")
+    if ids is not None and project is None:
+        return [r for r in _reg(request).list_runs(None, status, limit=limit) if r.project_id in ids]
     return _reg(request).list_runs(project, status, limit=limit)
 
 
 @router.get("/runs/{run_id}", response_model=Run, tags=["runs"], responses=_ERRORS)
 def get_run(run_id: str, request: Request) -> Run:
-    return _reg(request).get_run(run_id)
+    return _run(request, run_id, "read")
+
+
+@router.get("/runs/{run_id}/queue", tags=["runs"], responses=_ERRORS)
+def run_queue(run_id: str, request: Request) -> dict[str, Any]:
+    """Where a queued run waits (1: next), the queue depth, and whether a live worker is there."""
+    _run(request, run_id, "read")
+    reg = _reg(request)
+    workers = reg.workers_status(request.app.state.stale_after)
+    return {"position": reg.queue_position(run_id), "queue_depth": reg.queue_depth(),
+            "workers_alive": sum(1 for w in workers if w["alive"])}
 
 
 @router.get("/runs/{run_id}/logs", response_model=list[RunEvent], tags=["runs"], responses=_ERRORS)
-def run_logs(run_id: str, request: Request, after: int = Query(0, ge=0)) -> list[RunEvent]:
+def run_logs(run_id: str, request: Request, after: int = Query(0, ge=0, le=MAX_EVENT_ID)) -> list[RunEvent]:
     """Status changes, stage progress, log lines and errors after event id ``after``."""
+    _run(request, run_id, "read")
     return _reg(request).run_events(run_id, after=after)
 
 
 @router.get("/runs/{run_id}/report", tags=["runs"], responses=_ERRORS)
 def run_report(run_id: str, request: Request, format: Literal["json", "html", "md"] = "json") -> Any:
     """The evaluation report (kappa, F1, AUROC, confusion, calibration, baselines, speed)."""
+    _run(request, run_id, "read")
     out = _reg(request).run_report(run_id, format)
     if format == "html":
         return HTMLResponse(out)
@@ -225,6 +338,7 @@ def run_report(run_id: str, request: Request, format: Literal["json", "html", "m
 
 @router.post("/runs/{run_id}/cancel", response_model=Run, tags=["runs"], responses=_ERRORS)
 def cancel_run(run_id: str, request: Request) -> Run:
+    _run(request, run_id, "edit")
     return _reg(request).cancel_run(run_id)
 
 
@@ -232,6 +346,7 @@ def cancel_run(run_id: str, request: Request) -> Run:
              responses=_ERRORS)
 def register(run_id: str, body: RegisterIn, request: Request) -> Metric:
     """Freeze a Fine-tuned run as the next immutable version ``name-vN`` of a metric."""
+    _run(request, run_id, "edit")
     return _reg(request).register(run_id, body.name, threshold=body.threshold, operator=body.operator,
                                   description=body.description)
 
@@ -250,13 +365,15 @@ class ScoreOut(BaseModel):
 
 @router.get("/metrics", response_model=list[Metric], tags=["metrics"], responses=_ERRORS)
 def list_metrics(request: Request, project: str | None = None) -> list[Metric]:
-    return _reg(request).list_metrics(project)
+    if project is not None:
+        project = _project(request, project, "read").id
+    return acc.filter_by_project(request, _reg(request).list_metrics(project), "read")
 
 
 @router.get("/metrics/{name}", response_model=Metric, tags=["metrics"], responses=_ERRORS)
 def get_metric(name: str, request: Request) -> Metric:
     """A metric by name (latest version) or name-vN, with all its versions."""
-    return _reg(request).get_metric(name)
+    return _metric(request, name, "read")
 
 
 @router.post("/metrics/{name}/score", response_model=ScoreOut, tags=["metrics"], responses=_ERRORS)
@@ -264,19 +381,30 @@ async def score(name: str, body: ScoreIn, request: Request) -> ScoreOut:
     """Score a batch of rows: label, score, confidence and probabilities per row.
     Concurrent requests for the same version are micro-batched into one evaluator call."""
     reg = _reg(request)
-    version = await asyncio.to_thread(reg.get_metric, name)
+    version = await asyncio.to_thread(_metric, request, name, "score")
     rows = reg.check_score_rows(version, body.rows)
     results, batch = await request.app.state.batcher.score(version, rows)
     return ScoreOut(metric=version.full_name, results=results, batch=batch)
 
 
 class LabelIn(BaseModel):
-    judge: str | dict[str, Any] = Field(description="the teacher LLM: 'provider/model' or a provider config")
+    judge: str | dict[str, Any] = Field(description="the teacher LLM: the name of one of the server's providers "
+                                                    "(GET /v1/providers), optionally with tuning fields")
     name: str | None = None
 
 
 @router.post("/datasets/{dataset_id}/label", response_model=Dataset, status_code=201, tags=["datasets"],
              responses=_ERRORS)
 def label_dataset(dataset_id: str, body: LabelIn, request: Request) -> Dataset:
-    """Label a dataset's rows with the judge (the metric's prompt); stored as a new training set."""
+    """Label a dataset's rows with the judge (the metric's prompt); stored as a new training set.
+    The judge is one of the server's providers, by name (see /v1/providers)."""
+    _dataset(request, dataset_id, "edit")
     return _reg(request).label_dataset(dataset_id, body.judge, name=body.name)
+
+
+@router.get("/providers", tags=["server"], responses=_ERRORS)
+def providers(request: Request) -> dict[str, Any]:
+    """The provider names a run's judge/generate or a label request may use."""
+    sp = _reg(request).providers
+    return {"providers": [{"name": n, "model": e["model"]} for n, e in sorted(sp.providers.items())],
+            "mock": sp.allow_mock}

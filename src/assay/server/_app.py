@@ -22,6 +22,7 @@ log = logging.getLogger("assay.server")
 
 STATUS = {
     "not_found": 404, "unauthorized": 401, "forbidden": 403, "conflict": 409, "name_taken": 409,
+    "provider_not_allowed": 400, "artifact_modified": 409, "invalid_upload": 400,
     "already_registered": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
     "invalid_artifact": 500, "internal_error": 500,
 }
@@ -71,12 +72,13 @@ def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 class KeyCheck:
     """Checks ``Authorization: Bearer <key>`` (or ``X-API-Key``, or the UI's ``assay_key`` cookie).
-    Valid keys are remembered for ``ttl`` seconds, so a revoked key stops working within that."""
+    Valid keys (and their project roles) are remembered for ``ttl`` seconds, so a revoked key or a
+    changed role takes effect within that."""
 
     def __init__(self, registry: Registry, ttl: float = 10.0):
         self.registry = registry
         self.ttl = ttl
-        self._ok: dict[str, float] = {}
+        self._ok: dict[str, tuple[float, Any]] = {}
 
     @staticmethod
     def token(request: Request) -> str | None:
@@ -86,16 +88,24 @@ class KeyCheck:
         return request.headers.get("x-api-key") or request.cookies.get("assay_key")
 
     def __call__(self, token: str | None) -> bool:
+        return self.scope(token) is not None
+
+    def scope(self, token: str | None) -> Any:
+        """The key's scope (assay.registry KeyScope), or None for no, an unknown or a revoked key."""
         if not token:
-            return False
+            return None
         now = time.monotonic()
-        if self._ok.get(token, 0.0) > now:
-            return True
-        if self.registry.check_api_key(token):
-            self._ok[token] = now + self.ttl
-            return True
+        hit = self._ok.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        sc = self.registry.key_scope(token)
+        if sc is not None:
+            if len(self._ok) > 10000:  # bounded: stale entries of many keys
+                self._ok = {k: v for k, v in self._ok.items() if v[0] > now}
+            self._ok[token] = (now + self.ttl, sc)
+            return sc
         self._ok.pop(token, None)
-        return False
+        return None
 
 
 def unauthorized(request: Request) -> JSONResponse:
@@ -107,10 +117,19 @@ def unauthorized(request: Request) -> JSONResponse:
 
 
 def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool = True,
-               batch_rows: int = 64, batch_wait_ms: float = 10.0) -> FastAPI:
+               batch_rows: int = 64, batch_wait_ms: float = 10.0, providers: Any = None,
+               stale_after: float = 60.0, supervisor: Any = None) -> FastAPI:
     """The assay server app. ``auth``: require an API key on every /v1 and UI request
-    (``/v1/health``, ``/docs`` and ``/openapi.json`` stay open)."""
+    (``/v1/health``, ``/docs`` and ``/openapi.json`` stay open). ``providers``: the named
+    providers callers may use (:class:`assay.providers.ServerProviders`; default: from
+    ``$ASSAY_SERVER_CONFIG``, else only ``mock/...``). ``stale_after``: seconds without a worker
+    heartbeat before ``/v1/health`` reports it stale. ``supervisor``: the worker processes
+    ``assay serve`` runs (reported by ``/v1/health``)."""
+    from ..providers import ServerProviders
+
     registry = registry or Registry()
+    if providers is not None or registry.providers is None:
+        registry.providers = providers if providers is not None else ServerProviders.load()
     app = FastAPI(title="assay", version=_version(),
                   description="Projects, datasets, training runs and registered evaluator metrics. "
                               "Errors always have the shape {\"error\": {code, message, expected, found, fix}}. "
@@ -120,6 +139,8 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     app.state.auth = auth
     app.state.keys = KeyCheck(registry)
     app.state.batcher = ScoreBatcher(registry, max_rows=batch_rows, max_wait_ms=batch_wait_ms)
+    app.state.stale_after = stale_after
+    app.state.supervisor = supervisor
     app.add_exception_handler(AssayError, _assay_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -130,19 +151,29 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     @app.middleware("http")
     async def _auth(request: Request, call_next: Any) -> Any:
         path = request.url.path
-        if app.state.auth and not path.startswith(open_paths):
+        if "\x00" in path or "%00" in str(request.url.query):
+            return JSONResponse(error_body("invalid_input", "a URL without NUL characters", "a NUL (%00) in the URL",
+                                           "remove the NUL character"), status_code=400)
+        if app.state.auth:
             import asyncio
 
-            if not await asyncio.to_thread(app.state.keys, KeyCheck.token(request)):
+            token = KeyCheck.token(request)
+            sc = await asyncio.to_thread(app.state.keys.scope, token) if token else None
+            request.state.scope = sc
+            if sc is None and not path.startswith(open_paths):
                 if not path.startswith("/v1/") and request.method == "GET":
+                    from urllib.parse import quote
+
                     from fastapi.responses import RedirectResponse
 
-                    return RedirectResponse(f"/login?next={path}", status_code=303)
+                    return RedirectResponse(f"/login?next={quote(path)}", status_code=303)
                 return unauthorized(request)
         return await call_next(request)
 
-    from ._api import router
+    from ._api import MAX_UPLOAD_BYTES, router
+    from ._uploads import BodyLimit
 
+    app.add_middleware(BodyLimit, max_bytes=MAX_UPLOAD_BYTES)
     app.include_router(router)
     if ui:
         try:

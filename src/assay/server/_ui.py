@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import AssayError
+from . import _access as acc
 from ..metrics import InputShape, get_preset, list_presets, metric_from_dict
 from ..registry import Registry, Status
 
@@ -45,12 +46,15 @@ def home() -> RedirectResponse:
 
 @router.get("/projects", response_class=HTMLResponse)
 def projects(request: Request) -> HTMLResponse:
-    return _page(request, "projects.html", projects=_reg(request).list_projects())
+    ids = acc.visible(request)
+    items = [p for p in _reg(request).list_projects() if ids is None or p.id in ids]
+    return _page(request, "projects.html", projects=items)
 
 
 @router.post("/projects")
 def create_project(request: Request, name: str = Form(...), description: str = Form("")) -> Any:
     try:
+        acc.require_operator(request, "create a project")
         p = _reg(request).create_project(name, description)
     except AssayError as exc:
         return _page(request, "projects.html", projects=_reg(request).list_projects(), error=exc.to_dict())
@@ -62,8 +66,9 @@ def project(request: Request, project: str) -> HTMLResponse:
     reg = _reg(request)
     try:
         p = reg.get_project(project)
+        acc.check(request, p.id, "read", "project", project)
     except AssayError as exc:
-        return _error_page(request, exc)
+        return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     return _page(request, "project.html", project=p, runs=reg.list_runs(p.id), datasets=reg.list_datasets(p.id),
                  metrics=reg.list_metrics(p.id))
 
@@ -72,11 +77,14 @@ def project(request: Request, project: str) -> HTMLResponse:
 def new_run(request: Request, project: str) -> HTMLResponse:
     try:
         p = _reg(request).get_project(project)
+        acc.check(request, p.id, "edit", "project", project)
     except AssayError as exc:
-        return _error_page(request, exc)
+        return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     presets = [get_preset(n) for n in list_presets()]
+    sp = _reg(request).providers
     return _page(request, "new_run.html", project=p, presets=presets, shapes=[s.value for s in InputShape],
-                 preset_specs={s.name: s.to_dict() for s in presets})
+                 preset_specs={s.name: s.to_dict() for s in presets},
+                 providers=sorted(sp.providers) if sp is not None else [], allow_mock=sp is None or sp.allow_mock)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -84,23 +92,38 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     reg = _reg(request)
     try:
         run = reg.get_run(run_id)
+        acc.check(request, run.project_id, "read", "run", run_id)
     except AssayError as exc:
-        return _error_page(request, exc)
+        return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
+    import time
+
+    stale_after = request.app.state.stale_after
+    position = reg.queue_position(run_id) if run.status == Status.queued else None
+    warning = None
+    if position is not None and not any(w["alive"] for w in reg.workers_status(stale_after)):
+        warning = "No live worker: queued runs wait until a worker (assay worker) is running."
+    elif run.status.active and run.worker_id and run.heartbeat_at is not None:
+        beat = time.time() - run.heartbeat_at.timestamp()
+        if beat > stale_after / 2:
+            warning = (f"The worker has not reported for {beat:.0f} s; the run is failed after {stale_after:.0f} s "
+                       "without a heartbeat.")
     return _page(request, "run.html", run=run, project=reg.get_project(run.project_id),
-                 active=[s.value for s in Status if s.active])
+                 active=[s.value for s in Status if s.active], queue_position=position, stale_warning=warning,
+                 stale_after=stale_after)
 
 
 @router.get("/metrics", response_class=HTMLResponse)
 def metrics(request: Request) -> HTMLResponse:
-    return _page(request, "metrics.html", metrics=_reg(request).list_metrics())
+    return _page(request, "metrics.html", metrics=acc.filter_by_project(request, _reg(request).list_metrics(), "read"))
 
 
 @router.get("/metrics/{name}", response_class=HTMLResponse)
 def metric_page(request: Request, name: str) -> HTMLResponse:
     try:
         m = _reg(request).get_metric(name)
+        acc.check(request, m.project_id, "read", "metric", name)
     except AssayError as exc:
-        return _error_page(request, exc)
+        return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     fields = [f for f in ("input", "output", "context", "tools") if "{" + f + "}" in m.spec.get("prompt", "")]
     return _page(request, "metric.html", metric=m, fields=fields or ["input"])
 

@@ -218,6 +218,16 @@ def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: li
         review_rows=len(review_rows), seconds=time.monotonic() - t0, files=files,
     )
     write_report(report, data_dir)
+    if not kept:  # never train on the seeds alone as if generation had worked
+        cost = report["cost"]
+        raise AssayError(
+            "generated training rows that pass the filters and the judge",
+            f"0 usable rows of {calls_info['rows_requested']} requested ({calls_info['planned']} generator calls: "
+            f"{calls_info['answered']} answered, {calls_info['failed']} failed, {calls_info['unparseable']} "
+            f"unparseable; {calls_info['rows_parsed']} rows parsed; dropped {dict(filt.dropped) or 'none'}; "
+            f"{cost['requests']} HTTP requests incl. {cost['retries']} retries, {cost['failures']} failures)",
+            f"check generate.model and its endpoint, see {data_dir / 'data_report.md'} and dropped.jsonl",
+            code="generation_failed")
     if on_status is not None:
         on_status("generating", 1.0, f"{len(kept)}/{gen.target_size} rows, {sum(filt.dropped.values())} dropped, "
                                      f"${report['cost']['total_usd']:.4f}, written to {data_dir}")

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
+FEW_ROWS = 50  # fewer calibration rows than this: a warning (and out-of-fold scores where there are any)
+T_BOUNDS = (1e-2, 1e2)  # the temperature search range; a fit at either end is reported as a warning
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, beta: float) -> float:
@@ -115,12 +117,23 @@ def smoothed_prior(label_values: Sequence[str], labels: Sequence[str]) -> dict[s
 
 def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "f1",
               target: float | None = None, batch_size: int | None = None,
-              target_prior: dict[str, float] | None = None) -> dict[str, Any]:
+              target_prior: dict[str, float] | None = None, logits: Any = None,
+              source: str = "a calibration slice of the training rows") -> dict[str, Any]:
     """Fit temperature, the label shift towards ``target_prior`` (if given) and the threshold (binary
-    metrics) on ``rows``; sets them on ``evaluator``."""
+    metrics) on ``rows``; sets them on ``evaluator``.
+
+    ``logits``: the rows' logits when they are already known (e.g. out-of-fold logits of a
+    cross-validated linear model), else the evaluator computes them. ``source`` names where the
+    rows come from in the report. Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of
+    its search range) are listed in ``warnings``.
+    """
     labels = list(evaluator.labels)
     y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
-    out: dict[str, Any] = {"rows": len(rows), "threshold_objective": objective, "threshold_target": target}
+    out: dict[str, Any] = {"rows": len(rows), "source": source, "threshold_objective": objective,
+                           "threshold_target": target, "warnings": []}
+    if len(rows) < FEW_ROWS:
+        out["warnings"].append(f"calibration fitted on only {len(rows)} rows ({source}; fewer than {FEW_ROWS}): "
+                               "temperature and threshold are rough")
     evaluator.label_shift = None
     if len(rows) < MIN_ROWS or len(set(y.tolist())) < 2:
         out.update({"temperature": 1.0, "threshold": 0.5 if evaluator.metric.is_binary else None,
@@ -130,8 +143,13 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
         if evaluator.metric.is_binary:
             evaluator.threshold = 0.5
         return out
-    logits = evaluator.predict_logits(rows, batch_size)
-    out.update(fit_temperature(logits, y))
+    logits = evaluator.predict_logits(rows, batch_size) if logits is None else np.asarray(logits, dtype=np.float64)
+    out.update(fit_temperature(logits, y, *T_BOUNDS))
+    lo, hi = T_BOUNDS
+    if out["temperature"] <= lo * 1.02 or out["temperature"] >= hi / 1.02:
+        out["warnings"].append(f"the calibration temperature {out['temperature']:.4g} is at a bound of its search "
+                               f"range [{lo:g}, {hi:g}]: the model's scores barely separate the labels on the "
+                               "calibration rows; treat its probabilities with care")
     evaluator.temperature = out["temperature"]
     weights = None
     if target_prior:

@@ -1,4 +1,5 @@
-"""The training loop, top to bottom: seed, batch, forward, weighted cross-entropy, AdamW, schedule.
+"""The training loop, top to bottom: seed, validation slice, batch, forward, weighted cross-entropy,
+AdamW, warm-up + decay schedule, early stopping with the best weights restored.
 
 The model returns one logit per label (the decoder's label-token logits, the encoder's head), so
 the loss is a plain cross-entropy over the labels only, whatever the family.
@@ -19,7 +20,8 @@ from ..errors import AssayError
 # Learning rates that work for the shipped bases (tuned on the examples; override with train.learning_rate).
 DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
               ("decoder", True): 2e-4, ("decoder", False): 2e-5}
-HEAD_LR_SCALE = 3.0  # the encoder's fresh label head learns faster than the adapters
+# The encoder's fresh label head learns faster than the adapters, and much faster than pretrained weights.
+HEAD_LR_SCALE = {True: 3.0, False: 20.0}  # by LoRA / full fine-tune
 
 
 class Cancelled(Exception):
@@ -37,11 +39,20 @@ def seed_everything(seed: int) -> None:
 
 
 def class_weights(y: Sequence[int], n_labels: int, mode: str) -> list[float]:
-    """Per-label loss weights: ``balanced`` = n / (k * count), ``sqrt`` = its square root, mean 1."""
+    """Per-label loss weights, mean 1 over the labels present.
+
+    ``balanced`` = n / (k * count); ``sqrt`` = its square root (milder: fully balanced weights make a
+    rare label predicted far more often than it occurs); ``effective`` = (1 - beta) / (1 - beta^count)
+    with beta = 1 - 1/n (Cui et al. 2019: between none and balanced); ``none`` = 1.
+    """
     counts = np.bincount(np.asarray(y, dtype=int), minlength=n_labels).astype(float)
     if mode == "none":
         return [1.0] * n_labels
-    w = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
+    if mode == "effective":
+        beta = 1.0 - 1.0 / max(2, len(y))
+        w = np.where(counts > 0, (1 - beta) / (1 - beta ** np.maximum(counts, 1)), 0.0)
+    else:
+        w = np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 0.0)
     if mode == "sqrt":
         w = np.sqrt(w)
     present = w[counts > 0]
@@ -65,6 +76,32 @@ def default_learning_rate(family: str, lora: bool) -> float:
     return DEFAULT_LR[(family, lora)]
 
 
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up, then linear or cosine decay to 0 (or flat)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def validation_slice(rows: Sequence[Mapping[str, Any]], cfg: TrainingConfig, group_by: str | None = None):
+    """(rows to fit, rows to validate on) for early stopping: a stratified, grouped slice of the
+    training rows (never held-out rows); no slice when it would be smaller than min_validation_rows."""
+    es = cfg.early_stopping
+    if es is None or round(es.validation_fraction * len(rows)) < es.min_validation_rows:
+        return list(rows), []
+    from ..data import split_rows
+
+    s = split_rows(rows, es.validation_fraction, cfg.seed + 1, group_by=group_by)
+    if len({r["label"] for r in s.held_out}) < 2:
+        return list(rows), []
+    return s.held_out, s.seeds
+
+
 def train_loop(
     evaluator: Any,
     rows: Sequence[Mapping[str, Any]],
@@ -73,8 +110,14 @@ def train_loop(
     progress: bool = True,
     on_status: Callable[[str, float | None, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    group_by: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``evaluator.model`` on labeled ``rows``; returns what happened (steps, losses, time)."""
+    """Fine-tune ``evaluator.model`` on labeled ``rows``; returns what happened (steps, losses, time).
+
+    With ``cfg.early_stopping`` a slice of ``rows`` (grouped by ``group_by``) is kept out of training
+    and scored during it; training stops when its loss has not improved for ``patience`` evaluations
+    and the weights of the best evaluation are restored.
+    """
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -86,11 +129,17 @@ def train_loop(
     seed_everything(cfg.seed)
     model, device, dtype = evaluator.model, evaluator.device, evaluator.dtype
     labels = list(evaluator.labels)
-    y = [labels.index(r["label"]) for r in rows]
-    if len(set(y)) < 2:
-        raise AssayError("training rows of at least two labels", f"only '{labels[y[0]]}'" if y else "no rows",
+    y_all = [labels.index(r["label"]) for r in rows]
+    if len(set(y_all)) < 2:
+        raise AssayError("training rows of at least two labels", f"only '{labels[y_all[0]]}'" if y_all else "no rows",
                          "add labeled rows of the other labels (or generate them)", code="too_few_rows")
-    encoded = evaluator.encode(rows)
+
+    # --- data: a validation slice for early stopping, tokenised once --------------------------------
+    fit_rows, val_rows = validation_slice(rows, cfg, group_by)
+    y = [labels.index(r["label"]) for r in fit_rows]
+    encoded = evaluator.encode(fit_rows)
+    val_encoded = evaluator.encode(val_rows) if val_rows else []
+    val_y = torch.tensor([labels.index(r["label"]) for r in val_rows], dtype=torch.long)
     weights = torch.tensor(class_weights(y, len(labels), cfg.class_weighting), dtype=torch.float32, device=device)
 
     # --- optimizer: AdamW, no decay on biases and norms; the encoder head gets a higher rate ------------
@@ -103,18 +152,19 @@ def train_loop(
         if p.requires_grad:
             groups.setdefault((id(p) in head_ids, p.ndim >= 2), []).append(p)
     opt = torch.optim.AdamW(
-        [{"params": ps, "lr": lr * (HEAD_LR_SCALE if is_head and lora else 1.0),
+        [{"params": ps, "lr": lr * (HEAD_LR_SCALE[lora] if is_head else 1.0),
           "weight_decay": cfg.weight_decay if decay else 0.0} for (is_head, decay), ps in groups.items()],
         lr=lr,
     )
 
-    # --- schedule: linear warmup, then linear decay to 0 ---------------------------------------------
-    batches_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    # --- schedule: linear warm-up, then linear / cosine decay to 0 ------------------------------------
+    batches_per_epoch = math.ceil(len(fit_rows) / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
+    eval_every = (max(1, steps_per_epoch // cfg.early_stopping.evaluations_per_epoch)
+                  if val_rows and cfg.early_stopping else 0)
 
     rng = random.Random(cfg.seed)
     lengths = [e.tokens for e in encoded]
@@ -126,8 +176,16 @@ def train_loop(
             queue = length_grouped_batches(lengths, cfg.batch_size, rng)
         return queue.pop()
 
+    def validation_loss() -> float:
+        logits = torch.from_numpy(evaluator.logits_of(val_encoded, cfg.eval_batch_size))
+        model.train()
+        return float(F.cross_entropy(logits, val_y, weight=weights.cpu()))
+
     model.train()
     losses: list[float] = []
+    val_curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, Any] | None] = (math.inf, 0, None)  # loss, step, weights
+    stopped_early = False
     start = time.perf_counter()
     bar = tqdm(range(total), desc="training", disable=not progress, unit="step")
     for step in bar:
@@ -154,23 +212,47 @@ def train_loop(
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if on_status is not None:
             on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}")
+        # --- early stopping: validation loss, best weights kept -----------------------------------
+        if eval_every and ((step + 1) % eval_every == 0 or step + 1 == total):
+            v = validation_loss()
+            val_curve.append((step + 1, round(v, 5)))
+            if v < best[0]:
+                best = (v, step + 1, {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad})
+            elif len(val_curve) - 1 - [s for s, _ in val_curve].index(best[1]) >= cfg.early_stopping.patience:
+                stopped_early = True
+                break
     bar.close()
+    if best[2] is not None and best[1] != len(losses):  # restore the best evaluation's weights
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if k in best[2]:
+                    p.copy_(best[2][k])
     model.eval()
     seconds = time.perf_counter() - start
+    steps = len(losses)
     return {
-        "steps": total,
-        "epochs": round(total * cfg.gradient_accumulation * cfg.batch_size / max(1, len(rows)), 3),
-        "rows": len(rows),
+        "steps": steps,
+        "max_steps": total,
+        "epochs": round(steps * cfg.gradient_accumulation * cfg.batch_size / max(1, len(fit_rows)), 3),
+        "rows": len(fit_rows),
+        "validation_rows": len(val_rows),
+        "early_stopping": ({"best_step": best[1], "best_validation_loss": round(best[0], 5),
+                            "stopped_early": stopped_early, "validation_curve": val_curve}
+                           if val_rows else
+                           ("off" if cfg.early_stopping is None else
+                            f"off: fewer than {cfg.early_stopping.min_validation_rows} validation rows")),
         "learning_rate": lr,
+        "head_learning_rate": lr * HEAD_LR_SCALE[lora] if head is not None else None,
         "class_weights": dict(zip(labels, [round(float(w), 4) for w in weights.tolist()])),
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "loss_curve": _downsample(losses, 50),
         "seconds": round(seconds, 2),
-        "seconds_per_step": round(seconds / total, 4),
+        "seconds_per_step": round(seconds / steps, 4),
         "device": str(device),
         "precision": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
         "truncated_rows": sum(e.truncated for e in encoded),
+        "multi_window_rows": sum(len(e.sequences()) > 1 for e in encoded),
         "mean_tokens": round(float(np.mean(lengths)), 1),
     }
 

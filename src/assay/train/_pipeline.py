@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config, load_config
-from ..data import load_rows, row_hash, rows_hash, split_rows
+from ..data import exclude_groups, held_out_overlap, load_rows, resolve_group_by, row_hash, rows_hash, split_rows
+from .._preflight import preflight
 from ..errors import AssayError
-from ._calibrate import MIN_ROWS, calibrate, smoothed_prior
-from ._loop import train_loop
+from ._calibrate import MIN_ROWS, smoothed_prior
+from ._select import fit_and_select
 
 log = logging.getLogger("assay.train")
 Status = Callable[[str, "float | None", str], None]
@@ -144,7 +145,6 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     """Run a whole training job from a config (object or YAML path); returns the artifact."""
     import yaml
 
-    from ..evaluator import Evaluator
 
     cfg = config if isinstance(config, Config) else load_config(config)
     status: Status = on_status or (lambda stage, fraction, message: None)
@@ -155,16 +155,20 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     # --- data ------------------------------------------------------------------------------------
     status("preparing", 0.0, "reading the labeled test set")
     d = cfg.data
-    test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
-    split = split_rows(test.rows, d.seed_fraction, d.split_seed)
+    test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit,
+                     encoding=d.encoding)
+    split = split_rows(test.rows, d.seed_fraction, d.split_seed,
+                       group_by=resolve_group_by(d.group_by, metric.shape, test.rows))  # groups on one side
     if not split.held_out:
         raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
                          "add labeled rows to data.test_set", code="too_few_rows")
     train_rows: list[dict[str, Any]] = []
     notes: list[str] = list(test.warnings)
+    notes += preflight(cfg, test)  # rows per class, base model, providers: before anything is spent
     counts: dict[str, Any] = {"test_set": len(test.rows), "seeds": len(split.seeds), "held_out": len(split.held_out)}
     if d.train_set:
-        tv = load_rows(cfg.path(d.train_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
+        tv = load_rows(cfg.path(d.train_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit,
+                       encoding=d.encoding)
         train_rows += tv.rows
         counts["train_set"] = len(tv.rows)
         notes += tv.warnings
@@ -183,12 +187,13 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         msg = f"no train_set and no generate: training on the {len(split.seeds)} seed rows alone"
         warnings.warn(msg, stacklevel=2)
         notes.append(msg)
-    held = {row_hash(r) for r in split.held_out}
-    n_before = len(train_rows)
-    train_rows = [r for r in train_rows if row_hash(r) not in held]
-    counts["leaked_dropped"] = n_before - len(train_rows)
+    # training rows that repeat a held-out row, or share its group (data.group_by), are dropped
+    train_rows, counts["leaked_dropped"] = exclude_groups(train_rows, split.held_out, split.group_by)
     if counts["leaked_dropped"]:
-        notes.append(f"{counts['leaked_dropped']} training rows repeat a held-out row and were dropped")
+        notes.append(f"{counts['leaked_dropped']} training rows repeat a held-out row or share its group "
+                     f"({split.group_by or 'content'}) and were dropped")
+    counts["held_out_sharing_a_group"] = held_out_overlap(train_rows, split.held_out, split.group_by)[
+        "held_out_rows_sharing_a_group"]
     train_rows, counts["duplicates_dropped"] = _dedupe(train_rows)
     if not train_rows:
         raise AssayError("training rows", "none left", "add data.train_set rows or more labeled rows",
@@ -197,13 +202,14 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     counts.update(train_rows=len(train_rows), fit_rows=len(fit_rows), calibration_rows=len(cal_rows))
 
     # --- model, training, calibration --------------------------------------------------------------
-    status("preparing", 0.5, f"loading the {cfg.model.family} base model {cfg.model.base_name}")
-    ev = Evaluator.create(metric, cfg.model, device=cfg.train.device, precision=cfg.train.precision)
-    status("training", 0.0, f"training on {len(fit_rows)} rows")
-    stats = train_loop(ev, fit_rows, cfg.train, progress=progress, on_status=status, should_stop=should_stop)
-    stats["eval_batch_size"] = cfg.train.eval_batch_size
-    cal = calibrate(ev, cal_rows, cfg.train.threshold_objective, cfg.train.threshold_target,
-                    cfg.train.eval_batch_size, _target_prior(cfg, metric, split.seeds))
+    # Candidates (train.candidates) on the training rows only; the winner is calibrated and shipped.
+    ev, stats, cal, selection = fit_and_select(
+        cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
+        group_by=getattr(split, "group_by", None), progress=progress, status=status, should_stop=should_stop)
+    if ev.family in ("linear", "hybrid"):  # refit on every training row, calibrated out of fold
+        counts.update(fit_rows=len(train_rows), calibration_rows=0)
+        cal_rows = []
+    notes += [f"calibration: {w}" for w in cal.get("warnings") or []]
     data_info = {
         "test_set": str(cfg.path(d.test_set)),
         "train_set": str(cfg.path(d.train_set)) if d.train_set else None,
@@ -214,12 +220,15 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
                    "train_rows": rows_hash(train_rows), "calibration_rows": rows_hash(cal_rows)},
         "seed_fraction": d.seed_fraction,
         "split_seed": d.split_seed,
+        "group_by": split.group_by,  # rows sharing it stay on one side (None: each distinct row alone)
         "notes": notes,
     }
     if generation:
         data_info["generation"] = generation
     ev.info.update({"training": {**cfg.train.model_dump(mode="json"), **stats}, "calibration": cal,
                     "data": data_info, "config": _resolved_config(cfg, out)})
+    if selection is not None:
+        ev.info["selection"] = selection
     if should_stop is not None and should_stop():
         from ._loop import Cancelled
 
@@ -238,10 +247,15 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     if report:
         from ..report import write_report
 
+        if selection is not None:
+            report["selection"] = selection
+        report["notes"] = list(notes)  # the seeds-only notice, calibration warnings, dropped rows ...
+
         write_report(report, out)
         ev.info["report_summary"] = _headline(report)
     (out / "config.yaml").write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
-    manifest = {**split.manifest(), "seed_fraction": d.seed_fraction, "split_seed": d.split_seed,
+    manifest = {**split.manifest(), "trained_on": sorted({row_hash(r) for r in train_rows}),  # for `assay evaluate`
+                "seed_fraction": d.seed_fraction, "split_seed": d.split_seed,
                 "counts": counts}
     (out / "split.json").write_text(json.dumps(manifest, indent=1))
     ev.save_pretrained(out)

@@ -206,6 +206,24 @@ function initRun() {
     $("#run-failure").textContent = run.failure_reason || "";
     $("#run-history").innerHTML = (run.history || []).map((h) => `<li>${esc(h.at.slice(11, 19))} · ${esc(h.message)}</li>`).join("");
     $("#run-cancel").hidden = !active.has(run.status);
+    const staleAfter = Number($("#run-stale").dataset.staleAfter || 60);
+    let warning = "";
+    if (run.status === "queued" && !run.worker_id) {
+      try {
+        const q = await api("GET", `/v1/runs/${id}/queue`);
+        $("#run-queue").hidden = !q.position;
+        $("#run-queue-position").textContent = q.position ? `${q.position} of ${q.queue_depth}` : "";
+        if (!q.workers_alive) warning = "No live worker: queued runs wait until a worker (assay worker) is running.";
+      } catch (e) { /* best effort */ }
+    } else {
+      $("#run-queue").hidden = true;
+      const beat = run.heartbeat_at ? (Date.now() - Date.parse(run.heartbeat_at)) / 1000 : 0;
+      if (active.has(run.status) && run.worker_id && beat > staleAfter / 2) {
+        warning = `The worker has not reported for ${Math.round(beat)} s; the run is failed after ${staleAfter} s without a heartbeat.`;
+      }
+    }
+    $("#run-stale").hidden = !warning;
+    $("#run-stale").textContent = warning;
     $("#register").hidden = run.status !== "fine_tuned";
     if (run.registered_as) $("#run-registered").innerHTML = `as <a href="/metrics/${esc(run.registered_as)}">${esc(run.registered_as)}</a>`;
     if ((run.status === "fine_tuned" || run.status === "registered") && !reportShown) {

@@ -1,0 +1,357 @@
+"""The linear and hybrid families: features of a row -> logistic-regression logits.
+
+Feature blocks:
+
+- ``tfidf``: TF-IDF of word 1-2 grams and character 2-5 grams (sublinear tf, each block L2
+  normalised) of the fields the metric reads, ``name: text`` per field (the TF-IDF baseline's
+  settings, :func:`assay.report.tfidf_vectorizers`). Stored as vocabulary (JSON, term lists in
+  column order) + idf weights (safetensors) + the analyzer settings, and rebuilt into sklearn
+  vectorizers without pickle.
+- ``embed``: the frozen base encoder (MiniLM by default), mean-pooled over the row rendered like
+  the encoder family (fields only, judged field first, fitted to ``max_length`` by the truncation
+  policy), L2 normalised. Only the base reference is stored; its weights come from the package.
+
+A ``linear`` evaluator is one block and one head (weights ``[n_labels, n_features]``, bias
+``[n_labels]``): logits = x W^T + b. A ``hybrid`` evaluator has a head per block and a stacking
+head over the blocks' log-probabilities: logits = [log p_tfidf, log p_embed] W^T + b. The
+Evaluator calibrates these logits (temperature, label shift, threshold) like any family's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import AssayError, require
+from ..metrics import MetricSpec
+from ._common import Encoded
+
+WEIGHTS_FILE = "linear.safetensors"
+VOCAB_FILE = "vocab.json"
+FEATURE_KINDS = ("tfidf", "embed")
+LOG_FLOOR = 1e-6  # log-probabilities fed to the stacking head are clipped here
+
+
+@dataclass
+class RowEncoded(Encoded):
+    """A row for the linear families: the row itself (features are computed per batch)."""
+
+    row: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- feature blocks ---------------------------------------------------------------------------
+class TfidfFeatures:
+    """Word + char TF-IDF of the metric's fields (the TF-IDF baseline's analyzer)."""
+
+    kind = "tfidf"
+
+    def __init__(self, metric: MetricSpec, word: Any = None, char: Any = None):
+        from ..report._baselines import tfidf_vectorizers
+
+        self.metric = metric
+        if word is None or char is None:
+            word, char = tfidf_vectorizers()
+        self.word, self.char = word, char
+
+    def texts(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        from ..report._baselines import baseline_text
+
+        return [baseline_text(self.metric, r) for r in rows]
+
+    def fit(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """Fit the vocabularies and idf on ``rows`` (training rows only); returns their matrix."""
+        from scipy.sparse import hstack
+
+        t = self.texts(rows)
+        return hstack([self.word.fit_transform(t), self.char.fit_transform(t)]).tocsr()
+
+    def transform(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        from scipy.sparse import hstack
+
+        t = self.texts(rows)
+        return hstack([self.word.transform(t), self.char.transform(t)]).tocsr()
+
+    @property
+    def size(self) -> int:
+        return len(self.word.vocabulary_) + len(self.char.vocabulary_)
+
+    # --- storage: vocab JSON + idf tensors + settings, no pickle ------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = {}, {}
+        for name, vec in (("word", self.word), ("char", self.char)):
+            terms = [""] * len(vec.vocabulary_)
+            for term, col in vec.vocabulary_.items():
+                terms[col] = term
+            tensors[f"tfidf.{name}_idf"] = torch.tensor(np.asarray(vec.idf_), dtype=torch.float64)
+            meta[name] = {"terms": terms, "settings": _settings(vec)}
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, metric: MetricSpec, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]):
+        require("sklearn", "TF-IDF features", "train", package="scikit-learn")
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vecs = []
+        for name in ("word", "char"):
+            m = meta[name]
+            settings = dict(m["settings"])
+            settings["ngram_range"] = tuple(settings["ngram_range"])
+            vec = TfidfVectorizer(**settings, vocabulary={t: i for i, t in enumerate(m["terms"])})
+            vec.idf_ = tensors[f"tfidf.{name}_idf"].numpy()
+            vecs.append(vec)
+        return cls(metric, *vecs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"word": _settings(self.word), "char": _settings(self.char), "features": self.size}
+
+
+def _settings(vec: Any) -> dict[str, Any]:
+    return {"analyzer": vec.analyzer, "ngram_range": list(vec.ngram_range), "sublinear_tf": vec.sublinear_tf,
+            "lowercase": vec.lowercase, "norm": vec.norm, "use_idf": vec.use_idf, "smooth_idf": vec.smooth_idf,
+            "token_pattern": vec.token_pattern, "strip_accents": vec.strip_accents}
+
+
+class EmbedFeatures:
+    """Frozen mean-pooled sentence embeddings of the base encoder (L2-normalised)."""
+
+    kind = "embed"
+    # Opt-in memo of embeddings by (base, token ids), shared by instances (benchmarks set it to {}):
+    # cross-validation and scoring then embed each distinct row once per process.
+    cache: dict[tuple[str, tuple[int, ...]], np.ndarray] | None = None
+
+    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32):
+        from transformers import AutoModel, AutoTokenizer
+
+        from ._common import quiet_loading
+        from ._encoder import compact_metric
+
+        self.metric, self.base, self.max_length, self.batch_size = metric, base, max_length, batch_size
+        with quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(base.path)
+            self.net = AutoModel.from_pretrained(base.path, dtype=torch.float32).eval()
+        self.tokenizer.model_max_length = 1 << 30
+        limit = getattr(self.net.config, "max_position_embeddings", None)
+        if limit and max_length > limit:
+            raise AssayError(f"model.max_length at most {limit} for {base.name}", f"{max_length}",
+                             f"set model.max_length: {min(limit, 512)}", code="invalid_config")
+        self.view = compact_metric(metric, self.tokenizer.sep_token or "\n")
+        n_special = len(self.tokenizer("x")["input_ids"]) - len(self.tokenizer("x", add_special_tokens=False)["input_ids"])
+        self.budget = max_length - n_special
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        from ._common import render_fitted
+
+        out = []
+        for row in rows:
+            text, cut = render_fitted(self.view, row, self.budget, self.tokenizer)
+            ids = self.tokenizer(text)["input_ids"]
+            if len(ids) > self.max_length:
+                ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+                cut = True
+            out.append(Encoded(ids, len(ids), cut))
+        return out
+
+    def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        cache = EmbedFeatures.cache
+        if cache is not None:
+            keys = [(str(self.base.path), tuple(e.ids)) for e in encoded]
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+            if todo:
+                fresh = self._embed([encoded[i] for i in todo])
+                for i, v in zip(todo, fresh):
+                    cache[keys[i]] = v
+            dim = int(self.net.config.hidden_size)
+            return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), dtype=np.float32)
+        return self._embed(encoded)
+
+    def _embed(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        n = len(encoded)
+        dim = int(self.net.config.hidden_size)
+        out = np.zeros((n, dim), dtype=np.float32)
+        order = sorted(range(n), key=lambda i: encoded[i].tokens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        with torch.inference_mode():
+            for s in range(0, n, self.batch_size):
+                idx = order[s:s + self.batch_size]
+                width = max(encoded[i].tokens for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for j, i in enumerate(idx):
+                    ids[j, :encoded[i].tokens] = torch.tensor(encoded[i].ids, dtype=torch.long)
+                    mask[j, :encoded[i].tokens] = 1
+                hidden = self.net(input_ids=ids, attention_mask=mask).last_hidden_state
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[idx] = pooled.numpy()
+        return out
+
+    def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.embed_encoded(self.encode(rows))
+
+    def fit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.transform(rows)
+
+    @property
+    def size(self) -> int:
+        return int(self.net.config.hidden_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"base": self.base.name, "pooling": "mean, L2-normalised", "max_length": self.max_length,
+                "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size}
+
+
+# --- heads --------------------------------------------------------------------------------------
+@dataclass
+class LinearHead:
+    """logits = x W^T + b, W [n_labels, n_features]."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, x: Any) -> np.ndarray:
+        z = x @ self.weight.T
+        z = np.asarray(z.todense() if hasattr(z, "todense") else z, dtype=np.float64)
+        return z + self.bias
+
+    @classmethod
+    def from_sklearn(cls, clf: Any, n_labels: int) -> "LinearHead":
+        """The head of a fitted sklearn LogisticRegression whose classes are label indices.
+
+        Binary: sklearn's one coefficient row becomes logits (0, z); labels the model never saw get a
+        very negative bias.
+        """
+        coef = np.asarray(clf.coef_, dtype=np.float64)
+        icpt = np.asarray(clf.intercept_, dtype=np.float64)
+        classes = [int(c) for c in clf.classes_]
+        w = np.zeros((n_labels, coef.shape[1]))
+        b = np.full(n_labels, -30.0)
+        if len(classes) == 2 and coef.shape[0] == 1:
+            w[classes[1]] = coef[0]
+            b[classes[0]], b[classes[1]] = 0.0, icpt[0]
+        else:
+            for k, c in enumerate(classes):
+                w[c], b[c] = coef[k], icpt[k]
+        return cls(w, b)
+
+
+def log_probs(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return np.log(np.clip(p, LOG_FLOOR, 1.0))
+
+
+# --- the model ------------------------------------------------------------------------------------
+class LinearModel(nn.Module):
+    """Feature blocks, a head per block, and (hybrid) a stacking head; no trainable torch parameters."""
+
+    pad_left = False
+
+    def __init__(self, metric: MetricSpec, blocks: Mapping[str, Any], heads: Mapping[str, LinearHead],
+                 stack: LinearHead | None = None, max_length: int = 256):
+        super().__init__()
+        self.metric = metric
+        self.blocks = dict(blocks)
+        self.heads = dict(heads)
+        self.stack = stack
+        self.max_length = max_length
+        self.tokenizer = getattr(self.blocks.get("embed"), "tokenizer", None)
+
+    @property
+    def family(self) -> str:
+        return "hybrid" if self.stack is not None else "linear"
+
+    @property
+    def kind(self) -> str:
+        return "hybrid" if self.stack is not None else next(iter(self.blocks))
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        rows = list(rows)
+        if "embed" in self.blocks:
+            enc = self.blocks["embed"].encode(rows)
+            return [RowEncoded(e.ids, e.tokens, e.truncated, row=r) for e, r in zip(enc, rows)]
+        from ..report._baselines import baseline_text
+
+        return [RowEncoded([], len(baseline_text(self.metric, r).split()), False, row=r) for r in rows]
+
+    def block_logits(self, name: str, encoded: Sequence[Encoded]) -> np.ndarray:
+        block = self.blocks[name]
+        if name == "embed":
+            x = block.embed_encoded(encoded)
+        else:
+            x = block.transform([e.row for e in encoded])  # type: ignore[attr-defined]
+        return self.heads[name].logits(x)
+
+    def logits_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        if not encoded:
+            return np.zeros((0, len(self.metric.labels)), dtype=np.float32)
+        if self.stack is None:
+            name = next(iter(self.blocks))
+            return self.block_logits(name, encoded).astype(np.float32)
+        feats = np.hstack([log_probs(self.block_logits(n, encoded)) for n in self.blocks])
+        return self.stack.logits(feats).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "blocks": {n: b.describe() for n, b in self.blocks.items()},
+                "head": "logistic regression per block" + ("; stacked by a logistic regression on the blocks' "
+                                                           "log-probabilities" if self.stack is not None else "")}
+
+    # --- weights ------------------------------------------------------------------------------
+    def save_weights(self, folder: Path) -> list[str]:
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        files = [WEIGHTS_FILE]
+        for name, head in self.heads.items():
+            tensors[f"head.{name}.weight"] = torch.tensor(head.weight, dtype=torch.float64)
+            tensors[f"head.{name}.bias"] = torch.tensor(head.bias, dtype=torch.float64)
+        if self.stack is not None:
+            tensors["stack.weight"] = torch.tensor(self.stack.weight, dtype=torch.float64)
+            tensors["stack.bias"] = torch.tensor(self.stack.bias, dtype=torch.float64)
+        if "tfidf" in self.blocks:
+            t, meta = self.blocks["tfidf"].state()
+            tensors.update(t)
+            (folder / VOCAB_FILE).write_text(json.dumps(meta, ensure_ascii=False))
+            files.append(VOCAB_FILE)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE),
+                  metadata={"format": "pt", "blocks": ",".join(self.blocks)})
+        return files
+
+    @classmethod
+    def load(cls, metric: MetricSpec, folder: Path, info: Mapping[str, Any], base: Any = None) -> "LinearModel":
+        from safetensors.torch import load_file
+
+        path = folder / WEIGHTS_FILE
+        if not path.exists():
+            raise AssayError(f"{WEIGHTS_FILE} in the artifact", f"no such file in {folder}",
+                             "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
+        tensors = load_file(str(path))
+        lin = info.get("linear") or {}
+        names = list(lin.get("blocks") or [])
+        max_length = int(info.get("max_length") or (info.get("model") or {}).get("max_length") or 256)
+        blocks: dict[str, Any] = {}
+        for name in names:
+            if name == "tfidf":
+                vocab = folder / VOCAB_FILE
+                if not vocab.exists():
+                    raise AssayError(f"{VOCAB_FILE} in the artifact", f"no such file in {folder}",
+                                     "point at a complete artifact directory (re-run assay train)",
+                                     code="invalid_artifact")
+                blocks[name] = TfidfFeatures.from_state(metric, tensors, json.loads(vocab.read_text()))
+            elif name == "embed":
+                blocks[name] = EmbedFeatures(metric, base, max_length)
+            else:
+                raise AssayError(f"feature blocks among {list(FEATURE_KINDS)}", f"'{name}'", "re-run assay train",
+                                 code="invalid_artifact")
+        heads = {n: LinearHead(tensors[f"head.{n}.weight"].numpy(), tensors[f"head.{n}.bias"].numpy())
+                 for n in names}
+        stack = (LinearHead(tensors["stack.weight"].numpy(), tensors["stack.bias"].numpy())
+                 if "stack.weight" in tensors else None)
+        return cls(metric, blocks, heads, stack, max_length)

@@ -1,0 +1,393 @@
+"""Model selection: candidates compared by k-fold cross-validation on the training rows only.
+
+The held-out rows never reach this module (``train`` passes the training rows alone; the
+selection records the content hash of every row it saw, in ``rows_hash``).
+
+- Folds: stratified by label, grouped by ``data.group_by`` (rows of one group in one fold;
+  ungrouped: rows of one content), shuffled with ``train.seed``: the same config gives the same
+  folds. k = ``train.cv_folds``, lowered to the smallest label's row count (never below 2).
+- ``tfidf`` / ``embed``: logistic regression (balanced class weights) on the block's features; C
+  is chosen on the same folds from a small grid (so the winner's CV kappa is slightly optimistic,
+  as for any tuned model; the report says so). The TF-IDF vocabulary and idf are fitted on all the
+  training rows (unsupervised); embeddings are computed once and reused by every fold.
+- ``hybrid``: logistic regression on the out-of-fold log-probabilities of ``tfidf`` and ``embed``,
+  cross-validated on the same folds (the standard stacking estimate).
+- Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
+  bootstrap interval over the rows, and the kappa of each fold.
+- The winner: the highest CV kappa; candidates within ``TIE`` of it count as tied and the cheapest
+  of them wins (tfidf < embed < hybrid < encoder).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import require
+
+COST_ORDER = ("tfidf", "embed", "hybrid", "encoder")  # cheapest first: the tie-break
+TIE = 0.01  # kappa within this of the best counts as a tie
+C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0)}
+C_GRID_LARGE = (1.0, 10.0)  # tfidf with a large feature matrix (long contexts, tool schemas)
+LARGE_NNZ = 2_500_000
+STACK_C = 1.0
+BOOT = 400
+Status = Callable[[str, "float | None", str], None]
+
+
+def kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Cohen's kappa of two label-index arrays (0 when chance agreement is total)."""
+    cm = np.zeros((k, k))
+    np.add.at(cm, (y, pred), 1)
+    n = cm.sum()
+    if n == 0:
+        return 0.0
+    po = np.trace(cm) / n
+    pe = float((cm.sum(0) * cm.sum(1)).sum()) / (n * n)
+    return float((po - pe) / (1 - pe)) if pe < 1 - 1e-12 else 0.0
+
+
+def kappa_ci(y: np.ndarray, pred: np.ndarray, k: int, seed: int, n_boot: int = BOOT) -> list[float] | None:
+    if len(y) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = [kappa(y[i], pred[i], k) for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
+    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+
+
+def decide(logits: np.ndarray) -> np.ndarray:
+    return np.argmax(logits, axis=1)
+
+
+@dataclass
+class Candidate:
+    name: str
+    oof_logits: np.ndarray | None = None  # [n_rows, n_labels], out-of-fold
+    params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    validated_on: str = ""
+    cv_kappa: float | None = None
+    ci: list[float] | None = None
+    fold_kappas: list[float] = field(default_factory=list)
+    val_kappa: float | None = None  # on the shared validation rows (when the encoder is a candidate)
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "cv_kappa": self.cv_kappa, "ci": self.ci, "fold_kappas": self.fold_kappas,
+                "validation_kappa": self.val_kappa, "seconds": round(self.seconds, 2),
+                "validated_on": self.validated_on, "params": self.params, "error": self.error}
+
+
+@dataclass
+class Selection:
+    rows: int
+    rows_hash: list[str]  # content hashes of every row selection saw (never held-out rows)
+    labels: list[str]
+    y: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    group_by: str | None
+    seed: int
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)  # fitted blocks + matrices, for the refit
+    winner: str | None = None
+    reason: str = ""
+    compared_on: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
+                "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
+                "tie_tolerance": TIE, "cost_order": list(COST_ORDER), "notes": self.notes,
+                "candidates": [c.summary() for c in self.candidates.values()]}
+
+
+def make_folds(rows: Sequence[Mapping[str, Any]], y: np.ndarray, k: int, seed: int,
+               group_by: str | None) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Stratified (grouped) k folds of the rows; k lowered to the smallest label's count."""
+    require("sklearn", "model selection", "train", package="scikit-learn")
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from ..data import row_hash
+
+    notes = []
+    present = np.bincount(y) if len(y) else np.zeros(1, dtype=int)
+    smallest = int(present[present > 0].min()) if present.any() else 0
+    k_eff = min(k, smallest)
+    if k_eff < k:
+        notes.append(f"cv_folds lowered from {k} to {k_eff}: the rarest label has {smallest} training rows")
+    if k_eff < 2:
+        return [], notes + ["no cross-validation: a label has fewer than 2 training rows"]
+    try:
+        from ..data import group_key
+
+        groups = [group_key(r, group_by) for r in rows]
+    except ImportError:  # pragma: no cover - older data module
+        groups = [row_hash(r) for r in rows]
+    cv = StratifiedGroupKFold(n_splits=k_eff, shuffle=True, random_state=seed)
+    folds = [(tr, va) for tr, va in cv.split(np.zeros(len(y)), y, groups) if len(va)]
+    return folds, notes
+
+
+def _lr(c: float, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], c: float, n_labels: int,
+         seed: int) -> np.ndarray:
+    from ..evaluator._linear import LinearHead
+
+    out = np.zeros((len(y), n_labels))
+    for tr, va in folds:
+        if len(set(y[tr].tolist())) < 2:
+            out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
+            continue
+        clf = _lr(c, seed).fit(x[tr], y[tr])
+        out[va] = LinearHead.from_sklearn(clf, n_labels).logits(x[va])
+    return out
+
+
+def _score(cand: Candidate, sel: Selection) -> None:
+    k = len(sel.labels)
+    pred = decide(cand.oof_logits)
+    cand.cv_kappa = kappa(sel.y, pred, k)
+    cand.ci = kappa_ci(sel.y, pred, k, sel.seed)
+    cand.fold_kappas = [round(kappa(sel.y[va], pred[va], k), 4) for _, va in sel.folds]
+
+
+def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequence[str], *, folds: int, seed: int,
+                   group_by: str | None, embed: Callable[[], Any] | None = None,
+                   status: Status | None = None) -> Selection:
+    """Cross-validate the linear candidates (``tfidf``, ``embed``, ``hybrid``) on ``rows``."""
+    from ..data import row_hash
+    from ..evaluator._linear import TfidfFeatures, log_probs
+
+    status = status or (lambda *a: None)
+    labels = list(metric.labels)
+    y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
+    fold_list, notes = make_folds(rows, y, folds, seed, group_by)
+    sel = Selection(rows=len(rows), rows_hash=[row_hash(r) for r in rows], labels=labels, y=y, folds=fold_list,
+                    group_by=group_by, seed=seed, notes=notes)
+    need = set(kinds) | ({"tfidf", "embed"} if "hybrid" in kinds else set())
+    n = len(labels)
+    for kind in ("tfidf", "embed"):
+        if kind not in need:
+            continue
+        t0 = time.perf_counter()
+        status("selecting", None, f"{kind}: features of {len(rows)} training rows")
+        block = TfidfFeatures(metric) if kind == "tfidf" else embed()  # type: ignore[misc]
+        x = block.fit(rows)
+        sel.features[kind] = (block, x)
+        cand = Candidate(kind, validated_on=f"{len(fold_list)}-fold CV" if fold_list else "not validated")
+        if fold_list:
+            grid = C_GRID[kind] if kind == "embed" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
+            best: tuple[float, float, np.ndarray] | None = None
+            by_c = {}
+            for c in grid:
+                status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}")
+                logits = _oof(x, y, fold_list, c, n, seed)
+                kp = kappa(y, decide(logits), n)
+                by_c[str(c)] = round(kp, 4)
+                if best is None or kp > best[0] + 1e-12:
+                    best = (kp, c, logits)
+            cand.oof_logits, cand.params = best[2], {"C": best[1], "cv_kappa_by_C": by_c}
+            _score(cand, sel)
+        else:
+            cand.params = {"C": 1.0}
+        cand.params["features"] = int(x.shape[1])
+        cand.seconds = time.perf_counter() - t0
+        sel.candidates[kind] = cand
+    if "hybrid" in kinds:
+        t0 = time.perf_counter()
+        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": ["tfidf", "embed"]},
+                         validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
+                         if fold_list else "not validated")
+        if fold_list:
+            z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in ("tfidf", "embed")])
+            sel.features["hybrid"] = z
+            cand.oof_logits = _oof(z, y, fold_list, STACK_C, n, seed)
+            _score(cand, sel)
+        cand.seconds = time.perf_counter() - t0 + sel.candidates["tfidf"].seconds + sel.candidates["embed"].seconds
+        sel.candidates["hybrid"] = cand
+    for kind in list(sel.candidates):  # blocks fitted only for the hybrid are not candidates themselves
+        if kind not in kinds:
+            sel.candidates[kind].validated_on += " (component of hybrid, not a candidate)"
+    return sel
+
+
+def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
+    """Pick the winner among ``candidates``; with ``val_idx`` (the encoder's validation rows) compare there."""
+    k = len(sel.labels)
+    scored: dict[str, float] = {}
+    for name in candidates:
+        c = sel.candidates.get(name)
+        if c is None or c.error:
+            continue
+        if val_idx is not None:
+            if c.oof_logits is not None:
+                c.val_kappa = kappa(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
+            if c.val_kappa is not None:
+                scored[name] = c.val_kappa
+        elif c.cv_kappa is not None:
+            scored[name] = c.cv_kappa
+    if not scored:
+        sel.winner = next(n for n in candidates if n in sel.candidates and not sel.candidates[n].error)
+        sel.reason = f"no cross-validation was possible ({'; '.join(sel.notes) or 'too few rows'}): the first " \
+                     f"configured candidate, {sel.winner}, is used"
+        sel.compared_on = "nothing"
+        return sel.winner
+    best = max(scored.values())
+    tied = [n for n in scored if scored[n] >= best - TIE]
+    winner = min(tied, key=lambda n: (COST_ORDER.index(n), -scored[n]))
+    top = max(scored, key=lambda n: (scored[n], -COST_ORDER.index(n)))
+    sel.compared_on = ("the encoder's validation rows (the calibration slice of the training rows), "
+                       f"{len(val_idx)} rows: every candidate's out-of-fold (or validation) predictions there"
+                       if val_idx is not None else f"{len(sel.folds)}-fold cross-validation on {sel.rows} training rows")
+    others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != winner)
+    if winner == top:
+        sel.reason = f"{winner} has the highest kappa ({scored[winner]:.3f}" + (f"; then {others})" if others else ")")
+    else:
+        sel.reason = (f"{winner} ({scored[winner]:.3f}) is within {TIE} of the best, {top} ({scored[top]:.3f}), "
+                      f"and cheaper: ties go to the cheaper candidate" + (f" (all: {others})" if others else ""))
+    sel.winner = winner
+    return winner
+
+
+def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
+    """The winner refit on all the selection's rows: a LinearModel (linear or hybrid)."""
+    from ..evaluator._linear import LinearHead, LinearModel
+
+    n = len(sel.labels)
+    heads, blocks = {}, {}
+    for b in (("tfidf", "embed") if kind == "hybrid" else (kind,)):
+        block, x = sel.features[b]
+        c = float(sel.candidates[b].params.get("C", 1.0))
+        heads[b] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x, sel.y), n)
+        blocks[b] = block
+    stack = None
+    if kind == "hybrid":
+        stack = LinearHead.from_sklearn(_lr(STACK_C, sel.seed).fit(sel.features["hybrid"], sel.y), n)
+    return LinearModel(metric, blocks, heads, stack, max_length)
+
+
+# --- orchestration: what ``train`` calls ----------------------------------------------------------
+def set_seeds(seed: int) -> None:
+    """Seed python, numpy, torch (and transformers) before any weight or head is created."""
+    from ._loop import seed_everything
+
+    seed_everything(seed)
+    try:
+        from transformers import set_seed
+
+        set_seed(seed)
+    except ImportError:  # pragma: no cover - transformers is part of the train extra
+        pass
+
+
+def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_rows: list[dict[str, Any]],
+                   cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None, *,
+                   group_by: str | None = None, progress: bool = True, status: Status | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[Any, dict[str, Any], dict[str, Any],
+                                                                            dict[str, Any] | None]:
+    """Train the configured candidates on the training rows, pick one, calibrate it.
+
+    Returns (evaluator, training stats, calibration, selection summary or None when there was one
+    candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
+    is validated and calibrated on ``cal_rows``; linear candidates are cross-validated on all
+    ``train_rows``, the winner refit on all of them and calibrated on its out-of-fold logits.
+    """
+    from ..data import row_hash
+    from ..evaluator import Evaluator
+    from ._calibrate import calibrate
+    from ._loop import train_loop
+
+    status = status or (lambda *a: None)
+    t = cfg.train
+    kinds = list(dict.fromkeys(t.candidates))
+    present = sorted({r["label"] for r in train_rows})
+    if len(present) < 2:
+        from ..errors import AssayError
+
+        raise AssayError("training rows of at least two labels", f"only {present or 'no rows'}",
+                         "add labeled rows of the other labels (or generate them)", code="too_few_rows")
+    linear = [k for k in kinds if k != "encoder"]
+    set_seeds(t.seed)  # before any weight or head exists
+    neural = None
+    if "encoder" in kinds:  # built first: a bad base or label tokens fail before any other work
+        status("preparing", 0.5, f"loading the {cfg.model.family} base model {cfg.model.base_name}")
+        neural = Evaluator.create(metric, cfg.model, device=t.device, precision=t.precision)
+    sel: Selection | None = None
+    if linear:
+        status("selecting", 0.0, f"cross-validating {', '.join(linear)} on {len(train_rows)} training rows")
+
+        def embed() -> Any:
+            from ..evaluator._base_models import resolve_base
+            from ..evaluator._linear import EmbedFeatures
+
+            base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
+            return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size)
+
+        sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
+                             embed=embed, status=status)
+    stats: dict[str, Any] = {}
+    if neural is not None:
+        set_seeds(t.seed)  # the same batches and dropout whatever ran before
+        status("training", 0.0, f"training on {len(fit_rows)} rows")
+        t0 = time.perf_counter()
+        stats = train_loop(neural, fit_rows, t, progress=progress, on_status=status, should_stop=should_stop)
+        seconds = time.perf_counter() - t0
+        if sel is not None:
+            cand = Candidate("encoder", seconds=seconds, params={"family": cfg.model.family,
+                                                                 "lora": bool(cfg.model.lora)},
+                             validated_on=f"one held-back slice of {len(cal_rows)} training rows (the calibration "
+                                          f"rows; trained on the other {len(fit_rows)})")
+            if len(cal_rows) >= 2:
+                k = len(metric.labels)
+                yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
+                pv = decide(neural.predict_logits(cal_rows, t.eval_batch_size))
+                cand.val_kappa = kappa(yv, pv, k)
+                cand.cv_kappa = cand.val_kappa
+                cand.ci = kappa_ci(yv, pv, k, t.seed)
+            else:
+                cand.error = "no validation rows (too few training rows for a calibration slice)"
+            sel.candidates["encoder"] = cand
+    if sel is None:  # the encoder alone: no selection
+        assert neural is not None
+        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior)
+        stats["eval_batch_size"] = t.eval_batch_size
+        return neural, stats, cal, None
+    val_idx = None
+    if neural is not None and "encoder" in sel.candidates and sel.candidates["encoder"].val_kappa is not None:
+        pos = {row_hash(r): i for i, r in enumerate(train_rows)}
+        val_idx = np.array([pos[row_hash(r)] for r in cal_rows if row_hash(r) in pos], dtype=int)
+    if not sel.folds:  # no CV: a hybrid cannot be stacked
+        kinds = [k for k in kinds if k != "hybrid"] or ["tfidf"]
+    winner = choose(sel, kinds, val_idx)
+    if winner == "encoder":
+        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior)
+        stats["eval_batch_size"] = t.eval_batch_size
+        return neural, stats, cal, sel.summary()
+    status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
+    t0 = time.perf_counter()
+    model = refit(metric, sel, winner, cfg.model.max_length)
+    info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks)},
+            "model": cfg.model.model_dump(mode="json")}
+    if "embed" in model.blocks:
+        info["base"] = model.blocks["embed"].base.to_dict()
+    ev = Evaluator(metric, model, info=info, device="cpu")
+    stats = {"family": model.family, "kind": winner, "rows": len(train_rows), "steps": 0,
+             "seconds": round(time.perf_counter() - t0, 2), "eval_batch_size": t.eval_batch_size,
+             "device": "cpu", "selection_seconds": round(sum(c.seconds for c in sel.candidates.values()), 2)}
+    oof = sel.candidates[winner].oof_logits
+    if oof is not None:
+        cal = calibrate(ev, train_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        logits=oof, source=f"out-of-fold scores of the {len(sel.folds)}-fold cross-validation "
+                                           "(every training row)")
+    else:
+        cal = calibrate(ev, [], t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        source="no rows (no cross-validation was possible)")
+    return ev, stats, cal, sel.summary()

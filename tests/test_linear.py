@@ -1,0 +1,92 @@
+"""Linear and hybrid artifacts: safetensors + JSON only, reloaded by Evaluator.from_pretrained, same scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_select import config, make_data
+
+pytest.importorskip("sklearn")
+
+
+@pytest.mark.parametrize("candidate,family", [("tfidf", "linear"), ("embed", "linear"), ("hybrid", "hybrid")])
+def test_linear_and_hybrid_artifacts_round_trip(tmp_path, candidate, family):
+    from assay.evaluator import Evaluator
+    from assay.train import train
+
+    _, test = make_data(tmp_path, n_train=80, n_test=40)
+    result = train(config(tmp_path, [candidate]), progress=False)
+    ev = result.evaluator
+    assert ev.family == family
+    files = sorted(p.name for p in result.artifact_dir.iterdir())
+    assert "linear.safetensors" in files and "evaluator.json" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".bin", ".pt"))]
+    loaded = Evaluator.from_pretrained(result.artifact_dir)
+    assert loaded.family == family and loaded.info["linear"]["kind"] == candidate
+    rows = test + [{"input": "an input with words nobody saw, zzkq"}, {"input": ""}]
+    np.testing.assert_allclose(loaded.predict_proba(rows), ev.predict_proba(rows), rtol=1e-6, atol=1e-7)
+    a, b = ev.score(rows), loaded.score(rows)
+    assert [s.label for s in a] == [s.label for s in b]
+    assert loaded.threshold == pytest.approx(ev.threshold) and loaded.temperature == pytest.approx(ev.temperature)
+    probs = loaded.predict_proba(rows)
+    assert probs.shape == (len(rows), 2) and np.allclose(probs.sum(1), 1.0)
+
+
+def test_tfidf_features_rebuilt_from_vocabulary_match_sklearn(tmp_path):
+    """The stored vocabulary + idf + analyzer settings rebuild the fitted vectorizers exactly (no pickle)."""
+    from assay.evaluator._linear import TfidfFeatures
+    from assay.metrics import load_metric
+
+    train, test = make_data(tmp_path, n_train=60, n_test=20)
+    metric = load_metric("toxicity")
+    fitted = TfidfFeatures(metric)
+    fitted.fit(train)
+    tensors, meta = fitted.state()
+    import json
+
+    rebuilt = TfidfFeatures.from_state(metric, tensors, json.loads(json.dumps(meta)))
+    a, b = fitted.transform(test).toarray(), rebuilt.transform(test).toarray()
+    assert a.shape == b.shape and a.any()
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_head_from_binary_sklearn_matches_predict_proba():
+    from sklearn.linear_model import LogisticRegression
+
+    from assay.evaluator._linear import LinearHead
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    y = (x[:, 0] > 0).astype(int) + 1  # labels 1 and 2 of three: label 0 never seen
+    clf = LogisticRegression().fit(x, y)
+    head = LinearHead.from_sklearn(clf, 3)
+    z = head.logits(x)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(p[:, 1:], clf.predict_proba(x), atol=1e-9)
+    assert p[:, 0].max() < 1e-9
+
+
+def test_linear_artifact_scores_through_the_cli(tmp_path):
+    """`assay score` / `assay inspect` work on a linear artifact unchanged (same Evaluator API)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+    from assay.train import train
+
+    _, test = make_data(tmp_path, n_train=60, n_test=30)
+    result = train(config(tmp_path, ["tfidf"]), progress=False)
+    data = tmp_path / "to_score.jsonl"
+    data.write_text("".join(json.dumps({"id": r["id"], "input": r["input"]}) + "\n" for r in test[:5]))
+    out = tmp_path / "scores.jsonl"
+    res = CliRunner().invoke(cli, ["score", str(result.artifact_dir), str(data), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(scored) == 5 and all(s["label"] in ("true", "false") for s in scored)
+    expect = result.evaluator.score([{"input": r["input"]} for r in test[:5]])
+    assert [s["label"] for s in scored] == [s.label for s in expect]
+    res = CliRunner().invoke(cli, ["inspect", str(result.artifact_dir), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["family"] == "linear"
