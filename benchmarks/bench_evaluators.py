@@ -277,7 +277,9 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
            f"Run {started} to {finished}; assay {_assay_version()}.", "", *lines, "",
            "Shipped: `assay.train.train` with `train.candidates: [" + args.candidates + "]`: model selection by "
            f"{args.cv_folds}-fold cross-validation (stratified, grouped) on the training rows only, the winner refit on "
-           "all of them and calibrated on its out-of-fold scores; figures on the held-out rows. TF-IDF+LR and "
+           "all of them and calibrated on its out-of-fold scores; figures on the held-out rows"
+           + ("" if "encoder" in args.candidates else " (the config default also has the `encoder` candidate: "
+              "left out here for the CPU time budget)") + ". TF-IDF+LR and "
            "majority: the report's baselines, fitted on the same training rows in the same process (threshold 0.5). "
            f"SetFit: the `setfit` package, same MiniLM body, {args.setfit_steps} contrastive steps (batch 16, "
            f"num_iterations 20), max_length {args.setfit_max_length}, logistic-regression head (balanced class weights), threshold 0.5; "
