@@ -115,49 +115,32 @@ def create_project(body: ProjectIn, request: Request) -> Project:
     return _reg(request).create_project(body.name, body.description)
 
 
-def _project(request: Request, ref: str, need: str) -> Project:
-    """The project, if the caller may ``need`` it (else 404 for strangers, 403 for small roles)."""
+def _visible(request: Request, kind: str, ref: str, need: str, get: Any) -> Any:
+    """``get(ref)``, if the caller may ``need`` it: 404 for strangers (names never leak), 403 for small roles."""
     try:
-        p = _reg(request).get_project(ref)
+        obj = get(ref)
     except AssayError as exc:
         if exc.code != "not_found":
             raise
-        raise acc.hidden("project", ref) from None
-    acc.check(request, p.id, need, "project", ref)
-    return p
+        raise acc.hidden(kind, ref) from None
+    acc.check(request, obj.project_id if kind != "project" else obj.id, need, kind, ref)
+    return obj
+
+
+def _project(request: Request, ref: str, need: str) -> Project:
+    return _visible(request, "project", ref, need, _reg(request).get_project)
 
 
 def _dataset(request: Request, dataset_id: str, need: str) -> Dataset:
-    try:
-        ds = _reg(request).get_dataset(dataset_id)
-    except AssayError as exc:
-        if exc.code != "not_found":
-            raise
-        raise acc.hidden("dataset", dataset_id) from None
-    acc.check(request, ds.project_id, need, "dataset", dataset_id)
-    return ds
+    return _visible(request, "dataset", dataset_id, need, _reg(request).get_dataset)
 
 
 def _run(request: Request, run_id: str, need: str) -> Run:
-    try:
-        run = _reg(request).get_run(run_id)
-    except AssayError as exc:
-        if exc.code != "not_found":
-            raise
-        raise acc.hidden("run", run_id) from None
-    acc.check(request, run.project_id, need, "run", run_id)
-    return run
+    return _visible(request, "run", run_id, need, _reg(request).get_run)
 
 
 def _metric(request: Request, name: str, need: str) -> Metric:
-    try:
-        m = _reg(request).get_metric(name)
-    except AssayError as exc:
-        if exc.code != "not_found":
-            raise
-        raise acc.hidden("metric", name) from None
-    acc.check(request, m.project_id, need, "metric", name)
-    return m
+    return _visible(request, "metric", name, need, _reg(request).get_metric)
 
 
 @router.get("/projects/{project}", response_model=Project, tags=["projects"], responses=_ERRORS)
