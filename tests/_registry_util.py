@@ -69,3 +69,16 @@ def finished_run(reg: Registry, project: str = "demo", **train_kw: Any) -> str:
 
 def dumps(rows: list[dict[str, Any]]) -> bytes:
     return ("\n".join(json.dumps(r) for r in rows) + "\n").encode()
+
+
+ERROR_KEYS = {"code", "message", "expected", "found", "fix"}
+
+
+def error_of(resp, status: int, code: str | None = None) -> dict:
+    """The API's one error shape, ``{"error": {code, message, expected, found, fix}}``, with this status."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and ERROR_KEYS <= set(body["error"]), body
+    if code:
+        assert body["error"]["code"] == code, body
+    return body["error"]

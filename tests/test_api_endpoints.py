@@ -9,13 +9,19 @@ import io
 import json
 
 import pytest
-from _registry_util import BINARY_MAP, dumps, fake_worker, make_registry, sample_test_set, sample_train_set
+from _registry_util import (
+    BINARY_MAP,
+    dumps,
+    fake_worker,
+    make_registry,
+    sample_test_set,
+    sample_train_set,
+)
+from _registry_util import error_of as _err
 from fastapi.testclient import TestClient
 
 from assay.registry._fake import FakeEvaluator
 from assay.server import create_app
-
-ERROR_KEYS = {"code", "message", "expected", "found", "fix"}
 
 
 @pytest.fixture
@@ -29,15 +35,6 @@ def reg(registry_db, tmp_path):
 def api(reg):
     with TestClient(create_app(reg, batch_wait_ms=50), raise_server_exceptions=False) as c:
         yield c
-
-
-def _err(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and ERROR_KEYS <= set(body["error"]), body
-    if code:
-        assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 def _upload(api, project: str, content: bytes, filename: str, metric: str = "toxicity", **fields):

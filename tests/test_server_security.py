@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _registry_util import BINARY_MAP, finished_run, make_registry, sample_test_set
+from _registry_util import error_of as _err
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -20,16 +21,16 @@ from assay.cli._serve import is_loopback
 from assay.providers import ServerProviders
 from assay.server import create_app
 
-ERROR_KEYS = {"code", "message", "expected", "found", "fix"}
 
-
-def _err(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and ERROR_KEYS <= set(body["error"]), body
-    if code:
-        assert body["error"]["code"] == code, body
-    return body["error"]
+def _send_chat(handler: BaseHTTPRequestHandler, content: str, completion_tokens: int) -> None:
+    """Answer an OpenAI-compatible chat request with ``content``."""
+    body = json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens}}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 class Recorder:
@@ -42,13 +43,7 @@ class Recorder:
             def do_POST(self):  # noqa: N802
                 seen.append(self.headers.get("Authorization"))
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.dumps({"choices": [{"message": {"content": "true"}, "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 5, "completion_tokens": 1}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                _send_chat(self, "true", completion_tokens=1)
 
             def log_message(self, *a):
                 pass
@@ -335,14 +330,7 @@ def test_zero_row_generation_fails_with_counts(tmp_path):
                 self.send_response(500)
                 self.end_headers()
                 return
-            body = json.dumps({"choices": [{"message": {"content": "Sorry, I cannot help with that."},
-                                            "finish_reason": "stop"}],
-                               "usage": {"prompt_tokens": 5, "completion_tokens": 5}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            _send_chat(self, "Sorry, I cannot help with that.", completion_tokens=5)
 
         def log_message(self, *a):
             pass
