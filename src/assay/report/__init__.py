@@ -7,6 +7,7 @@ from ._metrics import (
     average_precision,
     bootstrap_ci,
     classification_metrics,
+    cohen_kappa,
     expected_calibration_error,
     reliability_bins,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "baseline_text",
     "bootstrap_ci",
     "classification_metrics",
+    "cohen_kappa",
     "evaluate",
     "expected_calibration_error",
     "machine_info",

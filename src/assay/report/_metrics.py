@@ -150,6 +150,12 @@ def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
 
 
+def cohen_kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float | None:
+    """Cohen's kappa of two label-index arrays over ``k`` labels; None when chance agreement is total."""
+    cm = np.bincount(np.asarray(y) * k + np.asarray(pred), minlength=k * k).reshape(k, k).astype(float)
+    return _kappa(cm) if cm.sum() else None
+
+
 def _kappa(cm: np.ndarray) -> float | None:
     n = cm.sum()
     po = np.trace(cm) / n

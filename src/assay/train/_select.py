@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import require
+from ..report import bootstrap_ci, cohen_kappa
 
 COST_ORDER = ("tfidf", "embed", "hybrid", "encoder")  # cheapest first: the tie-break
 TIE = 0.01  # kappa within this of the best counts as a tie
@@ -39,23 +40,13 @@ Status = Callable[[str, "float | None", str], None]
 
 
 def kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    """Cohen's kappa of two label-index arrays (0 when chance agreement is total)."""
-    cm = np.zeros((k, k))
-    np.add.at(cm, (y, pred), 1)
-    n = cm.sum()
-    if n == 0:
-        return 0.0
-    po = np.trace(cm) / n
-    pe = float((cm.sum(0) * cm.sum(1)).sum()) / (n * n)
-    return float((po - pe) / (1 - pe)) if pe < 1 - 1e-12 else 0.0
+    """Cohen's kappa (the report's), 0 when chance agreement is total: a candidate that predicts one label."""
+    return cohen_kappa(y, pred, k) or 0.0
 
 
 def kappa_ci(y: np.ndarray, pred: np.ndarray, k: int, seed: int, n_boot: int = BOOT) -> list[float] | None:
-    if len(y) < 5:
-        return None
-    rng = np.random.default_rng(seed)
-    vals = [kappa(y[i], pred[i], k) for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
-    return [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+    """The report's bootstrap interval for kappa; None below 5 rows."""
+    return bootstrap_ci(y, pred, k, n_boot=n_boot, seed=seed)["kappa"] if len(y) >= 5 else None
 
 
 def decide(logits: np.ndarray) -> np.ndarray:
