@@ -145,7 +145,6 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     """Run a whole training job from a config (object or YAML path); returns the artifact."""
     import yaml
 
-
     cfg = config if isinstance(config, Config) else load_config(config)
     status: Status = on_status or (lambda stage, fraction, message: None)
     metric = cfg.metric_spec()
@@ -205,7 +204,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     # Candidates (train.candidates) on the training rows only; the winner is calibrated and shipped.
     ev, stats, cal, selection = fit_and_select(
         cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
-        group_by=getattr(split, "group_by", None), progress=progress, status=status, should_stop=should_stop)
+        group_by=split.group_by, progress=progress, status=status, should_stop=should_stop)
     if ev.family in ("linear", "hybrid"):  # refit on every training row, calibrated out of fold
         counts.update(fit_rows=len(train_rows), calibration_rows=0)
         cal_rows = []
