@@ -73,3 +73,25 @@ def test_seeds_are_set_before_the_head_is_created(monkeypatch):
         _select.fit_and_select(cfg, load_metric("toxicity"), rows, rows, [], None, progress=False)
     assert order and order[0] == "seed 7" and order[-1] == "create"
     assert torch.initial_seed() is not None
+
+
+def test_safetensors_bytes_do_not_depend_on_hash_order(tmp_path):
+    """safetensors writes its metadata from a hash map (either key order, by chance); save_tensors sorts
+    the header, so the same tensors and metadata give the same bytes every time, and the file still loads."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from assay.evaluator._common import save_tensors
+
+    tensors = {"head.b": torch.arange(3, dtype=torch.float64), "head.a": torch.ones(2, 5)}
+    meta = {"format": "pt", "blocks": "tfidf,embed", "zeta": "1"}
+    ours = set()
+    for i in range(24):
+        save_tensors(tensors, tmp_path / f"ours{i}.safetensors", meta)
+        ours.add((tmp_path / f"ours{i}.safetensors").read_bytes())
+    assert len(ours) == 1  # (plain save_file gives several here on safetensors 0.8)
+    back = load_file(str(tmp_path / "ours0.safetensors"))
+    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    with safe_open(str(tmp_path / "ours0.safetensors"), "pt") as f:
+        assert f.metadata() == meta

@@ -170,12 +170,34 @@ def wrap_lora(model: nn.Module, lora: LoraSettings, targets: Any, base_name: str
         ) from None
 
 
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write a safetensors file whose bytes depend only on its contents (see :func:`canonical_bytes`)."""
+    from safetensors.torch import save
+
+    raw = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=dict(metadata or {}))
+    Path(path).write_bytes(canonical_bytes(raw))
+
+
+def canonical_bytes(raw: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted.
+
+    safetensors keeps ``__metadata__`` in a hash map, so two metadata keys come out in either order
+    from one save to the next; readers use the explicit data offsets, not the key order, so sorting
+    keeps the file valid and makes the same tensors and metadata always give the same bytes.
+    """
+    import json
+    import struct
+
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + raw[8 + n:]
+
+
 def save_adapter(peft_model: nn.Module, folder: Path) -> list[str]:
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(peft_model).items()}
-    save_file(state, str(folder / ADAPTER_FILE), metadata={"format": "pt"})
+    save_tensors(get_peft_model_state_dict(peft_model), folder / ADAPTER_FILE, {"format": "pt"})
     peft_model.peft_config["default"].save_pretrained(str(folder))
     return [ADAPTER_FILE, "adapter_config.json"]
 
@@ -198,7 +220,9 @@ def load_adapter(peft_model: nn.Module, folder: Path) -> None:
 def save_full(model: nn.Module, folder: Path) -> list[str]:
     from safetensors.torch import save_model
 
-    save_model(model, str(folder / FULL_FILE), metadata={"format": "pt"})
+    path = folder / FULL_FILE
+    save_model(model, str(path), metadata={"format": "pt"})  # tied weights stored once, as load_model expects
+    path.write_bytes(canonical_bytes(path.read_bytes()))
     return [FULL_FILE]
 
 

@@ -30,7 +30,7 @@ from ..errors import AssayError
 from ..metrics import InputShape, MetricSpec, field_text, judged_field, render, swap_pair
 from ._base_models import BaseRef
 from ._common import (HEAD_FILE, Encoded, LabelModel, load_adapter, load_full, render_fitted, save_adapter, save_full,
-                      wrap_lora)
+                      save_tensors, wrap_lora)
 
 # Attention and MLP projections of BERT-like encoders, not the unused pooler.
 DEFAULT_TARGETS = r"^(?!.*pooler).*\.(query|key|value|dense)$"
@@ -183,11 +183,8 @@ class EncoderModel(LabelModel):
         }
 
     def save_weights(self, folder: Path) -> list[str]:
-        from safetensors.torch import save_file
-
         files = save_adapter(self.net, folder) if self.lora else save_full(self.net, folder)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-        save_file(state, str(folder / HEAD_FILE), metadata={"format": "pt"})
+        save_tensors(self.head.state_dict(), folder / HEAD_FILE, {"format": "pt"})
         return files + [HEAD_FILE]
 
     def load_weights(self, folder: Path) -> None:

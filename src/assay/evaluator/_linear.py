@@ -305,7 +305,7 @@ class LinearModel(nn.Module):
 
     # --- weights ------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> list[str]:
-        from safetensors.torch import save_file
+        from ._common import save_tensors
 
         tensors: dict[str, torch.Tensor] = {}
         files = [WEIGHTS_FILE]
@@ -320,8 +320,7 @@ class LinearModel(nn.Module):
             tensors.update(t)
             (folder / VOCAB_FILE).write_text(json.dumps(meta, ensure_ascii=False))
             files.append(VOCAB_FILE)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_FILE),
-                  metadata={"format": "pt", "blocks": ",".join(self.blocks)})
+        save_tensors(tensors, folder / WEIGHTS_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
         return files
 
     @classmethod
