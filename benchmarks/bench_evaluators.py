@@ -157,6 +157,10 @@ def run_one(ds: Dataset, regime: str, test: list[dict[str, Any]], uploaded: list
         data["group_by"] = ds.group_by
     train_cfg: dict[str, Any] = {"seed": args.seed, "candidates": args.candidates.split(","),
                                  "cv_folds": args.cv_folds, "num_threads": args.threads}
+    if args.threshold_objective:
+        train_cfg["threshold_objective"] = args.threshold_objective
+    if args.contrastive_steps:
+        train_cfg["contrastive_steps"] = args.contrastive_steps
     cfg = config_from_dict({
         "metric": ds.metric, "data": data,
         "model": {"family": "encoder", "max_length": args.max_length},
@@ -293,6 +297,10 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
            f"rows (split by train() itself), nothing else; 2k = the same seeds + {args.n_train} uploaded rows "
            "(fewer when the file has fewer)",
            f"- max_length {args.max_length}; torch threads {args.threads}; seed {args.seed}; bootstrap {args.bootstrap}",
+           f"- threshold objective: {args.threshold_objective or 'the config default'}; contrastive candidate: "
+           + (f"{args.contrastive_steps or 'default'} steps per tuning" if "contrastive" in args.candidates
+              else "not run"),
+           "- command: python benchmarks/bench_evaluators.py " + " ".join(sys.argv[1:]),
            "- test set and uploaded rows: disjoint by group (a seeded hash of the group decides), groups: "
            + ", ".join(f"{d.name} by {d.group_by or 'content'}" for d in DATASETS.values()),
            f"- datasets: {', '.join(sorted({r['dataset'] + ' (' + r.get('file', '') + ')' for r in results}))}",
@@ -335,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the shared JSONL files")
     p.add_argument("--candidates", default="tfidf,embed,hybrid", help="train.candidates of the shipped evaluator")
     p.add_argument("--cv-folds", type=int, default=5)
+    p.add_argument("--threshold-objective", default=None, help="train.threshold_objective (default: the config's)")
+    p.add_argument("--contrastive-steps", type=int, default=None, help="train.contrastive_steps")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--n-seeds", type=int, default=100)
     p.add_argument("--n-eval", type=int, default=500)

@@ -100,3 +100,26 @@ def test_split_is_stratified_deterministic_and_order_free(shared_data):
         assert abs(k - 0.2 * n) <= 1
     assert not {row_hash(r) for r in s1.seeds} & {row_hash(r) for r in s1.held_out}
     assert split_rows(rows, 0.2, seed=1).manifest() != s1.manifest()
+
+
+def test_one_reader_gives_exact_positions_deep_in_a_file_and_the_same_rows_in_chunks(tmp_path):
+    """CLI and server read files with one chunked reader: a bad byte far past the first buffer is
+    reported at its exact byte offset and line by both; chunking does not change the records."""
+    from assay.data import iter_records, read_records
+    from assay.errors import AssayError
+    from assay.registry._ingest import _records
+
+    head = "input,label\n" + "".join(f"row number {i} is fine,false\n" for i in range(20000))
+    bad_at = len(head.encode()) + len("caf")
+    path = tmp_path / "big.csv"
+    path.write_bytes(head.encode() + b"caf\xe9 au lait,true\n" + b"last,false\n")
+    for read in (lambda: read_records(path), lambda: list(_records(path, "upload.csv", "csv"))):
+        with pytest.raises(AssayError) as exc:
+            read()
+        assert f"byte offset {bad_at}" in exc.value.found and "line 20002" in exc.value.found
+        assert exc.value.code == "invalid_encoding"
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text("\ufeff" + "".join(f'{{"input": "r{i}", "label": "true"}}\n' for i in range(23)), encoding="utf-8")
+    chunks = list(iter_records(ok, chunk=5))
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
+    assert [r for c in chunks for r in c] == read_records(ok) and read_records(ok)[0]["input"] == "r0"

@@ -103,10 +103,18 @@ class TrainingConfig(_Strict):
     # family in model: (encoder or decoder; validated on one held-back slice, the calibration rows, since
     # k fine-tunes cost too much), "tfidf": TF-IDF word + char n-grams -> logistic regression, "embed":
     # frozen mean-pooled embeddings of the base encoder -> logistic regression, "hybrid": logistic
-    # regression stacked on the out-of-fold probabilities of tfidf and embed. One candidate: no selection.
-    candidates: list[Literal["encoder", "tfidf", "embed", "hybrid"]] = Field(
+    # regression stacked on the out-of-fold probabilities of tfidf and embed (and contrastive when it is a
+    # candidate), "contrastive": the base encoder fine-tuned on contrastive pairs of the training rows
+    # (SetFit's recipe; tuned anew in each fold) -> logistic regression. One candidate: no selection.
+    candidates: list[Literal["encoder", "tfidf", "embed", "contrastive", "hybrid"]] = Field(
         default_factory=lambda: ["encoder", "tfidf", "embed", "hybrid"], min_length=1)
     cv_folds: int = Field(5, ge=2, le=20)  # k of the k-fold selection CV (stratified, grouped by data.group_by)
+    # The contrastive candidate tunes the body k + 1 times (once per fold, once on all rows): on a 2-core CPU
+    # about 1-3 s a step at 128 tokens, so 64 steps x 6 tunings is 6-20 minutes. Not in the default list.
+    contrastive_steps: int = Field(64, ge=1)  # optimizer steps of each tuning (pairs = steps x batch size)
+    contrastive_batch_size: int = Field(16, ge=2)
+    contrastive_lr: float = Field(2e-5, gt=0)
+    contrastive_max_length: int = Field(128, ge=8)  # tokens per row for this candidate (at most model.max_length)
 
 
 class ReportConfig(_Strict):

@@ -1,6 +1,6 @@
 """Datasets: read CSV/JSONL/Parquet, map columns, validate against a metric, split."""
 
-from ._io import CANONICAL, normalize_label, read_records, row_hash, rows_hash, to_rows, write_rows
+from ._io import CANONICAL, iter_records, normalize_label, read_records, row_hash, rows_hash, to_rows, write_rows
 from ._load import load_rows
 from ._split import DEFAULT_GROUP_BY, Split, exclude_groups, group_key, held_out_overlap, resolve_group_by, split_rows
 from ._validate import RowProblem, Validation, validate_rows
@@ -16,6 +16,7 @@ __all__ = [
     "held_out_overlap",
     "load_rows",
     "normalize_label",
+    "iter_records",
     "read_records",
     "resolve_group_by",
     "row_hash",

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import AssayError
 
@@ -48,85 +48,119 @@ def check_encoding(encoding: str | None) -> str | None:
                          code="invalid_input") from None
 
 
-def _decode(path: Path, encoding: str | None, fmt: str) -> str:
-    """The file's text; a byte that is not valid in the encoding becomes one AssayError line."""
+CHUNK_ROWS = 5000  # rows per chunk of iter_records
+
+
+def _guess(raw: bytes, encoding: str | None) -> str:
+    if encoding:
+        return ""
+    try:
+        raw.decode("cp1252")
+        return "; it looks like a Latin-1 / Windows-1252 file (a spreadsheet export)"
+    except UnicodeDecodeError:
+        return "; it does not look like text"
+
+
+def _undecodable(name: str, exc: UnicodeDecodeError, raw: bytes, offset: int, line: int,
+                 encoding: str | None) -> AssayError:
+    """``raw`` failed to decode at ``exc.start``; ``raw`` starts at byte ``offset`` of the file, on ``line``."""
+    at = offset + exc.start
+    bad = raw[exc.start:exc.start + 4].hex(" ")
+    return AssayError(
+        f"{exc.encoding.upper().replace('-SIG', '')}-encoded text in {name}",
+        f"bytes that are not valid {exc.encoding} at byte offset {at} (line {line}: {bad}){_guess(raw, encoding)}",
+        "re-save the file as UTF-8, or pass its encoding with --encoding latin-1 (data.encoding in the config)",
+        code="invalid_encoding")
+
+
+def _binary(name: str, fmt: str, head: bytes) -> AssayError:
+    where = head.index(b"\x00")
+    line = head[:where].count(b"\n") + 1
+    return AssayError(f"a {fmt.upper()} text file",
+                      f"binary data in {name} (a NUL byte at byte offset {where}, line {line})",
+                      "export the data as UTF-8 text (CSV, JSONL) or Parquet with a .parquet name",
+                      code="invalid_encoding")
+
+
+def _is_utf8(enc: str) -> bool:
+    return enc.replace("-", "").replace("_", "").lower().startswith("utf8")
+
+
+def _decode(path: Path, encoding: str | None, fmt: str, name: str) -> str:
+    """The whole file's text (JSON, and encodings whose newline is not the byte 0x0A)."""
     raw = path.read_bytes()
     enc = check_encoding(encoding) or "utf-8-sig"  # UTF-8, with or without a byte-order mark
-    if b"\x00" in raw[:8192] and enc.replace("-", "").replace("_", "").lower().startswith("utf8"):
-        where = raw.index(b"\x00")
-        line = raw[:where].count(b"\n") + 1
-        raise AssayError(
-            f"a {fmt.upper()} text file",
-            f"binary data in {path.name} (a NUL byte at byte offset {where}, line {line})",
-            "export the data as UTF-8 text (CSV, JSONL) or Parquet with a .parquet name", code="invalid_encoding")
+    if b"\x00" in raw[:8192] and _is_utf8(enc):
+        raise _binary(name, fmt, raw[:8192])
     try:
         return raw.decode(enc)
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        bad = raw[exc.start:exc.start + 4].hex(" ")
-        guess = ""
-        if not encoding:
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        exc.start -= start
+        raise _undecodable(name, exc, raw[start:], start, line, encoding) from None
+
+
+def _lines(path: Path, encoding: str | None, fmt: str, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, read and decoded one line at a time (memory: one line)."""
+    enc = check_encoding(encoding) or "utf-8-sig"
+    with path.open("rb") as fh:
+        head = fh.read(8192)
+        if b"\x00" in head and _is_utf8(enc):
+            raise _binary(name, fmt, head)
+        fh.seek(0)
+        offset = 0
+        for n, raw in enumerate(fh, 1):
+            if n == 1 and enc == "utf-8-sig" and raw.startswith(b"\xef\xbb\xbf"):
+                raw, offset = raw[3:], 3
             try:
-                raw.decode("cp1252")
-                guess = "; it looks like a Latin-1 / Windows-1252 file (a spreadsheet export)"
-            except UnicodeDecodeError:
-                guess = "; it does not look like text"
-        raise AssayError(
-            f"{exc.encoding.upper().replace('-SIG', '')}-encoded text in {path.name}",
-            f"bytes that are not valid {exc.encoding} at byte offset {exc.start} (line {line}: {bad}){guess}",
-            "re-save the file as UTF-8, or pass its encoding with --encoding latin-1 "
-            "(data.encoding in the config)",
-            code="invalid_encoding",
-        ) from None
+                text = raw.decode(enc if enc != "utf-8-sig" else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise _undecodable(name, exc, raw, offset, n, encoding) from None
+            offset += len(raw)
+            yield n, text
 
 
-def read_records(path: str | Path, fmt: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
-    """The file's records as dicts, with its own column names.
-
-    ``encoding`` is the text encoding of CSV/TSV/JSONL/JSON files (default UTF-8, with or without
-    a BOM); a byte that does not decode, or a corrupt Parquet file, is one AssayError line that
-    names the problem and where it is.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise AssayError("a data file", f"no file at {path}", "check the path", code="not_found")
-    if path.is_dir():
-        raise AssayError("a data file", f"{path} is a folder", "give the path of a .csv, .jsonl or .parquet file",
-                         code="invalid_input")
-    fmt = detect_format(path, fmt)
-    if path.stat().st_size == 0:
-        raise AssayError("rows in the data file", f"{path.name} is empty", "add labeled rows", code="empty_file")
-    if fmt in ("csv", "tsv"):
-        text = _decode(path, encoding, fmt)
+def _parse_jsonl(lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[str, Any]]:
+    for n, line in lines:
+        if not line.strip():
+            continue
         try:
-            records = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ","))
-        except csv.Error as exc:
-            raise AssayError(f"a well-formed {fmt.upper()} file", f"{exc} in {path.name}",
-                             f"fix the file or export it again as {fmt.upper()}", code="invalid_format") from None
-    elif fmt == "jsonl":
-        records = []
-        for n, line in enumerate(_decode(path, encoding, fmt).split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AssayError(
-                    "one JSON object per line",
-                    f"invalid JSON on line {n} of {path.name} ({exc.msg})",
-                    f"fix line {n} or remove it",
-                    code="invalid_format",
-                ) from None
-            if not isinstance(obj, dict):
-                raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {n}",
-                                 "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
-            records.append(obj)
-    elif fmt == "json":
-        try:
-            obj = json.loads(_decode(path, encoding, fmt))
+            obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AssayError("a JSON array of rows", f"invalid JSON ({exc.msg}, line {exc.lineno})",
+            raise AssayError("one JSON object per line", f"invalid JSON on line {n} of {name} ({exc.msg})",
+                             f"fix line {n} or remove it", code="invalid_format") from None
+        except RecursionError:
+            raise AssayError("one JSON object per line", f"JSON nested too deeply on line {n} of {name}",
+                             "flatten the row", code="invalid_format") from None
+        if not isinstance(obj, dict):
+            raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {n} of {name}",
+                             "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
+        yield obj
+
+
+def _parse_csv(lines: Iterator[tuple[int, str]], fmt: str) -> Iterator[dict[str, Any]]:
+    csv.field_size_limit(64 * 2**20)
+    for rec in csv.DictReader((text for _, text in lines), delimiter="\t" if fmt == "tsv" else ","):
+        rec.pop(None, None)  # cells beyond the header have no column name
+        yield rec
+
+
+def _read_whole(path: Path, fmt: str, encoding: str | None, name: str) -> list[dict[str, Any]]:
+    """JSON and Parquet files (and text in UTF-16/32), read at once."""
+    if fmt in ("csv", "tsv", "jsonl"):
+        text = _decode(path, encoding, fmt, name)
+        lines = enumerate(io.StringIO(text, newline=""), 1)
+        return list(_parse_csv(lines, fmt) if fmt != "jsonl" else _parse_jsonl(lines, name))
+    if fmt == "json":
+        try:
+            obj = json.loads(_decode(path, encoding, fmt, name))
+        except json.JSONDecodeError as exc:
+            raise AssayError("a JSON array of rows", f"invalid JSON in {name} ({exc.msg}, line {exc.lineno})",
                              "fix the file or use JSONL", code="invalid_format") from None
+        except RecursionError:
+            raise AssayError("a JSON array of rows", f"JSON nested too deeply in {name}", "flatten the rows",
+                             code="invalid_format") from None
         records = obj.get("rows", obj.get("data")) if isinstance(obj, dict) else obj
         if not isinstance(records, list):
             raise AssayError("a JSON array of row objects", f"a {type(obj).__name__}",
@@ -135,22 +169,67 @@ def read_records(path: str | Path, fmt: str | None = None, encoding: str | None 
         if bad is not None:
             raise AssayError("a JSON object for each row", f"a {type(records[bad]).__name__} at row {bad + 1}",
                              "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
-    else:
-        from ..errors import require
+        return records
+    from ..errors import require
 
-        pq = require("pyarrow.parquet", "reading Parquet files", extra="data", package="pyarrow")
-        try:
-            records = pq.read_table(path).to_pylist()
-        except Exception as exc:  # ArrowInvalid, OSError ...: a corrupt or truncated file
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise AssayError(f"a readable Parquet file at {path.name}",
-                             f"a file pyarrow cannot read ({type(exc).__name__}: {msg})",
-                             "export the file again (or give CSV/JSONL with the matching extension)",
-                             code="invalid_format") from None
-    if not records:
-        raise AssayError("rows in the data file", f"{path.name} has a header but no rows", "add labeled rows",
+    pq = require("pyarrow.parquet", "reading Parquet files", extra="data", package="pyarrow")
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # ArrowInvalid, OSError ...: a corrupt or truncated file
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise AssayError(f"a readable Parquet file at {name}", f"a file pyarrow cannot read ({type(exc).__name__}: {msg})",
+                         "export the file again (or give CSV/JSONL with the matching extension)",
+                         code="invalid_format") from None
+
+
+def iter_records(path: str | Path, fmt: str | None = None, encoding: str | None = None, *,
+                 name: str | None = None, chunk: int = CHUNK_ROWS) -> Iterator[list[dict[str, Any]]]:
+    """The file's records as dicts with its own column names, in chunks of up to ``chunk`` rows.
+
+    CSV, TSV and JSONL stream line by line (memory: one chunk); JSON and Parquet are read whole.
+    ``encoding``: the text encoding (default UTF-8, with or without a BOM). ``name``: the file's name
+    in messages (an upload's own name rather than its temporary path). A byte that does not decode,
+    a malformed line or a corrupt Parquet file is one AssayError that says what and where (line,
+    byte offset from the start of the file).
+    """
+    path = Path(path)
+    name = name or path.name
+    if not path.exists():
+        raise AssayError("a data file", f"no file at {path}", "check the path", code="not_found")
+    if path.is_dir():
+        raise AssayError("a data file", f"{path} is a folder", "give the path of a .csv, .jsonl or .parquet file",
+                         code="invalid_input")
+    fmt = detect_format(path, fmt)
+    if path.stat().st_size == 0:
+        raise AssayError("rows in the data file", f"{name} is empty", "add labeled rows", code="empty_file")
+    enc = check_encoding(encoding) or "utf-8"
+    if fmt in ("csv", "tsv", "jsonl") and not enc.startswith(("utf-16", "utf-32")):
+        lines = _lines(path, encoding, fmt, name)
+        records: Iterable[dict[str, Any]] = _parse_jsonl(lines, name) if fmt == "jsonl" else _parse_csv(lines, fmt)
+    else:
+        records = _read_whole(path, fmt, encoding, name)
+    n, buf = 0, []
+    try:
+        for rec in records:
+            buf.append(rec)
+            if len(buf) >= chunk:
+                n += len(buf)
+                yield buf
+                buf = []
+    except csv.Error as exc:
+        raise AssayError(f"a well-formed {fmt.upper()} file", f"{exc} in {name}",
+                         f"fix the file or export it again as {fmt.upper()}", code="invalid_format") from None
+    if buf:
+        n += len(buf)
+        yield buf
+    if n == 0:
+        raise AssayError("rows in the data file", f"{name} has a header but no rows", "add labeled rows",
                          code="empty_file")
-    return records
+
+
+def read_records(path: str | Path, fmt: str | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """All the file's records (see :func:`iter_records`)."""
+    return [rec for part in iter_records(path, fmt, encoding) for rec in part]
 
 
 def to_rows(records: Iterable[Mapping[str, Any]], columns: Mapping[str, str] | None = None,

@@ -217,20 +217,20 @@ def load_adapter(peft_model: nn.Module, folder: Path) -> None:
                          "load the artifact with the base model it was trained on", code="invalid_artifact")
 
 
-def save_full(model: nn.Module, folder: Path) -> list[str]:
+def save_full(model: nn.Module, folder: Path, name: str = FULL_FILE) -> list[str]:
     from safetensors.torch import save_model
 
-    path = folder / FULL_FILE
+    path = folder / name
     save_model(model, str(path), metadata={"format": "pt"})  # tied weights stored once, as load_model expects
     path.write_bytes(canonical_bytes(path.read_bytes()))
-    return [FULL_FILE]
+    return [name]
 
 
-def load_full(model: nn.Module, folder: Path) -> None:
+def load_full(model: nn.Module, folder: Path, name: str = FULL_FILE) -> None:
     from safetensors.torch import load_model
 
-    path = folder / FULL_FILE
+    path = folder / name
     if not path.exists():
-        raise AssayError(f"{FULL_FILE} in the artifact", f"no such file in {folder}",
+        raise AssayError(f"{name} in the artifact", f"no such file in {folder}",
                          "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
     load_model(model, str(path), strict=True)

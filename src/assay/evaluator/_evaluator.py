@@ -148,7 +148,9 @@ class Evaluator:
         from ._linear import LinearModel
 
         base = None
-        if "embed" in ((info.get("linear") or {}).get("blocks") or []):
+        from ._linear import EMBED_KINDS
+
+        if set(EMBED_KINDS) & set((info.get("linear") or {}).get("blocks") or []):
             saved = BaseRef(**info["base"])
             base = _locate_base(saved)
             if saved.files and base.files and saved.files != base.files:

@@ -10,6 +10,9 @@ Feature blocks:
 - ``embed``: the frozen base encoder (MiniLM by default), mean-pooled over the row rendered like
   the encoder family (fields only, judged field first, fitted to ``max_length`` by the truncation
   policy), L2 normalised. Only the base reference is stored; its weights come from the package.
+- ``contrastive``: the same embeddings from a body fine-tuned on the training rows with contrastive
+  pairs (same label: cosine 1, different labels: cosine 0; SetFit's recipe, see
+  ``assay.train._contrastive``). Its body weights are stored (``contrastive.safetensors``).
 
 A ``linear`` evaluator is one block and one head (weights ``[n_labels, n_features]``, bias
 ``[n_labels]``): logits = x W^T + b. A ``hybrid`` evaluator has a head per block and a stacking
@@ -34,7 +37,9 @@ from ._common import Encoded
 
 WEIGHTS_FILE = "linear.safetensors"
 VOCAB_FILE = "vocab.json"
-FEATURE_KINDS = ("tfidf", "embed")
+BODY_FILE = "contrastive.safetensors"
+FEATURE_KINDS = ("tfidf", "embed", "contrastive")
+EMBED_KINDS = ("embed", "contrastive")  # blocks that run the base encoder
 LOG_FLOOR = 1e-6  # log-probabilities fed to the stacking head are clipped here
 
 
@@ -158,7 +163,7 @@ class EmbedFeatures:
         return out
 
     def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
-        cache = EmbedFeatures.cache
+        cache = EmbedFeatures.cache if self.kind == "embed" else None  # a tuned body has embeddings of its own
         if cache is not None:
             keys = [(str(self.base.path), tuple(e.ids)) for e in encoded]
             todo = [i for i, k in enumerate(keys) if k not in cache]
@@ -170,25 +175,28 @@ class EmbedFeatures:
             return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), dtype=np.float32)
         return self._embed(encoded)
 
+    def pooled(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        """Mean-pooled last hidden states of ``batch`` (padded to its longest row), not normalised."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(e.tokens for e in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, e in enumerate(batch):
+            ids[j, :e.tokens] = torch.tensor(e.ids, dtype=torch.long)
+            mask[j, :e.tokens] = 1
+        hidden = self.net(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
     def _embed(self, encoded: Sequence[Encoded]) -> np.ndarray:
         n = len(encoded)
-        dim = int(self.net.config.hidden_size)
-        out = np.zeros((n, dim), dtype=np.float32)
+        out = np.zeros((n, int(self.net.config.hidden_size)), dtype=np.float32)
         order = sorted(range(n), key=lambda i: encoded[i].tokens)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.net.eval()
         with torch.inference_mode():
             for s in range(0, n, self.batch_size):
                 idx = order[s:s + self.batch_size]
-                width = max(encoded[i].tokens for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for j, i in enumerate(idx):
-                    ids[j, :encoded[i].tokens] = torch.tensor(encoded[i].ids, dtype=torch.long)
-                    mask[j, :encoded[i].tokens] = 1
-                hidden = self.net(input_ids=ids, attention_mask=mask).last_hidden_state
-                m = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                pooled = torch.nn.functional.normalize(self.pooled([encoded[i] for i in idx]), dim=-1)
                 out[idx] = pooled.numpy()
         return out
 
@@ -205,6 +213,31 @@ class EmbedFeatures:
     def describe(self) -> dict[str, Any]:
         return {"base": self.base.name, "pooling": "mean, L2-normalised", "max_length": self.max_length,
                 "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size}
+
+
+class ContrastiveFeatures(EmbedFeatures):
+    """Embeddings from a base encoder fine-tuned on contrastive pairs of the training rows (SetFit's recipe)."""
+
+    kind = "contrastive"
+
+    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32):
+        super().__init__(metric, base, max_length, batch_size)
+        self.tuning: dict[str, Any] = {}  # what the tuning did (steps, pairs, loss), for the report
+
+    def save(self, folder: Path) -> list[str]:
+        from ._common import save_full
+
+        return save_full(self.net, folder, BODY_FILE)
+
+    def load(self, folder: Path) -> None:
+        from ._common import load_full
+
+        load_full(self.net, folder, BODY_FILE)
+        self.net.eval()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "body": "fine-tuned on contrastive pairs of the training rows",
+                "tuning": self.tuning}
 
 
 # --- heads --------------------------------------------------------------------------------------
@@ -262,7 +295,8 @@ class LinearModel(nn.Module):
         self.heads = dict(heads)
         self.stack = stack
         self.max_length = max_length
-        self.tokenizer = getattr(self.blocks.get("embed"), "tokenizer", None)
+        self.embedder = next((self.blocks[n] for n in EMBED_KINDS if n in self.blocks), None)  # encodes the rows
+        self.tokenizer = getattr(self.embedder, "tokenizer", None)
 
     @property
     def family(self) -> str:
@@ -274,8 +308,8 @@ class LinearModel(nn.Module):
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
         rows = list(rows)
-        if "embed" in self.blocks:
-            enc = self.blocks["embed"].encode(rows)
+        if self.embedder is not None:
+            enc = self.embedder.encode(rows)
             return [RowEncoded(e.ids, e.tokens, e.truncated, row=r) for e, r in zip(enc, rows)]
         from ..report._baselines import baseline_text
 
@@ -283,8 +317,10 @@ class LinearModel(nn.Module):
 
     def block_logits(self, name: str, encoded: Sequence[Encoded]) -> np.ndarray:
         block = self.blocks[name]
-        if name == "embed":
+        if block is self.embedder:
             x = block.embed_encoded(encoded)
+        elif name in EMBED_KINDS:  # a second embedding block may fit rows to another max_length
+            x = block.transform([e.row for e in encoded])  # type: ignore[attr-defined]
         else:
             x = block.transform([e.row for e in encoded])  # type: ignore[attr-defined]
         return self.heads[name].logits(x)
@@ -320,6 +356,8 @@ class LinearModel(nn.Module):
             tensors.update(t)
             (folder / VOCAB_FILE).write_text(json.dumps(meta, ensure_ascii=False))
             files.append(VOCAB_FILE)
+        if "contrastive" in self.blocks:
+            files += self.blocks["contrastive"].save(folder)
         save_tensors(tensors, folder / WEIGHTS_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
         return files
 
@@ -335,6 +373,7 @@ class LinearModel(nn.Module):
         lin = info.get("linear") or {}
         names = list(lin.get("blocks") or [])
         max_length = int(info.get("max_length") or (info.get("model") or {}).get("max_length") or 256)
+        lengths = lin.get("max_lengths") or {}  # an embedding block may read fewer tokens than the model's max
         blocks: dict[str, Any] = {}
         for name in names:
             if name == "tfidf":
@@ -345,7 +384,10 @@ class LinearModel(nn.Module):
                                      code="invalid_artifact")
                 blocks[name] = TfidfFeatures.from_state(metric, tensors, json.loads(vocab.read_text()))
             elif name == "embed":
-                blocks[name] = EmbedFeatures(metric, base, max_length)
+                blocks[name] = EmbedFeatures(metric, base, int(lengths.get(name, max_length)))
+            elif name == "contrastive":
+                blocks[name] = ContrastiveFeatures(metric, base, int(lengths.get(name, max_length)))
+                blocks[name].load(folder)
             else:
                 raise AssayError(f"feature blocks among {list(FEATURE_KINDS)}", f"'{name}'", "re-run assay train",
                                  code="invalid_artifact")

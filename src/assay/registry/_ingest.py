@@ -1,15 +1,14 @@
 """Incremental reading of an uploaded data file: records are parsed, mapped, validated and written
 out in chunks, so an upload never sits whole in memory (a 24 MB CSV peaks well under 5x its size).
 
-CSV, TSV and JSONL stream line by line; JSON and Parquet are whole-file formats and are read with
-``assay.data.read_records``. The result matches ``validate_rows`` over the whole file: problems
+Records come from ``assay.data.iter_records`` (CSV, TSV and JSONL stream line by line; JSON and
+Parquet are whole-file formats). The result matches ``validate_rows`` over the whole file: problems
 with their row positions, exact duplicates dropped across chunks, label counts, the order-
 independent content hash; the canonical rows go to ``rows_out`` (JSONL).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections import Counter
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ..data import read_records, to_rows, validate_rows
+from ..data import iter_records, to_rows, validate_rows
 from ..data._io import row_hash
 from ..errors import AssayError
 from ..metrics import MetricSpec
@@ -42,72 +41,16 @@ class Ingested:
         return not self.errors
 
 
-def _bad_encoding(fname: str, exc: UnicodeDecodeError | None = None, offset: int | None = None) -> AssayError:
-    where = f" at byte offset {exc.start if exc else offset}"
-    return AssayError("UTF-8 text (CSV, TSV, JSONL, JSON) or a Parquet file",
-                      f"binary or non-UTF-8 data in {fname}{where}",
-                      "export the data as UTF-8 text, or Parquet with a .parquet name", code="invalid_encoding")
-
-
 def _records(path: Path, fname: str, fmt: str) -> Iterator[list[dict[str, Any]]]:
-    if fmt not in ("csv", "tsv", "jsonl"):
-        try:
-            records = read_records(path, fmt)
-        except AssayError as exc:
-            raise AssayError(exc.expected, exc.found.replace(path.name, fname), exc.fix, code=exc.code) from None
-        except Exception as exc:  # UnicodeDecodeError, ArrowInvalid, RecursionError...: a corrupt file
-            raise AssayError(f"a readable {fmt.upper()} file", f"{fname} could not be parsed ({type(exc).__name__})",
-                             "upload UTF-8 CSV/TSV/JSONL/JSON or a valid Parquet file", code="invalid_format") from None
-        for i in range(0, len(records), CHUNK):
-            yield records[i:i + CHUNK]
-        return
-    with path.open("rb") as fh:
-        head = fh.read(8192)
-    if b"\x00" in head:
-        raise _bad_encoding(fname, offset=head.index(b"\x00"))
-    buf: list[dict[str, Any]] = []
-    n = 0
+    """The upload's records in chunks: ``assay.data.iter_records`` (the reader the CLI uses), named by
+    the upload's own file name; anything else a corrupt file raises becomes one AssayError too."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            if fmt in ("csv", "tsv"):
-                csv.field_size_limit(64 * 2**20)
-                for rec in csv.DictReader(fh, delimiter="\t" if fmt == "tsv" else ","):
-                    rec.pop(None, None)  # extra cells beyond the header
-                    buf.append(rec)
-                    n += 1
-                    if len(buf) >= CHUNK:
-                        yield buf
-                        buf = []
-            else:
-                for line_no, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise AssayError("one JSON object per line", f"invalid JSON on line {line_no} of {fname} "
-                                         f"({exc.msg})", f"fix line {line_no} or remove it",
-                                         code="invalid_format") from None
-                    except RecursionError:
-                        raise AssayError("one JSON object per line", f"JSON nested too deeply on line {line_no}",
-                                         "flatten the row", code="invalid_format") from None
-                    if not isinstance(obj, dict):
-                        raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {line_no}",
-                                         'write each row as {"input": ..., "label": ...}', code="invalid_format")
-                    buf.append(obj)
-                    n += 1
-                    if len(buf) >= CHUNK:
-                        yield buf
-                        buf = []
-    except UnicodeDecodeError as exc:
-        raise _bad_encoding(fname, exc) from None
-    except csv.Error as exc:
-        raise AssayError(f"a well-formed {fmt.upper()} file", f"{exc} in {fname}",
-                         f"fix the file or export it again as {fmt.upper()}", code="invalid_format") from None
-    if buf:
-        yield buf
-    if n == 0:
-        raise AssayError("rows in the data file", f"{fname} has no rows", "add labeled rows", code="empty_file")
+        yield from iter_records(path, fmt, name=fname, chunk=CHUNK)
+    except AssayError:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError on a hostile file ...: never a traceback
+        raise AssayError(f"a readable {fmt.upper()} file", f"{fname} could not be parsed ({type(exc).__name__})",
+                         "upload UTF-8 CSV/TSV/JSONL/JSON or a valid Parquet file", code="invalid_format") from None
 
 
 def ingest(path: Path, fname: str, fmt: str, spec: MetricSpec, *, labeled: bool, columns: Mapping[str, str],

@@ -10,12 +10,17 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   is chosen on the same folds from a small grid (so the winner's CV kappa is slightly optimistic,
   as for any tuned model; the report says so). The TF-IDF vocabulary and idf are fitted on all the
   training rows (unsupervised); embeddings are computed once and reused by every fold.
-- ``hybrid``: logistic regression on the out-of-fold log-probabilities of ``tfidf`` and ``embed``,
-  cross-validated on the same folds (the standard stacking estimate).
+- ``contrastive``: the base encoder fine-tuned on contrastive pairs (SetFit's recipe,
+  ``_contrastive.py``), then logistic regression on its embeddings. The body is tuned anew inside
+  every fold on that fold's training part only, so its out-of-fold scores are honest; C as for
+  ``embed``. The winner's body is tuned once more on all the training rows.
+- ``hybrid``: logistic regression on the out-of-fold log-probabilities of ``tfidf`` and ``embed``
+  (and ``contrastive`` when it is a candidate), cross-validated on the same folds (the standard
+  stacking estimate).
 - Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
   bootstrap interval over the rows, and the kappa of each fold.
 - The winner: the highest CV kappa; candidates within ``TIE`` of it count as tied and the cheapest
-  of them wins (tfidf < embed < hybrid < encoder).
+  of them wins (tfidf < embed < contrastive < hybrid < encoder).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from ..errors import require
 from ..report import bootstrap_ci, cohen_kappa
 
-COST_ORDER = ("tfidf", "embed", "hybrid", "encoder")  # cheapest first: the tie-break
+COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break
 TIE = 0.01  # kappa within this of the best counts as a tie
 C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0)}
 C_GRID_LARGE = (1.0, 10.0)  # tfidf with a large feature matrix (long contexts, tool schemas)
@@ -83,6 +88,7 @@ class Selection:
     seed: int
     candidates: dict[str, Candidate] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)  # fitted blocks + matrices, for the refit
+    deferred: dict[str, Callable[[], Any]] = field(default_factory=dict)  # blocks fitted only if the refit needs them
     winner: str | None = None
     reason: str = ""
     compared_on: str = ""
@@ -152,8 +158,13 @@ def _score(cand: Candidate, sel: Selection) -> None:
 
 def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequence[str], *, folds: int, seed: int,
                    group_by: str | None, embed: Callable[[], Any] | None = None,
+                   contrastive: Callable[[], Any] | None = None, tuning: Mapping[str, Any] | None = None,
                    status: Status | None = None) -> Selection:
-    """Cross-validate the linear candidates (``tfidf``, ``embed``, ``hybrid``) on ``rows``."""
+    """Cross-validate the linear candidates (``tfidf``, ``embed``, ``contrastive``, ``hybrid``) on ``rows``.
+
+    ``embed`` / ``contrastive`` make a fresh embedding block; ``tuning`` holds the contrastive
+    tuning's ``steps``, ``batch_size`` and ``lr``.
+    """
     from ..data import row_hash
     from ..evaluator._linear import TfidfFeatures, log_probs
 
@@ -192,22 +203,75 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
         cand.params["features"] = int(x.shape[1])
         cand.seconds = time.perf_counter() - t0
         sel.candidates[kind] = cand
+    if "contrastive" in kinds and contrastive is not None:
+        _cross_validate_contrastive(sel, rows, contrastive, dict(tuning or {}), status)
     if "hybrid" in kinds:
         t0 = time.perf_counter()
-        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": ["tfidf", "embed"]},
+        stacked = ["tfidf", "embed"] + (["contrastive"] if sel.candidates.get("contrastive") is not None
+                                        and sel.candidates["contrastive"].oof_logits is not None else [])
+        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked},
                          validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
                          if fold_list else "not validated")
         if fold_list:
-            z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in ("tfidf", "embed")])
+            z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in stacked])
             sel.features["hybrid"] = z
             cand.oof_logits = _oof(z, y, fold_list, STACK_C, n, seed)
             _score(cand, sel)
-        cand.seconds = time.perf_counter() - t0 + sel.candidates["tfidf"].seconds + sel.candidates["embed"].seconds
+        cand.seconds = time.perf_counter() - t0 + sum(sel.candidates[b].seconds for b in stacked)
         sel.candidates["hybrid"] = cand
     for kind in list(sel.candidates):  # blocks fitted only for the hybrid are not candidates themselves
         if kind not in kinds:
             sel.candidates[kind].validated_on += " (component of hybrid, not a candidate)"
     return sel
+
+
+def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]], make: Callable[[], Any],
+                                tuning: dict[str, Any], status: Status) -> None:
+    """The ``contrastive`` candidate: the body tuned inside each fold on that fold's training part only."""
+    from ..evaluator._linear import LinearHead
+    from ._contrastive import tune_body
+
+    t0 = time.perf_counter()
+    y, n, folds = sel.y, len(sel.labels), sel.folds
+    status("selecting", None, f"contrastive: encoding {len(rows)} training rows")
+    first = make()
+    encoded = first.encode(rows)
+    cand = Candidate("contrastive", validated_on=f"{len(folds)}-fold CV, the body tuned anew in each fold"
+                     if folds else "not validated")
+    grid = C_GRID["embed"]
+    tuned: list[dict[str, Any]] = []
+    if folds:
+        oof = {c: np.zeros((len(y), n)) for c in grid}
+        for f, (tr, va) in enumerate(folds):
+            status("selecting", None, f"contrastive: tuning the body for fold {f + 1} of {len(folds)}")
+            block = first if f == 0 else make()
+            tuned.append(tune_body(block, [encoded[i] for i in tr], y[tr], seed=sel.seed + f, **tuning))
+            x = block.embed_encoded(encoded)
+            for c in grid:
+                if len(set(y[tr].tolist())) < 2:
+                    oof[c][va] = np.log(np.bincount(y[tr], minlength=n) + 1.0)
+                    continue
+                oof[c][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
+            del block
+        by_c = {str(c): round(kappa(y, decide(oof[c]), n), 4) for c in grid}
+        best = max(grid, key=lambda c: (by_c[str(c)], -grid.index(c)))
+        cand.oof_logits = oof[best]
+        cand.params = {"C": best, "cv_kappa_by_C": by_c}
+        _score(cand, sel)
+    else:
+        cand.params = {"C": 1.0}
+    cand.params.update({"features": int(first.size), "max_length": first.max_length,
+                        "tuning": {k: tuning.get(k) for k in ("steps", "batch_size", "lr")},
+                        "tuning_per_fold": tuned})
+    cand.seconds = time.perf_counter() - t0
+    sel.candidates["contrastive"] = cand
+
+    def fit_all() -> tuple[Any, np.ndarray]:
+        block = make()
+        block.tuning = tune_body(block, encoded, y, seed=sel.seed, **tuning)
+        return block, block.embed_encoded(encoded)
+
+    sel.deferred["contrastive"] = fit_all
 
 
 def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
@@ -254,7 +318,9 @@ def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
 
     n = len(sel.labels)
     heads, blocks = {}, {}
-    for b in (("tfidf", "embed") if kind == "hybrid" else (kind,)):
+    for b in (sel.candidates["hybrid"].params["stacked"] if kind == "hybrid" else (kind,)):
+        if b not in sel.features and b in sel.deferred:
+            sel.features[b] = sel.deferred.pop(b)()
         block, x = sel.features[b]
         c = float(sel.candidates[b].params.get("C", 1.0))
         heads[b] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x, sel.y), n)
@@ -293,6 +359,7 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     """
     from ..data import row_hash
     from ..evaluator import Evaluator
+    from ..evaluator._linear import EMBED_KINDS
     from ._calibrate import calibrate
     from ._loop import train_loop
 
@@ -326,8 +393,18 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
             base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
             return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size)
 
+        def contrastive() -> Any:
+            from ..evaluator._base_models import resolve_base
+            from ..evaluator._linear import ContrastiveFeatures
+
+            base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
+            length = min(cfg.model.max_length, t.contrastive_max_length)
+            return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size)
+
         sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
-                             embed=embed, status=status)
+                             embed=embed, contrastive=contrastive, status=status,
+                             tuning={"steps": t.contrastive_steps, "batch_size": t.contrastive_batch_size,
+                                     "lr": t.contrastive_lr})
     stats: dict[str, Any] = {}
     if neural is not None:
         set_seeds(t.seed)  # the same batches and dropout whatever ran before
@@ -369,10 +446,13 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
     t0 = time.perf_counter()
     model = refit(metric, sel, winner, cfg.model.max_length)
-    info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks)},
+    info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks),
+                                              "max_lengths": {b: model.blocks[b].max_length for b in EMBED_KINDS
+                                                              if b in model.blocks}},
             "model": cfg.model.model_dump(mode="json")}
-    if "embed" in model.blocks:
-        info["base"] = model.blocks["embed"].base.to_dict()
+    embedder = next((model.blocks[b] for b in EMBED_KINDS if b in model.blocks), None)
+    if embedder is not None:
+        info["base"] = embedder.base.to_dict()
     ev = Evaluator(metric, model, info=info, device="cpu")
     stats = {"family": model.family, "kind": winner, "rows": len(train_rows), "steps": 0,
              "seconds": round(time.perf_counter() - t0, 2), "eval_batch_size": t.eval_batch_size,
