@@ -135,3 +135,37 @@ def test_bad_inputs_are_clear_errors():
         classification_metrics(["true", "false"], np.full((2, 3), 0.5), ["true", "false"])
     with pytest.raises(AssayError, match="NaN"):
         classification_metrics(["true", "false"], [[0.5, np.nan], [0.5, 0.5]], ["true", "false"])
+
+
+def test_every_kappa_entry_point_is_the_one_implementation():
+    """Judge agreement, monitor/drift, selection, calibration and the report all give sklearn's kappa,
+    with the same None for an undefined kappa (issue 10: one copy of each rule)."""
+    import numpy as np
+    from sklearn.metrics import cohen_kappa_score
+
+    from assay.monitor._stats import cohen_kappa as monitor_kappa
+    from assay.providers import cohen_kappa as judge_kappa
+    from assay.report import agreement_kappa, cohen_kappa, kappa_of_confusion
+    from assay.train._calibrate import _objective
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    for _ in range(20):
+        y, p = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+        ys, ps = [labels[i] for i in y], [labels[i] for i in p]
+        want = cohen_kappa_score(y, p)
+        assert cohen_kappa(y, p, 3) == pytest.approx(want)
+        assert agreement_kappa(ys, ps, labels) == pytest.approx(want)
+        assert judge_kappa(ys, ps, labels) == pytest.approx(want)
+        assert monitor_kappa(ys, ps, labels) == pytest.approx(want)
+        yb, pb = y % 2, p % 2
+        tp, fp = float(((pb == 1) & (yb == 1)).sum()), float(((pb == 1) & (yb == 0)).sum())
+        fn, tn = float(((pb == 0) & (yb == 1)).sum()), float(((pb == 0) & (yb == 0)).sum())
+        assert _objective("kappa", tp, fp, fn, tn) == pytest.approx(cohen_kappa_score(yb, pb))
+    cms = np.stack([np.bincount(3 * a + b, minlength=9).reshape(3, 3) for a, b in
+                    (rng.integers(0, 3, (2, 40)) for _ in range(5))])
+    batch = kappa_of_confusion(cms)
+    assert batch.shape == (5,) and all(batch[i] == pytest.approx(kappa_of_confusion(cms[i])) for i in range(5))
+    one_label = ["a"] * 5
+    assert agreement_kappa(one_label, one_label) is None and judge_kappa(one_label, one_label, labels) is None
+    assert monitor_kappa([], []) is None and cohen_kappa(np.zeros(4, int), np.zeros(4, int), 2) is None

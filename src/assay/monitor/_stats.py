@@ -20,25 +20,10 @@ def histogram(values: Sequence[float], edges: Sequence[float] = EDGES) -> dict[s
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any], labels: Sequence[Any] | None = None,
                 weights: Sequence[float] | None = None) -> float | None:
-    """Cohen's kappa between two raters (optionally weighted items); None when undefined."""
-    n = len(a)
-    if n == 0 or n != len(b):
-        return None
-    labs = list(labels) if labels else sorted({*a, *b}, key=str)
-    idx = {lab: i for i, lab in enumerate(labs)}
-    k = len(labs)
-    cm = [[0.0] * k for _ in range(k)]
-    for j, (x, y) in enumerate(zip(a, b)):
-        if x in idx and y in idx:
-            cm[idx[x]][idx[y]] += float(weights[j]) if weights is not None else 1.0
-    total = sum(map(sum, cm))
-    if total <= 0:
-        return None
-    po = sum(cm[i][i] for i in range(k)) / total
-    pe = sum(sum(cm[i]) * sum(row[i] for row in cm) for i in range(k)) / total ** 2
-    if pe >= 1 - 1e-12:
-        return None
-    return round((po - pe) / (1 - pe), 6)
+    """Cohen's kappa between two raters (optionally weighted items): ``assay.report.agreement_kappa``."""
+    from ..report import agreement_kappa
+
+    return agreement_kappa(a, b, labels, weights)
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], eps: float = 1e-4) -> float | None:

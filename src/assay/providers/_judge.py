@@ -103,13 +103,7 @@ def measure_judge(metric: MetricSpec, held_out_rows: Sequence[Mapping[str, Any]]
 
 
 def cohen_kappa(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> float | None:
-    """Cohen's kappa; None when undefined (chance agreement is 1, or no rows)."""
-    n = len(y_true)
-    if n == 0:
-        return None
-    po = sum(a == b for a, b in zip(y_true, y_pred)) / n
-    ct, cp = Counter(y_true), Counter(y_pred)
-    pe = sum(ct[lab] * cp[lab] for lab in set(labels) | set(ct) | set(cp)) / (n * n)
-    if pe >= 1:
-        return None
-    return (po - pe) / (1 - pe)
+    """Cohen's kappa between people and the judge (``assay.report.agreement_kappa``); None when undefined."""
+    from ..report import agreement_kappa
+
+    return agreement_kappa(y_true, y_pred, list(dict.fromkeys([*labels, *y_true, *y_pred])))

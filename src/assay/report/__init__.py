@@ -3,12 +3,14 @@
 from ._baselines import baseline_text, run_baselines
 from ._evaluate import evaluate
 from ._metrics import (
+    agreement_kappa,
     auroc,
     average_precision,
     bootstrap_ci,
     classification_metrics,
     cohen_kappa,
     expected_calibration_error,
+    kappa_of_confusion,
     reliability_bins,
 )
 from ._render import FILES, render_html, render_markdown, summary_line, write_report
@@ -16,6 +18,7 @@ from ._speed import machine_info, measure_speed
 
 __all__ = [
     "FILES",
+    "agreement_kappa",
     "auroc",
     "average_precision",
     "baseline_text",
@@ -24,6 +27,7 @@ __all__ = [
     "cohen_kappa",
     "evaluate",
     "expected_calibration_error",
+    "kappa_of_confusion",
     "machine_info",
     "measure_speed",
     "reliability_bins",

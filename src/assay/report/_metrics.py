@@ -69,7 +69,7 @@ def classification_metrics(
         "positive": positive if binary else None,
         "threshold": threshold,
         "accuracy": float(correct.mean()),
-        "kappa": _kappa(cm),
+        "kappa": kappa_of_confusion(cm),
         "precision_macro": macro[0],
         "recall_macro": macro[1],
         "f1_macro": macro[2],
@@ -150,19 +150,46 @@ def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
 
 
+# --- Cohen's kappa: the one implementation (judge, selection, calibration, monitor and drift use it) ---
+KAPPA_EPS = 1e-12  # chance agreement within this of 1: kappa is undefined (None)
+
+
+def kappa_of_confusion(cm: Any) -> Any:
+    """Cohen's kappa of a confusion matrix ``[k, k]`` (counts or weights): a float, or None when it is
+    undefined (no rows, or chance agreement is total). A stack ``[b, k, k]`` gives an array with NaN there."""
+    cm = np.asarray(cm, dtype=float)
+    n = cm.sum(axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        po = np.trace(cm, axis1=-2, axis2=-1) / n
+        pe = (cm.sum(axis=-1) * cm.sum(axis=-2)).sum(axis=-1) / (n * n)
+        kappa = np.where((n > 0) & (pe < 1 - KAPPA_EPS), (po - pe) / (1 - pe), np.nan)
+    if cm.ndim == 2:
+        return None if np.isnan(kappa) else float(kappa)
+    return kappa
+
+
 def cohen_kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float | None:
-    """Cohen's kappa of two label-index arrays over ``k`` labels; None when chance agreement is total."""
-    cm = np.bincount(np.asarray(y) * k + np.asarray(pred), minlength=k * k).reshape(k, k).astype(float)
-    return _kappa(cm) if cm.sum() else None
+    """Cohen's kappa of two label-index arrays over ``k`` labels; None when undefined."""
+    return kappa_of_confusion(_confusion(np.asarray(y), np.asarray(pred), k))
 
 
-def _kappa(cm: np.ndarray) -> float | None:
-    n = cm.sum()
-    po = np.trace(cm) / n
-    pe = float(np.sum(cm.sum(axis=0) * cm.sum(axis=1))) / (n * n)
-    if pe >= 1 - 1e-12:
+def agreement_kappa(a: Sequence[Any], b: Sequence[Any], labels: Sequence[Any] | None = None,
+                    weights: Sequence[float] | None = None) -> float | None:
+    """Cohen's kappa between two raters' labels (any hashable values; optionally weighted items).
+
+    ``labels``: the label set (default: every value seen); pairs with a value outside it are left
+    out. None when undefined (no rows, different lengths, or chance agreement is total).
+    """
+    if len(a) == 0 or len(a) != len(b):
         return None
-    return float((po - pe) / (1 - pe))
+    labs = list(labels) if labels else sorted({*a, *b}, key=str)
+    idx = {lab: i for i, lab in enumerate(labs)}
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=float)
+    cm = np.zeros((len(labs), len(labs)))
+    for j, (x, y) in enumerate(zip(a, b)):
+        if x in idx and y in idx:
+            cm[idx[x], idx[y]] += w[j]
+    return kappa_of_confusion(cm)
 
 
 def _prf(cm: np.ndarray, labels: list[str]) -> tuple[dict[str, dict[str, Any]], tuple[float, float, float]]:
@@ -196,10 +223,8 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, k: int, n_boot: int = 1000, se
         cms = np.bincount(flat, minlength=b * k * k).reshape(b, k, k).astype(float)
         tp = np.diagonal(cms, axis1=1, axis2=2)
         rows, cols = cms.sum(axis=2), cms.sum(axis=1)
-        po = tp.sum(axis=1) / n
-        pe = (rows * cols).sum(axis=1) / (n * n)
+        kappas.append(kappa_of_confusion(cms))
         with np.errstate(divide="ignore", invalid="ignore"):
-            kappas.append(np.where(pe < 1 - 1e-12, (po - pe) / (1 - pe), np.nan))
             denom = 2 * tp + (cols - tp) + (rows - tp)  # 0 only for a label absent on both sides
             f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
             f1s.append(np.nanmean(f1, axis=1))

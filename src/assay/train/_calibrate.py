@@ -65,10 +65,9 @@ def _counts(p: np.ndarray, pos: np.ndarray, t: float, w: np.ndarray) -> tuple[fl
 
 def _objective(name: str, tp: float, fp: float, fn: float, tn: float) -> float:
     if name == "kappa":
-        n = tp + fp + fn + tn
-        po = (tp + tn) / n
-        pe = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
-        return (po - pe) / (1 - pe) if pe < 1 else 0.0
+        from ..report import kappa_of_confusion
+
+        return kappa_of_confusion([[tn, fp], [fn, tp]]) or 0.0
     f_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
     f_neg = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp else 0.0
     return (f_pos + f_neg) / 2
