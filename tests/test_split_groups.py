@@ -102,3 +102,30 @@ def test_real_data_default_grouping_keeps_held_out_rows_unseen(shared_data, name
     assert s.held_out and s.seeds
     assert held_out_overlap(s.seeds, s.held_out, group_by)["held_out_rows_sharing_a_group"] == 0
     json.dumps(s.manifest())  # the manifest is plain JSON
+
+
+def test_the_upload_preview_shows_the_split_that_trains(tmp_path):
+    """The server's upload preview, `assay validate` and `assay train` share one split rule
+    (data.split_test_set): same counts, same grouping (tools shape: by input)."""
+    from _registry_util import make_registry
+
+    from assay.data import split_test_set
+    from assay.metrics import load_metric
+
+    rows = [{**r, "tools": json.dumps([{"name": "search", "parameters": {}}])} for r in _grouped_rows()]
+    reg = make_registry(f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
+    reg.create_project("demo")
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    preview = reg.add_dataset("demo", body, "test.jsonl", metric="tool_call_correctness", validate_only=True)
+    spec = load_metric("tool_call_correctness")
+    loaded = load_rows(_write(tmp_path / "test.jsonl", rows), spec).rows
+    want = split_test_set(loaded, spec.shape)
+    assert want.group_by == "input" and preview.split["group_by"] == "input"
+    assert (preview.split["seeds"], preview.split["held_out"]) == (len(want.seeds), len(want.held_out))
+    seeds, held = _sides(want, "input")
+    assert not seeds & held
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

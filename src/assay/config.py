@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .data._split import SEED_FRACTION
 from .errors import AssayError
 from .metrics import MetricSpec, load_metric
 
@@ -21,7 +22,7 @@ class DataConfig(_Strict):
     train_set: str | None = None  # labeled training rows (uploaded logs): skips generation
     columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> column in the files
     label_map: dict[str, str] = Field(default_factory=dict)  # file label -> metric label
-    seed_fraction: float = Field(0.2, gt=0, lt=1)
+    seed_fraction: float = Field(SEED_FRACTION, gt=0, lt=1)
     split_seed: int = 0
     limit: int | None = Field(None, ge=1)  # read at most this many rows of each file
     train_on_seeds: bool = True  # add the seed rows to the training rows

@@ -81,7 +81,7 @@ def generate_text(s: dict[str, Any]) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Generate a training set from the config's seed rows (generate: section) and write a data report."""
-    from ..data import load_rows, resolve_group_by, split_rows
+    from ..data import load_rows, split_test_set
     from ..synth import generate_training_set
 
     cfg = _config(config_path, overrides)
@@ -91,8 +91,8 @@ def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, qu
     d = cfg.data
     metric = cfg.metric_spec()
     test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
-    split = split_rows(test.rows, d.seed_fraction, d.split_seed,  # the same grouped split as assay train
-                       group_by=resolve_group_by(d.group_by, metric.shape, test.rows))
+    split = split_test_set(test.rows, metric.shape, seed_fraction=d.seed_fraction, split_seed=d.split_seed,
+                           group_by=d.group_by)  # the split assay train makes
     result = generate_training_set(cfg, split.seeds, split.held_out, on_status=_printer(quiet or as_json))
     summary = result.summary()
     summary.update(seeds=len(split.seeds), held_out=len(split.held_out))

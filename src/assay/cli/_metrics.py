@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..data import load_rows, resolve_group_by, split_rows
+from ..data import SEED_FRACTION, load_rows, split_test_set
 from ..metrics import get_preset, list_presets, load_metric
 from ._app import cli, emit
 
@@ -31,7 +31,7 @@ def presets(name: str | None, as_json: bool) -> None:
 @click.option("--label-map", "-l", multiple=True, help="file_label=metric_label (repeatable).")
 @click.option("--encoding", help="Text encoding of the data file (default UTF-8), e.g. latin-1 or cp1252.")
 @click.option("--unlabeled", is_flag=True, help="Rows have no labels.")
-@click.option("--seed-fraction", type=float, default=0.2, show_default=True)
+@click.option("--seed-fraction", type=float, default=SEED_FRACTION, show_default=True)
 @click.option("--min-rows-per-class", type=click.IntRange(min=0), default=2, show_default=True,
               help="Fewer labeled rows of a label is an error (fewer than 5x is a warning); 0: no check.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -50,7 +50,7 @@ def validate(data: str, metric: str, column: tuple[str, ...], label_map: tuple[s
         v.warnings += check_class_counts(v.label_counts, min_rows_per_class, Path(data).name)
     out = v.summary()
     if not unlabeled:
-        s = split_rows(v.rows, seed_fraction, group_by=resolve_group_by("auto", spec.shape, v.rows))
+        s = split_test_set(v.rows, spec.shape, seed_fraction=seed_fraction)
         out["split"] = {"seeds": len(s.seeds), "held_out": len(s.held_out), "group_by": s.group_by}
     printer = current()
     if printer is not None and not as_json:  # with --json the warnings are in the output

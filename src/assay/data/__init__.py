@@ -2,7 +2,8 @@
 
 from ._io import CANONICAL, iter_records, normalize_label, read_records, row_hash, rows_hash, to_rows, write_rows
 from ._load import load_rows
-from ._split import DEFAULT_GROUP_BY, Split, exclude_groups, group_key, held_out_overlap, resolve_group_by, split_rows
+from ._split import (DEFAULT_GROUP_BY, SEED_FRACTION, Split, exclude_groups, group_key, held_out_overlap,
+                     resolve_group_by, split_rows, split_test_set)
 from ._validate import RowProblem, Validation, validate_rows
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "row_hash",
     "rows_hash",
     "split_rows",
+    "split_test_set",
+    "SEED_FRACTION",
     "to_rows",
     "validate_rows",
     "write_rows",

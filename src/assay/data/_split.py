@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ._io import row_hash
 
 # The default grouping per input shape: what rows of that shape share when they come from one source.
+SEED_FRACTION = 0.2  # the share of a labeled test set used as seeds (the rest is held out for evaluation)
 DEFAULT_GROUP_BY = {
     "message": None,  # each message stands alone (exact repeats still stay together)
     "input_output": "input",  # responses to one prompt
@@ -179,3 +180,14 @@ def _split_groups(rows: Sequence[Mapping[str, Any]], fraction: float, seed: int,
         else:
             held.extend(members[g])
     return Split(seeds=seeds, held_out=held, group_by=group_by)
+
+
+def split_test_set(rows: Sequence[Mapping[str, Any]], shape: Any, *, seed_fraction: float = SEED_FRACTION,
+                   split_seed: int = 0, group_by: str | None = "auto") -> Split:
+    """The seed / held-out split of a labeled test set, exactly as ``assay train`` makes it.
+
+    The one place the rule lives: ``train``, ``generate``, ``validate``, the server's upload preview
+    and the test doubles all call this, so the counts a user is shown are the split that trains.
+    ``group_by``: a column or field, ``auto`` (the shape's default) or None (each distinct row alone).
+    """
+    return split_rows(rows, seed_fraction, split_seed, group_by=resolve_group_by(group_by, shape, rows))

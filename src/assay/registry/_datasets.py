@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import func, insert, or_, select
 
-from ..data import split_rows
+from ..data import SEED_FRACTION, split_test_set
 from ..data._io import detect_format
 from ..errors import AssayError
 from ..metrics import MetricSpec, load_metric
@@ -86,7 +86,7 @@ class DatasetsMixin(RegistryBase):
     # --- datasets ---------------------------------------------------------------------------
     def add_dataset(self, project: str, data: bytes | Path, filename: str, *, metric: Any, kind: str = "test",
                     columns: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
-                    name: str | None = None, seed_fraction: float = 0.2, split_seed: int = 0,
+                    name: str | None = None, seed_fraction: float = SEED_FRACTION, split_seed: int = 0,
                     validate_only: bool = False) -> Dataset | Validated:
         """Validate an uploaded CSV/JSONL/JSON/Parquet file against ``metric`` and store it.
 
@@ -127,8 +127,10 @@ class DatasetsMixin(RegistryBase):
                        label_map=label_map or {}, rows_out=rows_file)
             split = None
             if v.ok and kind == "test" and v.kept >= 2:
-                s = split_rows(split_input(rows_file), seed_fraction, split_seed)
-                split = {"seeds": len(s.seeds), "held_out": len(s.held_out)}
+                # the split a training run on this dataset makes (grouped by the shape's default)
+                s = split_test_set(split_input(rows_file), spec.shape, seed_fraction=seed_fraction,
+                                   split_seed=split_seed)
+                split = {"seeds": len(s.seeds), "held_out": len(s.held_out), "group_by": s.group_by}
                 del s
             if validate_only:
                 return Validated(ok=v.ok, rows=v.kept, dropped_duplicates=v.dropped_duplicates,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..config import Config, load_config
-from ..data import load_rows, split_rows
+from ..data import load_rows, split_test_set
 from ..metrics import MetricSpec, field_text, metric_from_dict
 
 KIND = "assay-test-fake"
@@ -136,7 +136,8 @@ def fake_train(config: Config | str | Path, *, progress: bool = True,
     metric = cfg.metric_spec()
     status("preparing", 0.0, "reading the test set")
     test = load_rows(cfg.path(cfg.data.test_set), metric, limit=cfg.data.limit)
-    split = split_rows(test.rows, cfg.data.seed_fraction, cfg.data.split_seed)
+    split = split_test_set(test.rows, metric.shape, seed_fraction=cfg.data.seed_fraction,
+                           split_seed=cfg.data.split_seed, group_by=cfg.data.group_by)
     train_rows = list(split.seeds)
     if cfg.data.train_set:
         train_rows += load_rows(cfg.path(cfg.data.train_set), metric, limit=cfg.data.limit).rows

@@ -111,7 +111,8 @@ class Dataset(BaseModel):
     location: str
     original_location: str
     created_at: datetime
-    split: dict[str, int] | None = Field(None, description="seed / held-out row counts (test sets)")
+    split: dict[str, int | str | None] | None = Field(
+        None, description="seed / held-out row counts (test sets) and the column or field rows are grouped by")
 
 
 class Validated(BaseModel):
@@ -123,7 +124,7 @@ class Validated(BaseModel):
     label_counts: dict[str, int]
     warnings: list[str]
     errors: list[RowError]
-    split: dict[str, int] | None = None
+    split: dict[str, int | str | None] | None = None
     content_hash: str | None = None
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from ..data import SEED_FRACTION
 from ..errors import AssayError
 from ..registry import (
     Dataset,
@@ -179,7 +180,7 @@ def upload_dataset(
     columns: str | None = Form(None, description='JSON: canonical name -> column, e.g. {"input": "text"}'),
     label_map: str | None = Form(None, description='JSON: file label -> metric label'),
     name: str | None = Form(None),
-    seed_fraction: float = Form(0.2, gt=0, lt=1),
+    seed_fraction: float = Form(SEED_FRACTION, gt=0, lt=1),
     split_seed: int = Form(0),
     validate_only: bool = Form(False, description="check the file and report, store nothing"),
 ) -> Dataset | Validated:

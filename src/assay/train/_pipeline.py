@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config, load_config
-from ..data import exclude_groups, held_out_overlap, load_rows, resolve_group_by, row_hash, rows_hash, split_rows
+from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows, split_test_set
 from .._preflight import preflight
 from ..errors import AssayError
 from ._calibrate import MIN_ROWS, smoothed_prior
@@ -76,11 +76,11 @@ def _target_prior(cfg: Config, metric: Any, seeds: list[dict[str, Any]]) -> dict
     return None
 
 
-def _calibration_split(rows: list[dict[str, Any]], fraction: float, seed: int):
-    """(rows to train on, rows to calibrate on): stratified, disjoint by content."""
+def _calibration_split(rows: list[dict[str, Any]], fraction: float, seed: int, group_by: str | None = None):
+    """(rows to train on, rows to calibrate on): stratified, disjoint by group (``data.group_by``)."""
     if fraction <= 0 or round(fraction * len(rows)) < MIN_ROWS:
         return rows, []
-    s = split_rows(rows, fraction, seed)
+    s = split_rows(rows, fraction, seed, group_by=group_by)
     return s.held_out, s.seeds
 
 
@@ -156,8 +156,8 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     d = cfg.data
     test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit,
                      encoding=d.encoding)
-    split = split_rows(test.rows, d.seed_fraction, d.split_seed,
-                       group_by=resolve_group_by(d.group_by, metric.shape, test.rows))  # groups on one side
+    split = split_test_set(test.rows, metric.shape, seed_fraction=d.seed_fraction, split_seed=d.split_seed,
+                           group_by=d.group_by)  # groups on one side
     if not split.held_out:
         raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
                          "add labeled rows to data.test_set", code="too_few_rows")
@@ -197,7 +197,8 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     if not train_rows:
         raise AssayError("training rows", "none left", "add data.train_set rows or more labeled rows",
                          code="too_few_rows")
-    fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed)
+    fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed,
+                                          split.group_by)
     counts.update(train_rows=len(train_rows), fit_rows=len(fit_rows), calibration_rows=len(cal_rows))
 
     # --- model, training, calibration --------------------------------------------------------------
