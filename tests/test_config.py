@@ -41,3 +41,34 @@ def test_bad_yaml_is_reported(tmp_path):
     p.write_text("metric: [unclosed\n")
     with pytest.raises(AssayError, match="YAML"):
         load_config(p)
+
+
+def test_every_yaml_file_is_read_by_one_reader_with_one_error_shape(tmp_path, monkeypatch):
+    """Run configs, metric files, the server's provider file and $ASSAY_HOME/providers.yaml: a YAML
+    error, a non-UTF-8 byte and a missing file give the same AssayError codes, naming the file."""
+    import pytest
+
+    from assay.config import load_config
+    from assay.errors import AssayError
+    from assay.metrics import load_metric
+    from assay.providers._server import ServerProviders
+    from assay.providers._settings import org_config
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("metric: [unclosed\n")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("metric: caf\xe9\n".encode("latin-1"))
+    readers = [load_config, load_metric, ServerProviders.from_file]
+    for read in readers:
+        for path, code in ((broken, "invalid_config"), (latin, "invalid_encoding"),
+                           (tmp_path / "missing.yaml", "not_found")):
+            with pytest.raises(AssayError) as exc:
+                read(path)
+            assert exc.value.code == code and path.name in str(exc.value), (read, path.name, str(exc.value))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "providers.yaml").write_text("providers: {x: [\n")
+    monkeypatch.setenv("ASSAY_HOME", str(home))
+    with pytest.raises(AssayError) as exc:
+        org_config()
+    assert exc.value.code == "invalid_config" and "providers.yaml" in str(exc.value)

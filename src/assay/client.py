@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 from .errors import AssayError
 
@@ -249,10 +248,10 @@ def _read_config(config: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any]
         return copy.deepcopy(config.to_dict()), Path(base) if base else None  # type: ignore[union-attr]
     if isinstance(config, Mapping):
         return copy.deepcopy(dict(config)), None
+    from ._files import read_yaml
+
     path = Path(config)
-    if not path.exists():
-        raise AssayError("a run config YAML file", f"no file at {path}", "check the path", code="not_found")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "a run config YAML file")
     if not isinstance(data, dict):
         raise AssayError("a YAML mapping with metric and data", f"a {type(data).__name__}", f"fix {path.name}",
                          code="invalid_config")

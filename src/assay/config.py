@@ -265,15 +265,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, s
 
 def load_config(path: str | Path) -> Config:
     """Read a run config YAML; relative paths in it are relative to the file."""
+    from ._files import read_yaml
+
     path = Path(path)
-    if not path.exists():
-        raise AssayError("a config YAML file", f"no file at {path}", "check the path", code="not_found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise AssayError(f"a UTF-8 YAML file at {path.name}", f"a byte that is not UTF-8 at byte offset {exc.start}",
-                         f"re-save {path.name} as UTF-8", code="invalid_encoding") from None
-    except yaml.YAMLError as exc:
-        raise AssayError("valid YAML", f"a YAML error: {str(exc).splitlines()[0]}", f"fix {path.name}",
-                         code="invalid_config") from None
+    data = read_yaml(path, "a config YAML file")
     return config_from_dict(data, base_dir=path.parent.resolve(), source=path.name)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .._files import assay_home
 from ..errors import AssayError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,11 +41,6 @@ class BaseRef:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def assay_home() -> Path:
-    """Where assay caches converted models and file hashes (``$ASSAY_HOME``, default ~/.assay)."""
-    return Path(os.environ.get("ASSAY_HOME") or Path.home() / ".assay").expanduser()
 
 
 def model_cache() -> Path:

@@ -185,11 +185,9 @@ def load_metric(source: str | Path | dict[str, Any] | MetricSpec) -> MetricSpec:
         return get_preset(text)
     path = Path(text)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.exists():
-            raise AssayError(
-                "a metric YAML file", f"no file at {path}", "check the path", code="not_found"
-            )
-        data = yaml.safe_load(path.read_text())
+        from .._files import read_yaml
+
+        data = read_yaml(path, "a metric YAML file")
         if isinstance(data, dict) and "metric" in data and "prompt" not in data:
             data = data["metric"]
         return load_metric(data) if isinstance(data, dict) else metric_from_dict(data, str(path))

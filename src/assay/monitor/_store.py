@@ -7,7 +7,6 @@ Migrations are append-only: never edit one that has shipped, add a new one at th
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -47,8 +46,9 @@ ALTER TABLE verdicts ADD COLUMN run_id INTEGER REFERENCES runs (id);
 
 
 def default_db() -> Path:
-    home = Path(os.environ.get("ASSAY_HOME") or Path.home() / ".assay")
-    return home / "monitor.db"
+    from .._files import assay_home
+
+    return assay_home() / "monitor.db"
 
 
 def _j(v: Any) -> str | None:

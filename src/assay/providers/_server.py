@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from ..errors import AssayError
 
@@ -63,15 +62,10 @@ class ServerProviders:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "ServerProviders":
+        from .._files import read_yaml
+
         p = Path(path).expanduser()
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except OSError as exc:
-            raise AssayError("a readable server provider file", f"{p}: {exc.strerror}", "check --providers",
-                             code="invalid_config") from None
-        except yaml.YAMLError as exc:
-            raise AssayError("valid YAML in the server provider file", f"{p}: {str(exc).splitlines()[0]}",
-                             f"fix {p}", code="invalid_config") from None
+        data = read_yaml(p, "a server provider file (--providers)") or {}
         if not isinstance(data, Mapping) or not isinstance(data.get("providers", {}), Mapping):
             raise AssayError("a mapping with 'providers: {name: {model, base_url, api_key_env}}'",
                              f"{type(data).__name__} in {p}", f"fix {p}", code="invalid_config")

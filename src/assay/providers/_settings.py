@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from .._files import assay_home, read_yaml
 from ..errors import AssayError
 
 # OpenAI-compatible services with a well-known endpoint (any other needs base_url).
@@ -37,11 +37,6 @@ KNOWN_BASE_URLS = {
 LOCAL = ("ollama", "lmstudio", "vllm", "llamacpp")
 
 
-def assay_home() -> Path:
-    """``$ASSAY_HOME`` or ``~/.assay``."""
-    return Path(os.environ.get("ASSAY_HOME") or Path.home() / ".assay").expanduser()
-
-
 def default_cache_path() -> Path:
     return assay_home() / "cache.db"
 
@@ -51,11 +46,7 @@ def org_config() -> dict[str, Any]:
     path = assay_home() / "providers.yaml"
     if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise AssayError("valid YAML in the provider settings", f"a YAML error in {path}: {str(exc).splitlines()[0]}",
-                         f"fix {path}", code="invalid_config") from None
+    data = read_yaml(path, "the provider settings", f"fix {path}") or {}
     if not isinstance(data, dict):
         raise AssayError("a mapping with 'providers' and 'prices'", f"a {type(data).__name__} in {path}",
                          f"fix {path}", code="invalid_config")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._files import assay_home
 from ..errors import AssayError, require
 
 require("sqlalchemy", "the registry database", extra="registry")
@@ -176,11 +177,6 @@ workers = Table(
     Column("run_id", Text),
     _ts("stopped_at"),
 )
-
-
-def assay_home() -> Path:
-    """``$ASSAY_HOME`` (default ``~/.assay``): the default database and artifact root."""
-    return Path(os.environ.get("ASSAY_HOME") or Path.home() / ".assay").expanduser()
 
 
 def default_url() -> str:
