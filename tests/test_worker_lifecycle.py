@@ -200,3 +200,14 @@ def _ok(fn):
         return fn()
     except Exception:
         return None
+
+
+def test_one_cancelled_class_for_the_trainer_and_the_worker():
+    """The trainer's Cancelled is the worker's (no match by class name)."""
+    import assay.errors
+    import assay.registry
+    import assay.train
+    from assay.registry._worker import _is_cancel
+
+    assert assay.train.Cancelled is assay.registry.Cancelled is assay.errors.Cancelled
+    assert _is_cancel(assay.train.Cancelled("stopped")) and not _is_cancel(RuntimeError("Cancelled"))

@@ -49,3 +49,9 @@ def require(module: str, feature: str, extra: str | None = None, package: str | 
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised only when missing
         raise MissingDependency(package or module.split(".")[0], feature, extra) from exc
+
+
+class Cancelled(Exception):
+    """A run or training stopped because it was asked to (``should_stop()``, a cancelled run): the one
+    class the trainer raises and the worker recognises (``assay.train.Cancelled`` and
+    ``assay.registry.Cancelled`` are this class)."""

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..config import Config
-from ..errors import AssayError
+from ..errors import AssayError, Cancelled
 from ._metrics import _summary
 from ._models import Run
 from ._runs import RunLost
@@ -49,10 +49,6 @@ log = logging.getLogger("assay.worker")
 
 OnStatus = Callable[[str, "float | None", str], None]
 ShouldStop = Callable[[], bool]
-
-
-class Cancelled(Exception):
-    """Raised inside a job when the run was cancelled (``assay.train.Cancelled`` counts too)."""
 
 
 @dataclass
@@ -81,7 +77,7 @@ class LocalExecutor:
 
 
 def _is_cancel(exc: BaseException) -> bool:
-    return isinstance(exc, Cancelled) or type(exc).__name__ == "Cancelled"
+    return isinstance(exc, Cancelled)
 
 
 class _RunLog(logging.Handler):

@@ -15,17 +15,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..config import TrainingConfig
-from ..errors import AssayError
+from ..errors import AssayError, Cancelled
 
 # Learning rates that work for the shipped bases (tuned on the examples; override with train.learning_rate).
 DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
               ("decoder", True): 2e-4, ("decoder", False): 2e-5}
 # The encoder's fresh label head learns faster than the adapters, and much faster than pretrained weights.
 HEAD_LR_SCALE = {True: 3.0, False: 20.0}  # by LoRA / full fine-tune
-
-
-class Cancelled(Exception):
-    """Training was stopped by ``should_stop()``."""
 
 
 def seed_everything(seed: int) -> None:
