@@ -90,3 +90,21 @@ def test_linear_artifact_scores_through_the_cli(tmp_path):
     assert [s["label"] for s in scored] == [s.label for s in expect]
     res = CliRunner().invoke(cli, ["inspect", str(result.artifact_dir), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["family"] == "linear"
+
+
+def test_a_golden_v1_artifact_still_loads_and_scores_the_same():
+    """tests/fixtures/artifacts/toxicity-tfidf-v1 was written by assay 0.1.0 (artifact and report format 1);
+    every later version must load it and give the scores recorded next to it."""
+    import json
+    from pathlib import Path
+
+    from assay.evaluator import Evaluator
+
+    here = Path(__file__).parent / "fixtures" / "artifacts"
+    want = json.loads((here / "toxicity-tfidf-v1.expected.json").read_text())
+    ev = Evaluator.from_pretrained(here / "toxicity-tfidf-v1")
+    assert ev.info["format_version"] == 1 and ev.threshold == pytest.approx(want["threshold"])
+    np.testing.assert_allclose(ev.predict_proba(want["rows"]), want["probabilities"], rtol=1e-6, atol=1e-9)
+    assert [s.label for s in ev.score(want["rows"])] == want["labels"]
+    report = json.loads((here / "toxicity-tfidf-v1" / "report.json").read_text())
+    assert report["format_version"] == 1 and report["student"]["kappa"] is not None

@@ -12,11 +12,14 @@ from ._metrics import to_jsonable
 FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
 
 
+REPORT_FORMAT_VERSION = 1  # report.json's layout; raised when a key changes meaning or moves
+
+
 def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write the three report files into ``out_dir``; returns their paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = to_jsonable(dict(report))
+    report = to_jsonable({"format_version": REPORT_FORMAT_VERSION, **dict(report)})
     paths = {kind: out / name for kind, name in FILES.items()}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(report), encoding="utf-8")
