@@ -108,3 +108,26 @@ def test_a_golden_v1_artifact_still_loads_and_scores_the_same():
     assert [s.label for s in ev.score(want["rows"])] == want["labels"]
     report = json.loads((here / "toxicity-tfidf-v1" / "report.json").read_text())
     assert report["format_version"] == 1 and report["student"]["kappa"] is not None
+
+
+def test_the_real_evaluator_and_every_double_keep_the_scoring_contract(tmp_path):
+    """Evaluator, the registry's fake and the monitor tests' fake are all `Scorer`s and decide labels
+    with the one rule (`assay.evaluator.decide`), so fast tests on doubles stand for the real thing."""
+    from pathlib import Path
+
+    from test_monitor_fakes import FakeEvaluator as MonitorFake
+
+    from assay.evaluator import Evaluator, Score, Scorer, decide
+    from assay.metrics import load_metric
+    from assay.registry._fake import fit
+
+    metric = load_metric("toxicity")
+    rows = [{"id": str(i), "input": t, "label": lab} for i, (t, lab) in
+            enumerate([("you idiot", "true"), ("lovely day", "false"), ("idiot idiot", "true"), ("hello", "false")])]
+    real = Evaluator.from_pretrained(Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1")
+    for ev in (real, fit(metric, rows), MonitorFake("toxicity", threshold=0.4)):
+        assert isinstance(ev, Scorer), type(ev)
+        scores, probs = ev.score(rows), ev.predict_proba(rows)
+        assert all(isinstance(s, Score) for s in scores)
+        want = [ev.labels[decide(p, ev.labels, metric.positive, ev.threshold)] for p in probs]
+        assert [s.label for s in scores] == want

@@ -7,24 +7,11 @@ to a fixed value. Rendering goes through ``assay.metrics.render`` like the real 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from assay.evaluator import scores_from_probs
 from assay.metrics import get_preset, load_metric, render
-
-
-@dataclass
-class FakeScore:
-    label: str
-    score: float
-    confidence: float
-    probabilities: dict = field(default_factory=dict)
-    tokens: int = 0
-    truncated: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class FakeEvaluator:
@@ -58,19 +45,9 @@ class FakeEvaluator:
 
     def score(self, rows, batch_size=None):
         self.calls += 1
-        probs = self.predict_proba(rows)
-        out = []
-        for r, pr in zip(rows, probs):
-            d = {lab: float(x) for lab, x in zip(self.labels, pr)}
-            if self.metric.is_binary:
-                pos = self.metric.positive
-                neg = [lab for lab in self.labels if lab != pos][0]
-                label = pos if d[pos] >= self.threshold else neg
-                out.append(FakeScore(label, d[pos], d[label], d, tokens=len(render(self.metric, r).split())))
-            else:
-                label = max(d, key=d.get)
-                out.append(FakeScore(label, d[label], d[label], d))
-        return out
+        positive = self.metric.positive if self.metric.is_binary else None
+        return scores_from_probs(self.predict_proba(rows), self.labels, positive, self.threshold,
+                                 tokens=[len(render(self.metric, r).split()) for r in rows])
 
 
 def pii_metric():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,25 +14,11 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
+from ._score import Score, decide, scores_from_probs
 
 FORMAT_VERSION = 1
 INFO_FILE = "evaluator.json"
 LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
-
-
-@dataclass
-class Score:
-    """One row's verdict."""
-
-    label: str
-    score: float  # binary: calibrated P(positive label); categorical: P(label)
-    confidence: float  # probability of the returned label
-    probabilities: dict[str, float] = field(default_factory=dict)
-    tokens: int = 0  # model input length
-    truncated: bool = False  # a field was cut to fit max_length
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -209,29 +194,17 @@ class Evaluator:
         return self.calibrate(self.predict_logits(rows, batch_size))
 
     def decide(self, probs: np.ndarray) -> list[int]:
-        """The label index per row: threshold on P(positive) for binary metrics, argmax otherwise."""
-        if self.metric.is_binary:
-            pos = self.labels.index(self.metric.positive)
-            other = 1 - pos
-            return [pos if p[pos] >= self.threshold else other for p in probs]
-        return [int(i) for i in np.argmax(probs, axis=1)]
+        """The label index per row (:func:`assay.evaluator.decide`: the threshold on P(positive) for
+        binary metrics, argmax otherwise)."""
+        positive = self.metric.positive if self.metric.is_binary else None
+        return [decide(p, self.labels, positive, self.threshold) for p in probs]
 
     def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]:
         """A :class:`Score` per row."""
         encoded = self.encode(list(rows))
         probs = self.calibrate(self.logits_of(encoded, batch_size))
-        pos = self.labels.index(self.metric.positive) if self.metric.is_binary else None
-        out = []
-        for e, p, k in zip(encoded, probs, self.decide(probs)):
-            out.append(Score(
-                label=self.labels[k],
-                score=float(p[pos] if pos is not None else p[k]),
-                confidence=float(p[k]),
-                probabilities={lab: float(v) for lab, v in zip(self.labels, p)},
-                tokens=e.tokens,
-                truncated=e.truncated,
-            ))
-        return out
+        return scores_from_probs(probs, self.labels, self.metric.positive if self.metric.is_binary else None,
+                                 self.threshold, [e.tokens for e in encoded], [e.truncated for e in encoded])
 
     # --- saving -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

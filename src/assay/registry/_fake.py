@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..data import load_rows, split_test_set
+from ..evaluator._score import Score, scores_from_probs
 from ..metrics import MetricSpec, field_text, metric_from_dict
 
 KIND = "assay-test-fake"
@@ -32,19 +33,6 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 def _words(metric: MetricSpec, row: Mapping[str, Any]) -> list[str]:
     return _WORD.findall(" ".join(field_text(row.get(f)) for f in metric.fields).lower())
-
-
-@dataclass
-class FakeScore:
-    label: str
-    score: float
-    confidence: float
-    probabilities: dict[str, float] = field(default_factory=dict)
-    tokens: int = 0
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class FakeEvaluator:
@@ -78,20 +66,11 @@ class FakeEvaluator:
             out[i] = z / z.sum()
         return out
 
-    def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[FakeScore]:
-        probs = self.predict_proba(rows)
-        pos = self.metric.positive
-        out = []
-        for r, p in zip(rows, probs):
-            d = {lab: float(x) for lab, x in zip(self.labels, p)}
-            if self.metric.is_binary:
-                label = pos if d[pos] >= (self.threshold or 0.5) else next(x for x in self.labels if x != pos)
-                score = d[pos]
-            else:
-                label = max(d, key=d.get)
-                score = d[label]
-            out.append(FakeScore(label, score, d[label], d, tokens=len(_words(self.metric, r))))
-        return out
+    def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]:
+        positive = self.metric.positive if self.metric.is_binary else None
+        return scores_from_probs(self.predict_proba(rows), self.labels, positive,
+                                 self.threshold if self.threshold is not None else 0.5,
+                                 tokens=[len(_words(self.metric, r)) for r in rows])
 
     def save_pretrained(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..data import validate_rows
+from ..evaluator._score import decide
 from ..errors import AssayError
 from ..metrics import load_metric
 from . import _db as t
@@ -242,9 +243,10 @@ class MetricsMixin(RunsMixin):
             probs = {str(k): float(x) for k, x in (d.get("probabilities") or {}).items()}
             label = d["label"]
             if version.threshold is not None and len(version.labels) == 2 and pos in probs:
-                other = next(lab for lab in version.labels if lab != pos)
-                hit = probs[pos] >= version.threshold if version.operator == ">=" else probs[pos] > version.threshold
-                label = pos if hit else other
+                # the version's own threshold, decided by the evaluator's rule (assay.evaluator.decide)
+                labs = list(version.labels)
+                label = labs[decide([probs.get(lab, 0.0) for lab in labs], labs, pos, version.threshold,
+                                    version.operator)]
             results.append(ScoreResult(label=label, score=float(d["score"]),
                                        confidence=float(probs.get(label, d.get("confidence", 0.0))),
                                        probabilities=probs, tokens=d.get("tokens"), truncated=d.get("truncated")))
