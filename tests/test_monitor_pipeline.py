@@ -46,6 +46,37 @@ def test_router_rules():
         RouteConfig(band=(0.8, 0.2))
 
 
+def test_uncertain_means_close_to_the_evaluators_own_threshold():
+    """Without a fixed band, doubt is measured around the calibrated threshold (issue 12): at 0.5 the
+    default margin gives 0.3-0.7; a threshold of 0.15 moves the band down, not a fixed 0.3-0.7."""
+    from assay.monitor._route import uncertainty_band
+
+    lo, hi = uncertainty_band(0.5, 0.2)
+    assert lo == pytest.approx(0.3) and hi == pytest.approx(0.7)
+    lo, hi = uncertainty_band(0.15, 0.2)
+    assert 0.05 < lo < 0.15 < hi < 0.3
+    r = Router(RouteConfig(audit_rate=0.0))
+    v = lambda **k: Verdict(**{"trace_id": "t", "metric": "m", "kind": "evaluator", "label": "false",  # noqa: E731
+                               "passed": True, "confidence": 0.9, "severity": "medium", **k})
+    assert r.route(v(score=0.2, threshold=0.15, label="true")).reason == "uncertain"  # just over its threshold
+    assert r.route(v(score=0.5, threshold=0.15, label="true")).reason != "uncertain"  # a confident positive
+    assert r.route(v(score=0.05, threshold=0.15)).reason != "uncertain"
+    assert r.route(v(score=0.5, threshold=None)).reason == "uncertain"  # no threshold: 0.5
+    fixed = Router(RouteConfig(band=(0.3, 0.7), audit_rate=0.0))
+    assert fixed.route(v(score=0.2, threshold=0.15)).reason != "uncertain"  # a fixed band ignores it
+
+
+def test_the_monitor_passes_the_evaluators_threshold_to_the_router(tmp_path):
+    from test_monitor_fakes import FakeEvaluator
+
+    from assay.monitor import ModelCheck
+
+    check = ModelCheck(FakeEvaluator("pii", threshold=0.15, scores={"a": 0.2}))
+    ((verdict,),) = check.run([{"id": "a", "input": "x"}])
+    assert verdict.threshold == 0.15 and verdict.label == "true"
+    assert Router(RouteConfig(audit_rate=0.0)).route(verdict).reason == "uncertain"
+
+
 def test_audit_draw_is_deterministic_and_uniform():
     draws = [audit_draw(f"trace-{i}", "pii", 7) for i in range(4000)]
     assert draws == [audit_draw(f"trace-{i}", "pii", 7) for i in range(4000)]

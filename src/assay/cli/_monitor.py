@@ -142,7 +142,7 @@ def _eval_text(r: dict[str, Any]) -> str:
 @click.option("--http", "http_port", type=int, help="Serve an ingest endpoint on this port instead.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for --http.")
 @click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
-@click.option("--band", help="Uncertainty band on P(positive), e.g. 0.3,0.7.")
+@click.option("--band", help="A fixed uncertainty band on P(positive), e.g. 0.3,0.7 (default: around each evaluator's calibrated threshold, route.margin).")
 @click.option("--audit-rate", type=float, help="Share of confident passes sent to review (default 0.05).")
 @click.option("--seed", type=int, help="Seed of the audit sample.")
 @click.option("--batch-size", type=int)

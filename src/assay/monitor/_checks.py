@@ -36,6 +36,7 @@ class Verdict:
     row: dict[str, Any] | None = None
     severity: str = "medium"
     binary: bool = True
+    threshold: float | None = None  # binary evaluators: the decision threshold the label came from
 
     def to_dict(self, with_row: bool = False) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("trace_id", "metric", "kind", "label", "passed", "score", "confidence",
@@ -166,7 +167,8 @@ class ModelCheck:
         extra = {k: getattr(s, k) for k in ("tokens", "truncated") if hasattr(s, k)}
         return Verdict(subject(row), self.name, "evaluator", s.label, s.label not in self.fail_labels,
                        score=score, confidence=float(s.confidence), probabilities=probs or None,
-                       details=extra, row=dict(row), severity=self.severity, binary=self.metric.is_binary)
+                       details=extra, row=dict(row), severity=self.severity, binary=self.metric.is_binary,
+                       threshold=getattr(self.evaluator, "threshold", None) if self.metric.is_binary else None)
 
     def _decided(self, row: Mapping[str, Any], r: Any) -> Verdict:
         label = sorted(self.fail_labels, key=list(self.metric.labels).index)[0]

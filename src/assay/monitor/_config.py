@@ -6,7 +6,7 @@
       - artifact: runs/pii
         gates: [{type: pii, decides: true}]
       - gate: {type: length, field: output, max_chars: 4000, severity: high}
-    route: {band: [0.3, 0.7], audit_rate: 0.05, seed: 0}
+    route: {margin: 0.2, audit_rate: 0.05, seed: 0}   # or band: [0.3, 0.7], a fixed band
     batch_size: 32
     parallel: 2
     smoke: 50

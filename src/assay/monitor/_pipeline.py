@@ -1,6 +1,6 @@
 """The monitor: every trace through gates and evaluators, verdicts stored and routed.
 
-    mon = Monitor(["runs/pii"], Store("monitor.db"), RouteConfig(band=(0.3, 0.7), audit_rate=0.05))
+    mon = Monitor(["runs/pii"], Store("monitor.db"), RouteConfig(margin=0.2, audit_rate=0.05))
     mon.run_file("traces.jsonl")            # or follow=True, like tail -f
     mon.summary()
 """

@@ -1,7 +1,10 @@
 """Routing: which verdicts a person should look at.
 
-- ``review/uncertain``: a binary score P(positive) inside the band (categorical: confidence below
-  ``min_confidence``);
+- ``review/uncertain``: a binary score P(positive) close to the evaluator's own decision threshold
+  (its calibrated one, 0.5 when it has none): within ``margin`` of it in log-odds, where ``margin``
+  is given as the half-width of the band it makes around 0.5 (0.2: 0.3-0.7 for a threshold of 0.5;
+  for a threshold of 0.15, 0.07-0.29). ``band`` instead sets a fixed absolute band on P(positive).
+  Categorical: confidence below ``min_confidence``;
 - ``review/high_severity_fail``: a failing verdict on a metric (or gate) whose severity is listed;
 - ``review/audit``: a deterministic sample (``audit_rate``, by hash of seed, metric and trace id)
   of the confident passes;
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,8 @@ REVIEW, RECORDED = "review", "recorded"
 class RouteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    band: tuple[float, float] = (0.3, 0.7)
+    band: tuple[float, float] | None = None  # a fixed band on P(positive); None: around the threshold
+    margin: float = Field(0.2, ge=0, lt=0.5)  # half-width of the band around a 0.5 threshold (log-odds)
     min_confidence: float = Field(0.6, ge=0, le=1)  # categorical metrics: below it is uncertain
     audit_rate: float = Field(0.05, ge=0, le=1)
     seed: int = 0
@@ -30,6 +35,8 @@ class RouteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "RouteConfig":
+        if self.band is None:
+            return self
         lo, hi = self.band
         if not 0 <= lo <= hi <= 1:
             raise ValueError(f"band must be two numbers 0 <= low <= high <= 1, not {list(self.band)}")
@@ -41,6 +48,19 @@ class Route:
     route: str
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def uncertainty_band(threshold: float | None, margin: float) -> tuple[float, float]:
+    """The P(positive) interval within ``margin`` (log-odds, scaled so 0.5 +/- margin at 0.5) of ``threshold``."""
+    t = 0.5 if threshold is None else float(threshold)
+    half = _logit(0.5 + margin)
+    lo, hi = _logit(t) - half, _logit(t) + half
+    return 1 / (1 + math.exp(-lo)), 1 / (1 + math.exp(-hi))
 
 
 def audit_draw(trace_id: str, metric: str, seed: int) -> float:
@@ -57,7 +77,7 @@ class Router:
         c = self.config
         if v.kind == "evaluator":
             if v.binary and v.score is not None:
-                lo, hi = c.band
+                lo, hi = c.band if c.band is not None else uncertainty_band(v.threshold, c.margin)
                 if lo <= v.score <= hi:
                     return Route(REVIEW, "uncertain")
             elif v.confidence is not None and v.confidence < c.min_confidence:
