@@ -285,6 +285,28 @@ def test_review_errors(tmp_path):
     assert r.exit_code == 2 and "assay monitor" in r.output
 
 
+def test_an_all_digit_trace_id_never_labels_another_trace(tmp_path):
+    """Trace ids "1".."6" scored in reverse: bare "2" is both trace 2 and verdict #2 of another trace, so it
+    is refused; #2 and trace:2 say which one is meant (issue 12: a label landed on the wrong trace)."""
+    store = Store(tmp_path / "m.db")
+    rows = [{"id": str(i), "input": f"message {i}", "output": "ok"} for i in range(6, 0, -1)]
+    Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=1.0)).run_file(write(tmp_path / "t.jsonl", rows))
+    v2 = store.verdict(2)
+    assert v2["trace_id"] != "2"
+    with pytest.raises(Exception, match="both trace 2 and verdict #2") as exc:
+        review_label(store, "2", "true")
+    assert exc.value.code == "ambiguous"
+    assert store.review_queue(pending=False, limit=None) and not any(
+        v["review_label"] for v in store.review_queue(pending=False, limit=None))  # nothing was written
+    assert review_label(store, "#2", "true")["trace_id"] == v2["trace_id"]
+    assert review_label(store, "trace:2", "false")["trace_id"] == "2"
+    with pytest.raises(Exception, match="no verdict #99"):
+        review_label(store, "#99", "true")
+    store.close()
+    r = CliRunner().invoke(cli, ["review", "label", "3", "true", "--db", str(tmp_path / "m.db")])
+    assert r.exit_code == 2 and "#3" in r.output and "trace:3" in r.output
+
+
 def test_cli_monitor_with_gate_only(tmp_path):
     path = write(tmp_path / "t.jsonl", plain(6))
     db = tmp_path / "m.db"

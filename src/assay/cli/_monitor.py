@@ -234,7 +234,7 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
         score = "" if v["score"] is None else f" P={v['score']:.2f}"
         text = " ".join(field_text((v["row"] or {}).get("output") or (v["row"] or {}).get("input")).split())[:100]
         done = f" [labeled {v['review_label']}]" if v["review_label"] else ""
-        lines.append(f"{v['id']:6d} {v['metric']:24s} {v['why']:18s} {v['label']}{score}{done}  {v['trace_id']}: {text}")
+        lines.append(f"#{v['id']:<5d} {v['metric']:24s} {v['why']:18s} {v['label']}{score}{done}  {v['trace_id']}: {text}")
     emit(data, as_json, "\n".join(lines) or "the review queue is empty")
     store.close()
 
@@ -249,7 +249,7 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def review_label_cmd(ref: str, label: str, db: str | None, metric: str | None, reviewer: str | None,
                      note: str | None, as_json: bool) -> None:
-    """Label a verdict (by id or trace id) with one of its metric's labels."""
+    """Label a verdict: REF is a trace id, #ID a verdict id from `assay review list`, trace:ID a trace id."""
     from ..monitor import review_label
 
     store = _open_store(db)

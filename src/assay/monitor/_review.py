@@ -22,12 +22,38 @@ def _labels_of(store: Store, metric: str) -> list[str]:
 
 
 def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dict[str, Any]:
-    """A verdict by its id, or by trace id (with ``metric`` when the trace has several verdicts)."""
-    if isinstance(ref, int) or str(ref).isdigit():
-        v = store.verdict(int(ref))
-        if v is not None and (metric is None or v["metric"] == metric):
-            return v
-    found = store.verdicts(metric, trace_id=str(ref))
+    """A verdict by trace id (with ``metric`` when the trace has several verdicts) or by verdict id.
+
+    ``#12`` (or an int) is always verdict id 12, ``trace:12`` always trace 12. A bare ``12`` that is
+    both a trace id and another trace's verdict id is refused as ambiguous, never guessed: a label
+    must not land on the wrong trace.
+    """
+    text = str(ref).strip()
+    if text.startswith("trace:"):
+        return _one_for_trace(store, text[len("trace:"):], metric)
+    if isinstance(ref, int) or (text.startswith("#") and text[1:].isdigit()):
+        v = store.verdict(int(text.lstrip("#")))
+        if v is None or (metric is not None and v["metric"] != metric):
+            raise AssayError("a verdict id from `assay review list`", f"no verdict {text}"
+                             + (f" for {metric}" if metric else ""), "check the id", code="not_found")
+        return v
+    found = store.verdicts(metric, trace_id=text)
+    by_id = store.verdict(int(text)) if text.isdigit() else None
+    if by_id is not None and (metric is not None and by_id["metric"] != metric):
+        by_id = None
+    if by_id is not None and found and all(v["id"] != by_id["id"] for v in found):
+        raise AssayError("a reference to one verdict",
+                         f"'{text}' is both trace {text} and verdict #{text} (trace {by_id['trace_id']})",
+                         f"pass #{text} for the verdict id, or trace:{text} for the trace", code="ambiguous")
+    if not found and by_id is not None:
+        return by_id
+    return _one_for_trace(store, text, metric, found)
+
+
+def _one_for_trace(store: Store, trace_id: str, metric: str | None,
+                   found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    found = store.verdicts(metric, trace_id=trace_id) if found is None else found
+    ref = trace_id
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
