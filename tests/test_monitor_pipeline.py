@@ -176,6 +176,30 @@ def test_follow_mode_picks_up_appended_traces(tmp_path):
     store.close()
 
 
+def test_http_ingest_stops_after_max_traces(tmp_path):
+    """`assay monitor --http --max-traces 5` scores 5 traces and returns (issue 12: it kept running)."""
+    import threading
+
+    store = Store(tmp_path / "m.db")
+    mon = Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=0.0))
+    srv = IngestServer(mon, port=0, settle=0.0, max_traces=5)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (srv.serve_forever(), done.set()), daemon=True)
+    thread.start()
+    req = urllib.request.Request(srv.url + "/v1/traces", data=json.dumps(plain(3)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert not json.loads(resp.read())["stopping"]
+    req = urllib.request.Request(srv.url + "/v1/traces", data=json.dumps(plain(4, start=3)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        out = json.loads(resp.read())
+    assert out["stopping"] and len(out["verdicts"]) == 2
+    assert done.wait(10), "the ingest server kept running after --max-traces"
+    assert mon.summary()["traces"] == 5
+    store.close()
+
+
 def test_http_ingest_endpoint(tmp_path):
     store = Store(tmp_path / "m.db")
     mon = Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=0.0))

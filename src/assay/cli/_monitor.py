@@ -171,7 +171,8 @@ def monitor(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...]
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"warning: the ingest endpoint listens on {host}, not only this machine", err=True)
-        srv = IngestServer(mon, host=host, port=http_port or 0, settle=cfg.settle if settle is None else settle)
+        srv = IngestServer(mon, host=host, port=http_port or 0, settle=cfg.settle if settle is None else settle,
+                           max_traces=max_traces)
         click.echo(f"assay monitor: POST traces to {srv.url}/v1/traces (Ctrl-C stops)", err=True)
         srv.serve_forever()
         summary = mon.summary()

@@ -21,12 +21,15 @@ MAX_BODY = 32 * 1024 * 1024
 class IngestServer:
     """Runs a Monitor behind an HTTP endpoint; spans wait ``settle`` seconds for their trace to finish."""
 
-    def __init__(self, monitor: Monitor, host: str = "127.0.0.1", port: int = 0, settle: float = 2.0):
+    def __init__(self, monitor: Monitor, host: str = "127.0.0.1", port: int = 0, settle: float = 2.0,
+                 max_traces: int | None = None):
         self.monitor = monitor
+        self.max_traces = max_traces  # stop serving once this many traces were scored
         self.asm = TraceAssembler(settle=settle)
         self.lock = threading.Lock()
         self.requests = 0
         self._stop = threading.Event()
+        self._finished = False
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.run_id = monitor.store.start_run({"source": f"http://{host}:{self.port}",
@@ -55,16 +58,25 @@ class IngestServer:
                     self.asm.add_line(line, f"{where} line {n}")
             else:
                 self.asm.add_line(stripped, where)
-            verdicts = self.monitor.process(self.asm.pop_ready())
-            self.monitor._absorb(self.asm, "http")
+            verdicts = self._process(self.asm.pop_ready())
             return {"items": self.asm.items - before, "pending_traces": self.asm.pending(),
-                    "verdicts": verdicts, "problems": dict(self.asm.problems.counts)}
+                    "verdicts": verdicts, "problems": dict(self.asm.problems.counts),
+                    "stopping": self._stop.is_set()}
 
     def flush(self, final: bool = False) -> list[dict[str, Any]]:
         with self.lock:
-            verdicts = self.monitor.process(self.asm.pop_ready(final=final))
-            self.monitor._absorb(self.asm, "http")
-            return verdicts
+            return self._process(self.asm.pop_ready(final=final))
+
+    def _process(self, ready: list[Any]) -> list[dict[str, Any]]:
+        """Score ready traces (no more than ``max_traces`` in all); reaching it stops the server."""
+        if self.max_traces is not None:
+            ready = ready[:max(0, self.max_traces - self.monitor.traces)]
+        verdicts = self.monitor.process(ready)
+        self.monitor._absorb(self.asm, "http")
+        if self.max_traces is not None and self.monitor.traces >= self.max_traces and not self._stop.is_set():
+            self._stop.set()  # serve_forever returns; shutdown() from another thread, never a handler's own
+            threading.Thread(target=self.httpd.shutdown, daemon=True).start()
+        return verdicts
 
     def _flush_loop(self, every: float) -> None:
         while not self._stop.wait(every):
@@ -85,9 +97,11 @@ class IngestServer:
             self.stop()
 
     def stop(self) -> dict[str, Any]:
-        if not self._stop.is_set():
-            self._stop.set()
-            self.httpd.shutdown()
+        if not self._finished:
+            self._finished = True
+            if not self._stop.is_set():
+                self._stop.set()
+                self.httpd.shutdown()
             self.httpd.server_close()
             self.flush(final=True)
             self.monitor.store.finish_run(self.run_id, self.monitor.summary())
