@@ -101,6 +101,21 @@ def test_cli_eval_with_gates_config_and_smoke(tmp_path):
     assert r.exit_code == 2 and "inline mapping" in r.output
 
 
+def test_cli_eval_gates_a_release_with_min_pass_rate(tmp_path):
+    """`assay eval --min-pass-rate` exits 1 when a metric passes too few traces (issue 12: it exited 0 at 20%)."""
+    data = tmp_path / "golden.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+    gate = ["eval", "--gate", "{type: pii, field: input, name: pii_regex}", "--data", str(data)]
+    r = CliRunner().invoke(cli, gate + ["--json"])
+    rate = json.loads(r.output)["metrics"]["pii_regex"]["pass_rate"]
+    assert r.exit_code == 0 and 0 < rate < 1
+    r = CliRunner().invoke(cli, gate + ["--min-pass-rate", str(round(rate + 0.01, 3))])
+    assert r.exit_code == 1 and "GATE FAILED" in r.output and "pii_regex" in r.output
+    r = CliRunner().invoke(cli, gate + ["--min-pass-rate", str(round(rate - 0.01, 3)), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["gate"] == {"min_pass_rate": round(rate - 0.01, 3),
+                                                                 "passed": True, "below": []}
+
+
 def test_stats_helpers():
     assert histogram([0.0, 0.05, 0.5, 1.0])["counts"] == [2, 0, 0, 0, 0, 1, 0, 0, 0, 1]
     assert cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
