@@ -52,14 +52,45 @@ def subject(row: Mapping[str, Any]) -> str:
     return str(meta.get("trace_id") or row["id"])
 
 
-def load_evaluator(path: str | Path) -> Any:
-    """``Evaluator.from_pretrained(path)`` with clear errors."""
-    p = Path(path)
-    if not (p / "evaluator.json").exists():
-        raise AssayError("an evaluator artifact directory with evaluator.json", f"{p}",
-                         "pass the output directory of `assay train`", code="not_found")
+def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
+    """(artifact directory, registered version or None) for an artifact path or a registered metric
+    name (``toxicity`` = its latest version, ``toxicity-v1``), looked up in the default registry
+    (``$ASSAY_DATABASE_URL``, else ``$ASSAY_HOME/assay.db``) with its file hashes checked."""
+    p = Path(ref).expanduser()
+    if (p / "evaluator.json").exists():
+        return p, None
+    name = str(ref)
+    if not p.exists() and "/" not in name and "\\" not in name:
+        import os
+
+        from .._files import assay_home
+
+        if os.environ.get("ASSAY_DATABASE_URL") or (assay_home() / "assay.db").exists():
+            from ..registry import Registry
+
+            reg = Registry()
+            try:
+                version = reg.get_metric(name)
+            except AssayError:
+                version = None
+            if version is not None:
+                reg.verify_artifact(version)  # an edited file is refused, naming it
+                return Path(reg.storage.local_dir(version.artifact_location)), version
+    raise AssayError("an evaluator artifact directory with evaluator.json, or a registered metric name",
+                     f"'{ref}': " + ("a folder without evaluator.json" if p.is_dir() else
+                                     "no such folder and no registered metric of that name"),
+                     "pass the output directory of `assay train`, or a registered name (GET /v1/metrics, the web UI)",
+                     code="not_found")
+
+
+def load_evaluator(ref: str | Path) -> Any:
+    """The evaluator of an artifact directory or of a registered metric (its version's threshold applies)."""
+    path, version = resolve_artifact(ref)
     mod = require("assay.evaluator", "loading trained evaluators", extra="train")
-    return mod.Evaluator.from_pretrained(p)
+    ev = mod.Evaluator.from_pretrained(path)
+    if version is not None and version.threshold is not None and ev.metric.is_binary:
+        ev.threshold = float(version.threshold)  # the registered version's decision threshold
+    return ev
 
 
 def read_report(path: str | Path | None) -> dict[str, Any]:
@@ -105,7 +136,7 @@ class ModelCheck:
                  source: str | Path | None = None, severity: str | None = None,
                  fail_labels: Iterable[str] | None = None):
         if isinstance(evaluator, (str, Path)):
-            source = source or evaluator
+            source = source or resolve_artifact(evaluator)[0]
             evaluator = load_evaluator(evaluator)
         if not hasattr(evaluator, "score") or not isinstance(getattr(evaluator, "metric", None), MetricSpec):
             raise AssayError("an evaluator with .metric and .score(rows)", f"a {type(evaluator).__name__}",

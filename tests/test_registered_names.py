@@ -1,0 +1,75 @@
+"""Issue 12: a registered metric name works wherever an artifact directory does (monitor, eval,
+batch-score), with its file hashes checked and the registered version's threshold applied."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+from click.testing import CliRunner
+
+from _registry_util import add_binary_datasets, run_config
+
+GOLDEN = Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
+
+
+def _register_golden(home: Path, threshold: float | None = None) -> str:
+    """Register the golden v1 artifact as metric `tox` in $ASSAY_HOME's default registry."""
+    from assay.registry import LocalExecutor, Registry, Worker
+
+    def copy_train(cfg, **kw):
+        out = Path(cfg.output_dir())
+        shutil.copytree(GOLDEN, out, dirs_exist_ok=True)
+        return SimpleNamespace(artifact_dir=out, report=json.loads((out / "report.json").read_text()))
+
+    reg = Registry()  # $ASSAY_HOME/assay.db: what the CLI finds without options
+    reg.create_project("demo")
+    t, tr = add_binary_datasets(reg, "demo")
+    run = reg.create_run("demo", run_config(t, tr))
+    w = Worker(reg, LocalExecutor(copy_train), heartbeat_interval=0.2, stale_after=30)
+    assert w.execute(reg.claim_run(w.worker_id, run_id=run.id)).status.value == "fine_tuned"
+    return reg.register(run.id, "tox", threshold=threshold).full_name
+
+
+def test_a_registered_name_scores_in_eval_batch_score_and_monitor(tmp_path, _assay_home):
+    from assay.cli import cli
+    from assay.evaluator import Evaluator
+
+    full = _register_golden(_assay_home, threshold=0.9)
+    assert full == "tox-v1"
+    rows = [{"id": f"r{i}", "input": text} for i, text in enumerate(["you idiot", "lovely day", "hello there"])]
+    data = tmp_path / "traces.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = CliRunner().invoke
+    for name in ("tox", "tox-v1"):
+        r = run(cli, ["eval", "-m", name, "--data", str(data), "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["metrics"]["toxicity"]["scored"] == 3
+    out = tmp_path / "scores.jsonl"
+    r = run(cli, ["batch-score", "tox", str(data), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    direct = Evaluator.from_pretrained(GOLDEN).predict_proba(rows)[:, 0]
+    assert [round(s["score"], 6) for s in scored] == [round(float(p), 6) for p in direct]
+    assert all(s["label"] == ("true" if s["score"] >= 0.9 else "false") for s in scored)  # the version's threshold
+    r = run(cli, ["monitor", "-m", "tox", "--source", str(data), "--db", str(tmp_path / "m.db"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["traces"] == 3
+    r = run(cli, ["eval", "-m", "nosuchmetric", "--data", str(data)])
+    assert r.exit_code == 2 and "no registered metric" in r.output
+
+
+def test_an_edited_registered_artifact_is_refused(tmp_path, _assay_home):
+    from assay.cli import cli
+    from assay.registry import Registry
+
+    _register_golden(_assay_home)
+    version = Registry().get_metric("tox")
+    folder = Path(Registry().storage.local_dir(version.artifact_location))
+    (folder / "vocab.json").write_text("{}")
+    data = tmp_path / "traces.jsonl"
+    data.write_text(json.dumps({"id": "a", "input": "hi"}) + "\n")
+    r = CliRunner().invoke(cli, ["eval", "-m", "tox", "--data", str(data)])
+    assert r.exit_code == 2 and "vocab.json" in r.output
