@@ -72,3 +72,20 @@ def test_every_yaml_file_is_read_by_one_reader_with_one_error_shape(tmp_path, mo
     with pytest.raises(AssayError) as exc:
         org_config()
     assert exc.value.code == "invalid_config" and "providers.yaml" in str(exc.value)
+
+
+def test_a_config_round_trips_through_its_dict_and_the_artifacts_yaml(tmp_path):
+    """to_dict -> config_from_dict gives the same config, and the config.yaml an artifact stores loads
+    back to it (every key of the example, defaults included)."""
+    from pathlib import Path
+
+    import yaml
+
+    from assay.config import config_from_dict, load_config
+
+    example = load_config(Path(__file__).resolve().parents[1] / "examples" / "toxicity" / "config.yaml")
+    again = config_from_dict(example.to_dict(), base_dir=tmp_path)
+    assert again.to_dict() == example.to_dict()
+    stored = tmp_path / "config.yaml"
+    stored.write_text(yaml.safe_dump(example.to_dict(), sort_keys=False, allow_unicode=True))
+    assert load_config(stored).to_dict() == example.to_dict()
