@@ -53,13 +53,12 @@ def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dic
 def _one_for_trace(store: Store, trace_id: str, metric: str | None,
                    found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     found = store.verdicts(metric, trace_id=trace_id) if found is None else found
-    ref = trace_id
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        raise AssayError("one verdict", f"{len(found)} verdicts for trace {ref} ({', '.join(v['metric'] for v in found)})",
+        raise AssayError("one verdict", f"{len(found)} verdicts for trace {trace_id} ({', '.join(v['metric'] for v in found)})",
                          "pass --metric to pick one", code="ambiguous")
-    raise AssayError("a verdict id or trace id from `assay review list`", f"'{ref}'", "check the id",
+    raise AssayError("a verdict id or trace id from `assay review list`", f"'{trace_id}'", "check the id",
                      code="not_found")
 
 
