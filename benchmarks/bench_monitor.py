@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", help="Also write the results as JSON here.")
     args = ap.parse_args()
 
-    from assay.monitor import Monitor, RouteConfig, Store, gate_from_dict, load_evaluator, read_traces, score_file
+    from assay.monitor import Monitor, RouteConfig, Store, gate_from_dict, load_evaluator, score_file
+    from assay.traces import read_traces
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-monitor-"))
     work.mkdir(parents=True, exist_ok=True)

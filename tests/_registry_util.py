@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.registry import LocalExecutor, Registry, Worker
-from assay.registry._fake import FakeEvaluator, fake_train
+from assay.testing import MockEvaluator, mock_train
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toxicity"
 BINARY_MAP = {"hate_speech": "true", "offensive_language": "true", "neither": "false"}
@@ -29,12 +29,12 @@ def sample_train_set(n: int = 300) -> bytes:
 
 
 def make_registry(url: str, root: Path, **kw: Any) -> Registry:
-    """A registry whose evaluators are the test-only fake (see assay.registry._fake)."""
-    return Registry(url, str(root / "artifacts"), load_evaluator=FakeEvaluator.from_pretrained, **kw)
+    """A registry whose evaluators are mocks (artifacts of assay.testing.mock_train)."""
+    return Registry(url, str(root / "artifacts"), load_evaluator=MockEvaluator.from_pretrained, **kw)
 
 
 def fake_worker(reg: Registry, **train_kw: Any) -> Worker:
-    train = functools.partial(fake_train, **train_kw) if train_kw else fake_train
+    train = functools.partial(mock_train, **train_kw) if train_kw else mock_train
     return Worker(reg, LocalExecutor(train), heartbeat_interval=0.2, stale_after=30)
 
 
@@ -54,7 +54,7 @@ def add_binary_datasets(reg: Registry, project: str, n_test: int = 150, n_train:
 
 
 def finished_run(reg: Registry, project: str = "demo", **train_kw: Any) -> str:
-    """A Fine-tuned run (fake training) in ``project``; returns its id."""
+    """A Fine-tuned run (mock training) in ``project``; returns its id."""
     try:
         reg.get_project(project)
     except Exception:

@@ -110,24 +110,38 @@ def test_a_golden_v1_artifact_still_loads_and_scores_the_same():
     assert report["format_version"] == 1 and report["student"]["kappa"] is not None
 
 
-def test_the_real_evaluator_and_every_double_keep_the_scoring_contract(tmp_path):
-    """Evaluator, the registry's fake and the monitor tests' fake are all `Scorer`s and decide labels
-    with the one rule (`assay.evaluator.decide`), so fast tests on doubles stand for the real thing."""
+def test_the_real_evaluator_and_the_mock_keep_the_evaluator_contract(tmp_path):
+    """Evaluator and assay.testing.MockEvaluator (the one test double, plain, fitted and loaded from
+    an artifact) are all `EvaluatorLike`, with the protocol's signatures, and decide labels with the
+    one rule (`assay.evaluator.decide`), so fast tests on the mock stand for the real thing."""
+    import inspect
     from pathlib import Path
 
-    from test_monitor_fakes import FakeEvaluator as MonitorFake
-
-    from assay.evaluator import Evaluator, Score, Scorer, decide
+    from assay.evaluator import Calibration, Evaluator, EvaluatorLike, Score, decide
     from assay.metrics import load_metric
-    from assay.registry._fake import fit
+    from assay.testing import MockEvaluator
+
+    def params(fn):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    for cls in (Evaluator, MockEvaluator):
+        for name in ("predict_proba", "score"):
+            assert params(getattr(cls, name)) == params(getattr(EvaluatorLike, name)), (cls, name)
+        assert isinstance(cls.calibration, property)
 
     metric = load_metric("toxicity")
     rows = [{"id": str(i), "input": t, "label": lab} for i, (t, lab) in
             enumerate([("you idiot", "true"), ("lovely day", "false"), ("idiot idiot", "true"), ("hello", "false")])]
     real = Evaluator.from_pretrained(Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1")
-    for ev in (real, fit(metric, rows), MonitorFake("toxicity", threshold=0.4)):
-        assert isinstance(ev, Scorer), type(ev)
+    fitted = MockEvaluator.fit(metric, rows)
+    loaded = MockEvaluator.from_pretrained(fitted.save_pretrained(tmp_path / "mock"))
+    for ev in (real, fitted, loaded, MockEvaluator("toxicity", threshold=0.4)):
+        assert isinstance(ev, EvaluatorLike), type(ev)
+        assert isinstance(ev.calibration, Calibration) and ev.calibration.threshold == ev.threshold
         scores, probs = ev.score(rows), ev.predict_proba(rows)
         assert all(isinstance(s, Score) for s in scores)
         want = [ev.labels[decide(p, ev.labels, metric.positive, ev.threshold)] for p in probs]
         assert [s.label for s in scores] == want
+    cal = real.calibration
+    assert cal.method == "out-of-fold" and cal.n_rows == 40 and cal.small_sample and cal.objective == "f1"
+    assert cal.temperature == real.temperature and cal.threshold_method.startswith("max macro F1")

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 from assay.errors import AssayError
-from assay.monitor import Monitor, RouteConfig, Store, drift, parse_window, read_traces, review_label
+from assay.monitor import Monitor, RouteConfig, Store, drift, parse_window, review_label
 from assay.monitor._drift import agreement
-from test_monitor_fakes import FakeEvaluator
+from assay.testing import MockEvaluator
+from assay.traces import read_traces
 
 HOUR = 3600.0
 
@@ -28,7 +29,7 @@ class Clock:
 def _run(store, scores_by_window, *, report=None, audit_rate=0.2):
     """One Monitor batch per window; trace i of window w gets the fixed score scores_by_window[w][i]."""
     fixed = {f"w{w}-{i}": s for w, scores in enumerate(scores_by_window) for i, s in enumerate(scores)}
-    ev = FakeEvaluator("pii", scores=fixed)
+    ev = MockEvaluator("pii", scores=fixed)
     clock = Clock()
     mon = Monitor([ev], store, RouteConfig(band=(0.3, 0.7), audit_rate=audit_rate), clock=clock)
     if report is not None:

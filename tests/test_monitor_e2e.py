@@ -14,7 +14,7 @@ from assay.cli import cli
 from assay.config import load_config
 from assay.data import load_rows
 from assay.monitor import Eval, Monitor, RouteConfig, Store, audit_draw, drift, score_file
-from assay.monitor._stats import cohen_kappa
+from assay.stats import agreement_kappa as cohen_kappa
 
 pytestmark = pytest.mark.slow
 

@@ -3,45 +3,45 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from assay.errors import AssayError
-from assay.monitor import read_traces, score_file, score_rows
-from test_monitor_fakes import FakeEvaluator
+from assay.monitor import score_file, score_rows
+from assay.testing import MockEvaluator
+from assay.traces import read_traces
 
 ROWS = [{"id": f"r{i}", "input": f"row {i} " + ("call 555-123-4567" if i % 4 == 0 else "no pii"),
          "meta": {"nested": {"k": [i]}}} for i in range(37)]
 
 
 def test_local_engine_batches_and_order():
-    ev = FakeEvaluator("pii")
+    ev = MockEvaluator("pii")
     res = score_file(ev, ROWS, batch_size=8)
     assert [s["id"] for s in res.scores] == [r["id"] for r in ROWS]
     assert ev.calls == 5  # ceil(37 / 8) batches
     assert res.summary()["rows"] == 37 and res.engine == "local"
-    one = score_rows(FakeEvaluator("pii"), ROWS, batch_size=37)
+    one = score_rows(MockEvaluator("pii"), ROWS, batch_size=37)
     assert [s["score"] for s in one] == [s["score"] for s in res.scores]
 
 
 def test_local_engine_from_trace_file_counts_skips(tmp_path):
     p = tmp_path / "t.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n" + json.dumps({"id": "o", "output": "only"}) + "\n{x\n")
-    res = score_file(FakeEvaluator("pii"), p, batch_size=16)
+    res = score_file(MockEvaluator("pii"), p, batch_size=16)
     assert len(res.scores) == 37 and res.skipped == {"missing_input": 1}
     assert res.ingest["problems"] == {"invalid_json": 1}
     traces = read_traces(p).traces
-    assert len(score_file(FakeEvaluator("pii"), traces).scores) == 37
+    assert len(score_file(MockEvaluator("pii"), traces).scores) == 37
 
 
 def test_engine_errors():
     with pytest.raises(AssayError, match="engine"):
-        score_file(FakeEvaluator("pii"), ROWS, engine="spark")
+        score_file(MockEvaluator("pii"), ROWS, engine="spark")
     with pytest.raises(AssayError, match="batch size"):
-        score_file(FakeEvaluator("pii"), ROWS, batch_size=0)
+        score_file(MockEvaluator("pii"), ROWS, batch_size=0)
     with pytest.raises(AssayError, match="with an id"):
-        score_file(FakeEvaluator("pii"), [{"input": "x"}])
+        score_file(MockEvaluator("pii"), [{"input": "x"}])
     with pytest.raises(AssayError, match="evaluator.json"):
         score_file("/nonexistent/artifact", ROWS)
 
@@ -49,11 +49,8 @@ def test_engine_errors():
 @pytest.mark.slow
 def test_ray_engine_matches_local():
     pytest.importorskip("ray.data")
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[FakeEvaluator.__module__])  # tests/ is not on the workers' path
-    local = score_file(FakeEvaluator("pii"), ROWS, engine="local", batch_size=8)
-    ray = score_file(FakeEvaluator("pii"), ROWS, engine="ray", batch_size=8, concurrency=2, num_cpus=2)
+    local = score_file(MockEvaluator("pii"), ROWS, engine="local", batch_size=8)
+    ray = score_file(MockEvaluator("pii"), ROWS, engine="ray", batch_size=8, concurrency=2, num_cpus=2)
     assert ray.engine == "ray" and ray.scores == local.scores
 
 

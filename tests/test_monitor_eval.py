@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from assay.cli import cli
 from assay.errors import AssayError
 from assay.monitor import Eval, ModelCheck, smoke_subset
-from assay.monitor._stats import cohen_kappa, histogram, ks_statistic, psi, rebin
-from test_monitor_fakes import FakeEvaluator
+from assay.monitor._stats import histogram, ks_statistic, psi, rebin
+from assay.stats import agreement_kappa as cohen_kappa
+from assay.testing import MockEvaluator
 
 ROWS = [
     {"id": "a", "input": "email me at a@b.co", "label": "true"},
@@ -23,7 +24,7 @@ ROWS = [
 
 
 def test_report_shape_and_failures_with_trace_ids():
-    ev = FakeEvaluator("pii", scores={"a": 0.9, "b": 0.1, "c": 0.2, "d": 0.6})
+    ev = MockEvaluator("pii", scores={"a": 0.9, "b": 0.1, "c": 0.2, "d": 0.6})
     rep = Eval([ev, {"gate": {"type": "pii", "field": "input"}}], ROWS, name="unit").run()
     assert rep["eval"] == "unit" and rep["dataset"]["evaluated"] == 5
     m = rep["metrics"]["pii"]
@@ -39,7 +40,7 @@ def test_report_shape_and_failures_with_trace_ids():
 
 
 def test_attached_deciding_gate_skips_the_model():
-    ev = FakeEvaluator("pii", scores={"a": 0.05, "b": 0.1, "c": 0.2, "d": 0.3})
+    ev = MockEvaluator("pii", scores={"a": 0.05, "b": 0.1, "c": 0.2, "d": 0.3})
     check = ModelCheck(ev, gates=[{"type": "pii", "decides": True}])
     rep = Eval([check], ROWS[:4]).run()
     m = rep["metrics"]["pii"]
@@ -51,17 +52,17 @@ def test_attached_deciding_gate_skips_the_model():
 
 def test_smoke_subset_is_fixed_and_parallel_matches_serial(shared_data):
     data = shared_data / "pii_presidio_synth.jsonl"
-    serial = Eval([FakeEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3)
-    par = Eval([FakeEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3, parallel=2)
+    serial = Eval([MockEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3)
+    par = Eval([MockEvaluator("pii")], data, batch_size=16).run(smoke=60, seed=3, parallel=2)
     strip = lambda r: {k: v for k, v in r["metrics"]["pii"].items()}  # noqa: E731
     assert strip(serial) == strip(par)
     assert serial["dataset"]["evaluated"] == 60 and serial["dataset"]["traces"] == 1500
-    other = Eval([FakeEvaluator("pii")], data).run(smoke=60, seed=4)
+    other = Eval([MockEvaluator("pii")], data).run(smoke=60, seed=4)
     assert strip(other) != strip(serial)  # another seed, another subset
 
 
 def test_smoke_subset_independent_of_order():
-    from assay.monitor import read_traces
+    from assay.traces import read_traces
 
     traces = read_traces([{"id": str(i), "input": f"row {i}"} for i in range(50)]).traces
     a = [t.trace_id for t in smoke_subset(traces, 10)]
@@ -77,7 +78,7 @@ def test_eval_errors():
     with pytest.raises(AssayError, match="evaluator.json"):
         Eval([{"artifact": "/nonexistent/art"}], ROWS)
     with pytest.raises(AssayError, match="one check per metric"):
-        Eval([FakeEvaluator("pii"), FakeEvaluator("pii")], ROWS)
+        Eval([MockEvaluator("pii"), MockEvaluator("pii")], ROWS)
 
 
 def test_cli_eval_with_gates_config_and_smoke(tmp_path):
@@ -129,10 +130,11 @@ def test_stats_helpers():
 
 
 def test_eval_over_a_monitor_database(tmp_path):
-    from assay.monitor import Monitor, RouteConfig, Store, read_traces
+    from assay.monitor import Monitor, RouteConfig, Store
+    from assay.traces import read_traces
 
     store = Store(tmp_path / "m.db")
-    Monitor([FakeEvaluator("pii")], store, RouteConfig()).process(read_traces(ROWS).traces)
+    Monitor([MockEvaluator("pii")], store, RouteConfig()).process(read_traces(ROWS).traces)
     store.close()
     rep = Eval([{"gate": {"type": "pii", "field": "input"}}], tmp_path / "m.db").run()
     assert rep["dataset"]["traces"] == 5 and rep["metrics"]["gate:pii"]["failed"] == 2

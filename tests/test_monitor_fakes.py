@@ -1,54 +1,80 @@
-"""A small deterministic evaluator with the ``assay.evaluator.Evaluator`` interface, for monitor tests.
-
-P(positive) is a hash of the rendered prompt (uniform on [0, 1]) unless ``scores`` maps a row id
-to a fixed value. Rendering goes through ``assay.metrics.render`` like the real evaluator.
-"""
+"""assay.testing.MockEvaluator, the one evaluator double (monitor, registry, server and report tests use it):
+its probability rules, call counts, word-count model round trip and calibration record."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 
 import numpy as np
+import pytest
 
-from assay.evaluator import scores_from_probs
-from assay.metrics import get_preset, load_metric, render
+from assay.evaluator import Calibration, EvaluatorLike, Score
+from assay.metrics import get_preset, render
+from assay.testing import KIND, MockEvaluator
 
-
-class FakeEvaluator:
-    def __init__(self, metric="pii", threshold=0.5, scores=None):
-        self.metric = load_metric(metric) if not hasattr(metric, "shape") else metric
-        self.labels = tuple(self.metric.labels)
-        self.threshold = threshold if self.metric.is_binary else None
-        self.info = {"family": "fake", "metric": self.metric.name}
-        self.scores = dict(scores or {})
-        self.calls = 0
-        self.prompts = []
-
-    def _p(self, row):
-        if row["id"] in self.scores:
-            return float(self.scores[row["id"]])
-        text = render(self.metric, row)
-        self.prompts.append(text)
-        return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-    def predict_proba(self, rows, batch_size=None):
-        out = []
-        for r in rows:
-            p = self._p(r)
-            if self.metric.is_binary:
-                pos = self.metric.positive
-                out.append([p if lab == pos else 1 - p for lab in self.labels])
-            else:
-                rest = (1 - p) / (len(self.labels) - 1)
-                out.append([p] + [rest] * (len(self.labels) - 1))
-        return np.asarray(out)
-
-    def score(self, rows, batch_size=None):
-        self.calls += 1
-        positive = self.metric.positive if self.metric.is_binary else None
-        return scores_from_probs(self.predict_proba(rows), self.labels, positive, self.threshold,
-                                 tokens=[len(render(self.metric, r).split()) for r in rows])
+ROWS = [{"id": "a", "input": "call me on 555-123-4567"}, {"id": "b", "input": "hello there"},
+        {"id": "c", "input": "my email is x@example.com"}]
 
 
-def pii_metric():
-    return get_preset("pii")
+def test_hash_rule_is_deterministic_and_records_prompts():
+    ev = MockEvaluator("pii")
+    assert isinstance(ev, EvaluatorLike) and ev.labels == ("true", "false") and ev.threshold == 0.5
+    p = ev.predict_proba(ROWS)
+    assert p.shape == (3, 2) and np.allclose(p.sum(axis=1), 1)
+    np.testing.assert_array_equal(p, MockEvaluator("pii").predict_proba(ROWS))
+    assert ev.prompts == [render(ev.metric, r) for r in ROWS]
+    scores = ev.score(ROWS, batch_size=2)
+    assert all(isinstance(s, Score) for s in scores) and [s.score for s in scores] == list(p[:, 0])
+    assert [s.label for s in scores] == ["true" if x >= 0.5 else "false" for x in p[:, 0]]
+    assert scores[1].tokens == 2
+    assert ev.calls == 2 and ev.batch_sizes == [3, 3]
+
+
+def test_fixed_scores_and_threshold_skip_the_model():
+    ev = MockEvaluator("pii", threshold=0.15, scores={"a": 0.2, "b": 0.1, "c": 0.15})
+    assert [s.label for s in ev.score(ROWS)] == ["true", "false", "true"]
+    assert ev.prompts == []
+    assert ev.predict_proba([]).shape == (0, 2)
+
+
+def test_keywords_proba_and_categorical_vectors():
+    metric = get_preset("toxicity_3class")
+    ev = MockEvaluator(metric, threshold=0.9, keywords={"Hate": [0.7, 0.2, 0.1], "idiot": 0.6},
+                       default=[0.1, 0.1, 0.8])
+    assert ev.threshold is None  # categorical: argmax
+    p = ev.predict_proba([{"input": "I hate it"}, {"input": "idiot"}, {"input": "fine"}])
+    np.testing.assert_allclose(p, [[0.7, 0.2, 0.1], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]])
+    assert [s.label for s in ev.score([{"input": "idiot"}])] == ["hate_speech"]
+    fn = MockEvaluator("toxicity", proba=lambda r: 0.9 if "idiot" in r["input"] else 0.2)
+    assert [s.label for s in fn.score([{"input": "you idiot"}, {"input": "hi"}])] == ["true", "false"]
+    with pytest.raises(ValueError, match="2 probabilities for 3 labels"):
+        MockEvaluator(metric, proba=lambda r: [0.5, 0.5]).predict_proba([{"input": "x"}])
+    with pytest.raises(ValueError, match="proba function"):
+        fn.save_pretrained("unused")
+
+
+def test_fitted_word_model_round_trips_through_an_artifact(tmp_path):
+    rows = [{"input": t, "label": lab} for t, lab in
+            [("you idiot", "true"), ("idiot fool", "true"), ("lovely day", "false"), ("hello friend", "false")]]
+    ev = MockEvaluator.fit("toxicity", rows)
+    assert ev.threshold == 0.5 and ev.info["kind"] == KIND
+    assert [s.label for s in ev.score([{"input": "idiot"}, {"input": "lovely"}])] == ["true", "false"]
+    back = MockEvaluator.from_pretrained(ev.save_pretrained(tmp_path / "art"))
+    probe = [{"input": "what an idiot"}, {"input": "a lovely friend"}, {"input": "unknown words"}]
+    np.testing.assert_allclose(back.predict_proba(probe), ev.predict_proba(probe))
+    kw = MockEvaluator("toxicity", keywords={"idiot": 0.9}, default=0.1, threshold=0.3)
+    again = MockEvaluator.from_pretrained(kw.save_pretrained(tmp_path / "kw"))
+    assert again.threshold == 0.3 and again.predict_proba(probe)[:, 0].tolist() == [0.9, 0.1, 0.1]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "evaluator.json").write_text(json.dumps({"kind": "linear"}))
+    with pytest.raises(ValueError, match="not a MockEvaluator artifact"):
+        MockEvaluator.from_pretrained(tmp_path / "other")
+
+
+def test_calibration_record():
+    ev = MockEvaluator("pii", threshold=0.3, calibration=Calibration(temperature=1.3, n_rows=20, method="slice",
+                                                                     small_sample=True))
+    cal = ev.calibration
+    assert cal.temperature == 1.3 and cal.threshold == 0.3 and cal.small_sample and cal.method == "slice"
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert MockEvaluator("pii").calibration.method == "none"

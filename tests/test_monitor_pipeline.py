@@ -16,7 +16,7 @@ from assay.data import load_rows
 from assay.metrics import MetricSpec, get_preset
 from assay.monitor import (IngestServer, Monitor, RouteConfig, Router, Store, Verdict, audit_draw, export_golden,
                            review_label)
-from test_monitor_fakes import FakeEvaluator
+from assay.testing import MockEvaluator
 
 
 def plain(n, start=0, **extra):
@@ -67,11 +67,9 @@ def test_uncertain_means_close_to_the_evaluators_own_threshold():
 
 
 def test_the_monitor_passes_the_evaluators_threshold_to_the_router(tmp_path):
-    from test_monitor_fakes import FakeEvaluator
-
     from assay.monitor import ModelCheck
 
-    check = ModelCheck(FakeEvaluator("pii", threshold=0.15, scores={"a": 0.2}))
+    check = ModelCheck(MockEvaluator("pii", threshold=0.15, scores={"a": 0.2}))
     ((verdict,),) = check.run([{"id": "a", "input": "x"}])
     assert verdict.threshold == 0.15 and verdict.label == "true"
     assert Router(RouteConfig(audit_rate=0.0)).route(verdict).reason == "uncertain"
@@ -89,7 +87,7 @@ def test_routes_match_band_and_audit_rate(tmp_path):
     n = 1500
     path = write(tmp_path / "traces.jsonl", plain(n))
     store = Store(tmp_path / "m.db")
-    ev = FakeEvaluator(get_preset("pii").model_copy(update={"severity": "medium"}))
+    ev = MockEvaluator(get_preset("pii").model_copy(update={"severity": "medium"}))
     mon = Monitor([ev], store, RouteConfig(band=(0.3, 0.7), audit_rate=0.05, seed=1), batch_size=64)
     s = mon.run_file(path)
     m = s["metrics"]["pii"]
@@ -112,7 +110,7 @@ def test_routes_match_band_and_audit_rate(tmp_path):
 
 
 def test_high_severity_failures_go_to_review(tmp_path):
-    ev = FakeEvaluator("pii", scores={f"t{i}": (0.95 if i % 2 else 0.02) for i in range(20)})  # pii: severity high
+    ev = MockEvaluator("pii", scores={f"t{i}": (0.95 if i % 2 else 0.02) for i in range(20)})  # pii: severity high
     store = Store(tmp_path / "m.db")
     s = Monitor([ev], store, RouteConfig(audit_rate=0.0)).run_file(write(tmp_path / "t.jsonl", plain(20)))
     assert s["metrics"]["pii"]["routes"] == {"review:high_severity_fail": 10, "recorded": 10}
@@ -125,7 +123,7 @@ def test_gates_verdicts_and_ingest_problems_are_stored(tmp_path):
     with path.open("a") as fh:
         fh.write("{oops\n" + json.dumps({"what": 1}) + "\n")
     store = Store(tmp_path / "m.db")
-    ev = FakeEvaluator("pii")
+    ev = MockEvaluator("pii")
     mon = Monitor([ev, {"gate": {"type": "regex", "pattern": "number 4", "field": "input", "severity": "high"}}],
                   store, RouteConfig(audit_rate=0.0))
     s = mon.run_file(path)
@@ -139,7 +137,7 @@ def test_gates_verdicts_and_ingest_problems_are_stored(tmp_path):
 def test_model_check_with_attached_gate(tmp_path):
     from assay.monitor import ModelCheck
 
-    ev = FakeEvaluator("pii", scores={f"t{i}": 0.01 for i in range(9)})
+    ev = MockEvaluator("pii", scores={f"t{i}": 0.01 for i in range(9)})
     store = Store(tmp_path / "m.db")
     check = ModelCheck(ev, gates=[{"type": "pii", "decides": True}])
     s = Monitor([check], store, RouteConfig(audit_rate=0.0)).run_file(write(tmp_path / "t.jsonl", plain(9)))
@@ -153,7 +151,7 @@ def test_model_check_with_attached_gate(tmp_path):
 def test_follow_mode_picks_up_appended_traces(tmp_path):
     path = write(tmp_path / "live.jsonl", plain(5))
     store = Store(tmp_path / "m.db")
-    mon = Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=0.0), batch_size=4)
+    mon = Monitor([MockEvaluator("pii")], store, RouteConfig(audit_rate=0.0), batch_size=4)
 
     def writer():
         time.sleep(0.4)
@@ -181,7 +179,7 @@ def test_http_ingest_stops_after_max_traces(tmp_path):
     import threading
 
     store = Store(tmp_path / "m.db")
-    mon = Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=0.0))
+    mon = Monitor([MockEvaluator("pii")], store, RouteConfig(audit_rate=0.0))
     srv = IngestServer(mon, port=0, settle=0.0, max_traces=5)
     done = threading.Event()
     thread = threading.Thread(target=lambda: (srv.serve_forever(), done.set()), daemon=True)
@@ -202,7 +200,7 @@ def test_http_ingest_stops_after_max_traces(tmp_path):
 
 def test_http_ingest_endpoint(tmp_path):
     store = Store(tmp_path / "m.db")
-    mon = Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=0.0))
+    mon = Monitor([MockEvaluator("pii")], store, RouteConfig(audit_rate=0.0))
     srv = IngestServer(mon, port=0, settle=0.0).start()
     assert srv.url.startswith("http://127.0.0.1:")
 
@@ -239,11 +237,10 @@ def test_http_ingest_endpoint(tmp_path):
 def test_session_metric_rescored_as_the_session_grows(tmp_path):
     metric = MetricSpec(name="chat_pii", shape="session", severity="low", prompt="Conversation:\n{output}\nPII?")
     store = Store(tmp_path / "m.db")
-    mon = Monitor([FakeEvaluator(metric)], store, RouteConfig(audit_rate=0.0))
-    mon.process(__import__("assay.monitor", fromlist=["read_traces"]).read_traces(
-        [{"id": "a1", "session_id": "S", "timestamp": 1, "input": "hi", "output": "hello"}]).traces)
-    from assay.monitor import read_traces
+    mon = Monitor([MockEvaluator(metric)], store, RouteConfig(audit_rate=0.0))
+    from assay.traces import read_traces
 
+    mon.process(read_traces([{"id": "a1", "session_id": "S", "timestamp": 1, "input": "hi", "output": "hello"}]).traces)
     mon.process(read_traces([{"id": "a2", "session_id": "S", "timestamp": 2, "input": "mail?",
                               "output": "x@y.io"}]).traces)
     vs = store.verdicts("chat_pii")
@@ -255,7 +252,7 @@ def test_session_metric_rescored_as_the_session_grows(tmp_path):
 
 def _reviewable_db(tmp_path):
     store = Store(tmp_path / "m.db")
-    ev = FakeEvaluator("pii")
+    ev = MockEvaluator("pii")
     Monitor([ev], store, RouteConfig(band=(0.3, 0.7), audit_rate=0.2)).run_file(write(tmp_path / "t.jsonl", plain(60)))
     return store
 
@@ -314,7 +311,7 @@ def test_an_all_digit_trace_id_never_labels_another_trace(tmp_path):
     is refused; #2 and trace:2 say which one is meant (issue 12: a label landed on the wrong trace)."""
     store = Store(tmp_path / "m.db")
     rows = [{"id": str(i), "input": f"message {i}", "output": "ok"} for i in range(6, 0, -1)]
-    Monitor([FakeEvaluator("pii")], store, RouteConfig(audit_rate=1.0)).run_file(write(tmp_path / "t.jsonl", rows))
+    Monitor([MockEvaluator("pii")], store, RouteConfig(audit_rate=1.0)).run_file(write(tmp_path / "t.jsonl", rows))
     v2 = store.verdict(2)
     assert v2["trace_id"] != "2"
     with pytest.raises(Exception, match="both trace 2 and verdict #2") as exc:

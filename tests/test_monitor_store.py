@@ -1,32 +1,15 @@
-"""The monitor's SQLite store: append-only migrations (schema test), verdicts, reviews, problems."""
+"""The monitor's SQLite store: migrations (pinned in tests/test_schema_pins.py), verdicts, reviews, problems."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 
 import pytest
 
 from assay.errors import AssayError
-from assay.monitor import MIGRATIONS, Problems, Store, Verdict
+from assay.monitor import MIGRATIONS, Store, Verdict
 from assay.monitor._store import default_db
-
-# Shipped migrations never change: a new schema change is a new entry at the end of MIGRATIONS.
-SHIPPED = {
-    1: ("initial", "9a26c1e2"),
-    2: ("monitor_runs", "49e2742e"),
-}
-
-
-def _digest(sql: str) -> str:
-    return hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:8]
-
-
-def test_shipped_migrations_are_unchanged():
-    assert len(MIGRATIONS) >= len(SHIPPED)
-    for version, (name, digest) in SHIPPED.items():
-        got_name, sql = MIGRATIONS[version - 1]
-        assert (got_name, _digest(sql)) == (name, digest), f"migration {version} was edited; add a new one instead"
+from assay.traces import Problems
 
 
 def _schema(db: sqlite3.Connection) -> dict[str, list[str]]:

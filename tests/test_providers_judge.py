@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from assay.metrics import get_preset
-from assay.providers import cohen_kappa, get_provider, label_rows, measure_judge
+from assay.providers import get_provider, label_rows, measure_judge
+from assay.stats import agreement_kappa as cohen_kappa
 
 BINARY = get_preset("toxicity")
 THREE = get_preset("toxicity_3class")

@@ -1,5 +1,5 @@
 """Issue 12: a registered metric name works wherever an artifact directory does (monitor, eval,
-batch-score), with its file hashes checked and the registered version's threshold applied."""
+score, and its old name batch-score), with its file hashes checked and the registered version's threshold applied."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _register_golden(home: Path, threshold: float | None = None) -> str:
     return reg.register(run.id, "tox", threshold=threshold).full_name
 
 
-def test_a_registered_name_scores_in_eval_batch_score_and_monitor(tmp_path, _assay_home):
+def test_a_registered_name_scores_in_eval_score_and_monitor(tmp_path, _assay_home):
     from assay.cli import cli
     from assay.evaluator import Evaluator
 
@@ -48,9 +48,14 @@ def test_a_registered_name_scores_in_eval_batch_score_and_monitor(tmp_path, _ass
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["metrics"]["toxicity"]["scored"] == 3
     out = tmp_path / "scores.jsonl"
-    r = run(cli, ["batch-score", "tox", str(data), "--out", str(out), "--json"])
+    r = run(cli, ["score", "tox", str(data), "--out", str(out), "--json", "-q"])
     assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["engine"] == "local" and json.loads(r.output)["rows"] == 3
     scored = [json.loads(line) for line in out.read_text().splitlines()]
+    old = tmp_path / "old.jsonl"  # the old command name gives the same records
+    r = run(cli, ["batch-score", "tox", str(data), "--out", str(old), "-q"])
+    assert r.exit_code == 0 and "now `assay score`" in r.output
+    assert old.read_text() == out.read_text()
     direct = Evaluator.from_pretrained(GOLDEN).predict_proba(rows)[:, 0]
     assert [round(s["score"], 6) for s in scored] == [round(float(p), 6) for p in direct]
     assert all(s["label"] == ("true" if s["score"] >= 0.9 else "false") for s in scored)  # the version's threshold
@@ -73,3 +78,31 @@ def test_an_edited_registered_artifact_is_refused(tmp_path, _assay_home):
     data.write_text(json.dumps({"id": "a", "input": "hi"}) + "\n")
     r = CliRunner().invoke(cli, ["eval", "-m", "tox", "--data", str(data)])
     assert r.exit_code == 2 and "vocab.json" in r.output
+
+
+def test_score_reads_a_trace_export_and_clear_errors_for_neither(tmp_path):
+    """`assay score` takes canonical rows or, when no row has the metric's fields, a trace export;
+    a file that is neither gets the rows' problems, not a traceback."""
+    from assay.cli import cli
+    from assay.evaluator import Evaluator
+
+    spans = [{"name": "llm", "context": {"trace_id": f"0xcc0{i}", "span_id": "0x01"}, "parent_id": None,
+              "span_kind": "LLM", "attributes": {
+                  "openinference": {"span": {"kind": "LLM"}},
+                  "llm": {"input_messages": [{"message": {"role": "user", "content": text}}],
+                          "output_messages": [{"message": {"role": "assistant", "content": "ok"}}]}}}
+             for i, text in enumerate(["you idiot", "lovely day"])]
+    data = tmp_path / "spans.jsonl"
+    data.write_text("".join(json.dumps(s) + "\n" for s in spans))
+    out = tmp_path / "scores.jsonl"
+    r = CliRunner().invoke(cli, ["score", str(GOLDEN), str(data), "-o", str(out), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["trace_id"] for s in scored] == ["cc00", "cc01"]
+    ev = Evaluator.from_pretrained(GOLDEN)
+    expect = ev.predict_proba([{"id": "a", "input": "you idiot"}, {"id": "b", "input": "lovely day"}])
+    assert [round(s["probabilities"][ev.labels[0]], 6) for s in scored] == [round(float(p), 6) for p in expect[:, 0]]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "text": "no input field"}) + "\n")
+    r = CliRunner().invoke(cli, ["score", str(GOLDEN), str(bad)])
+    assert r.exit_code == 2 and "input" in r.output and "Traceback" not in r.output

@@ -1,6 +1,7 @@
 """classification_metrics against sklearn, and its degenerate cases."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,8 +144,7 @@ def test_every_kappa_entry_point_is_the_one_implementation():
     import numpy as np
     from sklearn.metrics import cohen_kappa_score
 
-    from assay.monitor._stats import cohen_kappa as monitor_kappa
-    from assay.providers import cohen_kappa as judge_kappa
+    from assay.providers import measure_judge  # noqa: F401 - the judge's kappa is agreement_kappa (below)
     from assay.report import agreement_kappa, cohen_kappa, kappa_of_confusion
     from assay.train._calibrate import _objective
 
@@ -156,8 +156,7 @@ def test_every_kappa_entry_point_is_the_one_implementation():
         want = cohen_kappa_score(y, p)
         assert cohen_kappa(y, p, 3) == pytest.approx(want)
         assert agreement_kappa(ys, ps, labels) == pytest.approx(want)
-        assert judge_kappa(ys, ps, labels) == pytest.approx(want)
-        assert monitor_kappa(ys, ps, labels) == pytest.approx(want)
+        assert agreement_kappa(ys, ps) == pytest.approx(want)  # the judge's call: labels seen
         yb, pb = y % 2, p % 2
         tp, fp = float(((pb == 1) & (yb == 1)).sum()), float(((pb == 1) & (yb == 0)).sum())
         fn, tn = float(((pb == 0) & (yb == 1)).sum()), float(((pb == 0) & (yb == 0)).sum())
@@ -167,5 +166,17 @@ def test_every_kappa_entry_point_is_the_one_implementation():
     batch = kappa_of_confusion(cms)
     assert batch.shape == (5,) and all(batch[i] == pytest.approx(kappa_of_confusion(cms[i])) for i in range(5))
     one_label = ["a"] * 5
-    assert agreement_kappa(one_label, one_label) is None and judge_kappa(one_label, one_label, labels) is None
-    assert monitor_kappa([], []) is None and cohen_kappa(np.zeros(4, int), np.zeros(4, int), 2) is None
+    assert agreement_kappa(one_label, one_label) is None and agreement_kappa(one_label, one_label, labels) is None
+    assert agreement_kappa([], []) is None and cohen_kappa(np.zeros(4, int), np.zeros(4, int), 2) is None
+
+
+def test_one_definition_of_kappa_in_the_source():
+    """`grep` finds one implementation of Cohen's kappa (assay.stats); everything else imports it."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "assay"
+    defs = [f"{p.relative_to(src)}:{m.group(1)}" for p in sorted(src.rglob("*.py"))
+            for m in re.finditer(r"^def (\w*kappa\w*)\(", p.read_text(encoding="utf-8"), re.M)]
+    readers = {"monitor/_checks.py:report_kappa"}  # reads the figure from report.json, computes nothing
+    assert sorted(set(defs) - readers) == ["stats.py:agreement_kappa", "stats.py:cohen_kappa",
+                                           "stats.py:kappa_of_confusion"], defs

@@ -1,4 +1,4 @@
-"""evaluate() with a fake evaluator, and write_report's three files."""
+"""evaluate() with assay.testing.MockEvaluator, and write_report's three files."""
 
 import json
 import re
@@ -11,34 +11,17 @@ from assay.config import ReportConfig
 from assay.errors import AssayError
 from assay.metrics import get_preset
 from assay.report import evaluate, summary_line, write_report
+from assay.testing import MockEvaluator
 
 
-class FakeEvaluator:
+def _mock(metric, threshold=None):
     """Scores 'bad' words as toxic; deterministic, no model."""
-
-    def __init__(self, metric, threshold=None):
-        self.metric = metric
-        self.labels = tuple(metric.labels)
-        self.threshold = threshold
-        self.info = {"family": "encoder", "base": "fake", "calibration": {"temperature": 1.3}}
-        self.calls = 0
-
-    def predict_proba(self, rows, batch_size=None):
-        self.calls += 1
-        out = []
-        for r in rows:
-            text = r["input"]
-            if self.metric.is_binary:
-                p = 0.9 if "idiot" in text else 0.2
-                out.append([p, 1 - p])
-            else:
-                v = [0.1, 0.1, 0.8]
-                if "hate" in text:
-                    v = [0.7, 0.2, 0.1]
-                elif "idiot" in text:
-                    v = [0.1, 0.8, 0.1]
-                out.append(v)
-        return np.array(out)
+    if metric.is_binary:
+        rules = {"keywords": {"idiot": 0.9}, "default": 0.2}
+    else:
+        rules = {"keywords": {"hate": [0.7, 0.2, 0.1], "idiot": [0.1, 0.8, 0.1]}, "default": [0.1, 0.1, 0.8]}
+    return MockEvaluator(metric, threshold=threshold, info={"family": "encoder", "base": "fake"},
+                         calibration={"temperature": 1.3}, **rules)
 
 
 def _rows(n=60, seed=0, binary=True):
@@ -57,7 +40,7 @@ def _rows(n=60, seed=0, binary=True):
 
 def test_evaluate_binary_report(tmp_path):
     metric = get_preset("toxicity")
-    ev = FakeEvaluator(metric, threshold=0.5)
+    ev = _mock(metric, threshold=0.5)
     rows, train = _rows(60, 0), _rows(120, 1)
     judge = [r["label"] for r in rows]
     judge[0] = None  # one unanswered row
@@ -84,7 +67,7 @@ def test_evaluate_binary_report(tmp_path):
 
 def test_write_report_three_files_with_svg(tmp_path):
     metric = get_preset("toxicity_3class")
-    ev = FakeEvaluator(metric)
+    ev = _mock(metric)
     rows = _rows(45, 2, binary=False)
     probs = ev.predict_proba(rows)
     rep = evaluate(ev, rows, config=ReportConfig(bootstrap=50, latency_rows=8), extra_systems={"judge": probs})
@@ -112,7 +95,7 @@ def test_write_report_three_files_with_svg(tmp_path):
 
 def test_evaluate_bad_inputs():
     metric = get_preset("toxicity")
-    ev = FakeEvaluator(metric)
+    ev = _mock(metric)
     with pytest.raises(AssayError):
         evaluate(ev, [], speed=False)
     rows = _rows(10)

@@ -129,3 +129,26 @@ def test_the_upload_preview_shows_the_split_that_trains(tmp_path):
 def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def test_prepare_is_load_validate_group_split_with_the_configs_encoding(tmp_path):
+    """`data.prepare` (and `Config.prepare_test_set`, used by train and generate) reads the file in the
+    config's encoding and gives the same split as loading and splitting by hand."""
+    from assay.config import Config
+    from assay.data import prepare, split_test_set
+
+    rows = _grouped_rows(30)
+    path = tmp_path / "test.csv"
+    lines = ["id,input,output,label"] + [f"{r['id']},{r['input']} caf\u00e9,{r['output']},{r['label']}" for r in rows]
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    cfg = Config.model_validate({"metric": "prompt_injection", "base_dir": str(tmp_path),
+                                 "data": {"test_set": "test.csv", "encoding": "latin-1", "group_by": "input"}})
+    metric = cfg.metric_spec()
+    got = cfg.prepare_test_set()
+    by_hand = load_rows(path, metric, encoding="latin-1")
+    assert got.test.rows == by_hand.rows and all("caf\u00e9" in r["input"] for r in got.test.rows)
+    same = split_test_set(by_hand.rows, metric.shape, group_by="input")
+    assert (got.seeds, got.held_out) == (same.seeds, same.held_out)
+    seeds, held = _sides(got.split, "input")
+    assert got.seeds and got.held_out and not seeds & held
+    assert prepare(path, metric, encoding="latin-1", group_by="input").split == got.split

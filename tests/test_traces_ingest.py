@@ -7,8 +7,7 @@ import json
 import pytest
 
 from assay.metrics import MetricSpec, get_preset, render
-from assay.monitor import Session, read_traces, rows_for, session_row, trace_row
-from assay.monitor._traces import TraceAssembler, follow_lines
+from assay.traces import Session, TraceAssembler, follow_lines, read_traces, rows_for, session_row, trace_row
 
 
 def kv(key, value):
@@ -290,3 +289,47 @@ def test_cli_traces_reports_counts(tmp_path):
     assert out["metrics"]["pii"]["rows"] == 2
     r = CliRunner().invoke(cli, ["traces", str(tmp_path / "missing.jsonl")])
     assert r.exit_code == 2 and "no file at" in r.output
+
+
+@pytest.mark.parametrize("body,ctype,n", [
+    ('{"id": "a", "input": "hi"}\n{"id": "b", "input": "yo"}', "application/json", 2),  # JSONL sniffed
+    ('{"id": "a", "input": "hi"}', "application/x-ndjson", 1),
+    ('[{"id": "a", "input": "hi"},\n {"id": "b", "input": "yo"}]', "application/json", 2),  # a JSON list
+    ("", "application/json", 0),
+])
+def test_add_body_decodes_a_received_payload(body, ctype, n):
+    asm = TraceAssembler()
+    asm.add_body(body, "request 1", ctype)
+    assert len(asm.pop_ready(final=True)) == n and asm.problems.total() == 0
+
+
+def test_monitor_still_reexports_the_moved_names():
+    import assay.monitor
+    import assay.traces
+
+    for name in ("Ingest", "Problems", "Session", "Trace", "TraceAssembler", "group_sessions", "plain_trace",
+                 "read_traces", "rows_for", "session_row", "trace_row"):
+        assert getattr(assay.monitor, name) is getattr(assay.traces, name)
+
+
+def test_traces_does_not_import_later_stages():
+    """Layering: assay.traces may read data, metrics and errors; monitor, server, cli, registry import it."""
+    import ast
+    from pathlib import Path
+
+    import assay.traces
+
+    banned = {"monitor", "server", "cli", "registry"}
+    for path in Path(assay.traces.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                # ``from ..x import`` -> assay.x; ``from .x import`` stays inside assay.traces
+                mods = [node.module or ""] if node.level == 0 else (
+                    [f"assay.{node.module or ''}"] if node.level == 2 else [])
+            else:
+                continue
+            for mod in mods:
+                parts = mod.split(".")
+                assert not (parts[0] == "assay" and len(parts) > 1 and parts[1] in banned), f"{path.name}: {mod}"

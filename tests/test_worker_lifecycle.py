@@ -57,7 +57,7 @@ def test_failure_records_reason_and_keeps_partial_outputs(reg):
     reg.create_run("demo", run_config(t, tr))
     out = fake_worker(reg, fail_at_step=1).run_once()
     assert out.status == Status.failed
-    assert out.failure_reason == "RuntimeError: fake training failed at step 1"
+    assert out.failure_reason == "RuntimeError: mock training failed at step 1"
     assert (Path(out.artifact_location) / "partial.txt").exists()
     errors = [e for e in reg.run_events(out.id) if e.kind == "error"]
     assert any("Traceback" in e.message for e in errors)
@@ -67,7 +67,7 @@ def test_failure_records_reason_and_keeps_partial_outputs(reg):
 def test_unexpected_exception_fails_with_its_type(reg):
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
     reg.create_run("demo", run_config(t, tr))
-    out = fake_worker(reg, steps="many").run_once()  # the fake raises a TypeError
+    out = fake_worker(reg, steps="many").run_once()  # mock_train raises a TypeError
     assert out.status == Status.failed and out.failure_reason.startswith("TypeError")
 
 
@@ -111,7 +111,7 @@ def test_kill_9_worker_mid_training(registry_db, tmp_path):
     datasets = {d.id: d.content_hash for d in reg.list_datasets("demo")}
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
     run = reg.create_run("demo", run_config(t, tr))
-    cmd = [sys.executable, "-m", "assay.registry._fake", "--db", registry_db, "--artifacts",
+    cmd = [sys.executable, "-m", "assay.testing", "--db", registry_db, "--artifacts",
            str(tmp_path / "artifacts"), "--steps", "2000", "--step-seconds", "0.05", "--heartbeat", "0.2"]
     worker = subprocess.Popen(cmd, env={**os.environ})
     try:
@@ -160,7 +160,7 @@ def test_sigkill_worker_under_live_serve(tmp_path):
     cmd = [sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()", "serve",
            "--port", str(port), "--db", db, "--artifacts", str(art), "--workers", "1",
            "--stale-after", str(stale_after),
-           "--worker-cmd", "python -m assay.registry._fake --steps 40 --step-seconds 0.1 --heartbeat 0.2"]
+           "--worker-cmd", "python -m assay.testing --steps 40 --step-seconds 0.1 --heartbeat 0.2"]
     serve = subprocess.Popen(cmd, env={**os.environ, "ASSAY_HOME": str(tmp_path)}, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

@@ -195,6 +195,16 @@ class Config(_Strict):
             m = str(self.path(m))
         return load_metric(m)
 
+    def prepare_test_set(self, metric: MetricSpec | None = None) -> Any:
+        """``data.test_set`` read, validated and split into seeds / held out as this config says
+        (:func:`assay.data.prepare`): the split ``train`` and ``generate`` both use."""
+        from .data import prepare
+
+        d = self.data
+        return prepare(self.path(d.test_set), metric or self.metric_spec(), columns=d.columns,  # type: ignore[arg-type]
+                       label_map=d.label_map, limit=d.limit, encoding=d.encoding, seed_fraction=d.seed_fraction,
+                       split_seed=d.split_seed, group_by=d.group_by)
+
     def path(self, p: str | None) -> Path | None:
         """A path from the config, resolved against the config file's folder."""
         if p is None:

@@ -81,18 +81,13 @@ def generate_text(s: dict[str, Any]) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Generate a training set from the config's seed rows (generate: section) and write a data report."""
-    from ..data import load_rows, split_test_set
     from ..synth import generate_training_set
 
     cfg = _config(config_path, overrides)
     if cfg.generate is None:
         raise AssayError(f"a `generate:` section in {Path(config_path).name}", "none",
                          "add generate: {model: provider/model, target_size: 2000}", code="invalid_config")
-    d = cfg.data
-    metric = cfg.metric_spec()
-    test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit)
-    split = split_test_set(test.rows, metric.shape, seed_fraction=d.seed_fraction, split_seed=d.split_seed,
-                           group_by=d.group_by)  # the split assay train makes
+    split = cfg.prepare_test_set().split  # the split assay train makes
     result = generate_training_set(cfg, split.seeds, split.held_out, on_status=_printer(quiet or as_json))
     summary = result.summary()
     summary.update(seeds=len(split.seeds), held_out=len(split.held_out))
@@ -118,7 +113,8 @@ def label_cmd(data: str, metric_ref: str, judge: str, base_url: str | None, outp
 
     from ..data import read_records, to_rows, validate_rows, write_rows
     from ..metrics import load_metric
-    from ..providers import ProviderError, cohen_kappa, get_provider, label_rows
+    from ..providers import ProviderError, get_provider, label_rows
+    from ..stats import agreement_kappa
 
     metric = load_metric(metric_ref)
     path = Path(data)
@@ -149,7 +145,7 @@ def label_cmd(data: str, metric_ref: str, judge: str, base_url: str | None, outp
     if pairs:
         summary["agreement_with_existing_labels"] = {
             "n": len(pairs), "accuracy": round(sum(a == b for a, b in pairs) / len(pairs), 4),
-            "kappa": cohen_kappa([a for a, _ in pairs], [b for _, b in pairs], list(metric.labels))}
+            "kappa": agreement_kappa([a for a, _ in pairs], [b for _, b in pairs])}
     p = summary["provider"]
     text = (f"labeled {summary['labeled']}/{summary['rows']} rows -> {out}  {summary['label_counts']}\n"
             f"  unparseable {summary['unparseable']}, failed {summary['failed']} (kept with label null)\n"

@@ -1,4 +1,4 @@
-"""``assay traces``, ``eval``, ``monitor``, ``review``, ``drift`` and ``batch-score``: the online side."""
+"""``assay traces``, ``eval``, ``monitor``, ``review`` and ``drift``: the online side."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _route(cfg: Any, band: str | None, audit_rate: float | None, seed: int | Non
 def traces(source: str, metrics: tuple[str, ...], as_json: bool) -> None:
     """Read a trace file (OTel/OpenInference spans, LangSmith runs, plain JSONL) and report what it holds."""
     from ..metrics import load_metric
-    from ..monitor import read_traces, rows_for
+    from ..traces import read_traces, rows_for
 
     ing = read_traces(source)
     out = ing.summary()
@@ -332,27 +332,3 @@ def drift(db: str | None, metrics: tuple[str, ...], window: str, kappa_margin: f
                          f"  reviews {w['reviews']}  kappa {w['kappa']}")
         lines += [f"  WARNING {x}" for x in d["warnings"]]
     emit(out, as_json, "\n".join(lines) or "no metrics")
-
-
-@cli.command("batch-score")
-@click.argument("artifact", type=click.Path())
-@click.argument("data", type=click.Path())
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Ray actors.")
-@click.option("--num-cpus", type=int, default=2, show_default=True, help="CPUs given to the local Ray.")
-@click.option("--num-gpus", type=float, help="GPUs per Ray actor (default: a share of one GPU if CUDA is seen).")
-@click.option("--out", "out", type=click.Path(), help="Write one JSON score per line here.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def batch_score(artifact: str, data: str, engine: str, batch_size: int, concurrency: int, num_cpus: int,
-                num_gpus: float | None, out: str | None, as_json: bool) -> None:
-    """Score a large trace or data file with an evaluator, in process or on Ray Data."""
-    from ..data import write_rows
-    from ..monitor import score_file
-
-    res = score_file(artifact, data, engine=engine, batch_size=batch_size, concurrency=concurrency,  # type: ignore[arg-type]
-                     num_cpus=num_cpus, num_gpus=num_gpus)
-    summary = res.summary()
-    if out:
-        summary["out"] = str(write_rows(res.scores, out))
-    emit(summary, as_json)

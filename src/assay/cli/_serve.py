@@ -104,7 +104,7 @@ def _start_worker(db: str, artifacts: str, stale_after: float = 60.0, worker_cmd
     import shlex
 
     env = {**os.environ, "ASSAY_DATABASE_URL": db, "ASSAY_ARTIFACTS": artifacts}
-    if worker_cmd:  # tests: a worker with the fake training (python -m assay.registry._fake ...)
+    if worker_cmd:  # tests: a worker with the mock training (python -m assay.testing ...)
         cmd = [sys.executable if c == "python" else c for c in shlex.split(worker_cmd)]
         cmd += ["--db", db, "--artifacts", artifacts, "--stale-after", str(stale_after)]
     else:

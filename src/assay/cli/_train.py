@@ -235,43 +235,93 @@ def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: t
     emit(report, as_json, text)
 
 
-def _score_records(ids: list[str], scores: list[Any]) -> list[dict[str, Any]]:
-    return [{"id": i, **s.to_dict()} for i, s in zip(ids, scores)]
+def _rows_to_score(data: str, metric: Any, column: tuple[str, ...], encoding: str | None
+                   ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
+    """(rows, skipped, ingest summary) of a data file for the metric: canonical rows (after
+    --column), else, for a JSON/JSONL file without the metric's columns, its traces' rows."""
+    from ..data import read_records, to_rows, validate_rows
+
+    path = Path(data)
+    try:
+        # every row is scored, exact duplicates too: the validation only checks the fields
+        rows = to_rows(read_records(path, encoding=encoding), _pairs(column, "--column"), source=path.stem)
+        validate_rows(rows, metric, labeled=False, source=path.name).raise_for_errors(path.name)
+        return rows, {}, {}
+    except AssayError as exc:
+        if exc.code != "missing_column" or column or path.suffix.lower() not in (".json", ".jsonl", ".ndjson"):
+            raise
+        problem = exc
+    from ..monitor import load_dataset
+    from ..traces import rows_for
+
+    try:
+        ing = load_dataset(path)
+        traced, skipped = rows_for(ing.traces, metric)
+    except AssayError:
+        traced = []
+    if not traced:
+        raise problem  # neither rows with the metric's columns nor traces: the missing column
+    return traced, dict(skipped), ing.summary()
+
+
+_SCORE_OPTIONS = [
+    click.argument("artifact"),
+    click.argument("data", type=click.Path()),
+    click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable)."),
+    click.option("--encoding", help=_ENCODING_HELP),
+    click.option("--output", "--out", "-o", "output", type=click.Path(),
+                 help="Write scores to .jsonl or .csv (default: JSONL on stdout)."),
+    click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Rows per forward pass."),
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="local: in this process; ray: a local Ray Data actor pool (pip install 'assay[ray]')."),
+    click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Ray actors."),
+    click.option("--num-cpus", type=click.IntRange(min=1), default=2, show_default=True,
+                 help="CPUs given to the local Ray."),
+    click.option("--num-gpus", type=click.FloatRange(min=0), help="GPUs per Ray actor (default: a share of one "
+                 "GPU when CUDA is seen)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+]
+
+
+def _score_options(fn: Any) -> Any:
+    for option in reversed(_SCORE_OPTIONS):
+        fn = option(fn)
+    return fn
 
 
 @cli.command("score")
-@click.argument("artifact", type=click.Path())
-@click.argument("data", type=click.Path())
-@click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
-@click.option("--encoding", help=_ENCODING_HELP)
-@click.option("--output", "-o", type=click.Path(), help="Write scores to .jsonl or .csv (default: JSONL on stdout).")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Rows per forward pass.")
-@click.option("--json", "as_json", is_flag=True, help="With --output: print the summary as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_score_options
 def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str | None, output: str | None,
-              batch_size: int | None, as_json: bool, quiet: bool) -> None:
-    """Score rows (labels optional): id, label, score, confidence, probabilities per row."""
-    from ..evaluator import Evaluator
+              batch_size: int | None, engine: str, concurrency: int, num_cpus: int, num_gpus: float | None,
+              as_json: bool, quiet: bool) -> None:
+    """Score rows (labels optional) with an artifact or a registered metric name: one record per row
+    (id, trace_id, label, score, confidence, probabilities, tokens, truncated), in process or on Ray.
+
+    DATA is a CSV/JSONL/Parquet file of rows (map columns with --column) or a trace export."""
+    from ..monitor import score_file
+    from ..monitor._checks import open_evaluator, resolve_artifact
 
     show = _status_printer(quiet)
-    metric, _ = _artifact_metric(artifact)
-    # every row is scored, exact duplicates too: the validation only checks the fields
-    path = Path(data)
-    from ..data import read_records, to_rows, validate_rows
-
-    rows = to_rows(read_records(path, encoding=encoding), _pairs(column, "--column"), source=path.stem)
-    validate_rows(rows, metric, labeled=False, source=path.name).raise_for_errors(path.name)
+    folder, version = resolve_artifact(artifact)  # a registered name: its file hashes checked
+    metric, _ = _artifact_metric(str(folder))
+    rows, skipped, ingest = _rows_to_score(data, metric, column, encoding)  # checked before the model loads
     show("loading", None, f"loading the evaluator from {artifact}")
-    ev = Evaluator.from_pretrained(artifact)
-    chunk = max(64, batch_size or 0)
-    scores: list[Any] = []
+    ev = open_evaluator(folder, version)  # the registered version's threshold applies
     start = time.monotonic()
-    for i in range(0, len(rows), chunk):
-        scores += ev.score(rows[i:i + chunk], batch_size=batch_size)
-        done = len(scores)
-        rate = done / max(1e-9, time.monotonic() - start)
-        show("scoring", done / len(rows), f"{done}/{len(rows)} rows, ETA {(len(rows) - done) / rate:.0f}s")
-    records = _score_records([r["id"] for r in rows], scores)
+    if engine == "ray":
+        show("scoring", None, f"{len(rows)} rows on Ray ({concurrency} actors, {num_cpus} CPUs)")
+        records = score_file(artifact, rows, engine="ray", batch_size=batch_size or 64, concurrency=concurrency,
+                             num_cpus=num_cpus, num_gpus=num_gpus).scores
+    else:
+        chunk = max(64, batch_size or 0)
+        records = []
+        for i in range(0, len(rows), chunk):
+            records += score_file(ev, rows[i:i + chunk], batch_size=batch_size or chunk).scores
+            rate = len(records) / max(1e-9, time.monotonic() - start)
+            show("scoring", len(records) / len(rows),
+                 f"{len(records)}/{len(rows)} rows, ETA {(len(rows) - len(records)) / rate:.0f}s")
+    seconds = time.monotonic() - start
     if output is None:
         for rec in records:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -289,11 +339,22 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     counts: dict[str, int] = {}
-    for s in scores:
-        counts[s.label] = counts.get(s.label, 0) + 1
+    for r in records:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
     summary = {"rows": len(records), "output": str(out), "labels": counts,
-               "truncated": sum(s.truncated for s in scores)}
+               "truncated": sum(bool(r.get("truncated")) for r in records), "engine": engine,
+               "seconds": round(seconds, 3), "rows_per_second": round(len(records) / seconds, 2) if seconds else None,
+               "skipped": skipped, "ingest": ingest}
     emit(summary, as_json, f"scored {len(records)} rows -> {out}  {counts}")
+
+
+@cli.command("batch-score", hidden=True)
+@_score_options
+@click.pass_context
+def batch_score_cmd(ctx: click.Context, **kwargs: Any) -> None:
+    """Old name of `assay score` (kept for one release)."""
+    click.echo("note: `assay batch-score` is now `assay score` (same options, --engine local|ray)", err=True)
+    ctx.invoke(score_cmd, **kwargs)
 
 
 @cli.command("inspect")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,7 +15,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
-from ._score import Score, decide, scores_from_probs
+from ._contract import Calibration, Score, decide, scores_from_probs
 
 FORMAT_VERSION = 1
 INFO_FILE = "evaluator.json"
@@ -153,6 +154,13 @@ class Evaluator:
     @property
     def family(self) -> str:
         return self.model.family
+
+    @property
+    def calibration(self) -> Calibration:
+        """How this evaluator was calibrated (``evaluator.json`` ``calibration``), with its current
+        temperature and threshold."""
+        cal = Calibration.from_dict(self.info.get("calibration"))
+        return replace(cal, temperature=self.temperature, threshold=self.threshold)
 
     # --- scoring ------------------------------------------------------------------------------
     def encode(self, rows: Sequence[Mapping[str, Any]]):

@@ -1,8 +1,8 @@
-"""Production monitoring: ingest traces, gate, score with trained evaluators, route doubt to people.
+"""Production monitoring: gate and score ingested traces with trained evaluators, route doubt to people.
 
-- ``read_traces`` / ``TraceAssembler``: OpenTelemetry GenAI / OpenInference spans, LangSmith runs
-  and plain JSONL traces, assembled into ``Trace``s and ``Session``s; problems counted per reason.
-- ``trace_row`` / ``rows_for``: the slice a metric reads, as a canonical row for ``assay.metrics.render``.
+Reading traces (spans, runs, JSONL) and turning them into metric rows is ``assay.traces``.
+
+- ``IngestServer``: a ``Monitor`` behind an HTTP endpoint (OTLP/HTTP JSON, JSONL) on 127.0.0.1.
 - gates (``gate_from_dict``): regex, keyword, pii, length, json, tool_schema, required_tool.
 - ``Eval``: evaluators + a dataset -> one report (pass rates, failures with trace ids, histograms).
 - ``Monitor`` + ``Store`` + ``RouteConfig``: verdicts stored in SQLite and routed to review.
@@ -23,9 +23,12 @@ from ._review import export as export_golden
 from ._review import find_verdict, golden_rows
 from ._review import label as review_label
 from ._route import Route, RouteConfig, Router, audit_draw
-from ._slice import rows_for, session_row, trace_row
 from ._store import MIGRATIONS, Store, default_db
-from ._traces import Ingest, Problems, Session, Trace, TraceAssembler, group_sessions, plain_trace, read_traces
+
+# Deprecated re-exports: these moved to ``assay.traces``; kept here for one release so that
+# ``from assay.monitor import read_traces`` still works. Import them from ``assay.traces``.
+from ..traces import (Ingest, Problems, Session, Trace, TraceAssembler, group_sessions, plain_trace,
+                      read_traces, rows_for, session_row, trace_row)
 
 __all__ = [
     "GATE_TYPES", "MIGRATIONS", "BatchResult", "Eval", "GateCheck", "GateResult", "Ingest", "IngestServer",

@@ -14,9 +14,8 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import AssayError, require
 from ..metrics import MetricSpec, judged_field
+from ..traces import MessageFrom, Trace, rows_for
 from ._gates import gate_from_dict, gates_from_list
-from ._slice import MessageFrom, rows_for
-from ._traces import Trace
 
 
 @dataclass
@@ -85,7 +84,12 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
 
 def load_evaluator(ref: str | Path) -> Any:
     """The evaluator of an artifact directory or of a registered metric (its version's threshold applies)."""
-    path, version = resolve_artifact(ref)
+    return open_evaluator(*resolve_artifact(ref))
+
+
+def open_evaluator(path: Path, version: Any = None) -> Any:
+    """The evaluator of a resolved artifact (see :func:`resolve_artifact`), with the registered
+    version's threshold when there is one."""
     mod = require("assay.evaluator", "loading trained evaluators", extra="train")
     ev = mod.Evaluator.from_pretrained(path)
     if version is not None and version.threshold is not None and ev.metric.is_binary:

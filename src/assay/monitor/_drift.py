@@ -19,7 +19,8 @@ from collections import Counter
 from typing import Any
 
 from ..errors import AssayError
-from ._stats import EDGES, cohen_kappa, histogram, ks_pvalue, ks_statistic, psi, rebin
+from ..stats import agreement_kappa
+from ._stats import EDGES, histogram, ks_pvalue, ks_statistic, psi, rebin
 from ._store import Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -58,8 +59,8 @@ def agreement(verdicts: list[dict[str, Any]], labels: list[str] | None = None) -
     return {
         "reviews": len(reviewed),
         "audited": len(audited),
-        "kappa": cohen_kappa(human, model, labels, weights) if reviewed else None,
-        "kappa_reviewed": cohen_kappa(human, model, labels) if reviewed else None,
+        "kappa": agreement_kappa(human, model, labels, weights) if reviewed else None,
+        "kappa_reviewed": agreement_kappa(human, model, labels) if reviewed else None,
         "accuracy_reviewed": round(sum(h == m for h, m in zip(human, model)) / len(reviewed), 6) if reviewed else None,
         "audit_agreement": round(sum(v["review_label"] == v["label"] for v in audited) / len(audited), 6)
         if audited else None,

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from ..errors import AssayError, require
+from ..traces import Trace, rows_for
 from ._checks import load_evaluator
-from ._slice import rows_for
-from ._traces import Trace
 
 Engine = Literal["local", "ray"]
 

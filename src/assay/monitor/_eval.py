@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import AssayError
+from ..traces import Ingest, Problems, Trace, read_traces
 from ._checks import Verdict, make_checks
-from ._stats import cohen_kappa, histogram
+from ..stats import agreement_kappa
+from ._stats import histogram
 from ._store import Store
-from ._traces import Ingest, Problems, Trace, read_traces
 
 TABULAR = (".csv", ".tsv", ".parquet", ".pq")
 
@@ -156,5 +157,5 @@ def summarize(verdicts: list[Verdict], check: Any, *, skipped: Mapping[str, int]
             0].metric == check.name else sorted(set(truth) | set(labels))
         pred = [str(v.label) for v in verdicts]
         out["agreement"] = {"n": n, "accuracy": round(sum(p == t for p, t in zip(pred, truth)) / n, 6),
-                            "kappa": cohen_kappa(truth, pred, labs)}
+                            "kappa": agreement_kappa(truth, pred, labs)}
     return out

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..errors import AssayError
 from ..metrics import field_text
+from ..traces import tool_call, tool_defs
 from ._schema import validate as validate_schema
-from ._spans import tool_call, tool_defs
 
 FieldName = Literal["input", "output", "context", "tools", "any"]
 

@@ -1,5 +1,7 @@
 """HTTP ingest endpoint for the monitor (stdlib only; binds 127.0.0.1 unless told otherwise).
 
+The server runs a ``Monitor``; decoding what arrives is ``assay.traces.TraceAssembler.add_body``.
+
     POST /v1/traces   body: OTLP/HTTP JSON, a span/run/trace object, a JSON list, or JSONL
     GET  /health      {"ok": true}
     GET  /v1/summary  the monitor's running summary
@@ -12,8 +14,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..traces import TraceAssembler
 from ._pipeline import Monitor
-from ._traces import TraceAssembler
 
 MAX_BODY = 32 * 1024 * 1024
 
@@ -50,14 +52,7 @@ class IngestServer:
         with self.lock:
             self.requests += 1
             before = self.asm.items
-            where = f"request {self.requests}"
-            stripped = text.strip()
-            if "ndjson" in content_type or "jsonl" in content_type or (
-                    "\n" in stripped and not stripped.startswith("[") and _is_jsonl(stripped)):
-                for n, line in enumerate(stripped.splitlines(), 1):
-                    self.asm.add_line(line, f"{where} line {n}")
-            else:
-                self.asm.add_line(stripped, where)
+            self.asm.add_body(text, f"request {self.requests}", content_type)
             verdicts = self._process(self.asm.pop_ready())
             return {"items": self.asm.items - before, "pending_traces": self.asm.pending(),
                     "verdicts": verdicts, "problems": dict(self.asm.problems.counts),
@@ -106,15 +101,6 @@ class IngestServer:
             self.flush(final=True)
             self.monitor.store.finish_run(self.run_id, self.monitor.summary())
         return self.monitor.summary()
-
-
-def _is_jsonl(text: str) -> bool:
-    first = text.splitlines()[0].strip()
-    try:
-        json.loads(first)
-        return True
-    except json.JSONDecodeError:
-        return False
 
 
 def _handler(server: IngestServer) -> type[BaseHTTPRequestHandler]:

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable
 
 from ..errors import AssayError
 from ..metrics import InputShape
+from ..traces import Problems, Trace, TraceAssembler, follow_lines
 from ._checks import make_checks, subject
 from ._route import RouteConfig, Router
 from ._store import Store
-from ._traces import Problems, Trace, TraceAssembler, follow_lines
 
 
 class Monitor:

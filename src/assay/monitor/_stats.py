@@ -1,4 +1,4 @@
-"""Small statistics for monitoring: histograms, Cohen's kappa, PSI and the KS statistic."""
+"""Small statistics for monitoring: histograms, PSI and the KS statistic (kappa: :mod:`assay.stats`)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,6 @@ def histogram(values: Sequence[float], edges: Sequence[float] = EDGES) -> dict[s
         i = min(max(bisect_right(edges, float(v)) - 1, 0), len(counts) - 1)
         counts[i] += 1
     return {"edges": [round(e, 6) for e in edges], "counts": counts}
-
-
-def cohen_kappa(a: Sequence[Any], b: Sequence[Any], labels: Sequence[Any] | None = None,
-                weights: Sequence[float] | None = None) -> float | None:
-    """Cohen's kappa between two raters (optionally weighted items): ``assay.report.agreement_kappa``."""
-    from ..report import agreement_kappa
-
-    return agreement_kappa(a, b, labels, weights)
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], eps: float = 1e-4) -> float | None:

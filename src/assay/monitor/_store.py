@@ -1,7 +1,8 @@
 """The monitor's SQLite store: traces, verdicts with their route, human reviews, ingest problems.
 
 Migrations are append-only: never edit one that has shipped, add a new one at the end
-(tests/test_monitor_store.py pins the shipped ones).
+(tests/test_schema_pins.py pins the schema). The shared runner ``assay._migrate`` applies
+them and records them in the ``_migrations`` table.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .. import _migrate
+from .._migrate import Migration, split_script
 from ..errors import AssayError
 
-MIGRATIONS: list[tuple[str, str]] = [
-    ("initial", """
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial", split_script("""
 CREATE TABLE checks (
   name TEXT PRIMARY KEY, kind TEXT NOT NULL, spec_json TEXT, source TEXT, severity TEXT,
   eval_kappa REAL, baseline_json TEXT, updated_at REAL NOT NULL);
@@ -35,14 +38,15 @@ CREATE INDEX reviews_verdict ON reviews (verdict_id);
 CREATE TABLE problems (
   id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT, reason TEXT NOT NULL, count INTEGER NOT NULL,
   examples_json TEXT, created_at REAL NOT NULL);
-"""),
-    ("monitor_runs", """
+""")),
+    Migration(2, "monitor_runs", split_script("""
 CREATE TABLE runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, finished_at REAL, settings_json TEXT,
   summary_json TEXT);
 ALTER TABLE verdicts ADD COLUMN run_id INTEGER REFERENCES runs (id);
-"""),
+""")),
 ]
+_TABLE = "_migrations"  # the monitor's version table since its first release
 
 
 def default_db() -> Path:
@@ -80,28 +84,20 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------------------
     def version(self) -> int:
+        """The schema version of this database (0: empty)."""
         with self.lock:
-            self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                            " applied_at REAL NOT NULL)")
-            row = self.db.execute("SELECT MAX(version) FROM _migrations").fetchone()
-        return int(row[0] or 0)
+            return _migrate.current_version(self.db, table=_TABLE)
 
     def migrate(self, upto: int | None = None) -> int:
         """Apply the migrations not applied yet (up to ``upto``); returns the schema version."""
-        current = self.version()
-        if current > len(MIGRATIONS):
-            raise AssayError(f"a monitor database at schema version <= {len(MIGRATIONS)}", f"version {current}",
-                             "upgrade assay, or use another --db", code="invalid_input")
-        target = len(MIGRATIONS) if upto is None else upto
+        latest = _migrate.latest(MIGRATIONS)
         with self.lock:
-            for version in range(current + 1, target + 1):
-                name, sql = MIGRATIONS[version - 1]
-                with self.db:
-                    for stmt in (s.strip() for s in sql.split(";")):
-                        if stmt:
-                            self.db.execute(stmt)
-                    self.db.execute("INSERT INTO _migrations VALUES (?, ?, ?)", (version, name, time.time()))
-        return self.version()
+            current = self.version()
+            if current > latest:
+                raise AssayError(f"a monitor database at schema version <= {latest}", f"version {current}",
+                                 "upgrade assay, or use another --db", code="invalid_input")
+            _migrate.migrate(self.db, MIGRATIONS, table=_TABLE, upto=upto)
+            return self.version()
 
     def close(self) -> None:
         with self.lock:
@@ -155,14 +151,14 @@ class Store:
 
     def traces(self, *, since: float | None = None, limit: int | None = None) -> list[Any]:
         """Stored traces (oldest first), e.g. to re-evaluate what production sent."""
-        from ._traces import Trace
+        from ..traces import Trace
 
         sql = "SELECT trace_json FROM traces" + (" WHERE received_at>=?" if since is not None else "")
         sql += " ORDER BY received_at, rowid" + (f" LIMIT {int(limit)}" if limit else "")
         return [Trace.from_dict(json.loads(r["trace_json"])) for r in self._all(sql, [since] if since is not None else [])]
 
     def session_traces(self, session_id: str) -> list[Any]:
-        from ._traces import Trace
+        from ..traces import Trace
 
         return [Trace.from_dict(json.loads(r["trace_json"]))
                 for r in self._all("SELECT trace_json FROM traces WHERE session_id=? ORDER BY rowid", (session_id,))]

@@ -7,7 +7,7 @@ and priced. ``label_rows`` and ``measure_judge`` use a provider as the teacher.
 
 from ._base import JUDGE_SYSTEM, Provider
 from ._cache import RequestCache, open_cache, request_key
-from ._judge import LabelResult, cohen_kappa, label_rows, measure_judge
+from ._judge import LabelResult, label_rows, measure_judge
 from ._parse import label_probabilities, label_words, parse_label
 from ._prices import DEFAULT_PRICES, PriceTable
 from ._registry import get_provider, provider_from_config, split_name
@@ -30,7 +30,6 @@ __all__ = [
     "Stats",
     "Usage",
     "assay_home",
-    "cohen_kappa",
     "default_cache_path",
     "get_provider",
     "label_probabilities",

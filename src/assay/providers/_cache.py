@@ -1,7 +1,8 @@
 """A persistent SQLite cache of provider requests: a re-run of the same requests costs nothing.
 
 Keyed by provider, endpoint, model and the full request payload; the value is the raw
-response body. Schema changes are append-only migrations recorded in ``schema_version``.
+response body. Schema changes are append-only migrations recorded in ``schema_version`` and
+applied by the shared runner ``assay._migrate`` (tests/test_schema_pins.py pins the schema).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "requests", [
+from .. import _migrate
+from .._migrate import Migration
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "requests", [
         """CREATE TABLE requests (
             key TEXT PRIMARY KEY,
             provider TEXT NOT NULL,
@@ -78,17 +82,8 @@ class RequestCache:
 
 def migrate(db: sqlite3.Connection) -> int:
     """Apply the missing migrations; returns the schema version."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-               "applied_at DOUBLE PRECISION NOT NULL)")
-    done = {r[0] for r in db.execute("SELECT version FROM schema_version")}
-    for version, name, statements in MIGRATIONS:
-        if version in done:
-            continue
-        for sql in statements:
-            db.execute(sql)
-        db.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, time.time()))
-    db.commit()
-    return max([v for v, _, _ in MIGRATIONS] + [0])
+    _migrate.migrate(db, MIGRATIONS, table="schema_version")
+    return _migrate.latest(MIGRATIONS)
 
 
 _OPEN: dict[str, RequestCache] = {}

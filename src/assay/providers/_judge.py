@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ..metrics import MetricSpec
+from ..stats import agreement_kappa
 from ._base import Provider
 from ._types import Judgment
 
@@ -83,7 +84,7 @@ def measure_judge(metric: MetricSpec, held_out_rows: Sequence[Mapping[str, Any]]
         "failed": sum(1 for j in judgments if not j.ok and not (j.error or "").startswith("unparseable")),
         "rows_without_human_label": skipped,
         "accuracy": (sum(a == b for a, b in zip(y_true, y_pred)) / len(pairs)) if pairs else None,
-        "kappa": cohen_kappa(y_true, y_pred, labels),  # type: ignore[arg-type]
+        "kappa": agreement_kappa(y_true, y_pred),
         "confusion": {t: {p: sum(1 for a, b in zip(y_true, y_pred) if a == t and b == p) for p in labels}
                       for t in labels},
         "label_source": "logprobs" if pairs and all(j.probabilities for _, j in pairs) else "parsed text",
@@ -102,8 +103,3 @@ def measure_judge(metric: MetricSpec, held_out_rows: Sequence[Mapping[str, Any]]
     return out
 
 
-def cohen_kappa(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> float | None:
-    """Cohen's kappa between people and the judge (``assay.report.agreement_kappa``); None when undefined."""
-    from ..report import agreement_kappa
-
-    return agreement_kappa(y_true, y_pred, list(dict.fromkeys([*labels, *y_true, *y_pred])))

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..data import validate_rows
-from ..evaluator._score import decide
+from ..evaluator._contract import decide
 from ..errors import AssayError
 from ..metrics import load_metric
 from . import _db as t
@@ -105,9 +105,9 @@ class MetricsMixin(RunsMixin):
                               .order_by(t.metrics.c.version).limit(1)).first()
             if first is None:
                 return
-            if first[0] != project_id:
-                raise AssayError("a metric name not used by another project", f"'{name}' belongs to project {first[0]}",
-                                 "choose another name", code="name_taken")
+            if first[0] != project_id:  # names are global; never say which project holds it
+                raise AssayError("a metric name not used by another project", f"the name '{name}'",
+                                 "the name is not available; pick another", code="name_taken")
             if loads(first[1]) != labels:
                 raise AssayError(f"the labels of the earlier versions of '{name}' ({loads(first[1])})",
                                  f"labels {labels}", "register under a new name: versions must keep one label set",

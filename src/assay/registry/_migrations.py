@@ -4,16 +4,19 @@ Each step is ``(version, name, statements)``. A released step is never edited: c
 schema by appending a new step. Statements are plain SQL that SQLite and PostgreSQL both
 accept; ``{serial}`` becomes the dialect's auto-increment primary key. Timestamps are epoch
 seconds (``DOUBLE PRECISION``), JSON is stored as ``TEXT``, booleans as ``INTEGER`` 0/1.
-The ``schema_version`` table records which steps were applied and when.
+The ``schema_version`` table records which steps were applied and when; the shared runner
+``assay._migrate`` applies the steps (tests/test_schema_pins.py pins the resulting schema).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "initial schema", [
+from .. import _migrate
+from .._migrate import Migration
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial schema", [
         """CREATE TABLE projects (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
@@ -126,7 +129,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             revoked_at DOUBLE PRECISION
         )""",
     ]),
-    (2, "project members and roles, worker liveness, per-file artifact hashes", [
+    Migration(2, "project members and roles, worker liveness, per-file artifact hashes", [
         "ALTER TABLE api_keys ADD COLUMN global_role TEXT",
         "UPDATE api_keys SET global_role = 'admin'",
         """CREATE TABLE key_projects (
@@ -150,42 +153,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ]),
 ]
 
-_SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgresql": "BIGSERIAL PRIMARY KEY"}
-
-LATEST = MIGRATIONS[-1][0]
-
-
-def _sql(statement: str, dialect: str) -> str:
-    return statement.replace("{serial}", _SERIAL.get(dialect, _SERIAL["postgresql"]))
+LATEST = _migrate.latest(MIGRATIONS)
 
 
 def current_version(conn: Any) -> int:
-    from sqlalchemy import inspect, text
-
-    if not inspect(conn).has_table("schema_version"):
-        return 0
-    return int(conn.execute(text("SELECT COALESCE(MAX(version), 0) FROM schema_version")).scalar() or 0)
+    """The registry schema version of a SQLAlchemy engine or connection (0: empty database)."""
+    return _migrate.current_version(conn, table="schema_version")
 
 
 def migrate(engine: Any) -> list[int]:
     """Apply the steps the database has not seen, in one locked transaction; returns their versions."""
-    from sqlalchemy import text
-
-    dialect = engine.dialect.name
-    applied: list[int] = []
-    with engine.begin() as conn:
-        if dialect == "postgresql":  # one migrator at a time across processes
-            conn.execute(text("SELECT pg_advisory_xact_lock(726107)"))
-        conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version ("
-                          "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                          "applied_at DOUBLE PRECISION NOT NULL)"))
-        have = current_version(conn)
-        for version, name, statements in MIGRATIONS:
-            if version <= have:
-                continue
-            for statement in statements:
-                conn.execute(text(_sql(statement, dialect)))
-            conn.execute(text("INSERT INTO schema_version (version, name, applied_at) VALUES (:v, :n, :t)"),
-                         {"v": version, "n": name, "t": time.time()})
-            applied.append(version)
-    return applied
+    return _migrate.migrate(engine, MIGRATIONS, table="schema_version")

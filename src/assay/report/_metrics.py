@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import AssayError
+from ..stats import _confusion, agreement_kappa, bootstrap_ci, cohen_kappa, kappa_of_confusion  # noqa: F401
 
 ECE_BINS = 15
 
@@ -144,53 +145,7 @@ def _check_probs(probs: Any, n: int, k: int) -> np.ndarray:
     return p
 
 
-# --- agreement -------------------------------------------------------------------------------
-
-def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-
-
-# --- Cohen's kappa: the one implementation (judge, selection, calibration, monitor and drift use it) ---
-KAPPA_EPS = 1e-12  # chance agreement within this of 1: kappa is undefined (None)
-
-
-def kappa_of_confusion(cm: Any) -> Any:
-    """Cohen's kappa of a confusion matrix ``[k, k]`` (counts or weights): a float, or None when it is
-    undefined (no rows, or chance agreement is total). A stack ``[b, k, k]`` gives an array with NaN there."""
-    cm = np.asarray(cm, dtype=float)
-    n = cm.sum(axis=(-2, -1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        po = np.trace(cm, axis1=-2, axis2=-1) / n
-        pe = (cm.sum(axis=-1) * cm.sum(axis=-2)).sum(axis=-1) / (n * n)
-        kappa = np.where((n > 0) & (pe < 1 - KAPPA_EPS), (po - pe) / (1 - pe), np.nan)
-    if cm.ndim == 2:
-        return None if np.isnan(kappa) else float(kappa)
-    return kappa
-
-
-def cohen_kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float | None:
-    """Cohen's kappa of two label-index arrays over ``k`` labels; None when undefined."""
-    return kappa_of_confusion(_confusion(np.asarray(y), np.asarray(pred), k))
-
-
-def agreement_kappa(a: Sequence[Any], b: Sequence[Any], labels: Sequence[Any] | None = None,
-                    weights: Sequence[float] | None = None) -> float | None:
-    """Cohen's kappa between two raters' labels (any hashable values; optionally weighted items).
-
-    ``labels``: the label set (default: every value seen); pairs with a value outside it are left
-    out. None when undefined (no rows, different lengths, or chance agreement is total).
-    """
-    if len(a) == 0 or len(a) != len(b):
-        return None
-    labs = list(labels) if labels else sorted({*a, *b}, key=str)
-    idx = {lab: i for i, lab in enumerate(labs)}
-    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=float)
-    cm = np.zeros((len(labs), len(labs)))
-    for j, (x, y) in enumerate(zip(a, b)):
-        if x in idx and y in idx:
-            cm[idx[x], idx[y]] += w[j]
-    return kappa_of_confusion(cm)
-
+# --- precision, recall, F1 ------------------------------------------------------------------
 
 def _prf(cm: np.ndarray, labels: list[str]) -> tuple[dict[str, dict[str, Any]], tuple[float, float, float]]:
     tp = np.diag(cm).astype(float)
@@ -205,38 +160,6 @@ def _prf(cm: np.ndarray, labels: list[str]) -> tuple[dict[str, dict[str, Any]], 
     if not seen.any():
         return per, (0.0, 0.0, 0.0)
     return per, (float(prec[seen].mean()), float(rec[seen].mean()), float(f1[seen].mean()))
-
-
-def bootstrap_ci(y: np.ndarray, pred: np.ndarray, k: int, n_boot: int = 1000, seed: int = 0,
-                 chunk: int = 100) -> dict[str, Any]:
-    """Percentile 95% intervals for kappa and macro F1 over ``n_boot`` resamples of the rows."""
-    if n_boot <= 0 or len(y) < 2:
-        return {"n_boot": 0, "seed": seed, "kappa": None, "f1_macro": None}
-    rng = np.random.default_rng(seed)
-    codes = y * k + pred
-    n = len(y)
-    kappas, f1s = [], []
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (codes[idx] + (np.arange(b) * k * k)[:, None]).ravel()
-        cms = np.bincount(flat, minlength=b * k * k).reshape(b, k, k).astype(float)
-        tp = np.diagonal(cms, axis1=1, axis2=2)
-        rows, cols = cms.sum(axis=2), cms.sum(axis=1)
-        kappas.append(kappa_of_confusion(cms))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            denom = 2 * tp + (cols - tp) + (rows - tp)  # 0 only for a label absent on both sides
-            f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
-            f1s.append(np.nanmean(f1, axis=1))
-    return {"n_boot": int(n_boot), "seed": int(seed),
-            "kappa": _interval(np.concatenate(kappas)), "f1_macro": _interval(np.concatenate(f1s))}
-
-
-def _interval(values: np.ndarray) -> list[float] | None:
-    v = values[np.isfinite(values)]
-    if not len(v):
-        return None
-    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
 
 
 # --- ranking ---------------------------------------------------------------------------------

@@ -21,8 +21,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..evaluator._contract import FEW_ROWS, Calibration
+
 MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
-FEW_ROWS = 50  # fewer calibration rows than this: a warning (and out-of-fold scores where there are any)
+# FEW_ROWS (assay.evaluator): fewer calibration rows than this: a warning, small_sample (and out-of-fold
+# scores where there are any)
 T_BOUNDS = (1e-2, 1e2)  # the temperature search range; a fit at either end is reported as a warning
 
 
@@ -65,7 +68,7 @@ def _counts(p: np.ndarray, pos: np.ndarray, t: float, w: np.ndarray) -> tuple[fl
 
 def _objective(name: str, tp: float, fp: float, fn: float, tn: float) -> float:
     if name == "kappa":
-        from ..report import kappa_of_confusion
+        from ..stats import kappa_of_confusion
 
         return kappa_of_confusion([[tn, fp], [fn, tp]]) or 0.0
     f_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
@@ -117,19 +120,23 @@ def smoothed_prior(label_values: Sequence[str], labels: Sequence[str]) -> dict[s
 def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "f1",
               target: float | None = None, batch_size: int | None = None,
               target_prior: dict[str, float] | None = None, logits: Any = None,
-              source: str = "a calibration slice of the training rows") -> dict[str, Any]:
+              source: str = "a calibration slice of the training rows", method: str | None = None
+              ) -> dict[str, Any]:
     """Fit temperature, the label shift towards ``target_prior`` (if given) and the threshold (binary
     metrics) on ``rows``; sets them on ``evaluator``.
 
     ``logits``: the rows' logits when they are already known (e.g. out-of-fold logits of a
     cross-validated linear model), else the evaluator computes them. ``source`` names where the
-    rows come from in the report. Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of
-    its search range) are listed in ``warnings``.
+    rows come from in the report; ``method`` is ``slice`` or ``out-of-fold`` (default: ``out-of-fold``
+    when ``logits`` are given). Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of its
+    search range) are listed in ``warnings``. Returns :meth:`assay.evaluator.Calibration.to_dict`
+    (what ``evaluator.json`` keeps under ``calibration``).
     """
     labels = list(evaluator.labels)
     y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
     out: dict[str, Any] = {"rows": len(rows), "source": source, "threshold_objective": objective,
-                           "threshold_target": target, "warnings": []}
+                           "threshold_target": target, "warnings": [], "small_sample": len(rows) < FEW_ROWS,
+                           "method": method or ("out-of-fold" if logits is not None else "slice")}
     if len(rows) < FEW_ROWS:
         out["warnings"].append(f"calibration fitted on only {len(rows)} rows ({source}; fewer than {FEW_ROWS}): "
                                "temperature and threshold are rough")
@@ -137,11 +144,12 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     if len(rows) < MIN_ROWS or len(set(y.tolist())) < 2:
         out.update({"temperature": 1.0, "threshold": 0.5 if evaluator.metric.is_binary else None,
                     "threshold_method": f"not calibrated: {len(rows)} calibration rows of "
-                                        f"{len(set(y.tolist()))} label(s) (need {MIN_ROWS}+ rows of 2+ labels)"})
+                                        f"{len(set(y.tolist()))} label(s) (need {MIN_ROWS}+ rows of 2+ labels)",
+                    "method": "none"})
         evaluator.temperature = 1.0
         if evaluator.metric.is_binary:
             evaluator.threshold = 0.5
-        return out
+        return Calibration.from_dict(out).to_dict()
     logits = evaluator.predict_logits(rows, batch_size) if logits is None else np.asarray(logits, dtype=np.float64)
     out.update(fit_temperature(logits, y, *T_BOUNDS))
     lo, hi = T_BOUNDS
@@ -171,4 +179,4 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     else:
         out["threshold"] = None
         out["threshold_method"] = "argmax (categorical)"
-    return out
+    return Calibration.from_dict(out).to_dict()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config, load_config
-from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows, split_test_set
+from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows
 from .._preflight import preflight
 from ..errors import AssayError
 from ._calibrate import MIN_ROWS, smoothed_prior
@@ -154,10 +154,8 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     # --- data ------------------------------------------------------------------------------------
     status("preparing", 0.0, "reading the labeled test set")
     d = cfg.data
-    test = load_rows(cfg.path(d.test_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit,
-                     encoding=d.encoding)
-    split = split_test_set(test.rows, metric.shape, seed_fraction=d.seed_fraction, split_seed=d.split_seed,
-                           group_by=d.group_by)  # groups on one side
+    prepared = cfg.prepare_test_set(metric)  # groups on one side of the seed / held-out split
+    test, split = prepared.test, prepared.split
     if not split.held_out:
         raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
                          "add labeled rows to data.test_set", code="too_few_rows")

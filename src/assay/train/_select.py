@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import require
-from ..report import bootstrap_ci, cohen_kappa
+from ..stats import bootstrap_ci, cohen_kappa
 
 COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break
 TIE = 0.01  # kappa within this of the best counts as a tie
@@ -44,12 +44,12 @@ BOOT = 400
 Status = Callable[[str, "float | None", str], None]
 
 
-def kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+def selection_score(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     """Cohen's kappa (the report's), 0 when chance agreement is total: a candidate that predicts one label."""
     return cohen_kappa(y, pred, k) or 0.0
 
 
-def kappa_ci(y: np.ndarray, pred: np.ndarray, k: int, seed: int, n_boot: int = BOOT) -> list[float] | None:
+def selection_interval(y: np.ndarray, pred: np.ndarray, k: int, seed: int, n_boot: int = BOOT) -> list[float] | None:
     """The report's bootstrap interval for kappa; None below 5 rows."""
     return bootstrap_ci(y, pred, k, n_boot=n_boot, seed=seed)["kappa"] if len(y) >= 5 else None
 
@@ -151,9 +151,9 @@ def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], 
 def _score(cand: Candidate, sel: Selection) -> None:
     k = len(sel.labels)
     pred = decide(cand.oof_logits)
-    cand.cv_kappa = kappa(sel.y, pred, k)
-    cand.ci = kappa_ci(sel.y, pred, k, sel.seed)
-    cand.fold_kappas = [round(kappa(sel.y[va], pred[va], k), 4) for _, va in sel.folds]
+    cand.cv_kappa = selection_score(sel.y, pred, k)
+    cand.ci = selection_interval(sel.y, pred, k, sel.seed)
+    cand.fold_kappas = [round(selection_score(sel.y[va], pred[va], k), 4) for _, va in sel.folds]
 
 
 def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequence[str], *, folds: int, seed: int,
@@ -192,7 +192,7 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
             for c in grid:
                 status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}")
                 logits = _oof(x, y, fold_list, c, n, seed)
-                kp = kappa(y, decide(logits), n)
+                kp = selection_score(y, decide(logits), n)
                 by_c[str(c)] = round(kp, 4)
                 if best is None or kp > best[0] + 1e-12:
                     best = (kp, c, logits)
@@ -253,7 +253,7 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
                     continue
                 oof[c][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
             del block
-        by_c = {str(c): round(kappa(y, decide(oof[c]), n), 4) for c in grid}
+        by_c = {str(c): round(selection_score(y, decide(oof[c]), n), 4) for c in grid}
         best = max(grid, key=lambda c: (by_c[str(c)], -grid.index(c)))
         cand.oof_logits = oof[best]
         cand.params = {"C": best, "cv_kappa_by_C": by_c}
@@ -284,7 +284,7 @@ def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None
             continue
         if val_idx is not None:
             if c.oof_logits is not None:
-                c.val_kappa = kappa(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
+                c.val_kappa = selection_score(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
             if c.val_kappa is not None:
                 scored[name] = c.val_kappa
         elif c.cv_kappa is not None:
@@ -421,9 +421,9 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
                 k = len(metric.labels)
                 yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
                 pv = decide(neural.predict_logits(cal_rows, t.eval_batch_size))
-                cand.val_kappa = kappa(yv, pv, k)
+                cand.val_kappa = selection_score(yv, pv, k)
                 cand.cv_kappa = cand.val_kappa
-                cand.ci = kappa_ci(yv, pv, k, t.seed)
+                cand.ci = selection_interval(yv, pv, k, t.seed)
             else:
                 cand.error = "no validation rows (too few training rows for a calibration slice)"
             sel.candidates["encoder"] = cand

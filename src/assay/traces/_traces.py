@@ -154,6 +154,17 @@ class TraceAssembler:
             return
         self.add_record(obj, where)
 
+    def add_body(self, text: str, where: str, content_type: str = "application/json") -> None:
+        """One received payload (an HTTP request body): OTLP/HTTP JSON, a span/run/trace object, a
+        JSON list, or JSONL (by content type ``ndjson``/``jsonl``, or several lines of JSON)."""
+        stripped = text.strip()
+        if "ndjson" in content_type or "jsonl" in content_type or (
+                "\n" in stripped and not stripped.startswith("[") and _is_jsonl(stripped)):
+            for n, line in enumerate(stripped.splitlines(), 1):
+                self.add_line(line, f"{where} line {n}")
+        else:
+            self.add_line(stripped, where)
+
     def add_record(self, rec: Any, where: str) -> None:
         if isinstance(rec, list):
             for i, r in enumerate(rec):
@@ -270,6 +281,15 @@ class TraceAssembler:
                 if len(self._done) > self._remember:
                     self._done.popitem(last=False)
         return out
+
+
+def _is_jsonl(text: str) -> bool:
+    first = text.splitlines()[0].strip()
+    try:
+        json.loads(first)
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def _count_children(run: Mapping[str, Any]) -> int:

@@ -1,0 +1,144 @@
+"""The evaluator contract: what every evaluator offers, its verdict record, its calibration record,
+and the one decision rule.
+
+- :class:`EvaluatorLike`: the interface the registry, server, monitor and reports rely on. The real
+  :class:`~assay.evaluator.Evaluator` and :class:`assay.testing.MockEvaluator` (the one test double)
+  satisfy it; a test checks both.
+- :class:`Score`: one row's verdict (label, score, confidence, probabilities, tokens, truncation).
+- :class:`Calibration`: how an evaluator's probabilities and threshold were fitted (temperature,
+  threshold and its objective, the rows it was fitted on, warnings); ``evaluator.json`` keeps it
+  under ``calibration`` (:meth:`Calibration.to_dict` / :meth:`Calibration.from_dict`).
+- :func:`decide`: the label index of one row's probabilities. Binary metrics: the positive label
+  when P(positive) >= threshold (``operator`` ``>`` for a strict comparison), else the other one;
+  categorical metrics: the most probable label. The evaluator, the registry's per-version
+  threshold and the test double all decide with it; there is no other threshold rule.
+- :func:`scores_from_probs`: a :class:`Score` per row from calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+FEW_ROWS = 50  # calibration fitted on fewer rows than this is flagged small_sample (a warning)
+
+
+@dataclass
+class Score:
+    """One row's verdict."""
+
+    label: str
+    score: float  # binary: calibrated P(positive label); categorical: P(label)
+    confidence: float  # probability of the returned label
+    probabilities: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0  # model input length
+    truncated: bool = False  # a field was cut to fit max_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How an evaluator was calibrated (``assay.train.calibrate`` fits it; ``evaluator.json`` stores
+    :meth:`to_dict` under ``calibration``).
+
+    ``method``: ``"slice"`` (rows held back from the gradient steps), ``"out-of-fold"`` (the
+    cross-validated scores of every training row, linear / hybrid families) or ``"none"`` (too few
+    rows or labels: temperature 1, threshold 0.5). ``small_sample``: fitted on fewer than
+    :data:`FEW_ROWS` rows, so temperature and threshold are rough (``warnings`` says so too).
+    """
+
+    temperature: float = 1.0
+    threshold: float | None = None  # binary: on calibrated P(positive); None: argmax (categorical)
+    objective: str | None = None  # train.threshold_objective: f1, kappa, precision, recall, none
+    target: float | None = None  # train.threshold_target (precision / recall objectives)
+    threshold_method: str | None = None  # how the threshold was chosen, in words
+    method: str = "none"  # slice | out-of-fold | none
+    source: str | None = None  # where the calibration rows came from, in words
+    n_rows: int = 0
+    small_sample: bool = False
+    warnings: tuple[str, ...] = ()
+    nll_before: float | None = None  # temperature fit: NLL at T = 1 and at the fitted T
+    nll_after: float | None = None
+    prior: Mapping[str, Any] | None = None  # label shift: calibration / target priors and the per-label shift
+    threshold_details: Mapping[str, Any] | None = None  # the objective's value (and precision / recall)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``calibration`` entry of ``evaluator.json``."""
+        out: dict[str, Any] = {
+            "rows": self.n_rows, "source": self.source, "method": self.method,
+            "threshold_objective": self.objective, "threshold_target": self.target,
+            "small_sample": self.small_sample, "warnings": list(self.warnings), "temperature": self.temperature,
+        }
+        for key in ("nll_before", "nll_after", "prior"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["threshold"] = self.threshold
+        out["threshold_method"] = self.threshold_method
+        if self.threshold_details is not None:
+            out["threshold_details"] = self.threshold_details
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "Calibration":
+        """From an ``evaluator.json`` ``calibration`` entry (artifacts written before ``method`` and
+        ``small_sample`` were recorded get them inferred from ``source`` and ``rows``)."""
+        d = dict(d or {})
+        n_rows = int(d.get("rows") or 0)
+        source = d.get("source")
+        method = d.get("method")
+        if method is None:
+            if str(d.get("threshold_method") or "").startswith("not calibrated") or not n_rows:
+                method = "none"
+            else:
+                method = "out-of-fold" if "out-of-fold" in str(source or "") else "slice"
+        temperature = d.get("temperature")
+        return cls(temperature=float(temperature) if temperature is not None else 1.0,
+                   threshold=d.get("threshold"), objective=d.get("threshold_objective"),
+                   target=d.get("threshold_target"), threshold_method=d.get("threshold_method"), method=method,
+                   source=source, n_rows=n_rows, small_sample=bool(d.get("small_sample", n_rows < FEW_ROWS)),
+                   warnings=tuple(d.get("warnings") or ()), nll_before=d.get("nll_before"),
+                   nll_after=d.get("nll_after"), prior=d.get("prior"), threshold_details=d.get("threshold_details"))
+
+
+def decide(p: Sequence[float], labels: Sequence[str], positive: str | None, threshold: float | None,
+           operator: str = ">=") -> int:
+    """The label index for one row's probabilities ``p`` (ordered as ``labels``)."""
+    if len(labels) == 2 and positive in labels and threshold is not None:
+        pos = list(labels).index(positive)
+        hit = p[pos] >= threshold if operator == ">=" else p[pos] > threshold
+        return pos if hit else 1 - pos
+    return max(range(len(labels)), key=lambda i: (p[i], -i))
+
+
+def scores_from_probs(probs: Any, labels: Sequence[str], positive: str | None, threshold: float | None,
+                      tokens: Sequence[int] | None = None, truncated: Sequence[bool] | None = None) -> list[Score]:
+    """A :class:`Score` per row of ``probs`` [n_rows, n_labels]."""
+    binary = len(labels) == 2 and positive in labels
+    pos = list(labels).index(positive) if binary else None
+    out = []
+    for i, p in enumerate(probs):
+        k = decide(p, labels, positive, threshold if binary else None)
+        out.append(Score(label=labels[k], score=float(p[pos] if pos is not None else p[k]), confidence=float(p[k]),
+                         probabilities={lab: float(v) for lab, v in zip(labels, p)},
+                         tokens=int(tokens[i]) if tokens is not None else 0,
+                         truncated=bool(truncated[i]) if truncated is not None else False))
+    return out
+
+
+@runtime_checkable
+class EvaluatorLike(Protocol):
+    """What the registry, server, monitor and reports need from an evaluator."""
+
+    metric: Any  # MetricSpec
+    labels: tuple[str, ...]
+    threshold: float | None
+    info: dict[str, Any]
+
+    @property
+    def calibration(self) -> Calibration: ...
+
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> Any: ...
+
+    def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]: ...
