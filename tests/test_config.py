@@ -89,3 +89,27 @@ def test_a_config_round_trips_through_its_dict_and_the_artifacts_yaml(tmp_path):
     stored = tmp_path / "config.yaml"
     stored.write_text(yaml.safe_dump(example.to_dict(), sort_keys=False, allow_unicode=True))
     assert load_config(stored).to_dict() == example.to_dict()
+
+
+def test_top_level_exports_the_main_calls_documented_and_lazy():
+    """`assay` exports train, Evaluator, evaluate, Monitor and Client; every public name has a
+    docstring; importing `assay` loads no torch (the heavy calls load on first use)."""
+    import subprocess
+    import sys
+
+    import assay
+
+    for name in ("train", "Evaluator", "evaluate", "Monitor", "Client"):
+        assert name in assay.__all__
+    for name in assay.__all__:
+        obj = getattr(assay, name)
+        if name != "__version__":
+            assert (getattr(obj, "__doc__", None) or "").strip(), f"assay.{name} has no docstring"
+    import assay.train as train_package
+    from assay.train import TrainResult, train as train_fn
+
+    assert assay.train is train_package and callable(assay.train) and TrainResult is train_package.TrainResult
+    assert train_fn is train_package.train  # `from assay.train import train`: the function, as before
+    code = "import sys, assay; assay.Client; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,26 +1,61 @@
-"""assay: distill an LLM-as-judge metric into a small, fast, calibrated evaluator."""
+"""assay: distill an LLM-as-judge metric into a small, fast, calibrated evaluator.
+
+The main calls, from a config to a monitored evaluator::
+
+    import assay
+
+    result = assay.train("config.yaml")                     # model selection, calibration, report
+    ev = assay.Evaluator.from_pretrained(result.artifact_dir)
+    report = assay.evaluate(ev, rows)                        # kappa, F1, AUROC, ECE, speed
+    assay.Monitor([ev], store).process(traces)                # score, route and store every trace
+    assay.Client("http://127.0.0.1:8000").score("toxicity", rows)   # a served evaluator
+
+``train``, ``Evaluator``, ``evaluate`` and ``Monitor`` are imported on first use, so ``import assay``
+stays light (no torch until a model is needed).
+"""
+
+from typing import Any
 
 from .client import Client
 from .config import Config, load_config
-from .data import load_rows, split_rows, validate_rows
+from .data import load_rows, prepare, split_rows, validate_rows
 from .errors import AssayError
 from .metrics import InputShape, MetricSpec, get_preset, list_presets, load_metric, render
 
 __version__ = "0.1.0"
 
+_LAZY = {"Evaluator": ("assay.evaluator", "Evaluator"), "evaluate": ("assay.report", "evaluate"),
+         "Monitor": ("assay.monitor", "Monitor"), "train": ("assay.train", None)}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'assay' has no attribute '{name}'")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    return value if attr is None else getattr(value, attr)  # train: the package, callable as the pipeline
+
+
 __all__ = [
     "AssayError",
     "Client",
     "Config",
+    "Evaluator",
     "InputShape",
     "MetricSpec",
+    "Monitor",
+    "evaluate",
     "get_preset",
     "list_presets",
     "load_config",
     "load_metric",
     "load_rows",
+    "prepare",
     "render",
     "split_rows",
+    "train",
     "validate_rows",
     "__version__",
 ]

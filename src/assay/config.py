@@ -179,6 +179,10 @@ class GenerateConfig(ProviderConfig):
 
 
 class Config(_Strict):
+    """A whole training job (the YAML file's model): metric, data, model, training, report, optional
+    generation and judge, and the output folder. ``load_config(path)`` reads one; ``to_dict()`` and
+    the artifact's ``config.yaml`` write it back."""
+
     metric: str | dict[str, Any]  # preset name, YAML path, or an inline spec
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

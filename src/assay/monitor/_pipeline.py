@@ -21,6 +21,9 @@ from ._store import Store
 
 
 class Monitor:
+    """Score every finished trace with the evaluators and gates, route each verdict (pass, fail,
+    human review for doubt near the threshold, audit samples) and store it for review and drift."""
+
     def __init__(self, checks: Iterable[Any], store: Store, route: RouteConfig | None = None, *,
                  batch_size: int = 32, clock: Callable[[], float] = time.time):
         self.checks = make_checks(checks)
