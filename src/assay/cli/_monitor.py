@@ -84,7 +84,7 @@ def traces(source: str, metrics: tuple[str, ...], as_json: bool) -> None:
     emit(out, as_json)
 
 
-@cli.command("eval")
+@cli.command("eval", short_help="Pass rates of evaluators and gates over a dataset (a CI gate).")
 @click.argument("config", required=False, type=click.Path())
 @click.option("--metric", "-m", "metrics", multiple=True, help="Evaluator artifact directory (repeatable).")
 @click.option("--gate", "gates", multiple=True, help="A gate as inline YAML, e.g. '{type: pii}' (repeatable).")
@@ -101,6 +101,8 @@ def eval_cmd(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...
              smoke: int | None, parallel: int | None, batch_size: int | None, seed: int | None, out: str | None,
              min_pass_rate: float | None, as_json: bool) -> None:
     """Run evaluators and gates over a dataset: pass rates, failures with trace ids, histograms.
+
+    For one artifact's agreement report on labeled rows (kappa, F1, calibration), use `assay evaluate`.
 
     With --min-pass-rate the exit status gates a merge or a release: 0 when every metric and gate
     passes at least that share of the traces it scored, 1 otherwise (2: the run itself failed)."""

@@ -183,7 +183,7 @@ def _load_input(data: str, metric: Any, column: tuple[str, ...], label_map: tupl
 _ENCODING_HELP = "Text encoding of the data file (default UTF-8), e.g. latin-1 or cp1252."
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", short_help="Agreement report of one artifact on labeled rows (kappa, F1, ECE).")
 @click.argument("artifact", type=click.Path())
 @click.argument("data", type=click.Path())
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
@@ -197,6 +197,8 @@ _ENCODING_HELP = "Text encoding of the data file (default UTF-8), e.g. latin-1 o
 def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: tuple[str, ...], encoding: str | None,
                  include_trained: bool, output: str | None, as_json: bool, quiet: bool) -> None:
     """Evaluate an artifact on labeled rows: agreement, calibration, speed.
+
+    For pass rates of several evaluators and gates over traces (a CI gate), use `assay eval`.
 
     Rows the artifact trained on (its seeds, training and calibration rows, by content hash from
     split.json) are left out and counted: figures on them would not be held-out figures.
