@@ -1,7 +1,9 @@
 """Issue 8: the server under attack and faults. Each test first reproduces the attack or fault of a
 numbered finding, then checks the server refuses it: secrets stay home (1), an empty host is public
 (2), keys are scoped to projects with roles (3), a registered artifact is verified (5), scoring runs
-on one thread (6), hostile input gets a 4xx in the standard error shape (7)."""
+on one thread (6), hostile input gets a 4xx in the standard error shape (7), a generation that
+yields nothing fails with counts (8), and the audit's follow-ups (9): UI error pages, chunked
+bodies over the limit, taken metric names, provider settings in run configs, server file paths."""
 
 from __future__ import annotations
 
@@ -194,7 +196,8 @@ def test_edited_artifact_refuses_to_score(tmp_path):
     m = reg.register(finished_run(reg), "tox")
     info_path = Path(m.artifact_location) / "evaluator.json"
     info = json.loads(info_path.read_text())
-    info["log_prior"] = {k: (0.0 if k == "true" else -50.0) for k in info["log_prior"]}  # flips every verdict
+    model = info["word_counts"]  # the mock evaluator's word-count model
+    model["log_prior"] = {k: (0.0 if k == "true" else -50.0) for k in model["log_prior"]}  # flips every verdict
     info_path.write_text(json.dumps(info))
     reg.close()
     fresh = make_registry(db, tmp_path)  # a restarted server loads the version again
@@ -353,3 +356,242 @@ def test_zero_row_generation_fails_with_counts(tmp_path):
     report = json.loads((cfg.data_dir() / "data_report.json").read_text())
     assert report["cost"]["requests"] == len(seen)  # every HTTP request the endpoint received
     assert report["cost"]["retries"] == 2 and f"{len(seen)} HTTP requests incl. 2 retries" in str(e.value)
+
+
+# --- 9. audit follow-ups: each test makes the attack or fault first -----------------------------
+def test_ui_project_form_errors_list_only_visible_projects(reg):
+    """A project-scoped key posting the UI's new-project form got the page back listing every
+    project's name and description."""
+    reg.create_project("secret-beta", "hidden plans for the beta launch")
+    scoped = {"Authorization": f"Bearer {reg.create_api_key('demo-admin', project='demo', role='admin').key}"}
+    op = {"Authorization": f"Bearer {reg.create_api_key('ops').key}"}
+    with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
+        for name in ("demo", "secret-beta", "fresh", "bad name!", "x" * 300):  # duplicate, foreign, new, invalid
+            r = c.post("/projects", data={"name": name, "description": "d"}, headers=scoped)
+            assert "hidden plans" not in r.text
+            assert "secret-beta" not in r.text or name == "secret-beta"  # only what the caller typed
+            assert r.status_code == 403 and "forbidden" in r.text, (name, r.status_code)
+            assert "demo" in r.text  # its own project is listed
+        assert "fresh" not in [p.name for p in reg.list_projects()]
+        r = c.post("/projects", data={"name": "demo"}, headers=op)  # the operator sees everything
+        assert r.status_code == 409 and "already exists" in r.text and "hidden plans" in r.text
+
+
+def _chunks(head: bytes, total: int):
+    """A request body as a generator: httpx sends it chunked, without Content-Length."""
+    yield head
+    sent = len(head)
+    while sent <= total:
+        yield b"x" * 65536
+        sent += 65536
+
+
+def test_chunked_body_over_the_limit_is_413(reg, monkeypatch):
+    """A body over the limit sent chunked (no Content-Length) was cut off and answered 400
+    http_400 ("error parsing the body") instead of 413 too_large."""
+    from assay.server import _api
+    from assay.server._uploads import MULTIPART_SLACK
+
+    monkeypatch.setattr(_api, "MAX_UPLOAD_BYTES", 64 * 1024)
+    limit = 64 * 1024 + MULTIPART_SLACK
+    b = "bnd"
+    head = (f'--{b}\r\nContent-Disposition: form-data; name="metric"\r\n\r\ntoxicity\r\n--{b}\r\n'
+            f'Content-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n').encode()
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        for url, body, ctype in (("/v1/projects/demo/datasets", head, f"multipart/form-data; boundary={b}"),
+                                 ("/v1/runs", b'{"project": "demo", "config": "', "application/json"),
+                                 ("/v1/projects", b'{"name": "', "application/json")):
+            req = c.build_request("POST", url, content=_chunks(body, limit), headers={"content-type": ctype})
+            assert "content-length" not in req.headers and req.headers["transfer-encoding"] == "chunked"
+            e = _err(c.send(req), 413, "too_large")
+            assert "MiB" in e["expected"]
+        # a UI form post gets a page, not JSON
+        req = c.build_request("POST", "/projects", content=_chunks(b"name=", limit),
+                              headers={"content-type": "application/x-www-form-urlencoded", "accept": "text/html"})
+        r = c.send(req)
+        assert r.status_code == 413 and r.headers["content-type"].startswith("text/html") and "too large" in r.text
+        # under the limit, chunked still works
+        small = sample_test_set(40)
+        body = head.replace(b'toxicity\r\n', b'toxicity\r\n--bnd\r\nContent-Disposition: form-data; '
+                                              b'name="label_map"\r\n\r\n' + json.dumps(BINARY_MAP).encode() + b'\r\n')
+        req = c.build_request("POST", "/v1/projects/demo/datasets", content=iter([body, small, b"\r\n--bnd--\r\n"]),
+                              headers={"content-type": f"multipart/form-data; boundary={b}"})
+        assert "content-length" not in req.headers
+        r = c.send(req)
+        assert r.status_code == 201, r.text
+        assert [d["rows"] for d in c.get("/v1/projects/demo/datasets").json()] == [40]
+
+
+def test_taken_metric_name_does_not_reveal_its_project(reg):
+    """Registering a name another project holds answered 409 naming that project's id."""
+    reg.register(finished_run(reg, "beta"), "tox-one")
+    reg.register(finished_run(reg, "gamma"), "tox-two")
+    beta, gamma = reg.get_project("beta").id, reg.get_project("gamma").id
+    run_a = finished_run(reg, "alpha")
+    h = {"Authorization": f"Bearer {reg.create_api_key('a', project='alpha', role='editor').key}"}
+    with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
+        errors = []
+        for name in ("tox-one", "tox-two"):
+            r = c.post(f"/v1/runs/{run_a}/register", json={"name": name}, headers=h)
+            e = _err(r, 409, "name_taken")
+            assert beta not in r.text and gamma not in r.text and "beta" not in r.text and "gamma" not in r.text
+            assert e["fix"] == "the name is not available; pick another"
+            errors.append(json.dumps(e).replace(name, "NAME"))
+        assert errors[0] == errors[1]  # the same answer whichever project holds the name
+        assert c.post(f"/v1/runs/{run_a}/register", json={"name": "mine"}, headers=h).status_code == 201
+
+
+def test_run_config_shows_server_providers_by_name_only(reg, monkeypatch, tmp_path):
+    """A run's config, as returned to every viewer, showed the operator's provider base_url and
+    key variable after the server resolved the name."""
+    from _registry_util import fake_worker
+
+    url, env = "http://10.1.2.3:8080/v1", "OPERATOR_SECRET_KEY"
+    sp = ServerProviders({"teacher": {"model": "corp/judge-1", "base_url": url, "api_key_env": env},
+                          "writer": {"model": "corp/gen-1", "base_url": url, "api_key_env": env}})
+    viewer = {"Authorization": f"Bearer {reg.create_api_key('v', project='demo', role='viewer').key}"}
+    editor = {"Authorization": f"Bearer {reg.create_api_key('e', project='demo', role='editor').key}"}
+    with TestClient(create_app(reg, auth=True, providers=sp), raise_server_exceptions=False) as c:
+        test_ds = c.post("/v1/projects/demo/datasets", data={"metric": "toxicity", "label_map": json.dumps(BINARY_MAP)},
+                         files={"file": ("t.jsonl", sample_test_set(60))}, headers=editor).json()["id"]
+        cfg = {"metric": "toxicity", "data": {"test_set": f"dataset:{test_ds}"}, "report": {"bootstrap": 0},
+               "judge": {"model": "teacher", "temperature": 0}, "generate": "writer"}
+        r = c.post("/v1/runs", json={"project": "demo", "config": cfg}, headers=editor)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        pages = [r, c.get(f"/v1/runs/{run_id}", headers=viewer), c.get("/v1/runs", headers=viewer),
+                 c.get(f"/runs/{run_id}", headers=viewer)]
+        for page in pages:
+            assert page.status_code in (200, 201), page.text
+            assert url not in page.text and "10.1.2.3" not in page.text and env not in page.text
+            assert "base_url" not in page.text and "api_key_env" not in page.text
+        shown = pages[1].json()["config"]
+        assert shown["judge"]["model"] == "teacher" and shown["judge"]["temperature"] == 0
+        assert shown["generate"]["model"] == "writer" and "server_providers" not in shown
+        assert "teacher" in pages[3].text
+        # resubmitting what a viewer sees works (names resolve again)
+        assert c.post("/v1/runs", json={"project": "demo", "config": shown}, headers=editor).status_code == 201
+    # the worker still runs the operator's resolved settings
+    seen = []
+
+    def capture(config, **kw):
+        seen.append((config.judge.model, config.judge.base_url, config.judge.api_key_env, config.generate.base_url))
+        from assay.testing import mock_train
+
+        return mock_train(config, **kw)
+
+    w = fake_worker(reg)
+    w.executor.train_fn = capture
+    out = w.execute(reg.claim_run(w.worker_id, run_id=run_id))
+    assert out.status.value == "fine_tuned", out.failure_reason
+    assert seen == [("corp/judge-1", url, env, url)]
+
+
+def test_api_callers_never_name_server_files(tmp_path, monkeypatch):
+    """On a loopback bind without --auth, `assay serve` let API callers give absolute server
+    paths for data.test_set / train_set and the metric file (and a preset name was a path)."""
+    import yaml
+
+    secret = tmp_path / "secret.jsonl"
+    secret.write_bytes(sample_test_set(60))
+    metric_file = tmp_path / "m.yaml"
+    metric_file.write_text(yaml.safe_dump({"name": "m", "prompt": "Is it rude? {input}"}))
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(yaml.safe_dump({"name": "evil", "prompt": "leaked {input}"}))
+    apps = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: apps.append(app))
+    db = f"sqlite:///{tmp_path / 'assay.db'}"
+    r = CliRunner().invoke(cli, ["serve", "--host", "127.0.0.1", "--db", db, "--workers", "0",
+                                 "--artifacts", str(tmp_path / "art")])
+    assert r.exit_code == 0, r.output
+    app = apps[0]
+    assert app.state.auth is False  # loopback without --auth: the local-user setting
+    reg = app.state.registry
+    reg.create_project("demo")
+    reg.allow_local_paths = True  # even a registry opened for a local user refuses them behind a server
+    with TestClient(app, raise_server_exceptions=False) as c:
+        ds = c.post("/v1/projects/demo/datasets", data={"metric": "toxicity", "label_map": json.dumps(BINARY_MAP)},
+                    files={"file": ("t.jsonl", sample_test_set(60))}).json()["id"]
+        ok = {"metric": "toxicity", "data": {"test_set": f"dataset:{ds}"}}
+        attacks = [{"data": {"test_set": "/etc/passwd"}}, {"data": {"test_set": str(secret)}},
+                   {"data": {"test_set": f"dataset:{ds}", "train_set": str(secret)}},
+                   {"metric": str(metric_file)}, {"metric": "/etc/passwd"},
+                   {"metric": {"preset": str(evil.with_suffix(""))}},
+                   {"metric": {"preset": "../" * 12 + str(evil.with_suffix(""))[1:]}},
+                   {"metric": {"preset": ["toxicity"]}}]
+        for attack in attacks:
+            r = c.post("/v1/runs", json={"project": "demo", "config": {**ok, **attack}})
+            assert 400 <= r.status_code < 500, (attack, r.text)
+            _err(r, r.status_code)
+            assert "leaked" not in r.text
+        assert c.get("/v1/runs").json() == []
+        assert c.post("/v1/runs", json={"project": "demo", "config": ok}).status_code == 201
+        r = c.post("/v1/projects/demo/datasets", data={"metric": json.dumps({"preset": str(evil.with_suffix(""))})},
+                   files={"file": ("t.jsonl", b'{"input": "a", "label": "true"}\n')})
+        assert 400 <= r.status_code < 500 and "leaked" not in r.text
+    reg.close()
+
+
+# --- 6. generation that yields nothing, end to end; upload memory through HTTP -----------------
+def test_zero_usable_generated_rows_fail_the_run_with_counts(reg):
+    """A worker run whose generator answers but whose rows are all unusable (the judge refuses
+    every one) ends Failed with the reason and the counts, visible through the API."""
+    from assay.registry import LocalExecutor, Status, Worker
+
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        ds = c.post("/v1/projects/demo/datasets", data={"metric": "toxicity", "label_map": json.dumps(BINARY_MAP)},
+                    files={"file": ("t.jsonl", sample_test_set(60))}).json()["id"]
+        cfg = {"metric": "toxicity", "data": {"test_set": f"dataset:{ds}"},
+               "generate": {"model": "mock/gen", "target_size": 10, "max_rounds": 1, "cache": False},
+               "judge": {"model": "mock/judge", "options": {"refuse_rate": 1.0}, "cache": False}}
+        run_id = c.post("/v1/runs", json={"project": "demo", "config": cfg}).json()["id"]
+        out = Worker(reg, LocalExecutor(), heartbeat_interval=0.2, stale_after=30).run_once()  # the real train()
+        assert out.id == run_id and out.status == Status.failed
+        got = c.get(f"/v1/runs/{run_id}").json()
+    assert [h["status"] for h in got["history"]] == ["queued", "generating_data", "failed"]
+    reason = got["failure_reason"]
+    assert "0 usable rows of" in reason and "generator calls" in reason and "rows parsed" in reason
+    assert "judge_unparseable" in reason  # why the parsed rows were dropped, with their count
+    report = json.loads((Path(reg.storage.root) / "runs" / run_id / "data" / "data_report.json").read_text())
+    assert report["cost"]["requests"] > 0
+
+
+@pytest.mark.slow
+def test_24mb_csv_upload_memory_through_http(reg, tmp_path):
+    """Peak Python memory of a 24 MB CSV upload through POST /v1/projects/{p}/datasets (the body
+    streamed in 64 KiB chunks, as a network client sends it) stays under 5x the file size."""
+    import asyncio
+    import csv
+    import io
+    import tracemalloc
+
+    import httpx
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["text", "label"])
+    i = 0
+    while buf.tell() < 24 * 2**20:
+        w.writerow([f"message number {i}: " + "some words of a logged chat message " * 5, "true" if i % 3 else "false"])
+        i += 1
+    path = tmp_path / "big.csv"
+    path.write_text(buf.getvalue())
+    del buf
+    size = path.stat().st_size
+    app = create_app(reg)
+
+    async def upload():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            with path.open("rb") as fh:
+                return await client.post("/v1/projects/demo/datasets", files={"file": ("big.csv", fh)},
+                                         data={"metric": "toxicity", "columns": json.dumps({"input": "text"})})
+
+    tracemalloc.start()
+    r = asyncio.run(upload())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert r.status_code == 201, r.text
+    assert r.json()["rows"] == i and r.json()["size_bytes"] == size
+    print(f"24 MB CSV over HTTP: {size / 2**20:.1f} MiB file, peak traced memory {peak / 2**20:.1f} MiB "
+          f"({peak / size:.1f}x)")
+    assert peak < 5 * size

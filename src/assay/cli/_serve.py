@@ -158,8 +158,8 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
                          "drop --no-auth, or bind to 127.0.0.1", code="auth_required")
     use_auth = True if not loopback else bool(auth)
     providers = ServerProviders.load(providers_file)
-    # server-side data paths only for a local user: loopback without keys (not behind a proxy with --auth)
-    reg = _registry(db, artifacts, allow_local_paths=loopback and not use_auth, providers=providers)
+    # API and UI callers never name server files (data by uploaded dataset id), whatever the host or auth
+    reg = _registry(db, artifacts, providers=providers)
     if use_auth and not reg.has_api_keys():
         raise AssayError(f"an API key in the registry before serving with authentication on {host or '(all)'}",
                          "no API keys", f"run `assay keys create NAME{' --db ' + db if db else ''}` and send the key "

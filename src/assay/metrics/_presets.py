@@ -22,7 +22,7 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> MetricSpec:
     """The preset metric called ``name``."""
     path = _DIR / f"{name}.yaml"
-    if not path.exists():
+    if not isinstance(name, str) or name not in list_presets():  # a name, never a path ({preset: ../../x})
         raise AssayError(
             "a preset metric name",
             f"'{name}'",

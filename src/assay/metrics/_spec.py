@@ -176,6 +176,9 @@ def load_metric(source: str | Path | dict[str, Any] | MetricSpec) -> MetricSpec:
         return source
     if isinstance(source, dict):
         if "preset" in source:
+            if not isinstance(source["preset"], str):
+                raise AssayError("metric.preset as a preset name", f"a {type(source['preset']).__name__}",
+                                 "use one of the presets " + ", ".join(list_presets()), code="invalid_metric")
             base = get_preset(source["preset"]).to_dict()
             base.update({k: v for k, v in source.items() if k != "preset"})
             return metric_from_dict(base, f"metric (preset {source['preset']})")

@@ -29,6 +29,11 @@ STAGE_SPAN = {"preparing": (0.0, 0.05), "generating": (0.05, 0.35), "training": 
 # The run status each stage of assay.train.train implies.
 STAGE_STATUS = {"preparing": None, "generating": Status.generating_data, "training": Status.training,
                 "evaluating": Status.training, "saving": Status.training}
+# In a stored run config: {"judge": "<server provider name>", ...} for providers the server resolved.
+# The worker runs the resolved settings; every reader of the run sees the name (see _public_config).
+SERVER_NAMES = "server_providers"
+# Provider fields a run's reader never sees: where requests go, which key they carry.
+HIDDEN_PROVIDER_FIELDS = ("base_url", "api_key_env", "api_key")
 
 
 class RunLost(Exception):
@@ -61,11 +66,10 @@ class RunsMixin(DatasetsMixin):
         proj = self.get_project(project)
         data = self._config_mapping(config)
         data.pop("output", None)  # the registry decides where artifacts go
-        if self.providers is not None:
-            self._server_side_config(data)
+        names = self._server_side_config(data) if self.providers is not None else {}
         refs = self._check_data_refs(proj.id, data.get("data"))
         metric = data.get("metric")
-        if isinstance(metric, str) and metric not in list_presets() and not self.allow_local_paths:
+        if isinstance(metric, str) and metric not in list_presets() and not self._local_paths:
             raise AssayError("a preset name or an inline metric spec in the run config", f"metric: '{metric}'",
                              "inline the metric (its YAML keys) under metric:, or use a preset", code="invalid_config")
         cfg = config_from_dict(data, source="the run config")
@@ -75,22 +79,37 @@ class RunsMixin(DatasetsMixin):
             v = validate_rows(rows, spec, source=f"dataset {ds_id}")
             if not v.ok:
                 raise InvalidRows(f"dataset {ds_id} ({key}) for metric '{spec.name}'", v.errors, len(rows))
+        stored = cfg.to_dict()
+        if names:
+            stored[SERVER_NAMES] = names
         rid = new_id("run")
         now = self.now()
         with self.tx() as conn:
             n = conn.execute(select(func.count()).select_from(t.runs).where(t.runs.c.project_id == proj.id)).scalar()
             conn.execute(insert(t.runs).values(
                 id=rid, project_id=proj.id, name=name or f"{spec.name} #{n + 1}", metric_name=spec.name,
-                config=dumps(cfg.to_dict()), status=Status.queued.value, stage=None, progress=0.0, message="queued",
+                config=dumps(stored), status=Status.queued.value, stage=None, progress=0.0, message="queued",
                 cancel_requested=0, created_at=now, updated_at=now))
             self._event(conn, rid, "status", status=Status.queued, message="queued")
         return self.get_run(rid)
 
-    def _server_side_config(self, data: dict[str, Any]) -> None:
-        """A config from an API/UI caller: providers by the operator's names, no server paths."""
+    @property
+    def _local_paths(self) -> bool:
+        """Whether run configs may name files on this machine: only a local user's registry (the
+        CLI, in-process), never one behind a server (``providers`` set), whatever host or auth."""
+        return self.allow_local_paths and self.providers is None
+
+    def _server_side_config(self, data: dict[str, Any]) -> dict[str, str]:
+        """A config from an API/UI caller: providers by the operator's names, no server paths.
+        Returns {"judge"/"generate": server provider name} for the ones resolved by name."""
+        names = {}
         for key in ("judge", "generate"):
-            if data.get(key) is not None:
-                data[key] = self.providers.resolve(data[key], key, generate=key == "generate")
+            value = data.get(key)
+            if value is not None:
+                data[key] = self.providers.resolve(value, key, generate=key == "generate")
+                name = value if isinstance(value, str) else value.get("model") if isinstance(value, Mapping) else None
+                if isinstance(name, str) and name in self.providers.providers:
+                    names[key] = name
         model = data.get("model")
         base = model.get("base") if isinstance(model, Mapping) else None
         if isinstance(base, str) and (base.startswith(("/", ".", "~", "file:")) or ".." in base
@@ -98,6 +117,7 @@ class RunsMixin(DatasetsMixin):
             raise AssayError("model.base as a built-in name (minilm, smollm2) or a model id",
                              f"a server path '{base}'", "drop model.base, or ask the operator for the model",
                              code="provider_not_allowed")
+        return names
 
     @staticmethod
     def _config_mapping(config: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -130,7 +150,7 @@ class RunsMixin(DatasetsMixin):
                     raise AssayError(f"a labeled dataset for data.{key}", f"{ds.id} is unlabeled",
                                      "upload labeled rows (kind test or train)", code="invalid_config")
                 refs[key] = ds.id
-            elif not (self.allow_local_paths and Path(str(ref)).is_absolute() and Path(str(ref)).exists()):
+            elif not (self._local_paths and Path(str(ref)).is_absolute() and Path(str(ref)).exists()):
                 raise AssayError(f"data.{key} as 'dataset:<id>' (an uploaded dataset)", f"'{ref}'",
                                  "upload the file with POST /v1/projects/{project}/datasets (the SDK and "
                                  "`assay runs create` do it for you)", code="invalid_config")
@@ -199,10 +219,39 @@ class RunsMixin(DatasetsMixin):
             status_title=st.title, stage=row["stage"], progress=row["progress"], message=row["message"],
             failure_reason=row["failure_reason"], metrics_summary=loads(row["metrics_summary"]),
             artifact_location=row["artifact_location"], cancel_requested=bool(row["cancel_requested"]),
-            worker_id=row["worker_id"], heartbeat_at=to_time(row["heartbeat_at"]), config=loads(row["config"], {}),
+            worker_id=row["worker_id"], heartbeat_at=to_time(row["heartbeat_at"]),
+            config=self._public_config(loads(row["config"], {})),
             created_at=to_time(row["created_at"]), started_at=to_time(row["started_at"]),
             finished_at=to_time(row["finished_at"]), updated_at=to_time(row["updated_at"]),
             history=[self._event_model(e) for e in events] if events is not None else None, registered_as=registered)
+
+    @staticmethod
+    def _public_config(config: dict[str, Any]) -> dict[str, Any]:
+        """A stored run config as its readers see it: a provider the server resolved by name shows
+        that name only (not the operator's options), and no provider shows an endpoint, key variable
+        or cache path."""
+        names = config.pop(SERVER_NAMES, None) or {}
+        for key in ("judge", "generate"):
+            p = config.get(key)
+            if isinstance(p, dict):
+                p = {k: v for k, v in p.items() if k not in HIDDEN_PROVIDER_FIELDS}
+                if not isinstance(p.get("cache", True), bool):
+                    del p["cache"]  # a path on the machine that ran it
+                if isinstance(names.get(key), str):
+                    p["model"] = names[key]
+                    p.pop("options", None)
+                config[key] = p
+        return config
+
+    def _stored_config(self, run_id: str) -> dict[str, Any]:
+        """The run config as stored: what the worker runs (providers resolved, see SERVER_NAMES)."""
+        with self.tx() as conn:
+            raw = conn.execute(select(t.runs.c.config).where(t.runs.c.id == run_id)).scalar()
+        if raw is None:
+            raise not_found("run", run_id, "list runs with GET /v1/runs")
+        data = loads(raw, {})
+        data.pop(SERVER_NAMES, None)
+        return data
 
     # --- changing status --------------------------------------------------------------------
     def _event(self, conn: Any, run_id: str, kind: str, *, status: Status | None = None, stage: str | None = None,
@@ -427,8 +476,9 @@ class RunsMixin(DatasetsMixin):
     # --- execution helpers ------------------------------------------------------------------
     def resolve_config(self, run: Run, workdir: Path, output_dir: Path) -> Config:
         """The run's config with ``dataset:`` references written out as local files (review
-        decisions applied) and the output folder set."""
-        data = copy.deepcopy(run.config)
+        decisions applied) and the output folder set: the stored settings, not the public view
+        of ``run.config`` (a provider the server resolved by name carries its endpoint and key)."""
+        data = self._stored_config(run.id)
         d = data.get("data") or {}
         for key in ("test_set", "train_set"):
             ref = d.get(key)

@@ -56,8 +56,14 @@ def create_project(request: Request, name: str = Form(...), description: str = F
     try:
         acc.require_operator(request, "create a project")
         p = _reg(request).create_project(name, description)
-    except AssayError as exc:
-        return _page(request, "projects.html", projects=_reg(request).list_projects(), error=exc.to_dict())
+    except AssayError as exc:  # the form again, listing only the projects this caller may see
+        from ._app import STATUS
+
+        ids = acc.visible(request)
+        items = [p for p in _reg(request).list_projects() if ids is None or p.id in ids]
+        resp = _page(request, "projects.html", projects=items, error=exc.to_dict())
+        resp.status_code = STATUS.get(exc.code, 422 if exc.code.startswith("invalid") else 400)
+        return resp
     return RedirectResponse(f"/projects/{p.id}", status_code=303)
 
 

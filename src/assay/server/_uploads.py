@@ -1,10 +1,10 @@
 """Uploads go to disk in chunks, with the size limit enforced while the body is read.
 
-``BodyLimit`` (ASGI middleware) refuses a request body over the limit as it streams in (413,
-before it is all received: by ``Content-Length`` at once, else by counting); ``spool_upload``
-copies the multipart file part to a private temporary file in 1 MiB chunks, so the handler never
-holds the file in memory. Parsing then reads the file incrementally (see
-``Registry.add_dataset``).
+``BodyLimit`` (ASGI middleware) refuses a request body over the limit as it streams in (413
+``too_large``, before it is all received: by ``Content-Length`` at once, else, chunked, by
+counting); ``spool_upload`` copies the multipart file part to a private temporary file in 1 MiB
+chunks, so the handler never holds the file in memory. Parsing then reads the file
+incrementally (see ``Registry.add_dataset``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from starlette.exceptions import HTTPException
-
 from ..errors import AssayError
 
 CHUNK = 1 << 20
 MULTIPART_SLACK = 1 << 20  # form fields and part headers around the file
 
 
+class _Overflow(Exception):
+    """Raised inside ``receive`` when the body passes the limit (the handler's answer is dropped)."""
+
+
+def too_large_response(scope: dict, limit: int, found: str) -> Any:
+    """413 ``too_large``: the one JSON error shape, or a short page for a browser's UI form post."""
+    from starlette.responses import HTMLResponse, JSONResponse
+
+    from ._app import error_body
+
+    body = error_body("too_large", f"a request body of at most {limit // 2**20} MiB", found,
+                      "split the file or sample it")
+    headers = {k.lower(): v for k, v in scope.get("headers") or []}
+    if not scope.get("path", "").startswith("/v1") and b"text/html" in headers.get(b"accept", b""):
+        import html
+
+        e = body["error"]
+        return HTMLResponse(f"<!doctype html><title>Too large</title><h1>Request too large</h1>"
+                            f"<p>{html.escape(e['message'])}</p><p><a href=\"/projects\">Back to projects</a></p>",
+                            status_code=413, headers={"Connection": "close"})
+    return JSONResponse(body, status_code=413, headers={"Connection": "close"})
+
+
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` (+ slack for the form fields) while they stream in."""
+    """Refuse request bodies over ``max_bytes`` (+ slack for the form fields) while they stream in:
+    at once by ``Content-Length``, else (chunked) by counting; either way a 413 ``too_large``."""
 
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
@@ -42,26 +64,39 @@ class BodyLimit:
                 except ValueError:
                     n = 0
                 if n > limit:
-                    from starlette.responses import JSONResponse
-
-                    from ._app import error_body
-
-                    resp = JSONResponse(error_body("too_large", f"a request body of at most {limit // 2**20} MiB",
-                                                   f"{n // 2**20} MiB", "split the file or sample it"),
-                                        status_code=413)
-                    return await resp(scope, receive, send)
+                    return await too_large_response(scope, limit, f"{n // 2**20} MiB")(scope, receive, send)
         seen = 0
+        overflow = started = False
 
         async def counted() -> dict:
-            nonlocal seen
+            nonlocal seen, overflow
+            if overflow:  # the handler swallowed _Overflow (e.g. FastAPI's "error parsing the body")
+                raise _Overflow()
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise HTTPException(413, f"a request body over {limit // 2**20} MiB")
+                    overflow = True
+                    raise _Overflow()
             return message
 
-        return await self.app(scope, counted, send)
+        async def guarded(message: dict) -> None:
+            nonlocal started
+            if overflow and not started:  # drop the handler's answer to the cut body (a 400 or 422)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except _Overflow:
+            pass
+        except Exception:
+            if not overflow:
+                raise
+        if overflow and not started:
+            await too_large_response(scope, limit, f"more than {limit // 2**20} MiB (chunked)")(scope, receive, send)
 
 
 @contextmanager
