@@ -113,8 +113,38 @@ def test_cli_eval_gates_a_release_with_min_pass_rate(tmp_path):
     r = CliRunner().invoke(cli, gate + ["--min-pass-rate", str(round(rate + 0.01, 3))])
     assert r.exit_code == 1 and "GATE FAILED" in r.output and "pii_regex" in r.output
     r = CliRunner().invoke(cli, gate + ["--min-pass-rate", str(round(rate - 0.01, 3)), "--json"])
-    assert r.exit_code == 0 and json.loads(r.output)["gate"] == {"min_pass_rate": round(rate - 0.01, 3),
+    assert r.exit_code == 0 and json.loads(r.output)["gate"] == {"bars": {"pass_rate": round(rate - 0.01, 3)},
                                                                  "passed": True, "below": []}
+
+
+def test_cli_eval_fail_under_any_figure(tmp_path):
+    """`assay eval --fail-under pass_rate=0.9,kappa=0.6` gates on any figure of a metric's block: exit 1
+    below a bar, 0 at or above; a figure nothing measures (kappa on unlabeled rows) is exit 2, not a pass."""
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
+    texts = ["you idiot", "what a stupid moron", "lovely day", "thanks for the help", "hello there", "you are dumb"]
+    labels = ["true", "true", "false", "false", "false", "true"]
+    data = tmp_path / "golden.jsonl"
+    data.write_text("".join(json.dumps({"id": f"r{i}", "input": t, "label": y}) + "\n"
+                            for i, (t, y) in enumerate(zip(texts, labels))))
+    base = ["eval", "-m", str(golden), "--data", str(data)]
+    r = CliRunner().invoke(cli, base + ["--json"])
+    assert r.exit_code == 0, r.output
+    block = json.loads(r.output)["metrics"]["toxicity"]
+    kappa, rate = block["agreement"]["kappa"], block["pass_rate"]
+    assert kappa is not None
+    r = CliRunner().invoke(cli, base + ["--fail-under", f"pass_rate={rate},kappa={kappa - 0.01}", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["gate"]["passed"] is True
+    r = CliRunner().invoke(cli, base + ["--fail-under", f"pass_rate={rate}", "--fail-under", f"toxicity.kappa={kappa + 0.01}"])
+    assert r.exit_code == 1 and "GATE FAILED: toxicity kappa" in r.output
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    unlabeled.write_text("".join(json.dumps({"id": f"u{i}", "input": t}) + "\n" for i, t in enumerate(texts)))
+    r = CliRunner().invoke(cli, ["eval", "-m", str(golden), "--data", str(unlabeled), "--fail-under", "kappa=0.5"])
+    assert r.exit_code == 2 and "kappa" in r.output and "labeled rows" in r.output
+    r = CliRunner().invoke(cli, base + ["--fail-under", "kappa"])
+    assert r.exit_code == 2 and "FIGURE=NUMBER" in r.output
 
 
 def test_stats_helpers():

@@ -94,20 +94,26 @@ def traces(source: str, metrics: tuple[str, ...], as_json: bool) -> None:
 @click.option("--batch-size", type=int)
 @click.option("--seed", type=int, help="Seed of the smoke subset.")
 @click.option("--out", "out", type=click.Path(), help="Also write the report JSON here.")
-@click.option("--min-pass-rate", type=click.FloatRange(0, 1),
-              help="Exit 1 when any metric or gate passes fewer traces than this (e.g. 0.95): a CI / release gate.")
+@click.option("--fail-under", "fail_under", multiple=True, metavar="FIGURE=N,...",
+              help="Exit 1 when a metric's figure is below N, e.g. pass_rate=0.9,kappa=0.6 (any figure of a metric's "
+                   "block; METRIC.figure=N for one metric): a CI / release gate.")
+@click.option("--min-pass-rate", type=click.FloatRange(0, 1), help="Same as --fail-under pass_rate=N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...], data: str | None,
              smoke: int | None, parallel: int | None, batch_size: int | None, seed: int | None, out: str | None,
-             min_pass_rate: float | None, as_json: bool) -> None:
+             fail_under: tuple[str, ...], min_pass_rate: float | None, as_json: bool) -> None:
     """Run evaluators and gates over a dataset: pass rates, failures with trace ids, histograms.
 
     For one artifact's agreement report on labeled rows (kappa, F1, calibration), use `assay evaluate`.
 
-    With --min-pass-rate the exit status gates a merge or a release: 0 when every metric and gate
-    passes at least that share of the traces it scored, 1 otherwise (2: the run itself failed)."""
+    With --fail-under (or --min-pass-rate) the exit status gates a merge or a release: 0 when every
+    figure is at or above its bar, 1 otherwise (2: the run itself failed, or a figure cannot be measured)."""
     from ..monitor import Eval
+    from ..monitor._eval import check_bars, parse_bars
 
+    bars = parse_bars(fail_under)  # bad bars fail before anything is scored
+    if min_pass_rate is not None:
+        bars.setdefault("pass_rate", min_pass_rate)
     cfg = _run_config(config, metrics, gates)
     dataset = data or cfg.dataset
     if not dataset:
@@ -115,17 +121,17 @@ def eval_cmd(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...
     ev = Eval(cfg.evaluators, dataset, name=cfg.name, batch_size=batch_size or cfg.batch_size)
     report = ev.run(parallel=parallel or cfg.parallel, smoke=smoke or cfg.smoke,
                     seed=cfg.seed if seed is None else seed)
-    below = []
-    if min_pass_rate is not None:
-        below = [n for n, m in report["metrics"].items() if m["pass_rate"] is None or m["pass_rate"] < min_pass_rate]
-        report["gate"] = {"min_pass_rate": min_pass_rate, "passed": not below, "below": below}
+    below: list[dict[str, Any]] = []
+    if bars:
+        report["gate"] = check_bars(report, bars)
+        below = report["gate"]["below"]
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     text = _eval_text(report)
-    if min_pass_rate is not None:
-        text += (f"\nGATE FAILED: pass rate below {min_pass_rate:.1%} for {', '.join(below)}" if below
-                 else f"\ngate passed: every pass rate >= {min_pass_rate:.1%}")
+    if bars:
+        text += ("\nGATE FAILED: " + "; ".join(f"{b['metric']} {b['figure']} {b['value']} < {b['bar']}" for b in below)
+                 if below else "\ngate passed: " + ", ".join(f"every {k} >= {v}" for k, v in bars.items()))
     emit(report, as_json, text)
     if below:
         raise SystemExit(1)

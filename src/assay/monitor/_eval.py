@@ -10,7 +10,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import AssayError
 from ..traces import Ingest, Problems, Trace, read_traces
@@ -159,3 +159,54 @@ def summarize(verdicts: list[Verdict], check: Any, *, skipped: Mapping[str, int]
         out["agreement"] = {"n": n, "accuracy": round(sum(p == t for p, t in zip(pred, truth)) / n, 6),
                             "kappa": agreement_kappa(truth, pred, labs)}
     return out
+
+
+def parse_bars(specs: Sequence[str]) -> dict[str, float]:
+    """``["pass_rate=0.9,kappa=0.6", "toxicity.kappa=0.7"]`` → ``{"pass_rate": 0.9, ...}``: a figure of
+    every metric's block (``pass_rate``, ``kappa``, ``accuracy``, ...), or ``METRIC.figure`` for one."""
+    bars: dict[str, float] = {}
+    for spec in specs:
+        for part in filter(None, (p.strip() for p in str(spec).split(","))):
+            name, sep, value = part.partition("=")
+            try:
+                bars[name.strip()] = float(value)
+            except ValueError:
+                value = None  # type: ignore[assignment]
+            if not sep or not name.strip() or value is None:
+                raise AssayError("a bar as FIGURE=NUMBER (e.g. pass_rate=0.9,kappa=0.6)", f"'{part}'",
+                                 "write --fail-under pass_rate=0.9,kappa=0.6", code="invalid_input")
+    return bars
+
+
+def _figure(block: Mapping[str, Any], name: str) -> Any:
+    """A figure of one metric's block: its own numbers first, then its agreement with labels."""
+    if isinstance(block.get(name), (int, float)) and not isinstance(block.get(name), bool):
+        return block[name]
+    agreement = block.get("agreement") or {}
+    return agreement.get(name) if isinstance(agreement, Mapping) else None
+
+
+def check_bars(report: Mapping[str, Any], bars: Mapping[str, float]) -> dict[str, Any]:
+    """Each bar against every metric that has the figure: ``{"bars", "passed", "below": [...]}``.
+
+    A figure no metric has (``kappa`` without labels in the data) is an error, not a pass: a gate
+    that cannot measure must not let a release through. An undefined figure (None) counts as below."""
+    metrics: Mapping[str, Any] = report.get("metrics") or {}
+    below: list[dict[str, Any]] = []
+    for key, bar in bars.items():
+        metric, _, fig = key.rpartition(".") if "." in key else ("", "", key)
+        blocks = {metric: metrics[metric]} if metric in metrics else ({} if metric else dict(metrics))
+        if metric and not blocks:
+            raise AssayError(f"a metric named '{metric}' in the eval", f"metrics {sorted(metrics)}",
+                             f"use one of them, e.g. {next(iter(metrics), 'toxicity')}.{fig}={bar}",
+                             code="invalid_input")
+        measured = {n: b for n, b in blocks.items() if fig in b or fig in (b.get("agreement") or {})}
+        if not measured:
+            raise AssayError(f"the figure '{fig}' in the eval report", "no metric reports it"
+                             + (" (kappa and accuracy need labeled rows)" if fig in ("kappa", "accuracy") else ""),
+                             "gate on pass_rate, or evaluate labeled rows", code="invalid_input")
+        for n, b in measured.items():
+            value = _figure(b, fig)
+            if value is None or value < bar:
+                below.append({"metric": n, "figure": fig, "value": value, "bar": bar})
+    return {"bars": dict(bars), "passed": not below, "below": below}
