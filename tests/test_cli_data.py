@@ -116,14 +116,42 @@ def test_review_data_flow(tmp_path):
     assert out.exit_code == 0, out.output
     out = CliRunner().invoke(cli, ["review-data", "decide", str(cfg), ids[3], "regenerate"])
     assert out.exit_code == 2 and "reason" in out.output
+    sample_row = {r["id"]: r for r in sample}
+    flip = {"true": "false", "false": "true"}[sample_row[ids[4]]["label"]]
+    out = CliRunner().invoke(cli, ["review-data", "decide", str(cfg), ids[4], "relabel"])
+    assert out.exit_code == 2 and "--label" in out.output
+    out = CliRunner().invoke(cli, ["review-data", "decide", str(cfg), ids[4], "relabel", "--label", flip])
+    assert out.exit_code == 0, out.output
     st = json.loads(CliRunner().invoke(cli, ["review-data", "status", str(tmp_path / "run" / "data"),
                                              "--json"]).output)
-    assert (st["accept"], st["regenerate"], st["pending"]) == (2, 1, 47)
+    assert (st["accept"], st["reject"], st["relabel"], st["pending"]) == (2, 1, 1, 46)  # regenerate = reject
     assert st["feedback"] == ["off-topic (1 row)"]
     text = CliRunner().invoke(cli, ["review-data", "sample", str(cfg)]).output
-    assert "2 accepted" in text and "47 pending" in text
+    assert "2 accepted" in text and "46 pending" in text
+    before = [json.loads(x) for x in (tmp_path / "run" / "data" / "train.jsonl").read_text().splitlines()]
     out = CliRunner().invoke(cli, ["generate", str(cfg), "--json", "-q"])
-    assert json.loads(out.output)["cost"]["requests"] > 0  # the feedback changed the prompts
+    rep = json.loads(out.output)
+    assert rep["cost"]["requests"] > 0  # a replacement for the rejected row, with the reason in its prompt
+    after = {r["id"]: r for r in (json.loads(x) for x in (tmp_path / "run" / "data" / "train.jsonl").read_text()
+                                                              .splitlines())}
+    kept = {r["id"] for r in before} - {ids[2]}
+    assert kept <= set(after) and ids[2] not in after  # every row but the rejected one is kept
+    assert after[ids[4]]["label"] == flip and all(after[i]["label"] == sample_row[i]["label"] for i in ids[:2])
+    new_sample = json.loads(CliRunner().invoke(cli, ["review-data", "sample", str(cfg), "--json"]).output)
+    assert not {ids[0], ids[1], ids[2], ids[4]} & {r["id"] for r in new_sample}  # the next sample: undecided rows
+
+
+def test_generate_then_train_with_the_defaults(tmp_path):
+    """`assay generate` then `assay train` on the same config: train takes the folder generate wrote,
+    keeps its rows (no new requests) and writes the artifact next to them."""
+    cfg = _config(tmp_path, train={"candidates": ["tfidf"]}, report={"bootstrap": 0, "latency_rows": 4})
+    assert CliRunner().invoke(cli, ["generate", str(cfg), "-q"]).exit_code == 0
+    out = CliRunner().invoke(cli, ["train", str(cfg), "--json", "--quiet"])
+    assert out.exit_code == 0, out.output
+    run = tmp_path / "run"
+    assert (run / "evaluator.json").exists() and (run / "data" / "train.jsonl").exists()
+    report = json.loads((run / "data" / "data_report.json").read_text())
+    assert report["calls"]["planned"] == 0 and report["reused"]["kept"] == 60  # the generated set, kept
 
 
 def test_review_command_of_the_monitor_is_untouched():

@@ -189,10 +189,18 @@ def test_top_up_rounds_and_short_warning(tmp_path):
     assert any("short of the target" in w for w in rep["warnings"])
 
 
-def test_second_run_is_served_from_the_cache(tmp_path):
+def test_second_run_keeps_the_set_and_without_it_is_served_from_the_cache(tmp_path):
+    import shutil
+
     cfg, seeds, held = make_config(tmp_path)
     first = generate_training_set(cfg, seeds, held)
     assert first.report["cost"]["requests"] > 0
+    again = generate_training_set(cfg, seeds, held)  # the same settings: the set is kept, nothing is asked
+    assert again.report["calls"]["planned"] == 0 and again.report["cost"]["requests"] == 0
+    assert again.report["reused"] == {"kept": len(first.rows), "rejected": 0, "relabelled": 0,
+                                      "last_set": len(first.rows)}
+    assert [r["id"] for r in again.rows] == [r["id"] for r in first.rows]
+    shutil.rmtree(cfg.data_dir())  # without the set: the same requests, answered by the cache
     second = generate_training_set(cfg, seeds, held)
     assert second.report["cost"]["requests"] == 0
     assert second.report["cost"]["cache_hits"] == first.report["cost"]["requests"]

@@ -167,7 +167,7 @@ def _review_log(target: str) -> Any:
 
 @cli.group("review-data")
 def review_data() -> None:
-    """Review the generated rows: show the sample, accept / reject / regenerate with a reason."""
+    """Review the generated rows: show the sample, accept / reject (with a reason) / relabel."""
 
 
 @review_data.command("sample")
@@ -192,25 +192,30 @@ def review_sample_cmd(target: str, as_json: bool) -> None:
         lines.append(f"{r['id']}  {r.get('label'):10s} {str(lin.get('strategy')):14s} {dec:10s} {text}")
     st = log.status()
     lines.append(f"{st['sample']} rows: {st['accept']} accepted, {st['reject']} rejected, "
-                 f"{st['regenerate']} to regenerate, {st['pending']} pending")
+                 f"{st['relabel']} relabelled, {st['pending']} pending")
     emit(data, as_json, "\n".join(lines))
 
 
 @review_data.command("decide")
 @click.argument("target", metavar="CONFIG.yaml|DATA_DIR", type=click.Path())
 @click.argument("ids", nargs=-1, required=True, metavar="ID...")
-@click.argument("decision", type=click.Choice(["accept", "reject", "regenerate"]))
+@click.argument("decision", type=click.Choice(["accept", "reject", "relabel", "regenerate"]))
 @click.option("--reason", "-r", default="", help="Why (e.g. 'too repetitive', 'labels look wrong', 'off-topic').")
+@click.option("--label", "-l", help="relabel: the right label.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def review_decide_cmd(target: str, ids: tuple[str, ...], decision: str, reason: str, as_json: bool) -> None:
-    """Record a decision on sample rows; reject/regenerate reasons go into the next generation's prompts."""
+def review_decide_cmd(target: str, ids: tuple[str, ...], decision: str, reason: str, label: str | None,
+                      as_json: bool) -> None:
+    """Record a decision on sample rows: accept, reject (left out; the reason goes into the next
+    generation's prompts) or relabel --label X. `regenerate` is the old name of reject with a reason."""
     log = _review_log(target)
-    out = log.record(list(ids), decision, reason)
+    labels = _config(target, ()).metric_spec().labels if Path(target).suffix in (".yaml", ".yml") else None
+    out = log.record(list(ids), decision, reason, label=label, labels=labels)
     st = log.status()
-    text = f"{decision}: {len(out)} row(s)" + (f" ({reason})" if reason else "")
+    text = f"{out[0].decision if out else decision}: {len(out)} row(s)" + (f" ({reason})" if reason else "")
     text += f"; {st['pending']} pending of {st['sample']}"
-    if decision != "accept":
-        text += "\nrun `assay generate` again: the reason goes into the prompts and these rows are left out"
+    if out and out[0].decision == "reject":
+        text += ("\nrun `assay generate` (or `assay train`) again: these rows are left out and replaced, "
+                 "the reason goes into the prompts, every other row is kept")
     emit({"recorded": [d.to_dict() for d in out], "status": st}, as_json, text)
 
 
@@ -220,8 +225,8 @@ def review_decide_cmd(target: str, ids: tuple[str, ...], decision: str, reason: 
 def review_status_cmd(target: str, as_json: bool) -> None:
     """Counts of decisions, and the feedback the next generation round will get."""
     st = _review_log(target).status()
-    text = (f"{st['sample']} rows: {st['accept']} accepted, {st['reject']} rejected, {st['regenerate']} to "
-            f"regenerate, {st['pending']} pending")
+    text = (f"{st['sample']} rows: {st['accept']} accepted, {st['reject']} rejected, {st['relabel']} relabelled, "
+            f"{st['pending']} pending")
     if st["feedback"]:
         text += "\nfeedback for the next round:\n" + "\n".join(f"  - {f}" for f in st["feedback"])
     emit(st, as_json, text)

@@ -19,7 +19,8 @@ from ..providers import Completion, ProviderError, provider_from_config
 from ._filter import RowFilter, to_row
 from ._plan import Call, SeedPicker, _rng, label_targets, plan_calls
 from ._prompts import build_prompt, parse_rows
-from ._report import build_report, write_outputs, write_report
+from ._report import REPORT_FILE, TRAIN_FILE, build_report, write_outputs, write_report
+from ._reuse import fingerprint, previous_rows
 from ._review import ReviewLog
 
 Status = Callable[[str, "float | None", str], None]
@@ -95,7 +96,10 @@ class _Progress:
 def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: list[dict[str, Any]],
                           on_status: Status | None = None) -> GenerationResult:
     """Generate ``config.generate.target_size`` labeled rows from ``seeds`` and write them to
-    ``config.data_dir()`` (train.jsonl, data_report.json/.md, review_sample.jsonl, dropped.jsonl)."""
+    ``config.data_dir()`` (train.jsonl, data_report.json/.md, review_sample.jsonl, dropped.jsonl).
+
+    A set already there from the same settings is kept, less the rows a reviewer rejected (see
+    ``_reuse``): only the missing rows are generated."""
     gen = config.generate
     if gen is None:
         raise AssayError("a `generate:` section in the config", "none", "add generate: {model: provider/model}",
@@ -118,8 +122,12 @@ def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: li
                      excluded_rows=review.excluded_rows())
     picker = SeedPicker(seeds, gen.seed)
     progress = _Progress(on_status, gen.target_size, lambda: sum(p.stats.cost_usd for p in providers))
+    fp = fingerprint(config, metric, seeds)
+    previous = previous_rows(data_dir, fp, review, TRAIN_FILE, REPORT_FILE)  # the last set, rejected rows out
+    for row in previous.rows:
+        filt.keep(row)  # new rows must not repeat the ones kept
 
-    kept: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = list(previous.rows)
     dropped_rows: list[dict[str, Any]] = []
     calls_info: Counter[str] = Counter()
     agreement: Counter[tuple[str, str | None]] = Counter()
@@ -208,15 +216,18 @@ def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: li
         raise AssayError(exc.expected, exc.found, f"{exc.fix} (generate.model / judge.model in the config)",
                          code="provider_error") from None
 
-    kept, surplus = _trim(kept, targets, gen.seed)
+    kept, surplus = _trim(kept, targets, gen.seed, keep_first=len(previous.rows))
     dropped_rows += [filt.drop("surplus", row) for row in surplus]
-    review_rows, files = write_outputs(data_dir, kept, review, gen.review_size, gen.seed, dropped_rows)
+    review_rows, files = write_outputs(data_dir, kept, review, gen.review_size, gen.seed, dropped_rows,
+                                       reviewed=review.decided_hashes())
     report = build_report(
         config=config, metric=metric, seeds=seeds, held_out=held_out, rows=kept, targets=targets,
         generator=generator, judge=judge, providers=providers, calls=calls_info, dropped=filt.dropped,
         examples=filt.examples, relabelled=relabelled, agreement=agreement, rounds=rounds, feedback=feedback,
         review_rows=len(review_rows), seconds=time.monotonic() - t0, files=files,
     )
+    report["fingerprint"] = fp
+    report["reused"] = previous.summary()
     write_report(report, data_dir)
     if not kept:  # never train on the seeds alone as if generation had worked
         cost = report["cost"]
@@ -247,15 +258,17 @@ def _ask(provider: Any, call: Call, gen: Any) -> Completion:
     return provider.generate(call.prompt, max_tokens=max_tokens, seed=gen.seed)
 
 
-def _trim(rows: list[dict[str, Any]], targets: Mapping[str, int], seed: int
+def _trim(rows: list[dict[str, Any]], targets: Mapping[str, int], seed: int, keep_first: int = 0
           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Keep at most ``targets[label]`` rows per label (a seeded random choice, order kept)."""
-    keep_idx: set[int] = set()
+    """Keep at most ``targets[label]`` rows per label (a seeded random choice, order kept); the first
+    ``keep_first`` rows (the last set's, kept through review) are never trimmed."""
+    keep_idx: set[int] = set(range(keep_first))
     for label, n in targets.items():
-        idx = [i for i, r in enumerate(rows) if r["label"] == label]
-        if len(idx) > n:
+        held = sum(1 for r in rows[:keep_first] if r["label"] == label)
+        idx = [i for i, r in enumerate(rows) if r["label"] == label and i >= keep_first]
+        if held + len(idx) > n:
             _rng(seed, "trim", label).shuffle(idx)
-            idx = idx[:n]
+            idx = idx[:max(0, n - held)]
         keep_idx.update(idx)
     keep_idx.update(i for i, r in enumerate(rows) if r["label"] not in targets)
     return ([r for i, r in enumerate(rows) if i in keep_idx], [r for i, r in enumerate(rows) if i not in keep_idx])

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..data import write_rows
+from ..data import row_hash, write_rows
 from ..metrics import MetricSpec
 from ._dedupe import key_text
 from ._review import ReviewLog, sample_for_review
@@ -21,12 +21,15 @@ DROPPED_FILE = "dropped.jsonl"
 
 
 def write_outputs(data_dir: Path, rows: Sequence[Mapping[str, Any]], review: ReviewLog, review_size: int,
-                  seed: int, dropped: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """train.jsonl, dropped.jsonl (every dropped row with its reason) and the review sample."""
+                  seed: int, dropped: Sequence[Mapping[str, Any]], reviewed: set[str] | None = None
+                  ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """train.jsonl, dropped.jsonl (every dropped row with its reason) and the review sample, drawn
+    from the rows no reviewer has decided on yet (all rows when every one has been)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     files = {"train": str(write_rows(rows, data_dir / TRAIN_FILE)),
              "dropped": str(write_rows(dropped, data_dir / DROPPED_FILE))}
-    sample = sample_for_review(rows, review_size, seed)
+    fresh = [r for r in rows if row_hash(r) not in reviewed] if reviewed else list(rows)
+    sample = sample_for_review(fresh or rows, review_size, seed)
     files["review_sample"] = str(review.write_sample(sample))
     files["review_log"] = str(review.log_path)
     files["report"] = str(data_dir / REPORT_FILE)

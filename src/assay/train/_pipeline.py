@@ -13,6 +13,7 @@ from ..config import Config, load_config
 from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows
 from .._preflight import preflight
 from ..errors import AssayError
+from ..evaluator._artifact import CONFIG_FILE, INFO_FILE, SPLIT_FILE
 from ._calibrate import MIN_ROWS, smoothed_prior
 from ._select import fit_and_select
 
@@ -31,10 +32,17 @@ class TrainResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_output(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "evaluator.json").exists())):
-        raise AssayError("an empty folder or an earlier assay artifact for the output", f"{out} holds other files",
-                         "choose another output (--output or `output:` in the config)", code="output_exists")
+def _check_output(out: Path, data_dir: Path | None = None) -> None:
+    """The output may be new, empty, an earlier artifact, or hold only what `assay generate` wrote
+    for this config (its data folder): `generate` then `train` works with the defaults."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        others = [p for p in out.iterdir() if data_dir is None or p.resolve() != data_dir.resolve()]
+        if not others or (out / INFO_FILE).exists():
+            return
+    raise AssayError("an empty folder or an earlier assay artifact for the output", f"{out} holds other files",
+                     "choose another output (--output or `output:` in the config)", code="output_exists")
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -122,11 +130,10 @@ def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[d
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
-    s = report.get("student") or {}
-    out = {k: s.get(k) for k in ("n", "kappa", "f1_macro", "accuracy", "auroc", "ece", "brier")}
-    out["baselines"] = {name: (m.get("kappa") if "skipped" not in m else None)
-                        for name, m in (report.get("baselines") or {}).items()}
-    return out
+    """evaluator.json's ``report_summary`` (:meth:`assay.report.Report.summary`)."""
+    from ..report import Report
+
+    return Report.from_dict(report).summary()
 
 
 def _resolved_config(cfg: Config, out: Path) -> dict[str, Any]:
@@ -149,7 +156,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     status: Status = on_status or (lambda stage, fraction, message: None)
     metric = cfg.metric_spec()
     out = cfg.output_dir()
-    _check_output(out)
+    _check_output(out, cfg.data_dir() if cfg.generate else None)
 
     # --- data ------------------------------------------------------------------------------------
     status("preparing", 0.0, "reading the labeled test set")
@@ -251,11 +258,11 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
 
         write_report(report, out)
         ev.info["report_summary"] = _headline(report)
-    (out / "config.yaml").write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
     manifest = {**split.manifest(), "trained_on": sorted({row_hash(r) for r in train_rows}),  # for `assay evaluate`
                 "seed_fraction": d.seed_fraction, "split_seed": d.split_seed,
                 "counts": counts}
-    (out / "split.json").write_text(json.dumps(manifest, indent=1))
+    (out / SPLIT_FILE).write_text(json.dumps(manifest, indent=1))
     ev.save_pretrained(out)
     status("saving", 1.0, "done")
     return TrainResult(artifact_dir=out, report=report, evaluator=ev, training=stats, data=data_info)
