@@ -43,7 +43,7 @@ import numpy as np
 
 from .config import Config, load_config
 from .data import load_rows, split_test_set
-from .evaluator import Calibration, Score, decide, scores_from_probs
+from .evaluator import CARD_FILE, INFO_FILE, Calibration, Score, decide, scores_from_probs
 from .metrics import MetricSpec, field_text, load_metric, metric_from_dict, render
 
 __all__ = ["KIND", "MockEvaluator", "mock_train", "main"]
@@ -119,7 +119,7 @@ class MockEvaluator:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "MockEvaluator":
         """Load an ``evaluator.json`` written by :meth:`save_pretrained`."""
-        info = json.loads((Path(path) / "evaluator.json").read_text())
+        info = json.loads((Path(path) / INFO_FILE).read_text())
         if info.get("kind") != KIND:
             raise ValueError(f"{path} is not a MockEvaluator artifact (kind {info.get('kind')!r})")
         extra = info.get("mock") or {}
@@ -135,7 +135,7 @@ class MockEvaluator:
         info = {**self.info, "threshold": self.threshold}
         if self.scores or self.keywords or self.default is not None:
             info["mock"] = {"scores": self.scores, "keywords": self.keywords, "default": self.default}
-        (folder / "evaluator.json").write_text(json.dumps(info))
+        (folder / INFO_FILE).write_text(json.dumps(info))
         return folder
 
     # --- the contract ---------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def mock_train(config: Config | str | Path, *, progress: bool = True,
     status("saving", 0.0, "writing the artifact")
     ev.save_pretrained(out)
     write_report(report, out)
-    (out / "README.md").write_text(f"# {metric.name} (assay.testing mock evaluator)\n")
+    (out / CARD_FILE).write_text(f"# {metric.name} (assay.testing mock evaluator)\n")
     status("saving", 1.0, "saved")
     return TrainResult(out, report, ev)
 

@@ -88,8 +88,10 @@ def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], 
         if output:
             data["output"] = str(Path(output).resolve())
         cfg = config_from_dict(data, base_dir=cfg.base_dir, source=Path(config_path).name)
+    from ..evaluator._artifact import INFO_FILE
+
     out_dir = cfg.output_dir()
-    if (out_dir / "evaluator.json").exists() and not overwrite:
+    if (out_dir / INFO_FILE).exists() and not overwrite:
         raise AssayError("a new output folder for the artifact", f"an artifact already at {out_dir}",
                          "pass --overwrite to replace it, or choose another folder with --output",
                          code="output_exists")
@@ -131,7 +133,9 @@ def _artifact_metric(artifact: str) -> Any:
 def trained_row_hashes(artifact: str | Path, info: dict[str, Any] | None = None) -> set[str]:
     """Content hashes of the rows an artifact trained on: split.json's ``trained_on`` (the training and
     calibration rows), or for older artifacts its seeds when the run trained on them."""
-    path = Path(artifact) / "split.json"
+    from ..evaluator._artifact import SPLIT_FILE
+
+    path = Path(artifact) / SPLIT_FILE
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -233,7 +237,9 @@ def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: t
         text += f"\n{excluded} rows the artifact trained on were left out ({len(rows)} evaluated)"
     if output:
         write_report(report, output)
-        text += f"\nreport: {Path(output) / 'report.md'}"
+        from ..evaluator._artifact import REPORT_MD
+
+        text += f"\nreport: {Path(output) / REPORT_MD}"
     emit(report, as_json, text)
 
 

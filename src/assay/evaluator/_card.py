@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ._artifact import INFO_FILE, REPORT_MD
+
 
 def _f(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "–"
@@ -99,8 +101,8 @@ def model_card(info: Mapping[str, Any], report: Mapping[str, Any] | None = None)
         "- It only knows what its training rows showed; inputs unlike them (new domains, languages, "
         "formats) can be scored confidently and wrongly.",
         f"- Inputs longer than {info.get('max_length')} tokens are cut (see truncation_policy in "
-        "evaluator.json); each score reports `truncated`.",
-        "- Held-out figures come from a small labeled set; read their confidence intervals in report.md.",
+        f"{INFO_FILE}); each score reports `truncated`.",
+        f"- Held-out figures come from a small labeled set; read their confidence intervals in {REPORT_MD}.",
         "",
         "Load it with `assay.evaluator.Evaluator.from_pretrained(<this folder>)` or `assay score`.",
         "",

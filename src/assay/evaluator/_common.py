@@ -14,10 +14,7 @@ from torch import nn
 from ..config import LoraConfig as LoraSettings
 from ..errors import AssayError
 from ..metrics import MetricSpec, render
-
-ADAPTER_FILE = "adapter_model.safetensors"
-FULL_FILE = "model.safetensors"
-HEAD_FILE = "head.safetensors"
+from ._artifact import ADAPTER_CONFIG_FILE, ADAPTER_FILE, FULL_FILE
 
 TRUNCATION_POLICY = (
     "Fields are fitted to max_length tokens before scoring: the judged field (output; input for "
@@ -199,7 +196,7 @@ def save_adapter(peft_model: nn.Module, folder: Path) -> list[str]:
 
     save_tensors(get_peft_model_state_dict(peft_model), folder / ADAPTER_FILE, {"format": "pt"})
     peft_model.peft_config["default"].save_pretrained(str(folder))
-    return [ADAPTER_FILE, "adapter_config.json"]
+    return [ADAPTER_FILE, ADAPTER_CONFIG_FILE]
 
 
 def load_adapter(peft_model: nn.Module, folder: Path) -> None:

@@ -28,8 +28,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import InputShape, MetricSpec, field_text, judged_field, render, swap_pair
+from ._artifact import HEAD_FILE
 from ._base_models import BaseRef
-from ._common import (HEAD_FILE, Encoded, LabelModel, load_adapter, load_full, render_fitted, save_adapter, save_full,
+from ._common import (Encoded, LabelModel, load_adapter, load_full, render_fitted, save_adapter, save_full,
                       save_tensors, wrap_lora)
 
 # Attention and MLP projections of BERT-like encoders, not the unused pooler.

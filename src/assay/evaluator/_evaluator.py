@@ -15,10 +15,8 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
+from ._artifact import CARD_FILE, FORMAT_VERSION, INFO_FILE, REPORT_JSON, EvaluatorInfo, read_info
 from ._contract import Calibration, Score, decide, scores_from_probs
-
-FORMAT_VERSION = 1
-INFO_FILE = "evaluator.json"
 LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
 
 
@@ -43,20 +41,6 @@ def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: s
         with quiet_loading():
             return EncoderModel(metric, base, model_cfg)
     raise AssayError("model.family encoder or decoder", f"'{family}'", "set model.family", code="invalid_config")
-
-
-def read_info(folder: str | Path) -> dict[str, Any]:
-    """The evaluator.json of an artifact directory, or one clear error (missing, not JSON)."""
-    folder = Path(folder).expanduser()
-    info_path = folder / INFO_FILE
-    if not info_path.exists():
-        raise AssayError("an evaluator artifact directory with evaluator.json", f"no {INFO_FILE} in {folder}",
-                         "pass the directory `assay train` wrote (its output_dir)", code="not_found")
-    try:
-        return json.loads(info_path.read_text())
-    except ValueError as exc:
-        raise AssayError(f"valid JSON in {INFO_FILE}", f"a parse error ({exc})", "re-run assay train",
-                         code="invalid_artifact") from None
 
 
 class Evaluator:
@@ -107,10 +91,7 @@ class Evaluator:
         from ._common import quiet_loading
 
         folder = Path(path).expanduser()
-        info = read_info(folder)
-        if int(info.get("format_version", 0)) > FORMAT_VERSION:
-            raise AssayError(f"an artifact format_version <= {FORMAT_VERSION}", f"{info.get('format_version')}",
-                             "upgrade assay (pip install -U assay)", code="invalid_artifact")
+        info = read_info(folder)  # validated by EvaluatorInfo: essentials present, format_version known
         metric = metric_from_dict(info["metric"], f"{INFO_FILE} metric")
         if info.get("family") in LINEAR_FAMILIES:
             return cls._load_linear(metric, folder, info, device=device, precision=precision)
@@ -247,15 +228,17 @@ class Evaluator:
         folder.mkdir(parents=True, exist_ok=True)
         info = self.describe()
         info["files"] = self.model.save_weights(folder)
+        # never write an evaluator.json that from_pretrained would refuse
+        EvaluatorInfo.from_dict(json.loads(json.dumps(info, default=str)), folder / INFO_FILE)
         self.info = info
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str))
         report = None
-        if (folder / "report.json").exists():  # written by assay train / assay evaluate
+        if (folder / REPORT_JSON).exists():  # written by assay train / assay evaluate
             try:
-                report = json.loads((folder / "report.json").read_text())
+                report = json.loads((folder / REPORT_JSON).read_text())
             except ValueError:
                 report = None
-        (folder / "README.md").write_text(model_card(info, report))
+        (folder / CARD_FILE).write_text(model_card(info, report))
         return folder
 
     def __repr__(self) -> str:

@@ -33,11 +33,9 @@ from torch import nn
 
 from ..errors import AssayError, require
 from ..metrics import MetricSpec
+from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE
 from ._common import Encoded
 
-WEIGHTS_FILE = "linear.safetensors"
-VOCAB_FILE = "vocab.json"
-BODY_FILE = "contrastive.safetensors"
 FEATURE_KINDS = ("tfidf", "embed", "contrastive")
 EMBED_KINDS = ("embed", "contrastive")  # blocks that run the base encoder
 LOG_FLOOR = 1e-6  # log-probabilities fed to the stacking head are clipped here
@@ -227,12 +225,12 @@ class ContrastiveFeatures(EmbedFeatures):
     def save(self, folder: Path) -> list[str]:
         from ._common import save_full
 
-        return save_full(self.net, folder, BODY_FILE)
+        return save_full(self.net, folder, CONTRASTIVE_FILE)
 
     def load(self, folder: Path) -> None:
         from ._common import load_full
 
-        load_full(self.net, folder, BODY_FILE)
+        load_full(self.net, folder, CONTRASTIVE_FILE)
         self.net.eval()
 
     def describe(self) -> dict[str, Any]:
@@ -344,7 +342,7 @@ class LinearModel(nn.Module):
         from ._common import save_tensors
 
         tensors: dict[str, torch.Tensor] = {}
-        files = [WEIGHTS_FILE]
+        files = [LINEAR_FILE]
         for name, head in self.heads.items():
             tensors[f"head.{name}.weight"] = torch.tensor(head.weight, dtype=torch.float64)
             tensors[f"head.{name}.bias"] = torch.tensor(head.bias, dtype=torch.float64)
@@ -358,16 +356,16 @@ class LinearModel(nn.Module):
             files.append(VOCAB_FILE)
         if "contrastive" in self.blocks:
             files += self.blocks["contrastive"].save(folder)
-        save_tensors(tensors, folder / WEIGHTS_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
+        save_tensors(tensors, folder / LINEAR_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
         return files
 
     @classmethod
     def load(cls, metric: MetricSpec, folder: Path, info: Mapping[str, Any], base: Any = None) -> "LinearModel":
         from safetensors.torch import load_file
 
-        path = folder / WEIGHTS_FILE
+        path = folder / LINEAR_FILE
         if not path.exists():
-            raise AssayError(f"{WEIGHTS_FILE} in the artifact", f"no such file in {folder}",
+            raise AssayError(f"{LINEAR_FILE} in the artifact", f"no such file in {folder}",
                              "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
         tensors = load_file(str(path))
         lin = info.get("linear") or {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import AssayError, require
+from ..evaluator._artifact import INFO_FILE, REPORT_JSON
 from ..metrics import MetricSpec, judged_field
 from ..traces import MessageFrom, Trace, rows_for
 from ._gates import gate_from_dict, gates_from_list
@@ -56,7 +57,7 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
     name (``toxicity`` = its latest version, ``toxicity-v1``), looked up in the default registry
     (``$ASSAY_DATABASE_URL``, else ``$ASSAY_HOME/assay.db``) with its file hashes checked."""
     p = Path(ref).expanduser()
-    if (p / "evaluator.json").exists():
+    if (p / INFO_FILE).exists():
         return p, None
     name = str(ref)
     if not p.exists() and "/" not in name and "\\" not in name:
@@ -75,8 +76,8 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
             if version is not None:
                 reg.verify_artifact(version)  # an edited file is refused, naming it
                 return Path(reg.storage.local_dir(version.artifact_location)), version
-    raise AssayError("an evaluator artifact directory with evaluator.json, or a registered metric name",
-                     f"'{ref}': " + ("a folder without evaluator.json" if p.is_dir() else
+    raise AssayError(f"an evaluator artifact directory with {INFO_FILE}, or a registered metric name",
+                     f"'{ref}': " + (f"a folder without {INFO_FILE}" if p.is_dir() else
                                      "no such folder and no registered metric of that name"),
                      "pass the output directory of `assay train`, or a registered name (GET /v1/metrics, the web UI)",
                      code="not_found")
@@ -98,23 +99,31 @@ def open_evaluator(path: Path, version: Any = None) -> Any:
 
 
 def read_report(path: str | Path | None) -> dict[str, Any]:
-    """The artifact's report.json, or {} when there is none."""
+    """The artifact's report.json, validated by :class:`assay.report.Report` (a newer format_version
+    or a mistyped section is an ``invalid_artifact`` error), or {} when there is none or it is not JSON."""
+    from ..report import Report
+
     if path is None:
         return {}
-    f = Path(path) / "report.json"
+    f = Path(path) / REPORT_JSON
     try:
         data = json.loads(f.read_text()) if f.exists() else {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    Report.from_dict(data, f)
+    return data
 
 
 def report_kappa(report: Mapping[str, Any]) -> float | None:
-    """The evaluation-time kappa (``student.kappa``) of an artifact report."""
-    k = (report.get("student") or {}).get("kappa") if isinstance(report.get("student"), Mapping) else None
-    if isinstance(k, Mapping):
-        k = k.get("value", k.get("point", k.get("estimate")))
-    return float(k) if isinstance(k, (int, float)) else None
+    """The evaluation-time kappa (``student.kappa``) of an artifact report (``Report.kappa``)."""
+    from ..report import Report
+
+    try:
+        return Report.from_dict(report).kappa
+    except AssayError:
+        return None
 
 
 def report_baseline(report: Mapping[str, Any]) -> dict[str, Any] | None:

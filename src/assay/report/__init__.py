@@ -14,10 +14,17 @@ from ._metrics import (
     reliability_bins,
 )
 from ._render import FILES, render_html, render_markdown, summary_line, write_report
+from ._schema import REPORT_FORMAT_VERSION, Candidate, Figures, Report, Selection, Speed
 from ._speed import machine_info, measure_speed
 
 __all__ = [
+    "Candidate",
     "FILES",
+    "Figures",
+    "REPORT_FORMAT_VERSION",
+    "Report",
+    "Selection",
+    "Speed",
     "agreement_kappa",
     "auroc",
     "average_precision",

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..evaluator._artifact import REPORT_FILES as FILES  # report.json / .md / .html, by kind
 from ._metrics import to_jsonable
-
-FILES = {"json": "report.json", "md": "report.md", "html": "report.html"}
-
-
-REPORT_FORMAT_VERSION = 1  # report.json's layout; raised when a key changes meaning or moves
+from ._schema import REPORT_FORMAT_VERSION, Report
+from ._schema import fmt as _f
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -20,6 +18,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = to_jsonable({"format_version": REPORT_FORMAT_VERSION, **dict(report)})
+    Report.from_dict(report, out / FILES["json"])  # never write a report.json its readers would refuse
     paths = {kind: out / name for kind, name in FILES.items()}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(report), encoding="utf-8")
@@ -28,10 +27,6 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, Pa
 
 
 # --- formatting ----------------------------------------------------------------------------
-
-def _f(x: Any, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
 
 def _ci(m: Mapping[str, Any], key: str) -> str:
     ci = (m.get("ci") or {}).get(key)
@@ -75,23 +70,9 @@ def _speed_line(speed: Mapping[str, Any]) -> str:
 
 
 def summary_line(report: Mapping[str, Any]) -> str:
-    """One line for the CLI: the student's headline figures, then the baselines' kappa."""
-    s = report.get("student") or {}
-    ci = (s.get("ci") or {}).get("kappa")
-    parts = [f"held-out n={report.get('n')}",
-             f"kappa {_f(s.get('kappa'), 2)}" + (f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else ""),
-             f"F1 {_f(s.get('f1_macro'), 2)}", f"AUROC {_f(s.get('auroc'), 2)}", f"ECE {_f(s.get('ece'), 3)}"]
-    line = "  ".join(parts)
-    others = []
-    for name, m in list((report.get("baselines") or {}).items()) + list((report.get("systems") or {}).items()):
-        short = "tfidf" if name == "tfidf_logreg" else name
-        others.append(f"{short} " + ("skipped" if "skipped" in m else f"kappa {_f(m.get('kappa'), 2)}"))
-    if others:
-        line += "  | " + "  ".join(others)
-    speed = report.get("speed") or {}
-    if speed.get("best_rows_per_s"):
-        line += f"  | {speed['best_rows_per_s']:.0f} rows/s"
-    return line
+    """One line for the CLI: the student's headline figures, then the baselines' kappa
+    (:meth:`Report.headline`)."""
+    return Report.from_dict(report).headline()
 
 
 # --- markdown ------------------------------------------------------------------------------
