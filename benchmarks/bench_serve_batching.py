@@ -55,20 +55,20 @@ def _rows(path: Path, n: int, seed: int, skip: set[str]) -> list[dict]:
 def train_metric(reg, data: Path, max_steps: int) -> str:
     from assay.registry import Worker
 
-    reg.create_project("bench")
+    reg.projects.create("bench")
     test = _rows(data / "pii_presidio_synth.jsonl", 120, 1, set())
     train = _rows(data / "pii_presidio_synth.jsonl", 300, 2, {r["input"] for r in test})
     enc = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
-    t = reg.add_dataset("bench", enc(test), "test.jsonl", metric="pii")
-    tr = reg.add_dataset("bench", enc(train), "train.jsonl", metric="pii", kind="train")
-    run = reg.create_run("bench", {"metric": "pii", "data": {"test_set": f"dataset:{t.id}",
-                                                            "train_set": f"dataset:{tr.id}"},
-                                   "train": {"max_steps": max_steps},
-                                   "report": {"bootstrap": 0, "baselines": False, "latency_rows": 8}})
+    t = reg.datasets.add("bench", enc(test), "test.jsonl", metric="pii")
+    tr = reg.datasets.add("bench", enc(train), "train.jsonl", metric="pii", kind="train")
+    run = reg.runs.create("bench", {"metric": "pii", "data": {"test_set": f"dataset:{t.id}",
+                                                             "train_set": f"dataset:{tr.id}"},
+                                    "train": {"max_steps": max_steps},
+                                    "report": {"bootstrap": 0, "baselines": False, "latency_rows": 8}})
     out = Worker(reg).run_once()
     if out is None or out.status.value != "fine_tuned":
         sys.exit(f"training failed: {out.failure_reason if out else 'no run'}")
-    return reg.register(run.id, "pii").full_name
+    return reg.metrics.register(run.id, "pii").full_name
 
 
 def measure(reg, name: str, texts: list[str], *, requests: int, batch_rows: int, batch_ms: float) -> dict:
@@ -131,7 +131,7 @@ def main() -> None:
         results = []
         for n in a.requests:
             for label, rows, ms in (("batched", 64, 10.0), ("unbatched", 1, 0.0)):
-                reg._evaluators.clear()
+                reg.metrics.unload()
                 r = measure(reg, name, texts, requests=n, batch_rows=rows, batch_ms=ms)
                 r["mode"] = label
                 results.append(r)

@@ -47,22 +47,22 @@ def run_config(test_id: str, train_id: str | None = None, metric: Any = "toxicit
 
 def add_binary_datasets(reg: Registry, project: str, n_test: int = 150, n_train: int = 300) -> tuple[str, str]:
     """Upload a small test set and training set for the boolean 'toxicity' preset."""
-    t = reg.add_dataset(project, sample_test_set(n_test), "test.jsonl", metric="toxicity", label_map=BINARY_MAP)
-    tr = reg.add_dataset(project, sample_train_set(n_train), "train.jsonl", metric="toxicity", kind="train",
-                         label_map=BINARY_MAP)
+    t = reg.datasets.add(project, sample_test_set(n_test), "test.jsonl", metric="toxicity", label_map=BINARY_MAP)
+    tr = reg.datasets.add(project, sample_train_set(n_train), "train.jsonl", metric="toxicity", kind="train",
+                          label_map=BINARY_MAP)
     return t.id, tr.id
 
 
 def finished_run(reg: Registry, project: str = "demo", **train_kw: Any) -> str:
     """A Fine-tuned run (mock training) in ``project``; returns its id."""
     try:
-        reg.get_project(project)
+        reg.projects.get(project)
     except Exception:
-        reg.create_project(project)
+        reg.projects.create(project)
     t, tr = add_binary_datasets(reg, project)
-    run = reg.create_run(project, run_config(t, tr))
+    run = reg.runs.create(project, run_config(t, tr))
     w = fake_worker(reg, **train_kw)
-    out = w.execute(reg.claim_run(w.worker_id, run_id=run.id))
+    out = w.execute(reg.runs.claim(w.worker_id, run_id=run.id))
     assert out.status.value == "fine_tuned", out.failure_reason
     return run.id
 

@@ -80,7 +80,7 @@ def reg(tmp_path):
     from _registry_util import make_registry
 
     r = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
-    r.create_project("demo")
+    r.projects.create("demo")
     yield r
     r.close()
 

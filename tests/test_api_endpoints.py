@@ -230,7 +230,7 @@ def test_score(api, reg):
 def test_twenty_parallel_scores_are_batched(api, reg):
     api.post(f"/v1/runs/{_trained_run(api, reg)}/register", json={"name": "tox"})
     app = api.app
-    ev = reg.evaluator(reg.get_metric("tox"))  # the MockEvaluator the server scores with
+    ev = reg.metrics.evaluator(reg.metrics.get("tox"))  # the MockEvaluator the server scores with
     before = ev.calls
 
     async def fire():
@@ -252,7 +252,7 @@ def test_twenty_parallel_scores_are_batched(api, reg):
 
 
 def test_auth_on(reg):
-    key = reg.create_api_key("ci").key
+    key = reg.keys.create("ci").key
     with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
         assert c.get("/v1/health").status_code == 200 and c.get("/openapi.json").status_code == 200
         e = _err(c.get("/v1/projects"), 401, "unauthorized")
@@ -267,7 +267,7 @@ def test_auth_on(reg):
 
 
 def test_auth_off_by_default(reg):
-    reg.create_api_key("ci")
+    reg.keys.create("ci")
     with TestClient(create_app(reg)) as c:
         assert c.get("/v1/projects").status_code == 200
 
@@ -279,7 +279,7 @@ def test_error_shape_for_405_and_500(api, reg, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(reg, "list_projects", boom)
+    monkeypatch.setattr(reg.projects, "list", boom)
     e = _err(api.get("/v1/projects"), 500, "internal_error")
     assert "secret detail" not in e["message"]
 

@@ -123,7 +123,7 @@ def test_sdk_against_live_server(tmp_path):
 
 def test_sdk_auth(tmp_path):
     reg = make_registry(f"sqlite:///{tmp_path / 'assay.db'}", tmp_path)
-    key = reg.create_api_key("sdk").key
+    key = reg.keys.create("sdk").key
     with LiveServer(create_app(reg, auth=True)) as url:
         with pytest.raises(ClientError) as e:
             Client(url).list_projects()
@@ -170,11 +170,11 @@ def test_cli_runs_register_keys(tmp_path):
     assert r.exit_code == 2 and "no run 'run_nope'" in r.output
     r = runner.invoke(cli, ["keys", "create", "ci", "--db", db, "--json"])
     key = json.loads(r.output)["key"]
-    assert key.startswith("assay_") and reg.check_api_key(key)
+    assert key.startswith("assay_") and reg.keys.check(key)
     r = runner.invoke(cli, ["keys", "list", "--db", db])
     assert "ci" in r.output and key not in r.output
     assert runner.invoke(cli, ["keys", "revoke", "ci", "--db", db]).exit_code == 0
-    assert not reg.check_api_key(key)
+    assert not reg.keys.check(key)
 
 
 @pytest.mark.filterwarnings("ignore:no train_set and no generate")
@@ -182,14 +182,14 @@ def test_worker_cli_once(tmp_path):
     """`assay worker --once` drains the queue (a run whose data is bad fails with the reason)."""
     db = f"sqlite:///{tmp_path / 'assay.db'}"
     reg = make_registry(db, tmp_path)
-    reg.create_project("demo")
-    ds = reg.add_dataset("demo", b'{"input": "a", "label": "true"}\n{"input": "b", "label": "false"}\n', "t.jsonl",
-                         metric="toxicity")
-    run = reg.create_run("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{ds.id}"},
-                                  "model": {"base": str(tmp_path / "no-such-model")}})
+    reg.projects.create("demo")
+    ds = reg.datasets.add("demo", b'{"input": "a", "label": "true"}\n{"input": "b", "label": "false"}\n', "t.jsonl",
+                          metric="toxicity")
+    run = reg.runs.create("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{ds.id}"},
+                                   "model": {"base": str(tmp_path / "no-such-model")}})
     r = CliRunner().invoke(cli, ["worker", "--once", "--db", db, "--artifacts", str(tmp_path / "artifacts")])
     assert r.exit_code == 0, r.output
-    out = reg.get_run(run.id)
+    out = reg.runs.get(run.id)
     assert out.status.value == "failed" and out.failure_reason
 
 
@@ -198,7 +198,7 @@ def test_assay_serve_process(tmp_path):
     """`assay serve` as a real process on a public bind: auth is forced on."""
     db = f"sqlite:///{tmp_path / 'assay.db'}"
     reg = make_registry(db, tmp_path)
-    key = reg.create_api_key("ops").key
+    key = reg.keys.create("ops").key
     port = _port()
     env = {**os.environ, "ASSAY_HOME": str(tmp_path)}
     p = subprocess.Popen([sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()",

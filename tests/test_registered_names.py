@@ -25,12 +25,12 @@ def _register_golden(home: Path, threshold: float | None = None) -> str:
         return SimpleNamespace(artifact_dir=out, report=json.loads((out / "report.json").read_text()))
 
     reg = Registry()  # $ASSAY_HOME/assay.db: what the CLI finds without options
-    reg.create_project("demo")
+    reg.projects.create("demo")
     t, tr = add_binary_datasets(reg, "demo")
-    run = reg.create_run("demo", run_config(t, tr))
+    run = reg.runs.create("demo", run_config(t, tr))
     w = Worker(reg, LocalExecutor(copy_train), heartbeat_interval=0.2, stale_after=30)
-    assert w.execute(reg.claim_run(w.worker_id, run_id=run.id)).status.value == "fine_tuned"
-    return reg.register(run.id, "tox", threshold=threshold).full_name
+    assert w.execute(reg.runs.claim(w.worker_id, run_id=run.id)).status.value == "fine_tuned"
+    return reg.metrics.register(run.id, "tox", threshold=threshold).full_name
 
 
 def test_a_registered_name_scores_in_eval_score_and_monitor(tmp_path, _assay_home):
@@ -71,7 +71,7 @@ def test_an_edited_registered_artifact_is_refused(tmp_path, _assay_home):
     from assay.registry import Registry
 
     _register_golden(_assay_home)
-    version = Registry().get_metric("tox")
+    version = Registry().metrics.get("tox")
     folder = Path(Registry().storage.local_dir(version.artifact_location))
     (folder / "vocab.json").write_text("{}")
     data = tmp_path / "traces.jsonl"

@@ -39,24 +39,24 @@ def test_transitions_follow_the_lifecycle():
 
 def test_project_names_are_unique(reg):
     with pytest.raises(AssayError) as e:
-        reg.create_project("demo")
+        reg.projects.create("demo")
     assert e.value.code == "conflict"
-    assert reg.get_project("demo").id == reg.list_projects()[0].id
+    assert reg.projects.get("demo").id == reg.projects.list()[0].id
 
 
 def test_dataset_stores_hashes_counts_and_split(reg):
-    ds = reg.add_dataset("demo", sample_test_set(120), "test.jsonl", metric="toxicity", label_map=BINARY_MAP)
+    ds = reg.datasets.add("demo", sample_test_set(120), "test.jsonl", metric="toxicity", label_map=BINARY_MAP)
     assert ds.rows == 120 and sum(ds.label_counts.values()) == 120
     assert set(ds.label_counts) == {"true", "false"}
     assert len(ds.content_hash) == 64 and len(ds.file_sha256) == 64
     assert ds.split and ds.split["seeds"] + ds.split["held_out"] == 120
     assert reg.storage.exists(ds.location) and reg.storage.exists(ds.original_location)
-    rows = reg.dataset_rows(ds.id)
+    rows = reg.datasets.rows(ds.id)
     assert len(rows) == 120 and {r["label"] for r in rows} == {"true", "false"}
     # the same rows in another order hash the same
     lines = sample_test_set(120).decode().splitlines()
-    again = reg.add_dataset("demo", ("\n".join(reversed(lines)) + "\n").encode(), "again.jsonl", metric="toxicity",
-                            label_map=BINARY_MAP)
+    again = reg.datasets.add("demo", ("\n".join(reversed(lines)) + "\n").encode(), "again.jsonl", metric="toxicity",
+                             label_map=BINARY_MAP)
     assert again.content_hash == ds.content_hash and again.file_sha256 != ds.file_sha256
 
 
@@ -64,106 +64,106 @@ def test_bad_rows_are_listed_one_by_one_and_nothing_is_stored(reg):
     rows = [{"input": "fine text", "label": "true"}, {"input": "", "label": "false"},
             {"input": "x", "label": "maybe"}, {"input": "y"}]
     with pytest.raises(InvalidRows) as e:
-        reg.add_dataset("demo", dumps(rows), "bad.jsonl", metric="toxicity")
+        reg.datasets.add("demo", dumps(rows), "bad.jsonl", metric="toxicity")
     err = e.value.to_dict()
     assert err["code"] == "invalid_rows" and err["rows_total"] == 3
     assert [(r["row"], r["field"]) for r in err["rows"]] == [(1, "input"), (2, "label"), (3, "label")]
-    assert reg.list_datasets("demo") == []
-    v = reg.add_dataset("demo", dumps(rows), "bad.jsonl", metric="toxicity", validate_only=True)
+    assert reg.datasets.list("demo") == []
+    v = reg.datasets.add("demo", dumps(rows), "bad.jsonl", metric="toxicity", validate_only=True)
     assert isinstance(v, Validated) and not v.ok and len(v.errors) == 3 and v.rows == 1
 
 
 def test_columns_and_formats(reg):
     csv = b"text,klass\nyou are lovely,neither\nyou are awful,offensive_language\nok then,neither\n"
-    ds = reg.add_dataset("demo", csv, "rows.csv", metric="toxicity", columns={"input": "text", "label": "klass"},
-                         label_map=BINARY_MAP)
+    ds = reg.datasets.add("demo", csv, "rows.csv", metric="toxicity", columns={"input": "text", "label": "klass"},
+                          label_map=BINARY_MAP)
     assert ds.rows == 3 and ds.format == "csv" and ds.label_counts == {"true": 1, "false": 2}
     with pytest.raises(AssayError) as e:
-        reg.add_dataset("demo", csv, "rows.xlsx", metric="toxicity")
+        reg.datasets.add("demo", csv, "rows.xlsx", metric="toxicity")
     assert e.value.code == "invalid_format"
     with pytest.raises(AssayError) as e:
-        reg.add_dataset("demo", csv, "rows.csv", metric="toxicity", columns={"input": "nope"})
+        reg.datasets.add("demo", csv, "rows.csv", metric="toxicity", columns={"input": "nope"})
     assert e.value.code == "missing_column"
     with pytest.raises(AssayError) as e:
-        reg.add_dataset("demo", b"", "rows.csv", metric="toxicity")
+        reg.datasets.add("demo", b"", "rows.csv", metric="toxicity")
     assert e.value.code == "empty_file"
     with pytest.raises(AssayError) as e:
-        reg.add_dataset("demo", csv, "rows.csv", metric="no_such_preset")
+        reg.datasets.add("demo", csv, "rows.csv", metric="no_such_preset")
     assert e.value.code == "invalid_metric"
 
 
 def test_run_config_rules(reg):
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
     with pytest.raises(AssayError) as e:  # a server-side path is refused by default
-        reg.create_run("demo", {"metric": "toxicity", "data": {"test_set": "/etc/passwd"}})
+        reg.runs.create("demo", {"metric": "toxicity", "data": {"test_set": "/etc/passwd"}})
     assert e.value.code == "invalid_config" and "dataset:<id>" in str(e.value)
     with pytest.raises(AssayError) as e:
-        reg.create_run("demo", {"metric": "toxicity", "data": {"test_set": "dataset:ds_nope"}})
+        reg.runs.create("demo", {"metric": "toxicity", "data": {"test_set": "dataset:ds_nope"}})
     assert e.value.code == "not_found"
     with pytest.raises(AssayError) as e:
-        reg.create_run("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{t}", "columns": {"input": "x"}}})
+        reg.runs.create("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{t}", "columns": {"input": "x"}}})
     assert "at upload" in str(e.value)
     with pytest.raises(AssayError) as e:
-        reg.create_run("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{t}"}, "bogus": 1})
+        reg.runs.create("demo", {"metric": "toxicity", "data": {"test_set": f"dataset:{t}"}, "bogus": 1})
     assert e.value.code == "invalid_config"
     with pytest.raises(InvalidRows):  # rows labeled true/false do not fit a 3-class metric
-        reg.create_run("demo", run_config(t, tr, metric="toxicity_3class"))
-    run = reg.create_run("demo", "metric: toxicity\ndata:\n  test_set: dataset:" + t + "\n")  # YAML text
+        reg.runs.create("demo", run_config(t, tr, metric="toxicity_3class"))
+    run = reg.runs.create("demo", "metric: toxicity\ndata:\n  test_set: dataset:" + t + "\n")  # YAML text
     assert run.status == Status.queued and run.config["metric"] == "toxicity"
     assert [h.status for h in run.history] == ["queued"]
 
 
 def test_cancel_queued_run_and_invalid_transitions(reg):
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
-    run = reg.create_run("demo", run_config(t, tr))
-    out = reg.cancel_run(run.id)
+    run = reg.runs.create("demo", run_config(t, tr))
+    out = reg.runs.cancel(run.id)
     assert out.status == Status.cancelled and out.failure_reason is None
-    assert reg.claim_run("w") is None  # nothing left to claim
+    assert reg.runs.claim("w") is None  # nothing left to claim
     with pytest.raises(AssayError) as e:
-        reg.register(run.id, "tox")
+        reg.metrics.register(run.id, "tox")
     assert e.value.code == "invalid_status"
 
 
 def test_claim_is_atomic(reg):
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
-    run = reg.create_run("demo", run_config(t, tr))
-    first = reg.claim_run("w1", run_id=run.id)
+    run = reg.runs.create("demo", run_config(t, tr))
+    first = reg.runs.claim("w1", run_id=run.id)
     assert first is not None and first.worker_id == "w1"
-    assert reg.claim_run("w2", run_id=run.id) is None
+    assert reg.runs.claim("w2", run_id=run.id) is None
 
 
 def test_register_versions_and_name_rules(reg):
     r1 = finished_run(reg)
-    m1 = reg.register(r1, "tox", description="first")
+    m1 = reg.metrics.register(r1, "tox", description="first")
     assert (m1.full_name, m1.version, m1.immutable) == ("tox-v1", 1, True)
     assert m1.threshold == 0.5 and m1.labels == ["true", "false"]
-    assert reg.get_run(r1).status == Status.registered and reg.get_run(r1).registered_as == "tox-v1"
+    assert reg.runs.get(r1).status == Status.registered and reg.runs.get(r1).registered_as == "tox-v1"
     with pytest.raises(AssayError) as e:
-        reg.register(r1, "tox")
+        reg.metrics.register(r1, "tox")
     assert e.value.code == "already_registered"
     r2 = finished_run(reg)
-    m2 = reg.register(r2, "tox", threshold=0.7)
+    m2 = reg.metrics.register(r2, "tox", threshold=0.7)
     assert m2.full_name == "tox-v2" and [v.full_name for v in m2.versions] == ["tox-v1", "tox-v2"]
-    assert reg.get_metric("tox").full_name == "tox-v2" and reg.get_metric("tox-v1").threshold == 0.5
+    assert reg.metrics.get("tox").full_name == "tox-v2" and reg.metrics.get("tox-v1").threshold == 0.5
     # the artifact is a frozen copy: changing the run's folder does not touch the metric
-    assert m1.artifact_location != reg.get_run(r1).artifact_location
+    assert m1.artifact_location != reg.runs.get(r1).artifact_location
     assert reg.storage.dir_sha256(m1.artifact_location) == m1.artifact_sha256
     for bad in ("Tox", "tox-v3", "", "a b"):
         with pytest.raises(AssayError) as e:
-            reg.register(finished_run(reg), bad)
+            reg.metrics.register(finished_run(reg), bad)
         assert e.value.code == "invalid_input"
-    reg.create_project("other")
+    reg.projects.create("other")
     with pytest.raises(AssayError) as e:
-        reg.register(finished_run(reg, "other"), "tox")
+        reg.metrics.register(finished_run(reg, "other"), "tox")
     assert e.value.code == "name_taken"
     with pytest.raises(AssayError) as e:
-        reg.get_metric("nope")
+        reg.metrics.get("nope")
     assert e.value.code == "not_found"
 
 
 def test_score_applies_registered_threshold(reg):
-    m = reg.register(finished_run(reg), "tox", threshold=0.999)
-    res = reg.score("tox", ["you are a stupid idiot", {"input": "have a lovely day"}])
+    m = reg.metrics.register(finished_run(reg), "tox", threshold=0.999)
+    res = reg.metrics.score("tox", ["you are a stupid idiot", {"input": "have a lovely day"}])
     assert len(res) == 2
     for r in res:
         assert abs(sum(r.probabilities.values()) - 1) < 1e-6
@@ -171,36 +171,36 @@ def test_score_applies_registered_threshold(reg):
         assert r.confidence == pytest.approx(r.probabilities[r.label])
         assert r.score == pytest.approx(r.probabilities["true"])
     with pytest.raises(InvalidRows):
-        reg.score("tox", [{"input": ""}])
+        reg.metrics.score("tox", [{"input": ""}])
     with pytest.raises(AssayError):
-        reg.score("tox", [])
-    assert reg.evaluator(reg.get_metric("tox")) is reg.evaluator(reg.get_metric("tox"))  # loaded once
+        reg.metrics.score("tox", [])
+    assert reg.metrics.evaluator(reg.metrics.get("tox")) is reg.metrics.evaluator(reg.metrics.get("tox"))  # loaded once
 
 
 def test_review_decisions_apply_to_training_rows(reg):
     t, tr = add_binary_datasets(reg, "demo", 60, 80)
-    items = reg.start_review(tr, n=50)
-    assert len(items) == 50 and items == reg.start_review(tr, n=50)  # the same rows each time
+    items = reg.datasets.start_review(tr, n=50)
+    assert len(items) == 50 and items == reg.datasets.start_review(tr, n=50)  # the same rows each time
     a, b = items[0], items[1]
-    reg.decide(a.id, "reject", reviewer="ann")
+    reg.datasets.decide(a.id, "reject", reviewer="ann")
     new = "false" if b.proposed_label == "true" else "true"
-    got = reg.decide(b.id, "relabel", label=new, note="wrong")
+    got = reg.datasets.decide(b.id, "relabel", label=new, note="wrong")
     assert (got.decision, got.label) == ("relabel", new)
     with pytest.raises(AssayError):
-        reg.decide(b.id, "relabel", label="maybe")
-    rows = reg.dataset_rows(tr, apply_review=True)
+        reg.datasets.decide(b.id, "relabel", label="maybe")
+    rows = reg.datasets.rows(tr, apply_review=True)
     assert len(rows) == 79 and rows[b.position - 1 if a.position < b.position else b.position]["label"] == new
 
 
 def test_api_keys_are_hashed(reg):
-    k = reg.create_api_key("ci")
-    assert k.key and k.key.startswith("assay_") and reg.check_api_key(k.key)
-    assert not reg.check_api_key(k.key + "x") and not reg.check_api_key(None)
+    k = reg.keys.create("ci")
+    assert k.key and k.key.startswith("assay_") and reg.keys.check(k.key)
+    assert not reg.keys.check(k.key + "x") and not reg.keys.check(None)
     with reg.tx() as conn:
         stored = conn.exec_driver_sql("SELECT key_hash FROM api_keys").scalars().all()
     assert k.key not in stored and len(stored[0]) == 64
-    reg.revoke_api_key("ci")
-    assert not reg.check_api_key(k.key) and not reg.has_api_keys()
+    reg.keys.revoke("ci")
+    assert not reg.keys.check(k.key) and not reg.keys.has_any()
 
 
 def test_fsspec_storage_roundtrip():
@@ -214,12 +214,12 @@ def test_fsspec_storage_roundtrip():
 def test_remote_artifact_root_end_to_end(tmp_path):
     reg = make_registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path)
     reg.storage = Storage("memory://assay-e2e", cache=tmp_path / "cache")
-    reg.create_project("demo")
+    reg.projects.create("demo")
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
-    run = reg.create_run("demo", run_config(t, tr))
+    run = reg.runs.create("demo", run_config(t, tr))
     out = fake_worker(reg).run_once()
     assert out.status == Status.fine_tuned and out.artifact_location.startswith("memory://")
-    m = reg.register(run.id, "tox")
+    m = reg.metrics.register(run.id, "tox")
     assert m.artifact_location.startswith("memory://assay-e2e/metrics/")
-    assert reg.score("tox", ["hello"])[0].label in ("true", "false")
-    assert reg.run_report(run.id)["n"] > 0
+    assert reg.metrics.score("tox", ["hello"])[0].label in ("true", "false")
+    assert reg.runs.report(run.id)["n"] > 0

@@ -62,7 +62,7 @@ def fuzz_client(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("fuzz")
     reg = make_registry(f"sqlite:///{tmp / 'assay.db'}", tmp)
-    reg.register(finished_run(reg), "tox")
+    reg.metrics.register(finished_run(reg), "tox")
     with TestClient(create_app(reg), raise_server_exceptions=False) as c:
         yield c, c.get("/openapi.json").json()
     reg.close()

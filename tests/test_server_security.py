@@ -137,15 +137,15 @@ def test_empty_and_wildcard_hosts_are_public(tmp_path):
 # --- 3. projects and roles ----------------------------------------------------------------------
 def test_keys_are_scoped_to_projects_with_roles(reg):
     run_a = finished_run(reg, "alpha")
-    reg.register(run_a, "tox")
+    reg.metrics.register(run_a, "tox")
     run_b = finished_run(reg, "beta")
-    reg.register(run_b, "beta-metric")
-    op = reg.create_api_key("ops").key
-    keys = {role: reg.create_api_key(role, project="alpha", role=role).key for role in
+    reg.metrics.register(run_b, "beta-metric")
+    op = reg.keys.create("ops").key
+    keys = {role: reg.keys.create(role, project="alpha", role=role).key for role in
             ("admin", "editor", "scorer", "viewer")}
     h = {role: {"Authorization": f"Bearer {k}"} for role, k in {**keys, "op": op}.items()}
-    beta = reg.get_project("beta").id
-    ds_b = reg.list_datasets("beta")[0].id
+    beta = reg.projects.get("beta").id
+    ds_b = reg.datasets.list("beta")[0].id
     with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
         # a foreign project and everything in it is 404, exactly like one that does not exist
         for role in keys:
@@ -186,14 +186,14 @@ def test_keys_are_scoped_to_projects_with_roles(reg):
     # the CLI grants and removes roles
     r = CliRunner().invoke(cli, ["keys", "grant", "viewer", "beta", "editor", "--db", reg.url, "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["projects"] == {reg.get_project("alpha").id: "viewer", beta: "editor"}
+    assert json.loads(r.output)["projects"] == {reg.projects.get("alpha").id: "viewer", beta: "editor"}
 
 
 # --- 5. artifact hash ---------------------------------------------------------------------------
 def test_edited_artifact_refuses_to_score(tmp_path):
     db = f"sqlite:///{tmp_path / 'assay.db'}"
     reg = make_registry(db, tmp_path)
-    m = reg.register(finished_run(reg), "tox")
+    m = reg.metrics.register(finished_run(reg), "tox")
     info_path = Path(m.artifact_location) / "evaluator.json"
     info = json.loads(info_path.read_text())
     model = info["word_counts"]  # the mock evaluator's word-count model
@@ -206,7 +206,7 @@ def test_edited_artifact_refuses_to_score(tmp_path):
         assert "evaluator.json" in e["found"] and "tox-v1" in e["expected"]
     info_path.unlink()
     with pytest.raises(Exception) as exc:
-        fresh.verify_artifact(fresh.get_metric("tox"))
+        fresh.metrics.verify_artifact(fresh.metrics.get("tox"))
     assert "evaluator.json missing" in str(exc.value)
     fresh.close()
 
@@ -217,15 +217,15 @@ def test_batched_scoring_uses_one_thread(reg):
 
     import httpx
 
-    reg.register(finished_run(reg), "tox")
+    reg.metrics.register(finished_run(reg), "tox")
     threads = set()
-    original = reg.score_rows
+    original = reg.metrics.score_rows
 
     def spy(version, rows):
         threads.add(threading.current_thread().name)
         return original(version, rows)
 
-    reg.score_rows = spy
+    reg.metrics.score_rows = spy
     app = create_app(reg, batch_wait_ms=5)
 
     async def fire():
@@ -243,7 +243,7 @@ def test_batched_scoring_uses_one_thread(reg):
 @pytest.fixture
 def db_reg(registry_db, tmp_path):
     r = make_registry(registry_db, tmp_path)
-    r.create_project("demo")
+    r.projects.create("demo")
     yield r
     r.close()
 
@@ -308,7 +308,7 @@ def test_24mb_csv_upload_memory(reg, tmp_path):
     del buf
     size = path.stat().st_size
     tracemalloc.start()
-    ds = reg.add_dataset("demo", path, "big.csv", metric="toxicity", columns={"input": "text"})
+    ds = reg.datasets.add("demo", path, "big.csv", metric="toxicity", columns={"input": "text"})
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert ds.rows == i and ds.size_bytes == size
@@ -362,9 +362,9 @@ def test_zero_row_generation_fails_with_counts(tmp_path):
 def test_ui_project_form_errors_list_only_visible_projects(reg):
     """A project-scoped key posting the UI's new-project form got the page back listing every
     project's name and description."""
-    reg.create_project("secret-beta", "hidden plans for the beta launch")
-    scoped = {"Authorization": f"Bearer {reg.create_api_key('demo-admin', project='demo', role='admin').key}"}
-    op = {"Authorization": f"Bearer {reg.create_api_key('ops').key}"}
+    reg.projects.create("secret-beta", "hidden plans for the beta launch")
+    scoped = {"Authorization": f"Bearer {reg.keys.create('demo-admin', project='demo', role='admin').key}"}
+    op = {"Authorization": f"Bearer {reg.keys.create('ops').key}"}
     with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
         for name in ("demo", "secret-beta", "fresh", "bad name!", "x" * 300):  # duplicate, foreign, new, invalid
             r = c.post("/projects", data={"name": name, "description": "d"}, headers=scoped)
@@ -372,7 +372,7 @@ def test_ui_project_form_errors_list_only_visible_projects(reg):
             assert "secret-beta" not in r.text or name == "secret-beta"  # only what the caller typed
             assert r.status_code == 403 and "forbidden" in r.text, (name, r.status_code)
             assert "demo" in r.text  # its own project is listed
-        assert "fresh" not in [p.name for p in reg.list_projects()]
+        assert "fresh" not in [p.name for p in reg.projects.list()]
         r = c.post("/projects", data={"name": "demo"}, headers=op)  # the operator sees everything
         assert r.status_code == 409 and "already exists" in r.text and "hidden plans" in r.text
 
@@ -424,11 +424,11 @@ def test_chunked_body_over_the_limit_is_413(reg, monkeypatch):
 
 def test_taken_metric_name_does_not_reveal_its_project(reg):
     """Registering a name another project holds answered 409 naming that project's id."""
-    reg.register(finished_run(reg, "beta"), "tox-one")
-    reg.register(finished_run(reg, "gamma"), "tox-two")
-    beta, gamma = reg.get_project("beta").id, reg.get_project("gamma").id
+    reg.metrics.register(finished_run(reg, "beta"), "tox-one")
+    reg.metrics.register(finished_run(reg, "gamma"), "tox-two")
+    beta, gamma = reg.projects.get("beta").id, reg.projects.get("gamma").id
     run_a = finished_run(reg, "alpha")
-    h = {"Authorization": f"Bearer {reg.create_api_key('a', project='alpha', role='editor').key}"}
+    h = {"Authorization": f"Bearer {reg.keys.create('a', project='alpha', role='editor').key}"}
     with TestClient(create_app(reg, auth=True), raise_server_exceptions=False) as c:
         errors = []
         for name in ("tox-one", "tox-two"):
@@ -449,8 +449,8 @@ def test_run_config_shows_server_providers_by_name_only(reg, monkeypatch, tmp_pa
     url, env = "http://10.1.2.3:8080/v1", "OPERATOR_SECRET_KEY"
     sp = ServerProviders({"teacher": {"model": "corp/judge-1", "base_url": url, "api_key_env": env},
                           "writer": {"model": "corp/gen-1", "base_url": url, "api_key_env": env}})
-    viewer = {"Authorization": f"Bearer {reg.create_api_key('v', project='demo', role='viewer').key}"}
-    editor = {"Authorization": f"Bearer {reg.create_api_key('e', project='demo', role='editor').key}"}
+    viewer = {"Authorization": f"Bearer {reg.keys.create('v', project='demo', role='viewer').key}"}
+    editor = {"Authorization": f"Bearer {reg.keys.create('e', project='demo', role='editor').key}"}
     with TestClient(create_app(reg, auth=True, providers=sp), raise_server_exceptions=False) as c:
         test_ds = c.post("/v1/projects/demo/datasets", data={"metric": "toxicity", "label_map": json.dumps(BINARY_MAP)},
                          files={"file": ("t.jsonl", sample_test_set(60))}, headers=editor).json()["id"]
@@ -482,7 +482,7 @@ def test_run_config_shows_server_providers_by_name_only(reg, monkeypatch, tmp_pa
 
     w = fake_worker(reg)
     w.executor.train_fn = capture
-    out = w.execute(reg.claim_run(w.worker_id, run_id=run_id))
+    out = w.execute(reg.runs.claim(w.worker_id, run_id=run_id))
     assert out.status.value == "fine_tuned", out.failure_reason
     assert seen == [("corp/judge-1", url, env, url)]
 
@@ -507,7 +507,7 @@ def test_api_callers_never_name_server_files(tmp_path, monkeypatch):
     app = apps[0]
     assert app.state.auth is False  # loopback without --auth: the local-user setting
     reg = app.state.registry
-    reg.create_project("demo")
+    reg.projects.create("demo")
     reg.allow_local_paths = True  # even a registry opened for a local user refuses them behind a server
     with TestClient(app, raise_server_exceptions=False) as c:
         ds = c.post("/v1/projects/demo/datasets", data={"metric": "toxicity", "label_map": json.dumps(BINARY_MAP)},

@@ -114,9 +114,9 @@ def test_the_upload_preview_shows_the_split_that_trains(tmp_path):
 
     rows = [{**r, "tools": json.dumps([{"name": "search", "parameters": {}}])} for r in _grouped_rows()]
     reg = make_registry(f"sqlite:///{tmp_path / 'reg.db'}", tmp_path)
-    reg.create_project("demo")
+    reg.projects.create("demo")
     body = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    preview = reg.add_dataset("demo", body, "test.jsonl", metric="tool_call_correctness", validate_only=True)
+    preview = reg.datasets.add("demo", body, "test.jsonl", metric="tool_call_correctness", validate_only=True)
     spec = load_metric("tool_call_correctness")
     loaded = load_rows(_write(tmp_path / "test.jsonl", rows), spec).rows
     want = split_test_set(loaded, spec.shape)

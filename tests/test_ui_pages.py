@@ -19,8 +19,8 @@ def reg(tmp_path):
 
 def test_pages_render_registry_data(reg):
     run_id = finished_run(reg)
-    reg.register(run_id, "tox")
-    pid = reg.get_project("demo").id
+    reg.metrics.register(run_id, "tox")
+    pid = reg.projects.get("demo").id
     with TestClient(create_app(reg)) as c:
         assert c.get("/", follow_redirects=False).headers["location"] == "/projects"
         assert f'href="/projects/{pid}"' in c.get("/projects").text
@@ -56,7 +56,7 @@ def test_custom_metric_check(reg):
 
 
 def test_pages_need_login_when_auth_is_on(reg):
-    key = reg.create_api_key("web").key
+    key = reg.keys.create("web").key
     with TestClient(create_app(reg, auth=True)) as c:
         r = c.get("/projects", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login?next=/projects"
@@ -76,17 +76,17 @@ def test_run_page_shows_queue_position_and_stale_worker_warning(reg):
 
     from _registry_util import add_binary_datasets, run_config
 
-    reg.create_project("demo")
+    reg.projects.create("demo")
     t, tr = add_binary_datasets(reg, "demo", 60, 60)
-    first = reg.create_run("demo", run_config(t, tr))
-    second = reg.create_run("demo", run_config(t, tr))
+    first = reg.runs.create("demo", run_config(t, tr))
+    second = reg.runs.create("demo", run_config(t, tr))
     with TestClient(create_app(reg, stale_after=4)) as c:
         page = c.get(f"/runs/{second.id}").text
         assert 'id="run-queue"' in page and "Position in the queue" in page
         assert 'id="run-queue-position">2<' in page
         assert "No live worker" in page  # nobody is there to run it
         assert c.get(f"/v1/runs/{second.id}/queue").json() == {"position": 2, "queue_depth": 2, "workers_alive": 0}
-        reg.claim_run("w-quiet", pid=1, host="elsewhere", run_id=first.id)
+        reg.runs.claim("w-quiet", pid=1, host="elsewhere", run_id=first.id)
         time.sleep(2.2)  # more than half of stale_after without a heartbeat
         page = c.get(f"/runs/{first.id}").text
         assert "has not reported for" in page and '<p id="run-queue" class="muted" hidden>' in page

@@ -58,35 +58,35 @@ class LocalBackend:
         return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
 
     def list_runs(self, project: str | None = None, status: str | None = None) -> list[dict]:
-        return self._d(self.reg.list_runs(project, status))
+        return self._d(self.reg.runs.list(project, status))
 
     def get_run(self, run_id: str) -> dict:
-        return self._d(self.reg.get_run(run_id))
+        return self._d(self.reg.runs.get(run_id))
 
     def cancel_run(self, run_id: str) -> dict:
-        return self._d(self.reg.cancel_run(run_id))
+        return self._d(self.reg.runs.cancel(run_id))
 
     def run_logs(self, run_id: str, after: int = 0) -> list[dict]:
-        return self._d(self.reg.run_events(run_id, after))
+        return self._d(self.reg.runs.events(run_id, after))
 
     def register(self, run_id: str, name: str, **kw: Any) -> dict:
-        return self._d(self.reg.register(run_id, name, **kw))
+        return self._d(self.reg.metrics.register(run_id, name, **kw))
 
     def create_run(self, project: str, config: Any, *, name: str | None = None) -> dict:
         from ..client import prepare_config
 
         try:
-            self.reg.get_project(project)
+            self.reg.projects.get(project)
         except AssayError:
-            self.reg.create_project(project)
+            self.reg.projects.create(project)
 
         def upload(path: Path, kind: str, metric: Any, columns: Any, label_map: Any) -> str:
             if not path.exists():
                 raise AssayError("a data file", f"no file at {path}", "check the path in the config", code="not_found")
-            return self.reg.add_dataset(project, path.read_bytes(), path.name, metric=metric, kind=kind,
-                                        columns=columns, label_map=label_map).id
+            return self.reg.datasets.add(project, path.read_bytes(), path.name, metric=metric, kind=kind,
+                                         columns=columns, label_map=label_map).id
 
-        return self._d(self.reg.create_run(project, prepare_config(config, upload), name=name))
+        return self._d(self.reg.runs.create(project, prepare_config(config, upload), name=name))
 
 
 def _backend(url: str | None, api_key: str | None, db: str | None, artifacts: str | None) -> Any:
@@ -160,7 +160,7 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
     providers = ServerProviders.load(providers_file)
     # API and UI callers never name server files (data by uploaded dataset id), whatever the host or auth
     reg = _registry(db, artifacts, providers=providers)
-    if use_auth and not reg.has_api_keys():
+    if use_auth and not reg.keys.has_any():
         raise AssayError(f"an API key in the registry before serving with authentication on {host or '(all)'}",
                          "no API keys", f"run `assay keys create NAME{' --db ' + db if db else ''}` and send the key "
                          "as 'Authorization: Bearer <key>'", code="auth_required")
@@ -312,7 +312,7 @@ def keys() -> None:
 @_json
 def keys_create(name: str, project: str | None, role: str, db: str | None, as_json: bool) -> None:
     """Create a key; it is printed once."""
-    k = _registry(db, None).create_api_key(name, project=project, role=role).model_dump(mode="json")
+    k = _registry(db, None).keys.create(name, project=project, role=role).model_dump(mode="json")
     emit(k, as_json, f"{k['key']}\n(key {k['id']} '{k['name']}': store it now, it is not shown again)")
 
 
@@ -324,7 +324,7 @@ def keys_create(name: str, project: str | None, role: str, db: str | None, as_js
 @_json
 def keys_grant(ref: str, project: str, role: str, db: str | None, as_json: bool) -> None:
     """Give key REF (id, name or prefix) ROLE on PROJECT ('none' removes it)."""
-    k = _registry(db, None).grant(ref, project, None if role == "none" else role).model_dump(mode="json")
+    k = _registry(db, None).keys.grant(ref, project, None if role == "none" else role).model_dump(mode="json")
     emit(k, as_json, f"key {k['id']} '{k['name']}': {k['projects'] or 'no projects'}")
 
 
@@ -333,7 +333,7 @@ def keys_grant(ref: str, project: str, role: str, db: str | None, as_json: bool)
 @_json
 def keys_list(db: str | None, as_json: bool) -> None:
     """List keys (prefixes only)."""
-    items = [k.model_dump(mode="json") for k in _registry(db, None).list_api_keys()]
+    items = [k.model_dump(mode="json") for k in _registry(db, None).keys.list()]
     emit(items, as_json, "\n".join(f"{k['id']}  {k['prefix']}...  {k['name']}"
                                    f"{'  revoked' if k['revoked_at'] else ''}" for k in items) or "no keys")
 
@@ -344,5 +344,5 @@ def keys_list(db: str | None, as_json: bool) -> None:
 @_json
 def keys_revoke(ref: str, db: str | None, as_json: bool) -> None:
     """Revoke a key by id, name or prefix."""
-    k = _registry(db, None).revoke_api_key(ref).model_dump(mode="json")
+    k = _registry(db, None).keys.revoke(ref).model_dump(mode="json")
     emit(k, as_json, f"revoked {k['id']} '{k['name']}'")

@@ -1,11 +1,18 @@
 """The registry: projects, datasets, runs, registered metrics, reviews and API keys, in SQLite
 (default, ``$ASSAY_HOME/assay.db``) or PostgreSQL, with artifacts on a folder or fsspec URL.
 
+:class:`Registry` composes one component per concern: ``reg.projects`` (:class:`Projects`),
+``reg.datasets`` (:class:`Datasets`), ``reg.runs`` (:class:`Runs`), ``reg.metrics``
+(:class:`Metrics`) and ``reg.keys`` (:class:`Keys`), over a shared :class:`Core`.
+
 Needs the ``registry`` extra: ``pip install 'assay[registry]'``.
 """
 
-from ._base import InvalidRows
+from ._base import Core, InvalidRows
+from ._datasets import Datasets
 from ._db import assay_home, default_url, make_engine
+from ._keys import Keys, KeyScope
+from ._metrics import Metrics
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import MIGRATIONS, migrate
 from ._models import (
@@ -21,7 +28,8 @@ from ._models import (
     Status,
     Validated,
 )
-from ._runs import RunLost
+from ._projects import Projects
+from ._runs import RunLost, Runs
 from ._service import Registry
 from ._storage import Storage
 from ._worker import Cancelled, Executor, LocalExecutor, RunJob, Worker
@@ -29,20 +37,27 @@ from ._worker import Cancelled, Executor, LocalExecutor, RunJob, Worker
 __all__ = [
     "ApiKey",
     "Cancelled",
+    "Core",
     "Dataset",
+    "Datasets",
     "Executor",
     "InvalidRows",
+    "KeyScope",
+    "Keys",
     "LocalExecutor",
     "MIGRATIONS",
     "Metric",
     "MetricVersion",
+    "Metrics",
     "Project",
+    "Projects",
     "Registry",
     "ReviewItem",
     "Run",
     "RunEvent",
     "RunJob",
     "RunLost",
+    "Runs",
     "SCHEMA_VERSION",
     "ScoreResult",
     "Status",

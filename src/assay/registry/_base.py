@@ -1,4 +1,5 @@
-"""Shared plumbing of the Registry: engine, storage, ids, JSON columns, errors."""
+"""Shared plumbing of the Registry: the core every component holds (engine, storage, providers,
+clock), ids, JSON columns, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import secrets
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import AssayError
 from ._db import make_engine, normalize_url
@@ -54,11 +55,11 @@ def loads(value: str | None, default: Any = None) -> Any:
     return json.loads(value)
 
 
-class RegistryBase:
-    """Connection, storage and evaluator loading; the mixins add the verbs."""
+class Core:
+    """What every registry component shares: the database engine, the artifact storage, the
+    providers a server allows, the clock, and whether run configs may name local files."""
 
-    def __init__(self, url: str | None = None, artifacts: str | None = None, *,
-                 load_evaluator: Callable[[str], Any] | None = None, allow_local_paths: bool = False,
+    def __init__(self, url: str | None = None, artifacts: str | None = None, *, allow_local_paths: bool = False,
                  auto_migrate: bool = True, providers: Any = None):
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
@@ -67,17 +68,18 @@ class RegistryBase:
         # assay.providers.ServerProviders when serving: callers pick providers by name and can never set
         # endpoints, key variables or file paths (None: the local user's full control, as in the CLI)
         self.providers = providers
-        self._load_evaluator = load_evaluator
-        self._evaluators: dict[str, Any] = {}
         if auto_migrate:
             migrate(self.engine)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.engine.url.render_as_string(hide_password=True)!r}, {self.storage.root!r})"
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def local_paths(self) -> bool:
+        """Whether run configs may name files on this machine: only a local user's registry (the
+        CLI, in-process), never one behind a server (``providers`` set), whatever host or auth."""
+        return self.allow_local_paths and self.providers is None
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
@@ -85,7 +87,6 @@ class RegistryBase:
             yield conn
 
     def close(self) -> None:
-        self._evaluators.clear()
         self.engine.dispose()
 
     @staticmethod

@@ -1,5 +1,5 @@
-"""Projects, uploaded datasets (validated against a metric, stored with their hashes) and the
-row review of a training set."""
+"""Datasets (``reg.datasets``): uploads validated against a metric and stored with their hashes,
+and the row review of a training set."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, select
 
 from ..data import SEED_FRACTION, split_test_set
 from ..data._io import detect_format
 from ..errors import AssayError
 from ..metrics import MetricSpec, load_metric
 from . import _db as t
-from ._base import InvalidRows, RegistryBase, dumps, loads, new_id, not_found
-from ._models import Dataset, Project, ReviewItem, RowError, Validated, to_time
+from ._base import Core, InvalidRows, dumps, loads, new_id, not_found
+from ._models import Dataset, ReviewItem, RowError, Validated, to_time
+from ._projects import Projects
 
 KINDS = ("test", "train", "unlabeled")
 DECISIONS = ("accept", "reject", "relabel")
@@ -45,55 +46,25 @@ def parse_metric(metric: Any) -> MetricSpec:
     return load_metric(metric)
 
 
-class DatasetsMixin(RegistryBase):
-    # --- projects ---------------------------------------------------------------------------
-    def create_project(self, name: str, description: str = "") -> Project:
-        name = (name or "").strip()
-        if not name or len(name) > 100:
-            raise AssayError("a project name of 1 to 100 characters", f"'{name}'", "choose a short name",
-                             code="invalid_input")
-        with self.tx() as conn:
-            if conn.execute(select(t.projects.c.id).where(t.projects.c.name == name)).first():
-                raise AssayError("a new project name", f"a project named '{name}' already exists",
-                                 "choose another name or use the existing project", code="conflict")
-            pid = new_id("prj")
-            conn.execute(insert(t.projects).values(id=pid, name=name, description=description or "",
-                                                   created_at=self.now()))
-        return self.get_project(pid)
+class Datasets:
+    """Uploaded datasets (``add``, ``get``, ``list``, ``rows``, ``label``) and the row review of a
+    training set (``start_review``, ``review_items``, ``review_item_dataset``, ``decide``)."""
 
-    def get_project(self, ref: str) -> Project:
-        """A project by id or name."""
-        with self.tx() as conn:
-            row = conn.execute(select(t.projects).where(or_(t.projects.c.id == ref, t.projects.c.name == ref))
-                               ).mappings().first()
-            if row is None:
-                raise not_found("project", ref, "list projects with GET /v1/projects or create one")
-            return self._project(conn, row)
-
-    def list_projects(self) -> list[Project]:
-        with self.tx() as conn:
-            rows = conn.execute(select(t.projects).order_by(t.projects.c.created_at)).mappings().all()
-            return [self._project(conn, r) for r in rows]
-
-    def _project(self, conn: Any, row: Mapping[str, Any]) -> Project:
-        n_runs = conn.execute(select(func.count()).select_from(t.runs).where(t.runs.c.project_id == row["id"])
-                              ).scalar()
-        n_ds = conn.execute(select(func.count()).select_from(t.datasets)
-                            .where(t.datasets.c.project_id == row["id"])).scalar()
-        return Project(id=row["id"], name=row["name"], description=row["description"],
-                       created_at=to_time(row["created_at"]), runs=n_runs, datasets=n_ds)
+    def __init__(self, core: Core, projects: Projects):
+        self.core = core
+        self.projects = projects
 
     # --- datasets ---------------------------------------------------------------------------
-    def add_dataset(self, project: str, data: bytes | Path, filename: str, *, metric: Any, kind: str = "test",
-                    columns: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
-                    name: str | None = None, seed_fraction: float = SEED_FRACTION, split_seed: int = 0,
-                    validate_only: bool = False) -> Dataset | Validated:
+    def add(self, project: str, data: bytes | Path, filename: str, *, metric: Any, kind: str = "test",
+            columns: Mapping[str, str] | None = None, label_map: Mapping[str, str] | None = None,
+            name: str | None = None, seed_fraction: float = SEED_FRACTION, split_seed: int = 0,
+            validate_only: bool = False) -> Dataset | Validated:
         """Validate an uploaded CSV/JSONL/JSON/Parquet file against ``metric`` and store it.
 
         Bad rows raise :class:`InvalidRows` listing every problem (nothing is stored); with
         ``validate_only`` the findings come back as a :class:`Validated` instead.
         """
-        proj = self.get_project(project)
+        proj = self.projects.get(project)
         if kind not in KINDS:
             raise AssayError(f"a dataset kind among {list(KINDS)}", f"'{kind}'",
                              "use test for the labeled test set, train for labeled training rows",
@@ -111,14 +82,14 @@ class DatasetsMixin(RegistryBase):
             if not size:
                 raise AssayError("rows in the uploaded file", f"{fname} is empty", "upload a file with rows",
                                  code="empty_file")
-            return self._add_dataset_file(proj.id, path, fname, fmt, size, spec=spec, kind=kind, columns=columns,
-                                          label_map=label_map, name=name, seed_fraction=seed_fraction,
-                                          split_seed=split_seed, validate_only=validate_only)
+            return self._add_file(proj.id, path, fname, fmt, size, spec=spec, kind=kind, columns=columns,
+                                  label_map=label_map, name=name, seed_fraction=seed_fraction,
+                                  split_seed=split_seed, validate_only=validate_only)
 
-    def _add_dataset_file(self, project_id: str, path: Path, fname: str, fmt: str, size: int, *, spec: MetricSpec,
-                          kind: str, columns: Mapping[str, str] | None, label_map: Mapping[str, str] | None,
-                          name: str | None, seed_fraction: float, split_seed: int,
-                          validate_only: bool) -> Dataset | Validated:
+    def _add_file(self, project_id: str, path: Path, fname: str, fmt: str, size: int, *, spec: MetricSpec,
+                  kind: str, columns: Mapping[str, str] | None, label_map: Mapping[str, str] | None,
+                  name: str | None, seed_fraction: float, split_seed: int,
+                  validate_only: bool) -> Dataset | Validated:
         from ._ingest import ingest, split_input
 
         rows_file = path.with_name(path.name + ".rows.jsonl")
@@ -140,46 +111,46 @@ class DatasetsMixin(RegistryBase):
                 raise InvalidRows(fname, v.errors, v.rows_total)
             did = new_id("ds")
             ext = Path(fname).suffix.lower()
-            original = self.storage.put_file(path, self.storage.url("datasets", did, f"original{ext}"))
-            location = self.storage.put_file(rows_file, self.storage.url("datasets", did, "rows.jsonl"))
+            original = self.core.storage.put_file(path, self.core.storage.url("datasets", did, f"original{ext}"))
+            location = self.core.storage.put_file(rows_file, self.core.storage.url("datasets", did, "rows.jsonl"))
         finally:
             rows_file.unlink(missing_ok=True)
         sha = hashlib.sha256()
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 sha.update(chunk)
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             conn.execute(insert(t.datasets).values(
                 id=did, project_id=project_id, name=name or Path(fname).stem, kind=kind, format=fmt, filename=fname,
                 content_hash=v.content_hash, file_sha256=sha.hexdigest(), size_bytes=size,
                 row_count=v.kept, dropped_duplicates=v.dropped_duplicates, label_counts=dumps(v.label_counts),
                 warnings=dumps(v.warnings), metric=dumps(spec.to_dict()), columns_map=dumps(dict(columns or {})),
                 label_map=dumps({str(k): str(x) for k, x in (label_map or {}).items()}), location=location,
-                original_location=original, created_at=self.now()))
-        ds = self.get_dataset(did)
+                original_location=original, created_at=self.core.now()))
+        ds = self.get(did)
         ds.split = split
         return ds
 
-    def get_dataset(self, dataset_id: str) -> Dataset:
-        with self.tx() as conn:
+    def get(self, dataset_id: str) -> Dataset:
+        with self.core.tx() as conn:
             row = conn.execute(select(t.datasets).where(t.datasets.c.id == dataset_id)).mappings().first()
         if row is None:
             raise not_found("dataset", dataset_id, "list datasets with GET /v1/projects/{project}/datasets")
         return self._dataset(row)
 
-    def list_datasets(self, project: str) -> list[Dataset]:
-        pid = self.get_project(project).id
-        with self.tx() as conn:
+    def list(self, project: str) -> list[Dataset]:
+        pid = self.projects.get(project).id
+        with self.core.tx() as conn:
             rows = conn.execute(select(t.datasets).where(t.datasets.c.project_id == pid)
                                 .order_by(t.datasets.c.created_at)).mappings().all()
         return [self._dataset(r) for r in rows]
 
-    def dataset_rows(self, dataset_id: str, *, limit: int | None = None, apply_review: bool = False
-                     ) -> list[dict[str, Any]]:
+    def rows(self, dataset_id: str, *, limit: int | None = None, apply_review: bool = False
+             ) -> list[dict[str, Any]]:
         """The stored canonical rows; with ``apply_review`` rejected rows are dropped and
         relabelled rows carry the reviewer's label."""
-        ds = self.get_dataset(dataset_id)
-        text = self.storage.read_bytes(ds.location).decode("utf-8")
+        ds = self.get(dataset_id)
+        text = self.core.storage.read_bytes(ds.location).decode("utf-8")
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         if apply_review:
             decided = {i.position: i for i in self.review_items(dataset_id) if i.decision}
@@ -205,8 +176,7 @@ class DatasetsMixin(RegistryBase):
             location=row["location"], original_location=row["original_location"],
             created_at=to_time(row["created_at"]))
 
-    def label_dataset(self, dataset_id: str, judge: Any, *, name: str | None = None,
-                      max_rows: int = 5000) -> Dataset:
+    def label(self, dataset_id: str, judge: Any, *, name: str | None = None, max_rows: int = 5000) -> Dataset:
         """Label a dataset's rows with the judge (the metric's prompt) and store the result as a
         new ``train`` dataset; rows the judge could not label are left out and counted."""
         from pydantic import ValidationError
@@ -214,19 +184,19 @@ class DatasetsMixin(RegistryBase):
         from ..config import ProviderConfig
         from ..providers import label_rows, provider_from_config
 
-        if self.providers is not None:
-            judge = self.providers.resolve(judge, "judge")
+        if self.core.providers is not None:
+            judge = self.core.providers.resolve(judge, "judge")
         try:
             judge_cfg = ProviderConfig.model_validate(judge)
         except ValidationError as exc:
             raise AssayError("a judge model such as 'openai/gpt-4o-mini' (or a provider config)", f"{judge!r}",
                              f"fix the judge ({exc.errors()[0].get('msg')})", code="invalid_config") from None
-        ds = self.get_dataset(dataset_id)
+        ds = self.get(dataset_id)
         if not ds.metric:
             raise AssayError("a dataset validated against a metric", f"{dataset_id} has none",
                              "upload it again with a metric", code="invalid_input")
         spec = load_metric(ds.metric)
-        rows = self.dataset_rows(dataset_id)
+        rows = self.rows(dataset_id)
         if len(rows) > max_rows:
             raise AssayError(f"at most {max_rows} rows to label in one request", f"{len(rows)}",
                              "upload a smaller sample", code="too_large")
@@ -236,8 +206,8 @@ class DatasetsMixin(RegistryBase):
             raise AssayError("rows the judge could label", f"0 of {len(rows)} ({result.summary()})",
                              "check the judge model and its API key", code="judge_failed")
         body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in labeled).encode()
-        out = self.add_dataset(ds.project_id, body, f"{Path(ds.filename).stem}-judged.jsonl", metric=spec.to_dict(),
-                               kind="train", name=name or f"{ds.name} (judged)")
+        out = self.add(ds.project_id, body, f"{Path(ds.filename).stem}-judged.jsonl", metric=spec.to_dict(),
+                       kind="train", name=name or f"{ds.name} (judged)")
         assert isinstance(out, Dataset)
         dropped = len(rows) - len(labeled)
         if dropped:
@@ -247,23 +217,23 @@ class DatasetsMixin(RegistryBase):
     # --- review -----------------------------------------------------------------------------
     def start_review(self, dataset_id: str, n: int = 50) -> list[ReviewItem]:
         """Pick ``n`` rows of a dataset for a person to check (the same rows every time)."""
-        self.get_dataset(dataset_id)
-        with self.tx() as conn:
+        self.get(dataset_id)
+        with self.core.tx() as conn:
             have = conn.execute(select(func.count()).select_from(t.review_items)
                                 .where(t.review_items.c.dataset_id == dataset_id)).scalar()
         if not have:
-            rows = self.dataset_rows(dataset_id)
+            rows = self.rows(dataset_id)
             order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(
                 f"{dataset_id}:{i}".encode()).hexdigest())[:max(1, n)]
-            with self.tx() as conn:
+            with self.core.tx() as conn:
                 for pos in sorted(order):
                     conn.execute(insert(t.review_items).values(
                         id=new_id("rev"), dataset_id=dataset_id, position=pos, row_data=dumps(rows[pos]),
-                        proposed_label=rows[pos].get("label"), created_at=self.now()))
+                        proposed_label=rows[pos].get("label"), created_at=self.core.now()))
         return self.review_items(dataset_id)
 
     def review_items(self, dataset_id: str) -> list[ReviewItem]:
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             items = conn.execute(select(t.review_items).where(t.review_items.c.dataset_id == dataset_id)
                                  .order_by(t.review_items.c.position)).mappings().all()
             decisions = conn.execute(
@@ -281,7 +251,7 @@ class DatasetsMixin(RegistryBase):
 
     def review_item_dataset(self, item_id: str) -> str | None:
         """The dataset a review item belongs to (None: no such item)."""
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             return conn.execute(select(t.review_items.c.dataset_id).where(t.review_items.c.id == item_id)).scalar()
 
     def decide(self, item_id: str, decision: str, *, label: str | None = None, reviewer: str = "",
@@ -290,7 +260,7 @@ class DatasetsMixin(RegistryBase):
         if decision not in DECISIONS:
             raise AssayError(f"a decision among {list(DECISIONS)}", f"'{decision}'",
                              "accept the label, reject the row, or relabel it", code="invalid_input")
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             item = conn.execute(select(t.review_items).where(t.review_items.c.id == item_id)).mappings().first()
             if item is None:
                 raise not_found("review item", item_id, "start a review of the dataset first")
@@ -301,6 +271,6 @@ class DatasetsMixin(RegistryBase):
                                  code="invalid_input")
             conn.execute(insert(t.review_decisions).values(
                 item_id=item_id, decision=decision, label=label if decision == "relabel" else None,
-                reviewer=reviewer or "", note=note or "", created_at=self.now()))
+                reviewer=reviewer or "", note=note or "", created_at=self.core.now()))
             dataset_id = item["dataset_id"]
         return next(i for i in self.review_items(dataset_id) if i.id == item_id)

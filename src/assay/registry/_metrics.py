@@ -1,11 +1,11 @@
-"""Registered metrics: a Fine-tuned run frozen as ``name-vN`` (a copy of its artifact, with
-its hash), and scoring rows with it (each evaluator is loaded once and kept)."""
+"""Registered metrics (``reg.metrics``): a Fine-tuned run frozen as ``name-vN`` (a copy of its
+artifact, with its hashes), and scoring rows with it (each evaluator is loaded once and kept)."""
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -15,9 +15,10 @@ from ..evaluator._contract import decide
 from ..errors import AssayError
 from ..metrics import load_metric
 from . import _db as t
-from ._base import InvalidRows, dumps, loads, new_id, not_found
+from ._base import Core, InvalidRows, dumps, loads, new_id, not_found
 from ._models import Metric, MetricVersion, ScoreResult, Status, to_time
-from ._runs import RunsMixin
+from ._projects import Projects
+from ._runs import Runs
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
 VERSIONED = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
@@ -41,9 +42,25 @@ def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out or None
 
 
-class MetricsMixin(RunsMixin):
+class Metrics:
+    """``register`` a Fine-tuned run, ``get``/``list`` metrics, and score with them (``score``, or
+    ``check_score_rows`` then ``score_rows``, as the server's batcher does); ``evaluator`` and
+    ``verify_artifact`` load and check a registered version's artifact."""
+
     _eval_lock = threading.Lock()
     max_evaluators = 8  # evaluators kept in memory at once
+
+    def __init__(self, core: Core, projects: Projects, runs: Runs, *,
+                 load_evaluator: Callable[[str], Any] | None = None):
+        self.core = core
+        self.projects = projects
+        self.runs = runs
+        self._load_evaluator = load_evaluator
+        self._evaluators: dict[str, Any] = {}
+
+    def unload(self) -> None:
+        """Forget the loaded evaluators (the next score loads them again)."""
+        self._evaluators.clear()
 
     def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
                  description: str | None = None) -> Metric:
@@ -59,7 +76,7 @@ class MetricsMixin(RunsMixin):
         if operator not in OPERATORS:
             raise AssayError(f"an operator among {list(OPERATORS)}", f"'{operator}'",
                              "use '>=' (positive when score >= threshold)", code="invalid_input")
-        run = self.get_run(run_id, history=False)
+        run = self.runs.get(run_id, history=False)
         if run.status == Status.registered:
             raise AssayError("a run not registered yet", f"run {run_id} is already registered as {run.registered_as}",
                              f"score with {run.registered_as}, or train a new run", code="already_registered")
@@ -73,17 +90,17 @@ class MetricsMixin(RunsMixin):
                              "leave threshold empty to use the evaluator's calibrated threshold", code="invalid_input")
         self._check_name(name, run.project_id, labels)
         mid = new_id("met")
-        location = self.storage.put_dir(self.storage.local_dir(run.artifact_location or ""),
-                                        self.storage.url("metrics", mid))
-        digest = self.storage.dir_sha256(location)
-        files = self.storage.file_hashes(location)
+        location = self.core.storage.put_dir(self.core.storage.local_dir(run.artifact_location or ""),
+                                        self.core.storage.url("metrics", mid))
+        digest = self.core.storage.dir_sha256(location)
+        files = self.core.storage.file_hashes(location)
         if threshold is None:
             info = self._evaluator_info(location)
             threshold = info.get("threshold") if len(labels) == 2 else None
         summary = run.metrics_summary
         try:
-            with self.tx() as conn:
-                row = self._locked(conn, run_id)
+            with self.core.tx() as conn:
+                row = self.runs._locked(conn, run_id)
                 self._check_name(name, run.project_id, labels, conn)
                 version = int(conn.execute(select(func.max(t.metrics.c.version)).where(t.metrics.c.name == name))
                               .scalar() or 0) + 1
@@ -92,12 +109,12 @@ class MetricsMixin(RunsMixin):
                     run_id=run_id, description=description if description is not None else spec.description,
                     spec=dumps(spec.to_dict()), labels=dumps(labels), threshold=threshold, operator=operator,
                     artifact_location=location, artifact_sha256=digest, summary=dumps(summary) if summary else None,
-                    immutable=1, created_at=self.now(), artifact_files=dumps(files)))
-                self._set_status(conn, row, Status.registered, f"registered as {name}-v{version}")
+                    immutable=1, created_at=self.core.now(), artifact_files=dumps(files)))
+                self.runs._set_status(conn, row, Status.registered, f"registered as {name}-v{version}")
         except IntegrityError:
             raise AssayError("one registration at a time for a name", f"'{name}' was registered concurrently",
                              "retry the registration", code="conflict") from None
-        return self.get_metric(f"{name}-v{version}")
+        return self.get(f"{name}-v{version}")
 
     def _check_name(self, name: str, project_id: str, labels: list[str], conn: Any = None) -> None:
         def check(c: Any) -> None:
@@ -115,23 +132,23 @@ class MetricsMixin(RunsMixin):
         if conn is not None:
             check(conn)
         else:
-            with self.tx() as c:
+            with self.core.tx() as c:
                 check(c)
 
     def _evaluator_info(self, location: str) -> dict[str, Any]:
         import json
 
         try:
-            return json.loads(self.storage.read_bytes(f"{location}/evaluator.json"))
+            return json.loads(self.core.storage.read_bytes(f"{location}/evaluator.json"))
         except AssayError:
             raise AssayError("an evaluator artifact with evaluator.json", f"none at {location}",
                              "the run did not save its evaluator; train again", code="invalid_artifact") from None
 
     # --- reading ----------------------------------------------------------------------------
-    def get_metric(self, name: str) -> Metric:
+    def get(self, name: str) -> Metric:
         """A metric by name (its latest version) or by ``name-vN``; lists every version."""
         m = VERSIONED.match(name)
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             base = name
             if m and conn.execute(select(t.metrics.c.id).where(t.metrics.c.full_name == name)).first():
                 base = m.group("name")
@@ -143,13 +160,13 @@ class MetricsMixin(RunsMixin):
         chosen = next((v for v in versions if v.full_name == name), versions[-1])
         return Metric(**chosen.model_dump(), versions=versions)
 
-    def list_metrics(self, project: str | None = None) -> list[Metric]:
+    def list(self, project: str | None = None) -> list[Metric]:
         q = select(t.metrics.c.name).distinct()
         if project:
-            q = q.where(t.metrics.c.project_id == self.get_project(project).id)
-        with self.tx() as conn:
+            q = q.where(t.metrics.c.project_id == self.projects.get(project).id)
+        with self.core.tx() as conn:
             names = sorted(conn.execute(q).scalars().all())
-        return [self.get_metric(n) for n in names]
+        return [self.get(n) for n in names]
 
     @staticmethod
     def _version(r: Mapping[str, Any]) -> MetricVersion:
@@ -172,7 +189,7 @@ class MetricsMixin(RunsMixin):
                 while len(self._evaluators) >= self.max_evaluators:  # drop the least recently loaded
                     self._evaluators.pop(next(iter(self._evaluators)))
                 self.verify_artifact(version)
-                path = str(self.storage.local_dir(version.artifact_location))
+                path = str(self.core.storage.local_dir(version.artifact_location))
                 if self._load_evaluator is not None:
                     ev = self._load_evaluator(path)
                 else:
@@ -185,19 +202,19 @@ class MetricsMixin(RunsMixin):
     def verify_artifact(self, version: MetricVersion) -> None:
         """Check a registered version's files against the hashes recorded at registration;
         any change (edited, added or removed file) raises ``artifact_modified`` naming the file."""
-        with self.tx() as conn:
+        with self.core.tx() as conn:
             recorded = loads(conn.execute(select(t.metrics.c.artifact_files).where(t.metrics.c.id == version.id))
                              .scalar())
         location = version.artifact_location
         fix = (f"restore the artifact of {version.full_name} from a backup, or register the run's artifact again "
                "as a new version; scoring with it is refused")
         if not recorded:  # registered before per-file hashes: the whole-folder hash only
-            if self.storage.dir_sha256(location) != version.artifact_sha256:
+            if self.core.storage.dir_sha256(location) != version.artifact_sha256:
                 raise AssayError(f"the files of {version.full_name} as registered (sha256 "
                                  f"{version.artifact_sha256[:12]})", f"a changed file under {location}", fix,
                                  code="artifact_modified")
             return
-        now = self.storage.file_hashes(location)
+        now = self.core.storage.file_hashes(location)
         changed = sorted(f for f in recorded if now.get(f) != recorded[f]) + sorted(set(now) - set(recorded))
         if changed:
             what = "missing" if changed[0] not in now else ("added" if changed[0] not in recorded else "changed")
@@ -254,5 +271,5 @@ class MetricsMixin(RunsMixin):
 
     def score(self, name: str, rows: Sequence[Any]) -> list[ScoreResult]:
         """Score rows with a registered metric (``name`` = latest version, or ``name-vN``)."""
-        version = self.get_metric(name)
+        version = self.get(name)
         return self.score_rows(version, self.check_score_rows(version, rows))

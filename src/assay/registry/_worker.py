@@ -42,7 +42,7 @@ from ..config import Config
 from ..errors import AssayError, Cancelled
 from ._metrics import _summary
 from ._models import Run
-from ._runs import RunLost
+from ._queue import RunLost
 from ._service import Registry
 
 log = logging.getLogger("assay.worker")
@@ -92,7 +92,7 @@ class _RunLog(logging.Handler):
             return
         self._busy = True
         try:
-            self.registry.log_run(self.run_id, f"{record.levelname.lower()}: {record.getMessage()}")
+            self.registry.runs.log(self.run_id, f"{record.levelname.lower()}: {record.getMessage()}")
         except Exception:  # never let logging break a run
             pass
         finally:
@@ -129,7 +129,7 @@ class Worker:
                 if time.time() - last_recover > max(self.stale_after / 3, 1.0):
                     self.recover()
                     last_recover = time.time()
-                run = self.registry.claim_run(self.worker_id, pid=os.getpid())
+                run = self.registry.runs.claim(self.worker_id, pid=os.getpid())
                 if run is not None:
                     self.execute(run)
                     done += 1
@@ -143,18 +143,18 @@ class Worker:
 
     def _seen(self, run_id: str | None = None, stopped: bool = False) -> None:
         try:
-            self.registry.worker_seen(self.worker_id, pid=os.getpid(), run_id=run_id, stopped=stopped)
+            self.registry.runs.worker_seen(self.worker_id, pid=os.getpid(), run_id=run_id, stopped=stopped)
         except Exception as exc:  # liveness is advisory: never let it stop the worker
             log.warning("could not record worker liveness: %s", exc)
 
     def run_once(self) -> Run | None:
         """Recover stale runs, then claim and execute one queued run (None if the queue is empty)."""
         self.recover()
-        run = self.registry.claim_run(self.worker_id, pid=os.getpid())
+        run = self.registry.runs.claim(self.worker_id, pid=os.getpid())
         return self.execute(run) if run is not None else None
 
     def recover(self) -> list[str]:
-        failed = self.registry.recover_stale(self.stale_after, exclude_worker=self.worker_id)
+        failed = self.registry.runs.recover_stale(self.stale_after, exclude_worker=self.worker_id)
         for rid in failed:
             log.warning("run %s: its worker stopped; marked Failed", rid)
         return failed
@@ -184,17 +184,17 @@ class Worker:
             if not (new_stage or now - state["saved"] > 0.5 or (fraction is not None and fraction >= 1)):
                 return
             log_it = new_stage or now - state["logged"] > 2.0
-            reg.report_stage(run.id, wid, stage, fraction, message or stage, log=log_it)
+            reg.runs.report_stage(run.id, wid, stage, fraction, message or stage, log=log_it)
             state.update(stage=stage, saved=now, logged=now if log_it else state["logged"])
 
         def should_stop() -> bool:
             return cancel.is_set() or lost.is_set()
 
         try:
-            if cancel.is_set() or reg.heartbeat(run.id, wid):
+            if cancel.is_set() or reg.runs.heartbeat(run.id, wid):
                 raise Cancelled("cancelled before it started")
-            reg.report_stage(run.id, wid, "preparing", 0.0, "resolving datasets")
-            cfg = reg.resolve_config(run, workdir, out)
+            reg.runs.report_stage(run.id, wid, "preparing", 0.0, "resolving datasets")
+            cfg = reg.runs.resolve_config(run, workdir, out)
             result = self.executor.execute(RunJob(run.id, cfg, out, workdir), on_status, should_stop)
             if lost.is_set():
                 raise RunLost(run.id)
@@ -202,14 +202,14 @@ class Worker:
             location = run_url
             if not (storage.local and artifact.resolve() == out.resolve()):
                 location = storage.put_dir(artifact, run_url)
-            return reg.finish_run(run.id, wid, artifact_location=location, summary=_summary(result.report))
+            return reg.runs.finish(run.id, wid, artifact_location=location, summary=_summary(result.report))
         except RunLost:
             log.warning("run %s is no longer ours (marked failed elsewhere?)", run.id)
-            return reg.get_run(run.id)
+            return reg.runs.get(run.id)
         except BaseException as exc:
             if lost.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 log.warning("run %s is no longer ours; stopped it", run.id)
-                return reg.get_run(run.id)
+                return reg.runs.get(run.id)
             return self._fail(run, exc, cancelled=_is_cancel(exc) or (cancel.is_set() and not lost.is_set()),
                               out=out, run_url=run_url)
         finally:
@@ -229,13 +229,13 @@ class Worker:
         location = None
         try:
             if not cancelled:
-                reg.log_run(run.id, "".join(traceback.format_exception(exc))[-3000:], kind="error")
+                reg.runs.log(run.id, "".join(traceback.format_exception(exc))[-3000:], kind="error")
             if not reg.storage.local and any(out.iterdir()):  # keep partial outputs
                 location = reg.storage.put_dir(out, run_url)
-            result = reg.fail_run(run.id, "cancelled" if cancelled else reason, worker_id=self.worker_id,
-                                  cancelled=cancelled, artifact_location=location)
+            result = reg.runs.fail(run.id, "cancelled" if cancelled else reason, worker_id=self.worker_id,
+                                   cancelled=cancelled, artifact_location=location)
         except RunLost:
-            result = reg.get_run(run.id)
+            result = reg.runs.get(run.id)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise exc
         log.warning("run %s %s: %s", run.id, "cancelled" if cancelled else "failed", reason)
@@ -245,7 +245,7 @@ class Worker:
         while not stop.wait(self.heartbeat_interval):
             try:
                 self._seen(run_id)
-                if self.registry.heartbeat(run_id, self.worker_id):
+                if self.registry.runs.heartbeat(run_id, self.worker_id):
                     cancel.set()
             except RunLost:
                 lost.set()

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 
 from ..errors import AssayError
-from ..registry._service import KeyScope
+from ..registry import KeyScope
 
 PERMS = {
     "admin": {"member", "read", "score", "edit", "admin"},

@@ -64,10 +64,10 @@ def health(request: Request) -> dict[str, Any]:
 
     app = request.app
     stale_after = app.state.stale_after
-    workers = reg.workers_status(stale_after)
+    workers = reg.runs.workers_status(stale_after)
     sup = app.state.supervisor.status() if app.state.supervisor is not None else None
     alive = [w for w in workers if w["alive"]]
-    queue = reg.queue_depth()
+    queue = reg.runs.queue_depth()
     problems = []
     if sup is not None and any(not p["alive"] for p in sup["processes"]):
         problems.append("a worker process is down (being restarted)")
@@ -91,7 +91,7 @@ def health(request: Request) -> dict[str, Any]:
         ids = acc.visible(request, "read")
         stats = app.state.batcher.stats()
         if ids is not None:
-            names = {v.full_name for m in reg.list_metrics() if m.project_id in ids for v in m.versions}
+            names = {v.full_name for m in reg.metrics.list() if m.project_id in ids for v in m.versions}
             stats = {k: v for k, v in stats.items() if k in names}
         out["batching"] = stats
     return out
@@ -106,14 +106,14 @@ class ProjectIn(BaseModel):
 @router.get("/projects", response_model=list[Project], tags=["projects"], responses=_ERRORS)
 def list_projects(request: Request) -> list[Project]:
     ids = acc.visible(request)
-    items = _reg(request).list_projects()
+    items = _reg(request).projects.list()
     return items if ids is None else [p for p in items if p.id in ids]
 
 
 @router.post("/projects", response_model=Project, status_code=201, tags=["projects"], responses=_ERRORS)
 def create_project(body: ProjectIn, request: Request) -> Project:
     acc.require_operator(request, "create a project")
-    return _reg(request).create_project(body.name, body.description)
+    return _reg(request).projects.create(body.name, body.description)
 
 
 def _visible(request: Request, kind: str, ref: str, need: str, get: Any) -> Any:
@@ -129,19 +129,19 @@ def _visible(request: Request, kind: str, ref: str, need: str, get: Any) -> Any:
 
 
 def _project(request: Request, ref: str, need: str) -> Project:
-    return _visible(request, "project", ref, need, _reg(request).get_project)
+    return _visible(request, "project", ref, need, _reg(request).projects.get)
 
 
 def _dataset(request: Request, dataset_id: str, need: str) -> Dataset:
-    return _visible(request, "dataset", dataset_id, need, _reg(request).get_dataset)
+    return _visible(request, "dataset", dataset_id, need, _reg(request).datasets.get)
 
 
 def _run(request: Request, run_id: str, need: str) -> Run:
-    return _visible(request, "run", run_id, need, _reg(request).get_run)
+    return _visible(request, "run", run_id, need, _reg(request).runs.get)
 
 
 def _metric(request: Request, name: str, need: str) -> Metric:
-    return _visible(request, "metric", name, need, _reg(request).get_metric)
+    return _visible(request, "metric", name, need, _reg(request).metrics.get)
 
 
 @router.get("/projects/{project}", response_model=Project, tags=["projects"], responses=_ERRORS)
@@ -166,7 +166,7 @@ def _json_form(value: str | None, name: str) -> dict[str, str]:
 
 @router.get("/projects/{project}/datasets", response_model=list[Dataset], tags=["datasets"], responses=_ERRORS)
 def list_datasets(project: str, request: Request) -> list[Dataset]:
-    return _reg(request).list_datasets(_project(request, project, "read").id)
+    return _reg(request).datasets.list(_project(request, project, "read").id)
 
 
 @router.post("/projects/{project}/datasets", response_model=Dataset | Validated, status_code=201,
@@ -189,7 +189,7 @@ def upload_dataset(
     from ._uploads import spool_upload
 
     with spool_upload(file, MAX_UPLOAD_BYTES) as path:
-        return _reg(request).add_dataset(
+        return _reg(request).datasets.add(
             p.id, path, file.filename or "upload", metric=metric, kind=kind,
             columns=_json_form(columns, "columns"), label_map=_json_form(label_map, "label_map"), name=name,
             seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only)
@@ -203,7 +203,7 @@ def get_dataset(dataset_id: str, request: Request) -> Dataset:
 @router.get("/datasets/{dataset_id}/rows", tags=["datasets"], responses=_ERRORS)
 def dataset_rows(dataset_id: str, request: Request, limit: int = Query(50, ge=1, le=10000)) -> list[dict[str, Any]]:
     _dataset(request, dataset_id, "read")
-    return _reg(request).dataset_rows(dataset_id, limit=limit)
+    return _reg(request).datasets.rows(dataset_id, limit=limit)
 
 
 class ReviewStart(BaseModel):
@@ -221,19 +221,19 @@ class DecisionIn(BaseModel):
 def start_review(dataset_id: str, body: ReviewStart, request: Request) -> list[ReviewItem]:
     """Pick ``n`` rows of a dataset (the same ones each time) for a person to check."""
     _dataset(request, dataset_id, "edit")
-    return _reg(request).start_review(dataset_id, body.n)
+    return _reg(request).datasets.start_review(dataset_id, body.n)
 
 
 @router.get("/datasets/{dataset_id}/review", response_model=list[ReviewItem], tags=["review"], responses=_ERRORS)
 def review_items(dataset_id: str, request: Request) -> list[ReviewItem]:
     _dataset(request, dataset_id, "read")
-    return _reg(request).review_items(dataset_id)
+    return _reg(request).datasets.review_items(dataset_id)
 
 
 @router.post("/review/{item_id}", response_model=ReviewItem, tags=["review"], responses=_ERRORS)
 def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
     """Accept, reject or relabel a reviewed row; runs training on the dataset apply the decisions."""
-    ds_id = _reg(request).review_item_dataset(item_id)
+    ds_id = _reg(request).datasets.review_item_dataset(item_id)
     if ds_id is None:
         raise acc.hidden("review item", item_id)
     try:
@@ -242,7 +242,8 @@ def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
         if exc.code == "not_found":
             raise acc.hidden("review item", item_id) from None
         raise
-    return _reg(request).decide(item_id, body.decision, label=body.label, reviewer=body.reviewer, note=body.note)
+    return _reg(request).datasets.decide(item_id, body.decision, label=body.label, reviewer=body.reviewer,
+                                         note=body.note)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def create_run(body: RunIn, request: Request) -> Run:
     """Queue a run; a worker picks it up. Providers (judge, generate) are picked by the server's
     names; a base_url, api_key_env, cache path or other server path is refused (400)."""
     p = _project(request, body.project, "edit")
-    return _reg(request).create_run(p.id, body.config, name=body.name)
+    return _reg(request).runs.create(p.id, body.config, name=body.name)
 
 
 @router.get("/runs", response_model=list[Run], tags=["runs"], responses=_ERRORS)
@@ -282,8 +283,8 @@ def list_runs(request: Request, project: str | None = None, status: str | None =
         project = _project(request, project, "read").id
     ids = acc.visible(request, "read")
     if ids is not None and project is None:
-        return [r for r in _reg(request).list_runs(None, status, limit=limit) if r.project_id in ids]
-    return _reg(request).list_runs(project, status, limit=limit)
+        return [r for r in _reg(request).runs.list(None, status, limit=limit) if r.project_id in ids]
+    return _reg(request).runs.list(project, status, limit=limit)
 
 
 @router.get("/runs/{run_id}", response_model=Run, tags=["runs"], responses=_ERRORS)
@@ -296,8 +297,8 @@ def run_queue(run_id: str, request: Request) -> dict[str, Any]:
     """Where a queued run waits (1: next), the queue depth, and whether a live worker is there."""
     _run(request, run_id, "read")
     reg = _reg(request)
-    workers = reg.workers_status(request.app.state.stale_after)
-    return {"position": reg.queue_position(run_id), "queue_depth": reg.queue_depth(),
+    workers = reg.runs.workers_status(request.app.state.stale_after)
+    return {"position": reg.runs.queue_position(run_id), "queue_depth": reg.runs.queue_depth(),
             "workers_alive": sum(1 for w in workers if w["alive"])}
 
 
@@ -305,14 +306,14 @@ def run_queue(run_id: str, request: Request) -> dict[str, Any]:
 def run_logs(run_id: str, request: Request, after: int = Query(0, ge=0, le=MAX_EVENT_ID)) -> list[RunEvent]:
     """Status changes, stage progress, log lines and errors after event id ``after``."""
     _run(request, run_id, "read")
-    return _reg(request).run_events(run_id, after=after)
+    return _reg(request).runs.events(run_id, after=after)
 
 
 @router.get("/runs/{run_id}/report", tags=["runs"], responses=_ERRORS)
 def run_report(run_id: str, request: Request, format: Literal["json", "html", "md"] = "json") -> Any:
     """The evaluation report (kappa, F1, AUROC, confusion, calibration, baselines, speed)."""
     _run(request, run_id, "read")
-    out = _reg(request).run_report(run_id, format)
+    out = _reg(request).runs.report(run_id, format)
     if format == "html":
         return HTMLResponse(out)
     if format == "md":
@@ -323,7 +324,7 @@ def run_report(run_id: str, request: Request, format: Literal["json", "html", "m
 @router.post("/runs/{run_id}/cancel", response_model=Run, tags=["runs"], responses=_ERRORS)
 def cancel_run(run_id: str, request: Request) -> Run:
     _run(request, run_id, "edit")
-    return _reg(request).cancel_run(run_id)
+    return _reg(request).runs.cancel(run_id)
 
 
 @router.post("/runs/{run_id}/register", response_model=Metric, status_code=201, tags=["metrics"],
@@ -331,8 +332,8 @@ def cancel_run(run_id: str, request: Request) -> Run:
 def register(run_id: str, body: RegisterIn, request: Request) -> Metric:
     """Freeze a Fine-tuned run as the next immutable version ``name-vN`` of a metric."""
     _run(request, run_id, "edit")
-    return _reg(request).register(run_id, body.name, threshold=body.threshold, operator=body.operator,
-                                  description=body.description)
+    return _reg(request).metrics.register(run_id, body.name, threshold=body.threshold, operator=body.operator,
+                                          description=body.description)
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -351,7 +352,7 @@ class ScoreOut(BaseModel):
 def list_metrics(request: Request, project: str | None = None) -> list[Metric]:
     if project is not None:
         project = _project(request, project, "read").id
-    return acc.filter_by_project(request, _reg(request).list_metrics(project), "read")
+    return acc.filter_by_project(request, _reg(request).metrics.list(project), "read")
 
 
 @router.get("/metrics/{name}", response_model=Metric, tags=["metrics"], responses=_ERRORS)
@@ -366,7 +367,7 @@ async def score(name: str, body: ScoreIn, request: Request) -> ScoreOut:
     Concurrent requests for the same version are micro-batched into one evaluator call."""
     reg = _reg(request)
     version = await asyncio.to_thread(_metric, request, name, "score")
-    rows = reg.check_score_rows(version, body.rows)
+    rows = reg.metrics.check_score_rows(version, body.rows)
     results, batch = await request.app.state.batcher.score(version, rows)
     return ScoreOut(metric=version.full_name, results=results, batch=batch)
 
@@ -383,7 +384,7 @@ def label_dataset(dataset_id: str, body: LabelIn, request: Request) -> Dataset:
     """Label a dataset's rows with the judge (the metric's prompt); stored as a new training set.
     The judge is one of the server's providers, by name (see /v1/providers)."""
     _dataset(request, dataset_id, "edit")
-    return _reg(request).label_dataset(dataset_id, body.judge, name=body.name)
+    return _reg(request).datasets.label(dataset_id, body.judge, name=body.name)
 
 
 @router.get("/providers", tags=["server"], responses=_ERRORS)

@@ -98,7 +98,7 @@ class KeyCheck:
         hit = self._ok.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
-        sc = self.registry.key_scope(token)
+        sc = self.registry.keys.scope(token)
         if sc is not None:
             if len(self._ok) > 10000:  # bounded: stale entries of many keys
                 self._ok = {k: v for k, v in self._ok.items() if v[0] > now}

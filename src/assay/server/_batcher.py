@@ -96,7 +96,7 @@ class ScoreBatcher:
             s.largest_batch_requests = max(s.largest_batch_requests, len(batch))
             s.largest_batch_rows = max(s.largest_batch_rows, len(rows))
             try:
-                results = await loop.run_in_executor(self._pool, self.registry.score_rows, version, rows)
+                results = await loop.run_in_executor(self._pool, self.registry.metrics.score_rows, version, rows)
             except Exception as exc:
                 for _, fut in batch:
                     if not fut.done():

@@ -57,7 +57,7 @@ class Supervisor:
                     self.next_start[i] = now + (0.0 if self.restarts[i] == 0 else delay)
                     log.warning("worker pid %s exited with %s; restarting", p.pid, code)
                     try:
-                        self.registry.worker_gone(p.pid)
+                        self.registry.runs.worker_gone(p.pid)
                     except Exception as exc:  # advisory
                         log.warning("could not record the worker's exit: %s", exc)
                 if now >= self.next_start[i]:
@@ -65,7 +65,7 @@ class Supervisor:
                     self.restarts[i] += 1
                     self.next_start[i] = 0.0
         try:
-            failed = self.registry.recover_stale(self.stale_after)
+            failed = self.registry.runs.recover_stale(self.stale_after)
         except Exception as exc:  # a database hiccup: next round
             log.warning("stale-run check failed: %s", exc)
             failed = []

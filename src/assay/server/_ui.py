@@ -47,7 +47,7 @@ def home() -> RedirectResponse:
 @router.get("/projects", response_class=HTMLResponse)
 def projects(request: Request) -> HTMLResponse:
     ids = acc.visible(request)
-    items = [p for p in _reg(request).list_projects() if ids is None or p.id in ids]
+    items = [p for p in _reg(request).projects.list() if ids is None or p.id in ids]
     return _page(request, "projects.html", projects=items)
 
 
@@ -55,12 +55,12 @@ def projects(request: Request) -> HTMLResponse:
 def create_project(request: Request, name: str = Form(...), description: str = Form("")) -> Any:
     try:
         acc.require_operator(request, "create a project")
-        p = _reg(request).create_project(name, description)
+        p = _reg(request).projects.create(name, description)
     except AssayError as exc:  # the form again, listing only the projects this caller may see
         from ._app import STATUS
 
         ids = acc.visible(request)
-        items = [p for p in _reg(request).list_projects() if ids is None or p.id in ids]
+        items = [p for p in _reg(request).projects.list() if ids is None or p.id in ids]
         resp = _page(request, "projects.html", projects=items, error=exc.to_dict())
         resp.status_code = STATUS.get(exc.code, 422 if exc.code.startswith("invalid") else 400)
         return resp
@@ -71,18 +71,18 @@ def create_project(request: Request, name: str = Form(...), description: str = F
 def project(request: Request, project: str) -> HTMLResponse:
     reg = _reg(request)
     try:
-        p = reg.get_project(project)
+        p = reg.projects.get(project)
         acc.check(request, p.id, "read", "project", project)
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
-    return _page(request, "project.html", project=p, runs=reg.list_runs(p.id), datasets=reg.list_datasets(p.id),
-                 metrics=reg.list_metrics(p.id))
+    return _page(request, "project.html", project=p, runs=reg.runs.list(p.id), datasets=reg.datasets.list(p.id),
+                 metrics=reg.metrics.list(p.id))
 
 
 @router.get("/projects/{project}/new", response_class=HTMLResponse)
 def new_run(request: Request, project: str) -> HTMLResponse:
     try:
-        p = _reg(request).get_project(project)
+        p = _reg(request).projects.get(project)
         acc.check(request, p.id, "edit", "project", project)
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
@@ -97,36 +97,36 @@ def new_run(request: Request, project: str) -> HTMLResponse:
 def run_page(request: Request, run_id: str) -> HTMLResponse:
     reg = _reg(request)
     try:
-        run = reg.get_run(run_id)
+        run = reg.runs.get(run_id)
         acc.check(request, run.project_id, "read", "run", run_id)
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     import time
 
     stale_after = request.app.state.stale_after
-    position = reg.queue_position(run_id) if run.status == Status.queued else None
+    position = reg.runs.queue_position(run_id) if run.status == Status.queued else None
     warning = None
-    if position is not None and not any(w["alive"] for w in reg.workers_status(stale_after)):
+    if position is not None and not any(w["alive"] for w in reg.runs.workers_status(stale_after)):
         warning = "No live worker: queued runs wait until a worker (assay worker) is running."
     elif run.status.active and run.worker_id and run.heartbeat_at is not None:
         beat = time.time() - run.heartbeat_at.timestamp()
         if beat > stale_after / 2:
             warning = (f"The worker has not reported for {beat:.0f} s; the run is failed after {stale_after:.0f} s "
                        "without a heartbeat.")
-    return _page(request, "run.html", run=run, project=reg.get_project(run.project_id),
+    return _page(request, "run.html", run=run, project=reg.projects.get(run.project_id),
                  active=[s.value for s in Status if s.active], queue_position=position, stale_warning=warning,
                  stale_after=stale_after)
 
 
 @router.get("/metrics", response_class=HTMLResponse)
 def metrics(request: Request) -> HTMLResponse:
-    return _page(request, "metrics.html", metrics=acc.filter_by_project(request, _reg(request).list_metrics(), "read"))
+    return _page(request, "metrics.html", metrics=acc.filter_by_project(request, _reg(request).metrics.list(), "read"))
 
 
 @router.get("/metrics/{name}", response_class=HTMLResponse)
 def metric_page(request: Request, name: str) -> HTMLResponse:
     try:
-        m = _reg(request).get_metric(name)
+        m = _reg(request).metrics.get(name)
         acc.check(request, m.project_id, "read", "metric", name)
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)

@@ -4,7 +4,7 @@
 ``too_large``, before it is all received: by ``Content-Length`` at once, else, chunked, by
 counting); ``spool_upload`` copies the multipart file part to a private temporary file in 1 MiB
 chunks, so the handler never holds the file in memory. Parsing then reads the file
-incrementally (see ``Registry.add_dataset``).
+incrementally (see ``Registry.datasets.add``).
 """
 
 from __future__ import annotations
