@@ -63,6 +63,8 @@ class Calibration:
     nll_after: float | None = None
     prior: Mapping[str, Any] | None = None  # label shift: calibration / target priors and the per-label shift
     threshold_details: Mapping[str, Any] | None = None  # the objective's value (and precision / recall)
+    # risk-controlled routing (assay.train._risk.RiskControl.to_dict): the region of scores sent to people
+    routing: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``calibration`` entry of ``evaluator.json``."""
@@ -78,7 +80,20 @@ class Calibration:
         out["threshold_method"] = self.threshold_method
         if self.threshold_details is not None:
             out["threshold_details"] = self.threshold_details
+        if self.routing is not None:
+            out["routing"] = dict(self.routing)
         return out
+
+    def review_region(self, threshold: float | None) -> Mapping[str, Any] | None:
+        """The certified review region (``band`` or ``min_confidence``) when routing met its target
+        and the evaluator still decides at the threshold it was certified for; else None."""
+        r = self.routing
+        if not r or not r.get("met"):
+            return None
+        if r.get("band") is not None and (threshold is None or self.threshold is None
+                                          or abs(float(threshold) - float(self.threshold)) > 1e-9):
+            return None  # a registered version moved the threshold: the band was certified around another one
+        return r
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Calibration":
@@ -99,7 +114,8 @@ class Calibration:
                    target=d.get("threshold_target"), threshold_method=d.get("threshold_method"), method=method,
                    source=source, n_rows=n_rows, small_sample=bool(d.get("small_sample", n_rows < FEW_ROWS)),
                    warnings=tuple(d.get("warnings") or ()), nll_before=d.get("nll_before"),
-                   nll_after=d.get("nll_after"), prior=d.get("prior"), threshold_details=d.get("threshold_details"))
+                   nll_after=d.get("nll_after"), prior=d.get("prior"), threshold_details=d.get("threshold_details"),
+                   routing=d.get("routing"))
 
 
 def decide(p: Sequence[float], labels: Sequence[str], positive: str | None, threshold: float | None,

@@ -139,9 +139,10 @@ class Evaluator:
     @property
     def calibration(self) -> Calibration:
         """How this evaluator was calibrated (``evaluator.json`` ``calibration``), with its current
-        temperature and threshold."""
+        temperature; ``threshold`` is the calibrated one (``ev.threshold`` may have been moved since,
+        e.g. by a registered version)."""
         cal = Calibration.from_dict(self.info.get("calibration"))
-        return replace(cal, temperature=self.temperature, threshold=self.threshold)
+        return replace(cal, temperature=self.temperature)
 
     # --- scoring ------------------------------------------------------------------------------
     def encode(self, rows: Sequence[Mapping[str, Any]]):

@@ -37,6 +37,9 @@ class Verdict:
     severity: str = "medium"
     binary: bool = True
     threshold: float | None = None  # binary evaluators: the decision threshold the label came from
+    # the evaluator's certified review region (risk-controlled routing), when it has one
+    review_band: tuple[float, float] | None = None  # binary: P(positive) in it goes to people
+    review_min_confidence: float | None = None  # categorical: confidence below it goes to people
 
     def to_dict(self, with_row: bool = False) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("trace_id", "metric", "kind", "label", "passed", "score", "confidence",
@@ -70,11 +73,11 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
 
             reg = Registry()
             try:
-                version = reg.get_metric(name)
+                version = reg.metrics.get(name)
             except AssayError:
                 version = None
             if version is not None:
-                reg.verify_artifact(version)  # an edited file is refused, naming it
+                reg.metrics.verify_artifact(version)  # an edited file is refused, naming it
                 return Path(reg.storage.local_dir(version.artifact_location)), version
     raise AssayError(f"an evaluator artifact directory with {INFO_FILE}, or a registered metric name",
                      f"'{ref}': " + (f"a folder without {INFO_FILE}" if p.is_dir() else
@@ -167,6 +170,9 @@ class ModelCheck:
             raise AssayError(f"fail_labels among {list(self.metric.labels)}", f"{sorted(unknown)}",
                              "list labels of the metric that count as failing", code="invalid_config")
         self.report = read_report(self.source)
+        cal = getattr(self.evaluator, "calibration", None)
+        self.review_region = (cal.review_region(getattr(self.evaluator, "threshold", None))
+                              if cal is not None and hasattr(cal, "review_region") else None)
         self.eval_kappa = report_kappa(self.report)
         self.baseline = report_baseline(self.report)
 
@@ -205,6 +211,7 @@ class ModelCheck:
         return out
 
     def verdict(self, row: Mapping[str, Any], s: Any) -> Verdict:
+        region = self.review_region
         probs = {k: float(v) for k, v in (getattr(s, "probabilities", None) or {}).items()}
         pos = self.metric.positive
         score = probs.get(pos, float(s.score)) if self.metric.is_binary else float(s.score)
@@ -212,7 +219,9 @@ class ModelCheck:
         return Verdict(subject(row), self.name, "evaluator", s.label, s.label not in self.fail_labels,
                        score=score, confidence=float(s.confidence), probabilities=probs or None,
                        details=extra, row=dict(row), severity=self.severity, binary=self.metric.is_binary,
-                       threshold=getattr(self.evaluator, "threshold", None) if self.metric.is_binary else None)
+                       threshold=getattr(self.evaluator, "threshold", None) if self.metric.is_binary else None,
+                       review_band=tuple(region["band"]) if region and region.get("band") else None,
+                       review_min_confidence=region.get("min_confidence") if region else None)
 
     def _decided(self, row: Mapping[str, Any], r: Any) -> Verdict:
         label = sorted(self.fail_labels, key=list(self.metric.labels).index)[0]

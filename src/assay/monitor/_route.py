@@ -1,10 +1,15 @@
 """Routing: which verdicts a person should look at.
 
-- ``review/uncertain``: a binary score P(positive) close to the evaluator's own decision threshold
-  (its calibrated one, 0.5 when it has none): within ``margin`` of it in log-odds, where ``margin``
-  is given as the half-width of the band it makes around 0.5 (0.2: 0.3-0.7 for a threshold of 0.5;
-  for a threshold of 0.15, 0.07-0.29). ``band`` instead sets a fixed absolute band on P(positive).
-  Categorical: confidence below ``min_confidence``;
+- ``review/uncertain``: by default the evaluator's **certified review region** (risk-controlled
+  routing, chosen at training time on its calibration rows so that verdicts accepted automatically
+  disagree with people at most ``train.review_target`` of the time, with confidence
+  ``1 - train.review_delta``; see ``assay.train._risk``): binary, P(positive) inside its band around
+  the threshold; categorical, confidence below its cut. An evaluator without one (too few calibration
+  rows, an older artifact, or a registered version that moved the threshold) falls back to a band
+  within ``margin`` of its threshold in log-odds, where ``margin`` is given as the half-width of the
+  band it makes around 0.5 (0.2: 0.3-0.7 for a threshold of 0.5; for a threshold of 0.15, 0.07-0.29),
+  and for categorical metrics to ``min_confidence``. A ``margin``, ``min_confidence`` or ``band`` set in
+  the route config wins over the certified region (``band``: a fixed absolute band on P(positive));
 - ``review/high_severity_fail``: a failing verdict on a metric (or gate) whose severity is listed;
 - ``review/audit``: a deterministic sample (``audit_rate``, by hash of seed, metric and trace id)
   of the confident passes;
@@ -76,12 +81,21 @@ class Router:
     def route(self, v: Any) -> Route:
         c = self.config
         if v.kind == "evaluator":
+            certified = getattr(v, "review_band", None), getattr(v, "review_min_confidence", None)
             if v.binary and v.score is not None:
-                lo, hi = c.band if c.band is not None else uncertainty_band(v.threshold, c.margin)
+                if c.band is not None:
+                    lo, hi = c.band
+                elif certified[0] is not None and "margin" not in c.model_fields_set:
+                    lo, hi = certified[0]
+                else:
+                    lo, hi = uncertainty_band(v.threshold, c.margin)
                 if lo <= v.score <= hi:
                     return Route(REVIEW, "uncertain")
-            elif v.confidence is not None and v.confidence < c.min_confidence:
-                return Route(REVIEW, "uncertain")
+            elif v.confidence is not None:
+                cut = (certified[1] if certified[1] is not None and "min_confidence" not in c.model_fields_set
+                       else c.min_confidence)
+                if v.confidence < cut:
+                    return Route(REVIEW, "uncertain")
         if not v.passed:
             if v.severity in c.review_severities:
                 return Route(REVIEW, "high_severity_fail" if v.kind == "evaluator" else "gate_fail")

@@ -82,9 +82,28 @@ def evaluate(
         "systems": systems,
         "speed": speed_report,
         "reliability": reliability,
+        "routing": _routing(evaluator, probs, y, labels, positive),
         "settings": config.model_dump(mode="json"),
     }
     return to_jsonable(report)
+
+
+def _routing(evaluator: Any, probs: np.ndarray, y: list[Any], labels: list[str], positive: str | None
+             ) -> dict[str, Any] | None:
+    """The evaluator's certified review region (risk-controlled routing) and what it does on these
+    rows: the share routed to people and the disagreement among the verdicts accepted automatically."""
+    cal = getattr(evaluator, "calibration", None)
+    routing = getattr(cal, "routing", None)
+    if not routing:
+        return None
+    from ..train._risk import RiskControl, realised
+
+    control = RiskControl.from_dict(dict(routing))
+    out = {"certified": dict(routing), "applies": cal.review_region(evaluator.threshold) is not None}
+    if control is not None and control.met and out["applies"]:
+        idx = [labels.index(v) for v in y]
+        out["held_out"] = realised(control, probs, idx, labels, positive, evaluator.threshold)
+    return out
 
 
 def _system(value: Any, y: list[Any], labels: list[str], positive: str | None, bootstrap: int) -> dict[str, Any]:

@@ -158,6 +158,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 _md_table(["bin", "mean confidence", "accuracy", "rows"],
                           [[f"{b['lo']:.2f}-{b['hi']:.2f}", _f(b["confidence"]), _f(b["accuracy"]), str(b["count"])]
                            for b in rel["confidence"]]), ""]
+    out += _routing_lines(report.get("routing"))
     speed = report.get("speed")
     out += ["## Speed and cost", "", _speed_line(speed or {}), ""]
     if speed:
@@ -340,3 +341,32 @@ def render_html(report: Mapping[str, Any]) -> str:
     title = e(f"assay report: {metric.get('name', '?')}")
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _routing_lines(routing: Any) -> list[str]:
+    """The risk-controlled routing section: the target, the region, the share routed, the realised
+    disagreement of auto-accepted verdicts on the held-out rows."""
+    if not routing:
+        return []
+    c = routing.get("certified") or {}
+    head = (f"Target: at most {_f(c.get('target'))} disagreement with people among the verdicts accepted "
+            f"automatically, with confidence {_f(1 - float(c.get('delta') or 0))} ({c.get('method')}; "
+            f"{c.get('n_rows')} calibration rows).")
+    if not c.get("met"):
+        return ["## Routing to people", "", head, "",
+                "No review region met the target on the calibration rows: the monitor uses its default "
+                "band. Add calibration rows or raise `train.review_target`.", ""]
+    region = (f"P(positive) in [{_f(c['band'][0])}, {_f(c['band'][1])}]" if c.get("band")
+              else f"confidence below {_f(c.get('min_confidence'))}")
+    rows = [["calibration rows", _f(c.get("routed_share")), _f(c.get("accepted_disagreement"))]]
+    held = routing.get("held_out")
+    if held:
+        rows.append(["held-out rows", _f(held.get("routed_share")), _f(held.get("accepted_disagreement"))])
+    lines = ["## Routing to people", "", head, f"Region sent to people: {region}.", "",
+             _md_table(["rows", "share routed to people", "disagreement among auto-accepted"], rows), ""]
+    if not routing.get("applies"):
+        lines += ["The evaluator's threshold has moved since calibration: the certified region does not apply.", ""]
+    elif held and held.get("within_target") is False:
+        lines += [f"On the held-out rows the disagreement among auto-accepted verdicts is above the target "
+                  f"{_f(c.get('target'))}.", ""]
+    return lines

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..evaluator._contract import FEW_ROWS, Calibration
+from ._risk import DELTA, TARGET, control_risk
 
 MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
 # FEW_ROWS (assay.evaluator): fewer calibration rows than this: a warning, small_sample (and out-of-fold
@@ -120,8 +121,8 @@ def smoothed_prior(label_values: Sequence[str], labels: Sequence[str]) -> dict[s
 def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "f1",
               target: float | None = None, batch_size: int | None = None,
               target_prior: dict[str, float] | None = None, logits: Any = None,
-              source: str = "a calibration slice of the training rows", method: str | None = None
-              ) -> dict[str, Any]:
+              source: str = "a calibration slice of the training rows", method: str | None = None,
+              review_target: float = TARGET, review_delta: float = DELTA) -> dict[str, Any]:
     """Fit temperature, the label shift towards ``target_prior`` (if given) and the threshold (binary
     metrics) on ``rows``; sets them on ``evaluator``.
 
@@ -129,7 +130,9 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     cross-validated linear model), else the evaluator computes them. ``source`` names where the
     rows come from in the report; ``method`` is ``slice`` or ``out-of-fold`` (default: ``out-of-fold``
     when ``logits`` are given). Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of its
-    search range) are listed in ``warnings``. Returns :meth:`assay.evaluator.Calibration.to_dict`
+    search range) are listed in ``warnings``. The review region (``routing``) is chosen on the same
+    rows so that auto-accepted verdicts disagree with people at most ``review_target`` of the time
+    with confidence ``1 - review_delta`` (:func:`assay.train._risk.control_risk`). Returns :meth:`assay.evaluator.Calibration.to_dict`
     (what ``evaluator.json`` keeps under ``calibration``).
     """
     labels = list(evaluator.labels)
@@ -179,4 +182,13 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     else:
         out["threshold"] = None
         out["threshold_method"] = "argmax (categorical)"
+    binary = evaluator.metric.is_binary
+    routing = control_risk(evaluator.calibrate(logits), y, labels, evaluator.metric.positive if binary else None,
+                           evaluator.threshold if binary else None, review_target, review_delta)
+    out["routing"] = routing.to_dict()
+    if not routing.met:
+        out["warnings"].append(f"no review region certifies at most {review_target:.0%} disagreement among "
+                               f"auto-accepted verdicts (confidence {1 - review_delta:.0%}) on {len(rows)} "
+                               "calibration rows: the monitor keeps its default band; add rows or raise "
+                               "train.review_target")
     return Calibration.from_dict(out).to_dict()

@@ -44,6 +44,11 @@ BOOT = 400
 Status = Callable[[str, "float | None", str], None]
 
 
+def _review(t: Any) -> dict[str, float]:
+    """The risk-controlled routing settings of a TrainingConfig, for :func:`calibrate`."""
+    return {"review_target": t.review_target, "review_delta": t.review_delta}
+
+
 def selection_score(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     """Cohen's kappa (the report's), 0 when chance agreement is total: a candidate that predicts one label."""
     return cohen_kappa(y, pred, k) or 0.0
@@ -429,7 +434,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
             sel.candidates["encoder"] = cand
     if sel is None:  # the encoder alone: no selection
         assert neural is not None
-        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior)
+        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        **_review(t))
         stats["eval_batch_size"] = t.eval_batch_size
         return neural, stats, cal, None
     val_idx = None
@@ -440,7 +446,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
         kinds = [k for k in kinds if k != "hybrid"] or ["tfidf"]
     winner = choose(sel, kinds, val_idx)
     if winner == "encoder":
-        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior)
+        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        **_review(t))
         stats["eval_batch_size"] = t.eval_batch_size
         return neural, stats, cal, sel.summary()
     status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
@@ -461,8 +468,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     if oof is not None:
         cal = calibrate(ev, train_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
                         logits=oof, source=f"out-of-fold scores of the {len(sel.folds)}-fold cross-validation "
-                                           "(every training row)")
+                                           "(every training row)", **_review(t))
     else:
         cal = calibrate(ev, [], t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                        source="no rows (no cross-validation was possible)")
+                        source="no rows (no cross-validation was possible)", **_review(t))
     return ev, stats, cal, sel.summary()
