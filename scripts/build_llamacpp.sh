@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build and install llama-cpp-python with its OpenAI-compatible server (the real-LLM-server test,
-# tests/test_llamacpp_server.py). Idempotent: does nothing when `import llama_cpp.server` works.
+# tests/providers/test_llamacpp_server.py). Idempotent: does nothing when `import llama_cpp.server` works.
 #
 # The default build enables the CPU's AMX tile instructions, and the binary it makes crashes on
 # these machines; native tuning and AMX are switched off. The build compiles llama.cpp from

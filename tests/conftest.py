@@ -1,8 +1,14 @@
-"""Shared test setup: offline hubs, a private ASSAY_HOME, paths to the real data."""
+"""Shared test setup: offline hubs, a private ASSAY_HOME, paths to the real data.
+
+The tests mirror the package: ``tests/<stage>/`` holds the tests of ``assay.<stage>`` (``core/``: the
+ground floor: config, migrations, schema pins). Shared helpers (``_registry_util``, ``_synth_util``,
+``_train_util``) stay here, importable from every folder.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers, for tests in any subfolder
 # Real labeled rows: small licensed subsets committed in tests/fixtures/data (see DATA_LICENSE.md there),
 # so nothing skips in a clean clone; ASSAY_SHARED_DATA points the same tests at the full files.
 FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"

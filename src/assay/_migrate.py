@@ -2,7 +2,7 @@
 provider request cache).
 
 Each store owns an append-only list of :class:`Migration` steps numbered 1, 2, 3...; a released
-step is never edited, a schema change is a new step at the end (tests/test_schema_pins.py pins
+step is never edited, a schema change is a new step at the end (tests/core/test_schema_pins.py pins
 what a fresh database of each store looks like). :func:`migrate` applies the steps a database
 has not seen, in order, in one transaction, and records each in a version table
 ``(version, name, applied_at)`` whose name the store chooses (the monitor keeps ``_migrations``,

@@ -1,7 +1,7 @@
 """The monitor's SQLite store: traces, verdicts with their route, human reviews, ingest problems.
 
 Migrations are append-only: never edit one that has shipped, add a new one at the end
-(tests/test_schema_pins.py pins the schema). The shared runner ``assay._migrate`` applies
+(tests/core/test_schema_pins.py pins the schema). The shared runner ``assay._migrate`` applies
 them and records them in the ``_migrations`` table.
 """
 

@@ -2,7 +2,7 @@
 
 Keyed by provider, endpoint, model and the full request payload; the value is the raw
 response body. Schema changes are append-only migrations recorded in ``schema_version`` and
-applied by the shared runner ``assay._migrate`` (tests/test_schema_pins.py pins the schema).
+applied by the shared runner ``assay._migrate`` (tests/core/test_schema_pins.py pins the schema).
 """
 
 from __future__ import annotations

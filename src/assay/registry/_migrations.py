@@ -5,7 +5,7 @@ schema by appending a new step. Statements are plain SQL that SQLite and Postgre
 accept; ``{serial}`` becomes the dialect's auto-increment primary key. Timestamps are epoch
 seconds (``DOUBLE PRECISION``), JSON is stored as ``TEXT``, booleans as ``INTEGER`` 0/1.
 The ``schema_version`` table records which steps were applied and when; the shared runner
-``assay._migrate`` applies the steps (tests/test_schema_pins.py pins the resulting schema).
+``assay._migrate`` applies the steps (tests/core/test_schema_pins.py pins the resulting schema).
 """
 
 from __future__ import annotations

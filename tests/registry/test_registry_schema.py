@@ -1,6 +1,6 @@
 """The registry schema: migrations from empty produce exactly the tables the code uses, on
 SQLite and PostgreSQL, and re-running is a no-op. The schema pin and the rule that released
-steps never change are shared by all stores in tests/test_schema_pins.py."""
+steps never change are shared by all stores in tests/core/test_schema_pins.py."""
 
 from __future__ import annotations
 

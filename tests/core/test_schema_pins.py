@@ -4,7 +4,7 @@ For each store a fresh database is made through the store's own code path, its s
 from ``sqlite_master`` and compared with the text committed in tests/fixtures/schemas/<store>.sql.
 The pin also lists a hash of each released migration step, so an edited step is caught even when
 the resulting schema looks the same. Regenerate the pins after appending a step with
-``ASSAY_UPDATE_SCHEMA_PINS=1 python -m pytest tests/test_schema_pins.py``.
+``ASSAY_UPDATE_SCHEMA_PINS=1 python -m pytest tests/core/test_schema_pins.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from assay import _migrate
 from assay._migrate import Migration
 
-PINS = Path(__file__).parent / "fixtures" / "schemas"
+PINS = Path(__file__).parents[1] / "fixtures" / "schemas"
 UPDATE = "ASSAY_UPDATE_SCHEMA_PINS"
 
 
@@ -97,9 +97,9 @@ def _dump(db: sqlite3.Connection) -> str:
 
 
 def _render(store: str, case: StoreCase, schema: str) -> str:
-    head = [f"-- The schema of a fresh {store} database, pinned by tests/test_schema_pins.py.",
+    head = [f"-- The schema of a fresh {store} database, pinned by tests/core/test_schema_pins.py.",
             f"-- Never edit a released step: append a Migration to {case.module}, then regenerate",
-            f"-- this file with {UPDATE}=1 python -m pytest tests/test_schema_pins.py and commit it."]
+            f"-- this file with {UPDATE}=1 python -m pytest tests/core/test_schema_pins.py and commit it."]
     head += [f"-- step {s.version} sha256:{_step_hash(s)} {s.name}" for s in case.steps]
     return "\n".join(head) + "\n" + schema
 
@@ -147,7 +147,7 @@ def test_schema_matches_the_pin(store, tmp_path):
     assert got == want, (
         f"the schema of a fresh {store} database differs from the pin {rel}.\n"
         f"If the change is intended: make it a new Migration appended to {case.module} (never edit a released "
-        f"one), then run {UPDATE}=1 python -m pytest tests/test_schema_pins.py and commit the updated pin.\n{diff}")
+        f"one), then run {UPDATE}=1 python -m pytest tests/core/test_schema_pins.py and commit the updated pin.\n{diff}")
 
 
 @pytest.mark.parametrize("store", STORES)

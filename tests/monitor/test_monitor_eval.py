@@ -122,7 +122,7 @@ def test_cli_eval_fail_under_any_figure(tmp_path):
     below a bar, 0 at or above; a figure nothing measures (kappa on unlabeled rows) is exit 2, not a pass."""
     from pathlib import Path
 
-    golden = Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
+    golden = Path(__file__).parents[1] / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
     texts = ["you idiot", "what a stupid moron", "lovely day", "thanks for the help", "hello there", "you are dumb"]
     labels = ["true", "true", "false", "false", "false", "true"]
     data = tmp_path / "golden.jsonl"

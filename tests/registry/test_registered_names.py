@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from _registry_util import add_binary_datasets, run_config
 
-GOLDEN = Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
 
 
 def _register_golden(home: Path, threshold: float | None = None) -> str:

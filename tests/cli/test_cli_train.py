@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "toxicity"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "toxicity"
 
 
 def _lines(path: Path) -> list[dict]:

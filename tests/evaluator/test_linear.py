@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_select import config, make_data
+from _train_util import config, make_data
 
 pytest.importorskip("sklearn")
 
@@ -100,7 +100,7 @@ def test_a_golden_v1_artifact_still_loads_and_scores_the_same():
 
     from assay.evaluator import Evaluator
 
-    here = Path(__file__).parent / "fixtures" / "artifacts"
+    here = Path(__file__).parents[1] / "fixtures" / "artifacts"
     want = json.loads((here / "toxicity-tfidf-v1.expected.json").read_text())
     ev = Evaluator.from_pretrained(here / "toxicity-tfidf-v1")
     assert ev.info["format_version"] == 1 and ev.threshold == pytest.approx(want["threshold"])
@@ -132,7 +132,7 @@ def test_the_real_evaluator_and_the_mock_keep_the_evaluator_contract(tmp_path):
     metric = load_metric("toxicity")
     rows = [{"id": str(i), "input": t, "label": lab} for i, (t, lab) in
             enumerate([("you idiot", "true"), ("lovely day", "false"), ("idiot idiot", "true"), ("hello", "false")])]
-    real = Evaluator.from_pretrained(Path(__file__).parent / "fixtures" / "artifacts" / "toxicity-tfidf-v1")
+    real = Evaluator.from_pretrained(Path(__file__).parents[1] / "fixtures" / "artifacts" / "toxicity-tfidf-v1")
     fitted = MockEvaluator.fit(metric, rows)
     loaded = MockEvaluator.from_pretrained(fitted.save_pretrained(tmp_path / "mock"))
     for ev in (real, fitted, loaded, MockEvaluator("toxicity", threshold=0.4)):

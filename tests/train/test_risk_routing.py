@@ -14,7 +14,7 @@ import pytest
 from assay.train._risk import RiskControl, control_risk, realised
 
 LABELS = ["false", "true"]  # positive: "true" (index 1)
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def _scores(rng, n, shift=0.0, noise=1.0):

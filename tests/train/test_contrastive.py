@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_select import config, make_data
+from _train_util import config, make_data
 
 pytest.importorskip("sklearn")
 

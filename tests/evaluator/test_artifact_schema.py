@@ -16,7 +16,7 @@ from assay.evaluator import (ARTIFACT_FILES, FORMAT_VERSION, INFO_FILE, REPORT_F
                              read_info)
 from assay.report import REPORT_FORMAT_VERSION, Report, summary_line
 
-FIXTURES = Path(__file__).parent / "fixtures" / "artifacts"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "artifacts"
 GOLDEN = FIXTURES / "toxicity-tfidf-v1"
 
 

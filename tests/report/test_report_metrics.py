@@ -174,7 +174,7 @@ def test_one_definition_of_kappa_in_the_source():
     """`grep` finds one implementation of Cohen's kappa (assay.stats); everything else imports it."""
     import re
 
-    src = Path(__file__).resolve().parents[1] / "src" / "assay"
+    src = Path(__file__).resolve().parents[2] / "src" / "assay"
     defs = [f"{p.relative_to(src)}:{m.group(1)}" for p in sorted(src.rglob("*.py"))
             for m in re.finditer(r"^def (\w*kappa\w*)\(", p.read_text(encoding="utf-8"), re.M)]
     readers = {"monitor/_checks.py:report_kappa"}  # reads the figure from report.json, computes nothing

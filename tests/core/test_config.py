@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from assay import AssayError, load_config
@@ -7,7 +9,7 @@ from assay.config import config_from_dict
 def test_example_config_loads_with_paths_relative_to_the_file():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "toxicity" / "config.yaml"
+    path = Path(__file__).resolve().parents[2] / "examples" / "toxicity" / "config.yaml"
     cfg = load_config(path)
     assert cfg.metric_spec().name == "toxicity_3class"
     assert cfg.path(cfg.data.test_set).exists() and cfg.path(cfg.data.train_set).exists()
@@ -83,7 +85,7 @@ def test_a_config_round_trips_through_its_dict_and_the_artifacts_yaml(tmp_path):
 
     from assay.config import config_from_dict, load_config
 
-    example = load_config(Path(__file__).resolve().parents[1] / "examples" / "toxicity" / "config.yaml")
+    example = load_config(Path(__file__).resolve().parents[2] / "examples" / "toxicity" / "config.yaml")
     again = config_from_dict(example.to_dict(), base_dir=tmp_path)
     assert again.to_dict() == example.to_dict()
     stored = tmp_path / "config.yaml"
@@ -113,3 +115,13 @@ def test_top_level_exports_the_main_calls_documented_and_lazy():
     code = "import sys, assay; assay.Client; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tests_mirror_the_package():
+    """Every test lives in tests/<stage>/ named after a package of assay (core: the ground floor)."""
+    repo = Path(__file__).resolve().parents[2]
+    packages = {p.name for p in (repo / "src" / "assay").iterdir() if (p / "__init__.py").exists()}
+    tests = repo / "tests"
+    assert not list(tests.glob("test_*.py")), "tests at the top level: move them into tests/<stage>/"
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert folders <= packages | {"core"}, folders - packages

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from test_select import config, make_data
+from _train_util import config, make_data
 
 
 def _digests(folder):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "toxicity"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "toxicity"
 
 
 def _one_error_line(result, code: str | None = None) -> str:
@@ -370,7 +370,7 @@ def test_real_data_fixtures_are_committed_with_their_license(shared_data):
 
 
 # --- item 3: the quick start installs only what the example needs --------------------------------------
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_readme_quick_start_has_venv_cpu_torch_and_the_small_extra():

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 
-CONFIG = Path(__file__).resolve().parents[1] / "examples" / "toxicity" / "config.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "examples" / "toxicity" / "config.yaml"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The monitor's SQLite store: migrations (pinned in tests/test_schema_pins.py), verdicts, reviews, problems."""
+"""The monitor's SQLite store: migrations (pinned in tests/core/test_schema_pins.py), verdicts, reviews, problems."""
 
 from __future__ import annotations
 
