@@ -125,3 +125,29 @@ def test_drift_cli(tmp_path):
     assert len(out["pii"]["windows"]) == 2 and out["pii"]["windows"][0]["n"] == 4
     r = CliRunner().invoke(cli, ["drift", "--db", str(tmp_path / "m.db"), "--metric", "nope"])
     assert r.exit_code == 2 and "has scored" in r.output
+
+
+def test_audited_disagreement_is_compared_with_the_certified_routing_target(tmp_path):
+    """An evaluator with a certified review region: the monitor routes by it, and drift warns when the
+    audited automatic verdicts disagree with reviewers more often than the routing target."""
+    from assay.evaluator import Calibration
+
+    rng = random.Random(4)
+    scores = {f"t{i}": rng.random() for i in range(400)}
+    routing = {"target": 0.05, "delta": 0.1, "met": True, "n_rows": 500, "band": [0.2, 0.6], "margin": 1.0}
+    ev = MockEvaluator("pii", scores=scores, threshold=0.4,
+                       calibration=Calibration(threshold=0.4, n_rows=500, method="out-of-fold", routing=routing))
+    store = Store(tmp_path / "m.db")
+    mon = Monitor([ev], store, RouteConfig(audit_rate=0.3))
+    mon.process(read_traces([{"id": t, "input": f"text {t}"} for t in scores]).traces)
+    verdicts = {v["trace_id"]: v for v in store.verdicts("pii")}
+    uncertain = {t for t, v in verdicts.items() if v["route_reason"] == "uncertain"}
+    assert uncertain == {t for t, s in scores.items() if 0.2 <= s <= 0.6}  # the certified band, not 0.3-0.7
+    audited = [v for v in store.review_queue(limit=None) if v["route_reason"] == "audit"]
+    assert len(audited) >= 20
+    for i, v in enumerate(audited):  # reviewers overturn one audited verdict in five: 20% > 5%
+        review_label(store, v["id"], v["label"] if i % 5 else ("false" if v["label"] == "true" else "true"))
+    d = drift(store, "pii", min_reviews=20)
+    assert d["audit"]["target"] == 0.05 and d["audit"]["disagreement"] > 0.05
+    assert any("above the routing target" in w for w in d["warnings"])
+    store.close()

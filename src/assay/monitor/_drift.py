@@ -128,6 +128,7 @@ def drift(store: Store, metric: str, *, window: str | float = "1h", since: float
                             f"starting {start:.0f}, below the evaluation-time {eval_kappa:.3f} - {kappa_margin}")
         out_windows.append(w)
     overall = agreement(verdicts, labels)
+    audit = _audit(overall, spec.get("routing"), metric, min_reviews, warnings)
     if (eval_kappa is not None and overall["kappa"] is not None and overall["reviews"] >= min_reviews
             and overall["kappa"] < eval_kappa - kappa_margin):
         warnings.append(f"{metric}: overall agreement with reviewers is kappa {overall['kappa']:.3f}, below the "
@@ -144,5 +145,22 @@ def drift(store: Store, metric: str, *, window: str | float = "1h", since: float
         "overall": {"fail_rate": round(sum(not v["passed"] for v in verdicts) / len(verdicts), 6) if verdicts else None,
                     **overall},
         "windows": out_windows,
+        "audit": audit,
         "warnings": warnings,
     }
+
+
+def _audit(overall: dict[str, Any], routing: Any, metric: str, min_reviews: int, warnings: list[str]
+           ) -> dict[str, Any] | None:
+    """The audited disagreement (reviewed audit samples of automatically accepted passes) against the
+    evaluator's certified routing target; a warning when it is above the target once enough audits exist."""
+    if not routing or routing.get("target") is None:
+        return None
+    target = float(routing["target"])
+    agree = overall.get("audit_agreement")
+    disagreement = None if agree is None else round(1 - agree, 6)
+    out = {"target": target, "audited": overall.get("audited", 0), "disagreement": disagreement}
+    if disagreement is not None and out["audited"] >= min_reviews and disagreement > target:
+        warnings.append(f"{metric}: {disagreement:.1%} of the {out['audited']} audited automatic verdicts disagree "
+                        f"with reviewers, above the routing target {target:.1%}: retrain or widen the review band")
+    return out

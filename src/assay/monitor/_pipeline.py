@@ -36,6 +36,9 @@ class Monitor:
         self.ingest: dict[str, Any] = {"items": 0, "spans": 0, "problems": Counter(), "warnings": Counter()}
         for c in self.checks:
             spec = c.metric.to_dict() if c.metric is not None else c.gate.model_dump(mode="json", by_alias=True)
+            region = getattr(c, "review_region", None)
+            if region:  # the certified routing target: drift compares the audited disagreement with it
+                spec["routing"] = {k: region.get(k) for k in ("target", "delta", "band", "min_confidence")}
             store.register_check(c.name, c.kind, spec=spec, source=c.source, severity=c.severity,
                                  eval_kappa=c.eval_kappa, baseline=c.baseline)
             for g in getattr(c, "gates", []):
