@@ -198,9 +198,11 @@ class Client:
 
     # --- metrics ----------------------------------------------------------------------------
     def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
-                 description: str | None = None) -> dict[str, Any]:
+                 description: str | None = None, confirm: bool = False) -> dict[str, Any]:
+        """Register a Fine-tuned run; ``confirm`` when its report shows it below a baseline."""
         return self.request("POST", f"/v1/runs/{_q(run_id)}/register", json_body={
-            "name": name, "threshold": threshold, "operator": operator, "description": description})
+            "name": name, "threshold": threshold, "operator": operator, "description": description,
+            "confirm": confirm})
 
     def list_metrics(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/metrics", params={"project": project})

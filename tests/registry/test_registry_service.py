@@ -223,3 +223,43 @@ def test_remote_artifact_root_end_to_end(tmp_path):
     assert m.artifact_location.startswith("memory://assay-e2e/metrics/")
     assert reg.metrics.score("tox", ["hello"])[0].label in ("true", "false")
     assert reg.runs.report(run.id)["n"] > 0
+
+
+def test_register_below_a_baseline_needs_confirming(reg, tmp_path):
+    """A run whose report shows the evaluator's kappa below a baseline's (the student lost to TF-IDF) is not
+    registered without confirming: the registry, the API (409 needs_confirmation) and the CLI (--yes) agree."""
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from _registry_util import error_of
+    from assay.cli import cli
+    from assay.server import create_app
+
+    run_id = finished_run(reg)
+    folder = Path(reg.core.storage.local_dir(reg.runs.get(run_id).artifact_location))
+    report = json.loads((folder / "report.json").read_text())
+    report["student"]["kappa"] = 0.22
+    report["baselines"] = {"tfidf_logreg": {"kappa": 0.60}}
+    (folder / "report.json").write_text(json.dumps(report))
+    assert reg.metrics.below_baseline(run_id) == {"student_kappa": 0.22, "baseline": "tfidf_logreg",
+                                                  "baseline_kappa": 0.60}
+    with pytest.raises(AssayError) as exc:
+        reg.metrics.register(run_id, "tox")
+    assert exc.value.code == "needs_confirmation" and "0.220" in exc.value.found and "0.600" in exc.value.found
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        e = error_of(c.post(f"/v1/runs/{run_id}/register", json={"name": "tox"}), 409, "needs_confirmation")
+        assert "tfidf_logreg" in e["found"]
+        r = c.post(f"/v1/runs/{run_id}/register", json={"name": "tox", "confirm": True})
+        assert r.status_code == 201 and r.json()["full_name"] == "tox-v1"
+    other = finished_run(reg)
+    folder = Path(reg.core.storage.local_dir(reg.runs.get(other).artifact_location))
+    (folder / "report.json").write_text(json.dumps(report))
+    db = reg.core.url
+    out = CliRunner().invoke(cli, ["register", other, "tox", "--db", db, "--artifacts", str(tmp_path / "a")])
+    assert out.exit_code == 2 and "below the tfidf_logreg baseline" in out.output
+    out = CliRunner().invoke(cli, ["register", other, "tox", "--yes", "--db", db, "--artifacts", str(tmp_path / "a"),
+                                   "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["full_name"] == "tox-v2"

@@ -288,11 +288,25 @@ def runs_cancel(run_id: str, db: str | None, artifacts: str | None, url: str | N
 @click.argument("name")
 @click.option("--threshold", type=float, default=None, help="Binary: positive when score >= threshold.")
 @click.option("--description", default=None)
+@click.option("--yes", "-y", "confirm", is_flag=True,
+              help="Register even when the run's report shows the evaluator below a baseline.")
 @_with_backend
-def register(run_id: str, name: str, threshold: float | None, description: str | None, db: str | None,
-             artifacts: str | None, url: str | None, api_key: str | None, as_json: bool) -> None:
-    """Register a Fine-tuned run as the next immutable version of metric NAME (NAME-vN)."""
-    m = _backend(url, api_key, db, artifacts).register(run_id, name, threshold=threshold, description=description)
+def register(run_id: str, name: str, threshold: float | None, description: str | None, confirm: bool,
+             db: str | None, artifacts: str | None, url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Register a Fine-tuned run as the next immutable version of metric NAME (NAME-vN).
+
+    When the run's report shows the evaluator's kappa below a baseline's, this stops with a warning;
+    at a terminal it asks, else pass --yes."""
+    backend = _backend(url, api_key, db, artifacts)
+    try:
+        m = backend.register(run_id, name, threshold=threshold, description=description, confirm=confirm)
+    except AssayError as exc:  # the local registry and the client (ClientError) raise the same code
+        if exc.code != "needs_confirmation" or as_json or not sys.stdin.isatty():
+            raise
+        click.echo(f"warning: {exc.found}", err=True)
+        if not click.confirm("Register it anyway?", default=False):
+            raise SystemExit(1) from None
+        m = backend.register(run_id, name, threshold=threshold, description=description, confirm=True)
     emit(m, as_json, f"registered {m['full_name']} (run {m['run_id']}, sha256 {m['artifact_sha256'][:12]})")
 
 

@@ -63,11 +63,13 @@ class Metrics:
         self._evaluators.clear()
 
     def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
-                 description: str | None = None) -> Metric:
+                 description: str | None = None, confirm: bool = False) -> Metric:
         """Freeze a Fine-tuned run as the next version of metric ``name`` (``name-v1``, ``-v2``...).
 
         A name belongs to the project that first registered it, and all its versions share one
-        label set. The artifact is copied, hashed and never changed afterwards.
+        label set. The artifact is copied, hashed and never changed afterwards. When the run's report
+        shows the evaluator's held-out kappa below a baseline's (e.g. TF-IDF), registering needs
+        ``confirm=True`` (error code ``needs_confirmation`` otherwise, naming both figures).
         """
         if not isinstance(name, str) or not NAME.match(name) or VERSIONED.match(name):
             raise AssayError("a metric name of lowercase letters, digits, '_' or '-' (at most 63, no -vN suffix)",
@@ -83,6 +85,8 @@ class Metrics:
         if run.status != Status.fine_tuned:
             raise AssayError("a Fine-tuned run", f"run {run_id} is {run.status_title}",
                              "wait until the run is Fine-tuned", code="invalid_status")
+        if not confirm:
+            self._refuse_below_baseline(run_id)
         spec = load_metric(run.config["metric"])
         labels = list(spec.labels)
         if threshold is not None and not (len(labels) == 2 and 0.0 < float(threshold) < 1.0):
@@ -145,6 +149,32 @@ class Metrics:
                              "the run did not save its evaluator; train again", code="invalid_artifact") from None
 
     # --- reading ----------------------------------------------------------------------------
+    def below_baseline(self, run_id: str) -> dict[str, Any] | None:
+        """{student, baseline, baseline_kappa, student_kappa} when the run's report shows the evaluator's
+        held-out kappa below a baseline's; None otherwise (or when the report has no such figures)."""
+        try:
+            report = self.runs.report(run_id, "json")
+        except AssayError:
+            return None
+        student = (report.get("student") or {}).get("kappa") if isinstance(report, dict) else None
+        if not isinstance(student, (int, float)):
+            return None
+        best = max(((n, b.get("kappa")) for n, b in (report.get("baselines") or {}).items()
+                    if isinstance(b, dict) and isinstance(b.get("kappa"), (int, float))),
+                   key=lambda x: x[1], default=None)
+        if best is None or student >= best[1]:
+            return None
+        return {"student_kappa": float(student), "baseline": best[0], "baseline_kappa": float(best[1])}
+
+    def _refuse_below_baseline(self, run_id: str) -> None:
+        weak = self.below_baseline(run_id)
+        if weak:
+            raise AssayError("an evaluator at least as good as its baselines, or a confirmed registration",
+                             f"run {run_id}'s held-out kappa {weak['student_kappa']:.3f} is below the "
+                             f"{weak['baseline']} baseline's {weak['baseline_kappa']:.3f} in its report",
+                             "improve the evaluator (more or better training rows), or register anyway: "
+                             "assay register --yes, or \"confirm\": true in the API", code="needs_confirmation")
+
     def get(self, name: str) -> Metric:
         """A metric by name (its latest version) or by ``name-vN``; lists every version."""
         m = VERSIONED.match(name)

@@ -260,6 +260,8 @@ class RegisterIn(BaseModel):
                                                       "(default: the evaluator's calibrated threshold)")
     operator: Literal[">=", ">"] = ">="
     description: str | None = None
+    confirm: bool = Field(False, description="register although the report shows the evaluator below a "
+                                             "baseline (otherwise 409 needs_confirmation)")
 
 
 @router.post("/runs", response_model=Run, status_code=201, tags=["runs"], responses=_ERRORS)
@@ -333,7 +335,7 @@ def register(run_id: str, body: RegisterIn, request: Request) -> Metric:
     """Freeze a Fine-tuned run as the next immutable version ``name-vN`` of a metric."""
     _run(request, run_id, "edit")
     return _reg(request).metrics.register(run_id, body.name, threshold=body.threshold, operator=body.operator,
-                                          description=body.description)
+                                          description=body.description, confirm=body.confirm)
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ log = logging.getLogger("assay.server")
 STATUS = {
     "not_found": 404, "unauthorized": 401, "forbidden": 403, "conflict": 409, "name_taken": 409,
     "provider_not_allowed": 400, "artifact_modified": 409, "invalid_upload": 400,
-    "already_registered": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
+    "already_registered": 409, "needs_confirmation": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
     "invalid_artifact": 500, "internal_error": 500,
 }
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
