@@ -78,3 +78,27 @@ def test_calibration_record():
     assert cal.temperature == 1.3 and cal.threshold == 0.3 and cal.small_sample and cal.method == "slice"
     assert Calibration.from_dict(cal.to_dict()) == cal
     assert MockEvaluator("pii").calibration.method == "none"
+
+
+def test_one_threshold_rule_in_the_source():
+    """The decision rule is written once (evaluator/_contract.py: decide and its row-wise form); the report,
+    routing and every evaluator call it instead of comparing P(positive) with a threshold themselves."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    from assay.evaluator import decide, decide_rows
+
+    src = Path(__file__).resolve().parents[2] / "src" / "assay"
+    rule = re.compile(r"\[[^\]]*pos[^\]]*\]\s*>=?\s*(self\.)?threshold|score\s*>=\s*threshold")
+    hits = [f"{p.relative_to(src)}:{i}" for p in sorted(src.rglob("*.py"))
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if rule.search(line) and not line.lstrip().startswith(("#", "-", '"', "'"))
+            and not any(k in line for k in ("help=", "description="))]  # option help texts say the rule in words
+    assert all(h.startswith("evaluator/_contract.py") for h in hits), hits
+    probs = np.random.default_rng(0).random((50, 2))
+    probs /= probs.sum(axis=1, keepdims=True)
+    for t in (0.2, 0.5, 0.8):
+        assert list(decide_rows(probs, ["false", "true"], "true", t)) == [
+            decide(p, ["false", "true"], "true", t) for p in probs]

@@ -23,11 +23,11 @@ from ._artifact import (
     read_info,
 )
 from ._base_models import BaseRef, assay_home, model_cache, resolve_base
-from ._contract import Calibration, EvaluatorLike, Score, decide, scores_from_probs
+from ._contract import Calibration, EvaluatorLike, Score, decide, decide_rows, scores_from_probs
 from ._device import select_device, select_dtype
 from ._evaluator import Evaluator
 
-__all__ = ["BaseRef", "Calibration", "Evaluator", "EvaluatorInfo", "EvaluatorLike", "Score", "assay_home", "decide",
+__all__ = ["BaseRef", "Calibration", "Evaluator", "EvaluatorInfo", "EvaluatorLike", "Score", "assay_home", "decide", "decide_rows",
            "scores_from_probs", "model_cache", "read_info", "resolve_base", "select_device", "select_dtype",
            # the artifact's file names (evaluator/_artifact.py) and evaluator.json's format version
            "ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "ARTIFACT_FILES", "CARD_FILE", "CONFIG_FILE", "CONTRASTIVE_FILE",

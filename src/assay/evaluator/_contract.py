@@ -128,6 +128,19 @@ def decide(p: Sequence[float], labels: Sequence[str], positive: str | None, thre
     return max(range(len(labels)), key=lambda i: (p[i], -i))
 
 
+def decide_rows(probs: Any, labels: Sequence[str], positive: str | None, threshold: float | None,
+                operator: str = ">=") -> Any:
+    """:func:`decide` for every row of ``probs`` [n_rows, n_labels] at once: label indices (numpy)."""
+    import numpy as np
+
+    p = np.asarray(probs, dtype=float)
+    if len(labels) == 2 and positive in labels and threshold is not None:
+        pos = list(labels).index(positive)
+        hit = p[:, pos] >= threshold if operator == ">=" else p[:, pos] > threshold
+        return np.where(hit, pos, 1 - pos)
+    return p.argmax(axis=1)  # ties: the first label, as decide()
+
+
 def scores_from_probs(probs: Any, labels: Sequence[str], positive: str | None, threshold: float | None,
                       tokens: Sequence[int] | None = None, truncated: Sequence[bool] | None = None) -> list[Score]:
     """A :class:`Score` per row of ``probs`` [n_rows, n_labels]."""

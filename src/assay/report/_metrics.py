@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import AssayError
+from ..evaluator._contract import decide_rows
 from ..stats import _confusion, agreement_kappa, bootstrap_ci, cohen_kappa, kappa_of_confusion  # noqa: F401
 
 ECE_BINS = 15
@@ -55,10 +56,10 @@ def classification_metrics(
                              "pass the metric's positive label", code="invalid_input")
         pos_i = labels.index(positive)
         threshold = 0.5 if threshold is None else float(threshold)
-        pred = np.where(p[:, pos_i] >= threshold, pos_i, 1 - pos_i)
+        pred = decide_rows(p, labels, positive, threshold)
     else:
         threshold = None
-        pred = p.argmax(axis=1)
+        pred = decide_rows(p, labels, None, None)
     n = len(y)
     cm = _confusion(y, pred, k)
     per_class, macro = _prf(cm, labels)

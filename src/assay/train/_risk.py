@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..evaluator._contract import decide_rows
+
 TARGET = 0.05  # disagreement allowed among auto-accepted verdicts
 DELTA = 0.1  # 1 - confidence
 HALF_WIDTHS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # log-odds, around the threshold
@@ -105,7 +107,7 @@ def control_risk(probs: Any, y: Sequence[int], labels: Sequence[str], positive: 
     if binary:
         pos = list(labels).index(positive)
         score = p[:, pos]
-        pred = np.where(score >= threshold, pos, 1 - pos)
+        pred = decide_rows(p, labels, positive, threshold)
         wrong = pred != y
         centre = _logit(float(threshold))
         candidates = []
@@ -114,7 +116,7 @@ def control_risk(probs: Any, y: Sequence[int], labels: Sequence[str], positive: 
             routed = (score >= lo) & (score <= hi) if h > 0 else np.zeros(n, dtype=bool)
             candidates.append(((h, lo, hi), ~routed))
     else:
-        pred = p.argmax(axis=1)
+        pred = decide_rows(p, labels, None, None)
         wrong = pred != y
         conf = p.max(axis=1)
         candidates = [((float(c),), conf >= c) for c in CONFIDENCE_CUTS]
@@ -142,10 +144,10 @@ def realised(control: RiskControl, probs: Any, y: Sequence[int], labels: Sequenc
         pos = list(labels).index(positive)
         score = p[:, pos]
         routed = (score >= control.band[0]) & (score <= control.band[1])
-        pred = np.where(score >= threshold, pos, 1 - pos)
+        pred = decide_rows(p, labels, positive, threshold)
     elif control.min_confidence is not None:
         routed = p.max(axis=1) < control.min_confidence
-        pred = p.argmax(axis=1)
+        pred = decide_rows(p, labels, None, None)
     else:
         return {"rows": len(y), "routed_share": None, "accepted_disagreement": None, "within_target": None}
     accepted = ~routed
