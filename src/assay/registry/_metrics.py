@@ -296,7 +296,8 @@ class Metrics:
                                     version.operator)]
             results.append(ScoreResult(label=label, score=float(d["score"]),
                                        confidence=float(probs.get(label, d.get("confidence", 0.0))),
-                                       probabilities=probs, tokens=d.get("tokens"), truncated=d.get("truncated")))
+                                       probabilities=probs, tokens=int(d.get("tokens") or 0),
+                                       truncated=bool(d.get("truncated"))))
         return results
 
     def score(self, name: str, rows: Sequence[Any]) -> list[ScoreResult]:

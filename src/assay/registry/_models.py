@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..errors import AssayError
+from ..evaluator._contract import Score
 
 
 class Status(str, Enum):
@@ -188,13 +189,9 @@ class Metric(MetricVersion):
     versions: list[MetricVersion] = Field(default_factory=list)
 
 
-class ScoreResult(BaseModel):
-    label: str
-    score: float
-    confidence: float
-    probabilities: dict[str, float]
-    tokens: int | None = None
-    truncated: bool | None = None
+# The API's score record is the evaluator's one Score (assay.evaluator): label, score, confidence,
+# probabilities, tokens, truncated. The old name stays for the registry's and the server's imports.
+ScoreResult = Score
 
 
 class ApiKey(BaseModel):
