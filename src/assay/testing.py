@@ -94,6 +94,8 @@ class MockEvaluator:
         self.calls = 0
         self.batch_sizes: list[int] = []
         self.prompts: list[str] = []
+        self.temperature = 1.0  # calibration, as the real Evaluator: softmax(logits / T + label_shift)
+        self.label_shift: Any = None
 
     # --- the word-count model, saved like an artifact ------------------------------------------
     @classmethod
@@ -177,12 +179,31 @@ class MockEvaluator:
             return [p if lab == self.metric.positive else 1 - p for lab in self.labels]
         return [p] + [(1 - p) / (len(self.labels) - 1)] * (len(self.labels) - 1)
 
-    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
-        """Probabilities [n_rows, n_labels], columns ordered as ``labels``."""
+    def _raw(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         self.calls += 1
         self.batch_sizes.append(len(rows))
         return np.asarray([self._vector(self._value(r)) for r in rows], dtype=float).reshape(len(rows),
                                                                                            len(self.labels))
+
+    def predict_logits(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
+        """Log-probabilities of the rule's values [n_rows, n_labels] (the "raw" scores calibration sees)."""
+        return np.log(np.clip(self._raw(rows), 1e-12, None))
+
+    def calibrate(self, logits: Any) -> np.ndarray:
+        """softmax(logits / temperature + label_shift), as :meth:`assay.evaluator.Evaluator.calibrate`; with
+        the defaults (temperature 1, no shift) the rule's probabilities come back unchanged."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        if self.label_shift is not None:
+            z = z + self.label_shift
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
+        """Calibrated probabilities [n_rows, n_labels], columns ordered as ``labels`` (uncalibrated: the
+        rule's values exactly)."""
+        if self.temperature == 1.0 and self.label_shift is None:
+            return self._raw(rows)
+        return self.calibrate(self.predict_logits(rows, batch_size))
 
     def decide(self, probs: Any) -> list[int]:
         """The label index per row, by :func:`assay.evaluator.decide`."""

@@ -20,8 +20,9 @@ def _mock(metric, threshold=None):
         rules = {"keywords": {"idiot": 0.9}, "default": 0.2}
     else:
         rules = {"keywords": {"hate": [0.7, 0.2, 0.1], "idiot": [0.1, 0.8, 0.1]}, "default": [0.1, 0.1, 0.8]}
-    return MockEvaluator(metric, threshold=threshold, info={"family": "encoder", "base": "fake"},
-                         calibration={"temperature": 1.3}, **rules)
+    ev = MockEvaluator(metric, threshold=threshold, info={"family": "encoder", "base": "fake"}, **rules)
+    ev.temperature = 1.3  # applied, as the real Evaluator's
+    return ev
 
 
 def _rows(n=60, seed=0, binary=True):

@@ -123,22 +123,14 @@ def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
 
     metric = load_metric("toxicity")
 
-    class Fixed:  # logits that say the opposite of the truth, confidently: the NLL wants T at its bound
-        labels, temperature, threshold, label_shift = tuple(metric.labels), 1.0, 0.5, None
+    from assay.testing import MockEvaluator
 
-        def __init__(self):
-            self.metric = metric
-
-        def predict_logits(self, rows, batch_size=None):
-            return np.array([[-8.0, 8.0] if r["label"] == metric.labels[0] else [8.0, -8.0] for r in rows])
-
-        def calibrate(self, z):
-            from assay.evaluator import Evaluator
-
-            return Evaluator.calibrate(self, z)
+    # confident scores that say the opposite of the truth: the NLL wants the temperature at its bound
+    wrong = MockEvaluator(metric, proba=lambda r: [1e-7, 1 - 1e-7] if r["label"] == metric.labels[0]
+                          else [1 - 1e-7, 1e-7], threshold=0.5)
 
     rows = [{"label": metric.labels[i % 2]} for i in range(60)]
-    cal = calibrate(Fixed(), rows)
+    cal = calibrate(wrong, rows)
     assert any("bound" in w for w in cal["warnings"]), cal
     notes = [f"calibration: {w}" for w in cal["warnings"]]
     md = render_markdown({"metric": {"name": "toxicity"}, "notes": notes, "student": {}})

@@ -9,22 +9,16 @@ from assay.metrics import metric_from_dict
 from assay.train import calibrate, choose_threshold, fit_temperature, smoothed_prior
 
 
-class _Fixed:
-    """An evaluator stand-in whose logits are given per row (calibration needs no model)."""
+def _Fixed(metric, logits):
+    """The public MockEvaluator, its probabilities given per row id as softmax(logits): its raw scores
+    are then those logits (up to a per-row constant that calibration ignores)."""
+    from assay.testing import MockEvaluator
 
-    def __init__(self, metric, logits):
-        from assay.evaluator import Evaluator
+    def proba(row):
+        z = np.exp(logits[row["id"]] - np.max(logits[row["id"]]))
+        return list(z / z.sum())
 
-        self.metric, self._logits = metric, logits
-        self.temperature, self.threshold, self.label_shift = 1.0, None, None
-        self.calibrate = lambda z: Evaluator.calibrate(self, z)
-
-    @property
-    def labels(self):
-        return tuple(self.metric.labels)
-
-    def predict_logits(self, rows, batch_size=None):
-        return np.array([self._logits[r["id"]] for r in rows])
+    return MockEvaluator(metric, proba=proba, threshold=None)
 
 
 def _rows(rng, n_per_label, labels, sep=1.5):
