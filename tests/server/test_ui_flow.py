@@ -183,9 +183,18 @@ def test_ui_whole_flow(browser, server, shared_data, tmp_path):
     page.locator("#report").scroll_into_view_if_needed()
     shot("report", full=True)
 
-    # register, then score pasted text on the metric page
+    # register (confirming when the report shows the evaluator below a baseline), then score pasted text
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    report = page.request.get(f"{server}/v1/runs/{run_id}/report").json()
+    below = any(b.get("kappa") is not None and report["student"]["kappa"] < b["kappa"]
+                for b in (report.get("baselines") or {}).values())
     page.fill("#register-name", "pii")
     page.click("#register-button")
+    if below:  # the warning names both figures; nothing is registered until asked again
+        page.wait_for_selector("#register-warning")
+        assert "baseline" in page.inner_text("#register-warning")
+        shot("register_warning")
+        page.click("#register-anyway")
     page.wait_for_url("**/metrics/pii-v1")
     assert "pii-v1" in page.inner_text("#versions")
     shot("metric_registered")

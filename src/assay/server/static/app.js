@@ -244,16 +244,23 @@ function initRun() {
   $("#run-cancel").addEventListener("click", async () => {
     try { await api("POST", `/v1/runs/${id}/cancel`); } catch (e) { showError($("#run-message"), e); }
   });
-  $("#register-button").addEventListener("click", async () => {
+  const register = async (confirm) => {
     const fb = $("#register-feedback");
     const name = $("#register-name").value.trim();
     const t = $("#register-threshold").value;
     try {
-      const m = await api("POST", `/v1/runs/${id}/register`, {name, threshold: t ? Number(t) : null});
+      const m = await api("POST", `/v1/runs/${id}/register`, {name, threshold: t ? Number(t) : null, confirm});
       fb.innerHTML = `<div class="ok">Registered as <a href="/metrics/${esc(m.full_name)}">${esc(m.full_name)}</a></div>`;
       window.location.href = `/metrics/${encodeURIComponent(m.full_name)}`;
-    } catch (e) { showError(fb, e); }
-  });
+    } catch (e) {
+      if (e.code !== "needs_confirmation") { showError(fb, e); return; }
+      // the report shows the evaluator below a baseline: say so, and register only when asked again
+      fb.innerHTML = `<div class="error" id="register-warning"><strong>Warning</strong> ${esc(e.found || e.message)}.
+        ${esc(e.fix || "")}</div><button type="button" id="register-anyway" class="secondary">Register anyway</button>`;
+      $("#register-anyway").addEventListener("click", () => register(true));
+    }
+  };
+  $("#register-button").addEventListener("click", () => register(false));
 }
 
 /* ---------------------------------------------------------------- metric page: try it */
