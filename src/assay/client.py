@@ -214,6 +214,16 @@ class Client:
         """Label, score, confidence and probabilities for each row (a string is a row's input)."""
         return self.request("POST", f"/v1/metrics/{_q(name)}/score", json_body={"rows": list(rows)})["results"]
 
+    def guard(self, metrics: str | Sequence[str], row: Mapping[str, Any] | str,
+              policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Check one row with one or more metrics and a policy: ``{"decision": "block" | "flag" | "allow",
+        "verdicts": [...], "latency_ms"}`` (``POST /v1/guard``)."""
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        body: dict[str, Any] = {"metrics": names, "input": row}
+        if policy is not None:
+            body["policy"] = dict(policy)
+        return self.request("POST", "/v1/guard", json_body=body)
+
 
 def _q(part: str) -> str:
     return urllib.parse.quote(str(part), safe="")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from ..data import SEED_FRACTION
 from ..errors import AssayError
+from ..metrics import load_metric
 from ..registry import (
     Dataset,
     Metric,
@@ -28,6 +30,7 @@ from ..registry import (
     Validated,
 )
 from . import _access as acc
+from . import _guard
 
 router = APIRouter(prefix="/v1")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -372,6 +375,73 @@ async def score(name: str, body: ScoreIn, request: Request) -> ScoreOut:
     rows = reg.metrics.check_score_rows(version, body.rows)
     results, batch = await request.app.state.batcher.score(version, rows)
     return ScoreOut(metric=version.full_name, results=results, batch=batch)
+
+
+class GuardIn(BaseModel):
+    metrics: list[str] = Field(min_length=1, max_length=20, description="registered metrics (name or name-vN)")
+    input: dict[str, Any] | str | None = Field(None, description="the one row to check (a string is its input)")
+    row: dict[str, Any] | str | None = Field(None, description="the same as input (send one of them)")
+    policy: dict[str, Any] | None = Field(None, description="per metric (or 'default'): a list of rules "
+                                                           "{label, min_confidence, action} or {rules, uncertain}")
+
+
+class GuardVerdict(BaseModel):
+    metric: str
+    label: str
+    score: float
+    confidence: float
+    probabilities: dict[str, float]
+    uncertain: bool
+    action: Literal["block", "flag", "allow"]
+    rule: str = Field(description="which rule decided: rules[i], uncertain, or no rule matched")
+
+
+class GuardOut(BaseModel):
+    decision: Literal["block", "flag", "allow"]
+    verdicts: list[GuardVerdict]
+    latency_ms: float
+
+
+@router.post("/guard", response_model=GuardOut, tags=["metrics"], responses=_ERRORS)
+async def guard(body: GuardIn, request: Request) -> GuardOut:
+    """Check one row at runtime with one or more metrics and a policy: block, flag or allow
+    (the most severe across metrics), with each metric's verdict. Scored through the batcher."""
+    start = time.perf_counter()
+    reg = _reg(request)
+    if (body.input is None) == (body.row is None):
+        raise AssayError("one row as 'input' or 'row'", "both" if body.input is not None else "neither",
+                         "send {\"metrics\": [...], \"input\": {\"input\": \"...\"}}", code="invalid_input")
+    row = body.input if body.input is not None else body.row
+    versions = []
+    for name in body.metrics:
+        v = await asyncio.to_thread(_metric, request, name, "score")
+        if all(v.full_name != seen.full_name for _, seen in versions):
+            versions.append((name, v))
+    policy = dict(body.policy or {})
+    known = {"default"} | {k for name, v in versions for k in (name, v.name, v.full_name)}
+    stray = sorted(set(policy) - known)
+    if stray:
+        raise AssayError("policy keys among the requested metrics or 'default'", f"{stray}",
+                         f"use one of {sorted(known)}", code="invalid_policy")
+    plans = []
+    for name, v in versions:
+        failing = load_metric(v.spec).positive
+        entry = next((policy[k] for k in (v.full_name, name, v.name, "default") if k in policy), None)
+        pol = _guard.default_policy(failing) if entry is None else _guard.parse_policy(v.full_name, entry, v.labels)
+        plans.append((v, pol, failing, reg.metrics.check_score_rows(v, [row])))
+    scored = await asyncio.gather(*(request.app.state.batcher.score(v, rows) for v, _, _, rows in plans))
+    verdicts = []
+    for (v, pol, positive, _), (results, _batch) in zip(plans, scored):
+        res = results[0]
+        ev = await asyncio.to_thread(reg.metrics.evaluator, v)
+        cal = getattr(ev, "calibration", None)
+        region = cal.review_region(v.threshold) if cal is not None and hasattr(cal, "review_region") else None
+        uncertain = _guard.is_uncertain(res, v.labels, positive, v.threshold, region)
+        action, rule = _guard.apply(pol, res.label, res.confidence, uncertain)
+        verdicts.append(GuardVerdict(metric=v.full_name, label=res.label, score=res.score, confidence=res.confidence,
+                                     probabilities=res.probabilities, uncertain=uncertain, action=action, rule=rule))
+    return GuardOut(decision=_guard.most_severe([x.action for x in verdicts]), verdicts=verdicts,
+                    latency_ms=round((time.perf_counter() - start) * 1000, 3))
 
 
 class LabelIn(BaseModel):
