@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -240,9 +241,16 @@ def test_generate_and_label_round_through_real_server(llama_server, tmp_path):
     assert json.loads(Path(result.files["report"]).read_text())["rows"] == len(result.rows)
     assert statuses and statuses[-1][0] == "generating" and statuses[-1][1] == 1.0
 
-    # the same config again: every request comes from the cache, the rows are the same
+    # the same config again: the set is kept; only rows still missing from the target are asked for
     again = generate_training_set(_generation_config(llama_server, tmp_path), SEEDS, HELD_OUT)
-    assert again.report["cost"]["requests"] == 0
-    assert again.report["cost"]["cache_hits"] == cost["requests"]
-    assert [r["id"] for r in again.rows] == [r["id"] for r in result.rows]
-    assert again.report["dropped"] == rep["dropped"]
+    assert again.report["reused"]["kept"] == len(result.rows)
+    assert [r["id"] for r in again.rows[:len(result.rows)]] == [r["id"] for r in result.rows]
+    if not any((rep.get("short_by") or {}).values()):  # every label reached its target: nothing is asked
+        assert again.report["calls"]["planned"] == 0 and again.report["cost"]["requests"] == 0
+    # without the set: every request comes from the cache, the rows and drops are the same
+    shutil.rmtree(config.data_dir())
+    cached = generate_training_set(_generation_config(llama_server, tmp_path), SEEDS, HELD_OUT)
+    assert cached.report["cost"]["requests"] == 0
+    assert cached.report["cost"]["cache_hits"] == cost["requests"]
+    assert [r["id"] for r in cached.rows] == [r["id"] for r in result.rows]
+    assert cached.report["dropped"] == rep["dropped"]
