@@ -292,26 +292,15 @@ def test_upload_size_limit_is_enforced_while_reading(reg, monkeypatch):
 @pytest.mark.slow
 def test_24mb_csv_upload_memory(reg, tmp_path):
     """Peak Python memory while storing a 24 MB CSV upload stays under 5x the file size."""
-    import csv
-    import io
     import tracemalloc
 
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["text", "label"])
-    i = 0
-    while buf.tell() < 24 * 2**20:
-        w.writerow([f"message number {i}: " + "some words of a logged chat message " * 5, "true" if i % 3 else "false"])
-        i += 1
-    path = tmp_path / "upload"
-    path.write_text(buf.getvalue())
-    del buf
+    path, n_rows = _big_csv(tmp_path / "upload")
     size = path.stat().st_size
     tracemalloc.start()
     ds = reg.datasets.add("demo", path, "big.csv", metric="toxicity", columns={"input": "text"})
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert ds.rows == i and ds.size_bytes == size
+    assert ds.rows == n_rows and ds.size_bytes == size
     print(f"24 MB CSV: {size / 2**20:.1f} MiB file, peak traced memory {peak / 2**20:.1f} MiB "
           f"({peak / size:.1f}x)")
     assert peak < 5 * size
@@ -561,22 +550,11 @@ def test_24mb_csv_upload_memory_through_http(reg, tmp_path):
     """Peak Python memory of a 24 MB CSV upload through POST /v1/projects/{p}/datasets (the body
     streamed in 64 KiB chunks, as a network client sends it) stays under 5x the file size."""
     import asyncio
-    import csv
-    import io
     import tracemalloc
 
     import httpx
 
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["text", "label"])
-    i = 0
-    while buf.tell() < 24 * 2**20:
-        w.writerow([f"message number {i}: " + "some words of a logged chat message " * 5, "true" if i % 3 else "false"])
-        i += 1
-    path = tmp_path / "big.csv"
-    path.write_text(buf.getvalue())
-    del buf
+    path, n_rows = _big_csv(tmp_path / "big.csv")
     size = path.stat().st_size
     app = create_app(reg)
 
@@ -591,7 +569,23 @@ def test_24mb_csv_upload_memory_through_http(reg, tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert r.status_code == 201, r.text
-    assert r.json()["rows"] == i and r.json()["size_bytes"] == size
+    assert r.json()["rows"] == n_rows and r.json()["size_bytes"] == size
     print(f"24 MB CSV over HTTP: {size / 2**20:.1f} MiB file, peak traced memory {peak / 2**20:.1f} MiB "
           f"({peak / size:.1f}x)")
     assert peak < 5 * size
+
+
+def _big_csv(path, mb: int = 24):
+    """A CSV of logged chat messages of about ``mb`` MB (text, label); (path, data rows)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["text", "label"])
+    i = 0
+    while buf.tell() < mb * 2**20:
+        w.writerow([f"message number {i}: " + "some words of a logged chat message " * 5, "true" if i % 3 else "false"])
+        i += 1
+    path.write_text(buf.getvalue())
+    return path, i
