@@ -71,7 +71,10 @@ def train_metric(reg, data: Path, max_steps: int) -> str:
     return reg.metrics.register(run.id, "pii").full_name
 
 
-def measure(reg, name: str, texts: list[str], *, requests: int, batch_rows: int, batch_ms: float) -> dict:
+def measure(reg, name: str, texts: list[str], *, requests: int, batch_rows: int, batch_ms: float,
+            call: str = "score") -> dict:
+    """``requests`` parallel one-row requests to the score endpoint (``call="score"``) or to
+    POST /v1/guard with the default policy (``call="guard"``)."""
     import uvicorn
 
     from assay.client import Client
@@ -91,7 +94,10 @@ def measure(reg, name: str, texts: list[str], *, requests: int, batch_rows: int,
 
         def one(i: int) -> int:
             t0 = time.perf_counter()
-            res = c.score(name, [texts[i % len(texts)]])
+            if call == "guard":
+                res = c.guard([name], texts[i % len(texts)])["verdicts"]
+            else:
+                res = c.score(name, [texts[i % len(texts)]])
             lat.append(time.perf_counter() - t0)
             return len(res)
 
@@ -130,9 +136,10 @@ def main() -> None:
         texts = [r["input"] for r in _rows(a.data / "pii_presidio_synth.jsonl", 200, 3, set())]
         results = []
         for n in a.requests:
-            for label, rows, ms in (("batched", 64, 10.0), ("unbatched", 1, 0.0)):
+            for label, rows, ms, call in (("batched", 64, 10.0, "score"), ("unbatched", 1, 0.0, "score"),
+                                          ("guard, batched", 64, 10.0, "guard")):
                 reg.metrics.unload()
-                r = measure(reg, name, texts, requests=n, batch_rows=rows, batch_ms=ms)
+                r = measure(reg, name, texts, requests=n, batch_rows=rows, batch_ms=ms, call=call)
                 r["mode"] = label
                 results.append(r)
                 print(json.dumps(r), file=sys.stderr)
@@ -144,9 +151,14 @@ def main() -> None:
             "p50_ms", "p95_ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in results]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-               f"{torch.get_num_threads()}, python {platform.python_version()}")
-    md = ("# Score micro-batching (POST /v1/metrics/{name}/score, 1 row per request, all in parallel)\n\n"
+    flags = sorted({f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()[2:]}
+                   & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"}) if os.path.exists(
+        "/proc/cpuinfo") else []
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, flags {' '.join(flags)}, "
+               f"torch threads {torch.get_num_threads()}, python {platform.python_version()}, load average at the end "
+               f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    md = ("# Score micro-batching (POST /v1/metrics/{name}/score, 1 row per request, all in parallel), "
+          "and the guard (POST /v1/guard, one metric, the default policy)\n\n"
           + "\n".join(lines) + f"\n\nMetric {name}: encoder (MiniLM) trained {a.max_steps} steps on pii rows "
           f"({train_s:.0f}s). Machine: {machine}. `evaluator_calls` excludes the warm-up request.\n")
     print(md)
