@@ -44,6 +44,7 @@ import numpy as np
 from .config import Config, load_config
 from .data import load_rows, split_test_set
 from .evaluator import CARD_FILE, INFO_FILE, Calibration, Score, decide, scores_from_probs
+from .evaluator._contract import calibrated_probs
 from .metrics import MetricSpec, field_text, load_metric, metric_from_dict, render
 
 __all__ = ["KIND", "MockEvaluator", "mock_train", "main"]
@@ -192,11 +193,7 @@ class MockEvaluator:
     def calibrate(self, logits: Any) -> np.ndarray:
         """softmax(logits / temperature + label_shift), as :meth:`assay.evaluator.Evaluator.calibrate`; with
         the defaults (temperature 1, no shift) the rule's probabilities come back unchanged."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        if self.label_shift is not None:
-            z = z + self.label_shift
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return calibrated_probs(logits, self.temperature, self.label_shift)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
         """Calibrated probabilities [n_rows, n_labels], columns ordered as ``labels`` (uncalibrated: the

@@ -314,14 +314,15 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
     folder, version = resolve_artifact(artifact)  # a registered name: its file hashes checked
     metric, _ = _artifact_metric(str(folder))
     rows, skipped, ingest = _rows_to_score(data, metric, column, encoding)  # checked before the model loads
-    show("loading", None, f"loading the evaluator from {artifact}")
-    ev = open_evaluator(folder, version)  # the registered version's threshold applies
-    start = time.monotonic()
-    if engine == "ray":
+    if engine == "ray":  # each actor loads the evaluator (hashes checked, the version's threshold applied)
         show("scoring", None, f"{len(rows)} rows on Ray ({concurrency} actors, {num_cpus} CPUs)")
+        start = time.monotonic()
         records = score_file(artifact, rows, engine="ray", batch_size=batch_size or 64, concurrency=concurrency,
                              num_cpus=num_cpus, num_gpus=num_gpus).scores
     else:
+        show("loading", None, f"loading the evaluator from {artifact}")
+        ev = open_evaluator(folder, version)  # the registered version's threshold applies
+        start = time.monotonic()
         chunk = max(64, batch_size or 0)
         records = []
         for i in range(0, len(rows), chunk):

@@ -17,6 +17,8 @@ and the one decision rule.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -139,6 +141,25 @@ def decide_rows(probs: Any, labels: Sequence[str], positive: str | None, thresho
         hit = p[:, pos] >= threshold if operator == ">=" else p[:, pos] > threshold
         return np.where(hit, pos, 1 - pos)
     return p.argmax(axis=1)  # ties: the first label, as decide()
+
+
+def calibrated_probs(logits: Any, temperature: float = 1.0, label_shift: Any = None) -> Any:
+    """softmax(logits / temperature + label_shift) per row: the calibration every evaluator applies."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    if label_shift is not None:
+        z = z + label_shift
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def band_around(threshold: float | None, half_width: float) -> tuple[float, float]:
+    """The P(positive) interval within ``half_width`` in log-odds of ``threshold`` (0.5 when None):
+    the shape of every review band, certified at training time or the monitor's default."""
+    t = min(max(0.5 if threshold is None else float(threshold), 1e-9), 1 - 1e-9)
+    centre = math.log(t / (1 - t))
+    return 1 / (1 + math.exp(-(centre - half_width))), 1 / (1 + math.exp(-(centre + half_width)))
 
 
 def scores_from_probs(probs: Any, labels: Sequence[str], positive: str | None, threshold: float | None,

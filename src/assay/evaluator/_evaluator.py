@@ -16,14 +16,8 @@ from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
 from ._artifact import CARD_FILE, FORMAT_VERSION, INFO_FILE, REPORT_JSON, EvaluatorInfo, read_info
-from ._contract import Calibration, Score, decide, scores_from_probs
+from ._contract import Calibration, Score, calibrated_probs, decide, scores_from_probs
 LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: str):
@@ -176,8 +170,7 @@ class Evaluator:
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: softmax(logits / temperature + label_shift)."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        return _softmax(z + self.label_shift if self.label_shift is not None else z)
+        return calibrated_probs(logits, self.temperature, self.label_shift)
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> np.ndarray:
         """Calibrated probabilities [n_rows, n_labels], columns ordered as metric.labels."""

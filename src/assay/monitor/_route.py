@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..evaluator._contract import band_around
 
 REVIEW, RECORDED = "review", "recorded"
 
@@ -55,17 +57,29 @@ class Route:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return math.log(p / (1 - p))
-
-
 def uncertainty_band(threshold: float | None, margin: float) -> tuple[float, float]:
     """The P(positive) interval within ``margin`` (log-odds, scaled so 0.5 +/- margin at 0.5) of ``threshold``."""
-    t = 0.5 if threshold is None else float(threshold)
-    half = _logit(0.5 + margin)
-    lo, hi = _logit(t) - half, _logit(t) + half
-    return 1 / (1 + math.exp(-lo)), 1 / (1 + math.exp(-hi))
+    return band_around(threshold, math.log((0.5 + margin) / (0.5 - margin)))
+
+
+def is_uncertain(c: RouteConfig, *, binary: bool, score: float | None, confidence: float | None,
+                 threshold: float | None, band: Sequence[float] | None = None,
+                 min_confidence: float | None = None) -> bool:
+    """Whether a verdict falls in the review region: ``band`` / ``min_confidence`` are the evaluator's
+    certified region (None: it has none); a band, margin or min_confidence set in ``c`` wins."""
+    if binary and score is not None:
+        if c.band is not None:
+            lo, hi = c.band
+        elif band is not None and "margin" not in c.model_fields_set:
+            lo, hi = band
+        else:
+            lo, hi = uncertainty_band(threshold, c.margin)
+        return lo <= score <= hi
+    if confidence is None:
+        return False
+    cut = min_confidence if min_confidence is not None and "min_confidence" not in c.model_fields_set \
+        else c.min_confidence
+    return confidence < cut
 
 
 def audit_draw(trace_id: str, metric: str, seed: int) -> float:
@@ -80,22 +94,10 @@ class Router:
 
     def route(self, v: Any) -> Route:
         c = self.config
-        if v.kind == "evaluator":
-            certified = getattr(v, "review_band", None), getattr(v, "review_min_confidence", None)
-            if v.binary and v.score is not None:
-                if c.band is not None:
-                    lo, hi = c.band
-                elif certified[0] is not None and "margin" not in c.model_fields_set:
-                    lo, hi = certified[0]
-                else:
-                    lo, hi = uncertainty_band(v.threshold, c.margin)
-                if lo <= v.score <= hi:
-                    return Route(REVIEW, "uncertain")
-            elif v.confidence is not None:
-                cut = (certified[1] if certified[1] is not None and "min_confidence" not in c.model_fields_set
-                       else c.min_confidence)
-                if v.confidence < cut:
-                    return Route(REVIEW, "uncertain")
+        if v.kind == "evaluator" and is_uncertain(
+                c, binary=v.binary, score=v.score, confidence=v.confidence, threshold=v.threshold,
+                band=getattr(v, "review_band", None), min_confidence=getattr(v, "review_min_confidence", None)):
+            return Route(REVIEW, "uncertain")
         if not v.passed:
             if v.severity in c.review_severities:
                 return Route(REVIEW, "high_severity_fail" if v.kind == "evaluator" else "gate_fail")

@@ -152,19 +152,18 @@ class Metrics:
     def below_baseline(self, run_id: str) -> dict[str, Any] | None:
         """{student, baseline, baseline_kappa, student_kappa} when the run's report shows the evaluator's
         held-out kappa below a baseline's; None otherwise (or when the report has no such figures)."""
+        from ..report import Report
+
         try:
-            report = self.runs.report(run_id, "json")
+            report = Report.from_dict(self.runs.report(run_id, "json"))
         except AssayError:
             return None
-        student = (report.get("student") or {}).get("kappa") if isinstance(report, dict) else None
-        if not isinstance(student, (int, float)):
+        student = report.kappa
+        kappas = [(n, b.kappa_value) for n, b in (report.baselines or {}).items() if b.kappa_value is not None]
+        best = max(kappas, key=lambda x: x[1], default=None)
+        if student is None or best is None or student >= best[1]:
             return None
-        best = max(((n, b.get("kappa")) for n, b in (report.get("baselines") or {}).items()
-                    if isinstance(b, dict) and isinstance(b.get("kappa"), (int, float))),
-                   key=lambda x: x[1], default=None)
-        if best is None or student >= best[1]:
-            return None
-        return {"student_kappa": float(student), "baseline": best[0], "baseline_kappa": float(best[1])}
+        return {"student_kappa": student, "baseline": best[0], "baseline_kappa": best[1]}
 
     def _refuse_below_baseline(self, run_id: str) -> None:
         weak = self.below_baseline(run_id)

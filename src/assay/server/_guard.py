@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import AssayError
-from ..monitor._route import RouteConfig, uncertainty_band
+from ..monitor._route import RouteConfig
+from ..monitor._route import is_uncertain as route_uncertain
 
 ACTIONS = ("block", "flag", "allow")
 SEVERITY = {"allow": 0, "flag": 1, "block": 2}
@@ -79,16 +80,12 @@ def default_policy(failing: str) -> MetricPolicy:
 
 def is_uncertain(result: Any, labels: Sequence[str], positive: str, threshold: float | None,
                  region: Mapping[str, Any] | None) -> bool:
-    """Whether a verdict falls in the review region (as the monitor's router decides)."""
+    """Whether a verdict falls in the review region, by the monitor's rule (``monitor._route.is_uncertain``)."""
     binary = len(labels) == 2 and positive in result.probabilities
-    if binary:
-        if region and region.get("band") is not None:
-            lo, hi = region["band"]
-        else:
-            lo, hi = uncertainty_band(threshold, _FALLBACK.margin)
-        return lo <= float(result.probabilities[positive]) <= hi
-    cut = region.get("min_confidence") if region and region.get("min_confidence") is not None else None
-    return result.confidence < (cut if cut is not None else _FALLBACK.min_confidence)
+    region = region or {}
+    return route_uncertain(_FALLBACK, binary=binary, score=float(result.probabilities[positive]) if binary else None,
+                           confidence=result.confidence, threshold=threshold, band=region.get("band"),
+                           min_confidence=region.get("min_confidence"))
 
 
 def apply(policy: MetricPolicy, label: str, confidence: float, uncertain: bool) -> tuple[str, str]:

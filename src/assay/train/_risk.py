@@ -21,13 +21,12 @@ less fragile at the same guarantee.)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluator._contract import decide_rows
+from ..evaluator._contract import band_around, decide_rows
 
 TARGET = 0.05  # disagreement allowed among auto-accepted verdicts
 DELTA = 0.1  # 1 - confidence
@@ -67,15 +66,6 @@ class RiskControl:
         return cls(**fields)
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return math.log(p / (1 - p))
-
-
 def binomial_tail(e: int, n: int, p: float) -> float:
     """P(Binomial(n, p) <= e)."""
     from scipy.stats import binom
@@ -109,10 +99,9 @@ def control_risk(probs: Any, y: Sequence[int], labels: Sequence[str], positive: 
         score = p[:, pos]
         pred = decide_rows(p, labels, positive, threshold)
         wrong = pred != y
-        centre = _logit(float(threshold))
         candidates = []
         for h in HALF_WIDTHS:
-            lo, hi = _sigmoid(centre - h), _sigmoid(centre + h)
+            lo, hi = band_around(threshold, h)
             routed = (score >= lo) & (score <= hi) if h > 0 else np.zeros(n, dtype=bool)
             candidates.append(((h, lo, hi), ~routed))
     else:
