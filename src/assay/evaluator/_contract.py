@@ -11,14 +11,17 @@ and the one decision rule.
 - :func:`decide`: the label index of one row's probabilities. Binary metrics: the positive label
   when P(positive) >= threshold (``operator`` ``>`` for a strict comparison), else the other one;
   categorical metrics: the most probable label. The evaluator, the registry's per-version
-  threshold and the test double all decide with it; there is no other threshold rule.
+  threshold and the test double all decide with it; there is no other threshold rule
+  (:func:`decide_rows` applies it to many rows at once).
+- :func:`calibrated_probs`: softmax(logits / temperature + label shift), every evaluator's calibration.
+- :func:`band_around`: a P(positive) band of a log-odds half-width around a threshold, the shape of
+  every review band (certified at training time, or the monitor's default).
 - :func:`scores_from_probs`: a :class:`Score` per row from calibrated probabilities.
 """
 
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 

@@ -169,12 +169,13 @@ def parse_bars(specs: Sequence[str]) -> dict[str, float]:
         for part in filter(None, (p.strip() for p in str(spec).split(","))):
             name, sep, value = part.partition("=")
             try:
-                bars[name.strip()] = float(value)
+                number = float(value) if sep and name.strip() else None
             except ValueError:
-                value = None  # type: ignore[assignment]
-            if not sep or not name.strip() or value is None:
+                number = None
+            if number is None:
                 raise AssayError("a bar as FIGURE=NUMBER (e.g. pass_rate=0.9,kappa=0.6)", f"'{part}'",
                                  "write --fail-under pass_rate=0.9,kappa=0.6", code="invalid_input")
+            bars[name.strip()] = number
     return bars
 
 
