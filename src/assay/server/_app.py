@@ -34,9 +34,13 @@ def error_body(code: str, expected: str, found: str, fix: str) -> dict[str, Any]
     return {"error": AssayError(expected, found, fix, code=code).to_dict()}
 
 
+def status_of(exc: AssayError) -> int:
+    """The HTTP status of an error, for the API and the UI pages alike."""
+    return STATUS.get(exc.code, 422 if exc.code.startswith(("invalid", "missing", "empty", "too_few")) else 400)
+
+
 def _assay_error(request: Request, exc: AssayError) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=STATUS.get(exc.code, 422 if exc.code.startswith(
-        ("invalid", "missing", "empty", "too_few")) else 400))
+    return JSONResponse({"error": exc.to_dict()}, status_code=status_of(exc))
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

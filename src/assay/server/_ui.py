@@ -44,11 +44,14 @@ def home() -> RedirectResponse:
     return RedirectResponse("/projects", status_code=303)
 
 
+def _visible_projects(request: Request) -> list[Any]:
+    ids = acc.visible(request)
+    return [p for p in _reg(request).projects.list() if ids is None or p.id in ids]
+
+
 @router.get("/projects", response_class=HTMLResponse)
 def projects(request: Request) -> HTMLResponse:
-    ids = acc.visible(request)
-    items = [p for p in _reg(request).projects.list() if ids is None or p.id in ids]
-    return _page(request, "projects.html", projects=items)
+    return _page(request, "projects.html", projects=_visible_projects(request))
 
 
 @router.post("/projects")
@@ -57,12 +60,10 @@ def create_project(request: Request, name: str = Form(...), description: str = F
         acc.require_operator(request, "create a project")
         p = _reg(request).projects.create(name, description)
     except AssayError as exc:  # the form again, listing only the projects this caller may see
-        from ._app import STATUS
+        from ._app import status_of
 
-        ids = acc.visible(request)
-        items = [p for p in _reg(request).projects.list() if ids is None or p.id in ids]
-        resp = _page(request, "projects.html", projects=items, error=exc.to_dict())
-        resp.status_code = STATUS.get(exc.code, 422 if exc.code.startswith("invalid") else 400)
+        resp = _page(request, "projects.html", projects=_visible_projects(request), error=exc.to_dict())
+        resp.status_code = status_of(exc)
         return resp
     return RedirectResponse(f"/projects/{p.id}", status_code=303)
 
