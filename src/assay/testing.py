@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from .config import Config, load_config
-from .data import load_rows, split_test_set
+from .data import load_rows
 from .evaluator import CARD_FILE, INFO_FILE, Calibration, Score, decide, scores_from_probs
 from .evaluator._contract import calibrated_probs
 from .metrics import MetricSpec, field_text, load_metric, metric_from_dict, render
@@ -233,9 +233,7 @@ def mock_train(config: Config | str | Path, *, progress: bool = True,
     stop = should_stop or (lambda: False)
     metric = cfg.metric_spec()
     status("preparing", 0.0, "reading the test set")
-    test = load_rows(cfg.path(cfg.data.test_set), metric, limit=cfg.data.limit)
-    split = split_test_set(test.rows, metric.shape, seed_fraction=cfg.data.seed_fraction,
-                           split_seed=cfg.data.split_seed, group_by=cfg.data.group_by)
+    split = cfg.prepare_test_set(metric).split  # the split assay train makes
     train_rows = list(split.seeds)
     if cfg.data.train_set:
         train_rows += load_rows(cfg.path(cfg.data.train_set), metric, limit=cfg.data.limit).rows
