@@ -20,6 +20,9 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     test_set: str  # labeled rows: split into seeds (shown to generation) and held-out evaluation rows
     train_set: str | None = None  # labeled training rows (uploaded logs): skips generation
+    # More labeled training rows in canonical fields (no columns/label_map), added as they are: never split,
+    # never held out; e.g. the reviewed verdicts `assay retrain` folds in (registry: 'dataset:<id>').
+    extra_train_sets: list[str] = Field(default_factory=list)
     columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> column in the files
     label_map: dict[str, str] = Field(default_factory=dict)  # file label -> metric label
     seed_fraction: float = Field(SEED_FRACTION, gt=0, lt=1)
@@ -101,9 +104,10 @@ class TrainingConfig(_Strict):
     review_target: float = Field(0.05, gt=0, lt=1)
     review_delta: float = Field(0.1, gt=0, lt=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it
+    # training precision; auto: bf16 on a GPU that has it, fp32 on the CPU (scoring: Evaluator precision=)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_batch_size: int = Field(32, ge=1)
-    num_threads: int | None = None  # torch CPU threads; None: torch's default
+    num_threads: int | None = None  # torch CPU threads; None: the cores this process may use (assay._cpu)
     # Model selection: candidates fitted and compared by k-fold cross-validated kappa on the training rows
     # (never the held-out rows); the best is refit on all training rows and shipped. "encoder": the neural
     # family in model: (encoder or decoder; validated on one held-back slice, the calibration rows, since
@@ -121,6 +125,9 @@ class TrainingConfig(_Strict):
     contrastive_batch_size: int = Field(16, ge=2)
     contrastive_lr: float = Field(2e-5, gt=0)
     contrastive_max_length: int = Field(128, ge=8)  # tokens per row for this candidate (at most model.max_length)
+    # embed / contrastive on shapes with context: add the judged field's relation to each context field
+    # (embedding interactions u*v, |u-v|, cos and lexical overlap; assay.evaluator._grounding)
+    grounding: bool = True
 
 
 class ReportConfig(_Strict):

@@ -10,6 +10,8 @@ Feature blocks:
 - ``embed``: the frozen base encoder (MiniLM by default), mean-pooled over the row rendered like
   the encoder family (fields only, judged field first, fitted to ``max_length`` by the truncation
   policy), L2 normalised. Only the base reference is stored; its weights come from the package.
+  For shapes with context (``train.grounding``), followed by the grounding features of
+  ``_grounding`` (the judged field against each context field); their standardisation is stored.
 - ``contrastive``: the same embeddings from a body fine-tuned on the training rows with contrastive
   pairs (same label: cosine 1, different labels: cosine 0; SetFit's recipe, see
   ``assay.train._contrastive``). Its body weights are stored (``contrastive.safetensors``).
@@ -128,13 +130,23 @@ class EmbedFeatures:
     # cross-validation and scoring then embed each distinct row once per process.
     cache: dict[tuple[str, tuple[int, ...]], np.ndarray] | None = None
 
-    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32):
+    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
+                 grounding: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
+        from ..metrics._render import judged_field
         from ._common import quiet_loading
         from ._encoder import compact_metric
+        from ._grounding import context_fields
 
         self.metric, self.base, self.max_length, self.batch_size = metric, base, max_length, batch_size
+        # grounding features (``_grounding``): the judged field against each context field
+        self.context = context_fields(metric) if grounding else []
+        self.judged = judged_field(metric)
+        self.field_views = {f: metric.model_copy(update={"prompt": "{" + f + "}"})
+                            for f in ([self.judged] + self.context if self.context else [])}
+        self.lex_mean: np.ndarray | None = None  # standardisation of the lexical features (training rows)
+        self.lex_std: np.ndarray | None = None
         with quiet_loading():
             self.tokenizer = AutoTokenizer.from_pretrained(base.path)
             self.net = AutoModel.from_pretrained(base.path, dtype=torch.float32).eval()
@@ -148,16 +160,20 @@ class EmbedFeatures:
         self.budget = max_length - n_special
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        """The rows rendered (fields only, judged field first) and tokenised; each keeps its row."""
+        return self._encode_view(self.view, rows)
+
+    def _encode_view(self, view: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
         from ._common import render_fitted
 
-        out = []
+        out: list[Encoded] = []
         for row in rows:
-            text, cut = render_fitted(self.view, row, self.budget, self.tokenizer)
+            text, cut = render_fitted(view, row, self.budget, self.tokenizer)
             ids = self.tokenizer(text)["input_ids"]
             if len(ids) > self.max_length:
                 ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
                 cut = True
-            out.append(Encoded(ids, len(ids), cut))
+            out.append(RowEncoded(ids, len(ids), cut, row=row))
         return out
 
     def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
@@ -198,19 +214,73 @@ class EmbedFeatures:
                 out[idx] = pooled.numpy()
         return out
 
+    def features(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        """The row embeddings, followed by the grounding features when the block has them."""
+        x = self.embed_encoded(encoded)
+        if not self.context:
+            return x
+        rows = [getattr(e, "row", None) for e in encoded]
+        if any(r is None for r in rows):  # pragma: no cover - every encode() keeps its row
+            raise ValueError("grounding features need the rows: encode them with this block")
+        return np.hstack([x, self.grounding(rows)]).astype(np.float32)  # type: ignore[arg-type]
+
+    def grounding(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Embedding interactions and standardised lexical overlap of the judged field with each context field."""
+        from ._grounding import interactions, lexical, standardise
+
+        if self.lex_mean is None or self.lex_std is None:
+            raise AssayError("grounding features fitted on the training rows", "an unfitted block",
+                             "re-run assay train (the artifact lacks the grounding statistics)",
+                             code="invalid_artifact")
+        u = self.embed_encoded(self._encode_view(self.field_views[self.judged], rows))
+        vs = [self.embed_encoded(self._encode_view(self.field_views[f], rows)) for f in self.context]
+        lex = standardise(lexical(self.metric, rows), self.lex_mean, self.lex_std)
+        return np.hstack([interactions(u, vs), lex])
+
+    def fit_grounding(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The lexical features' mean and standard deviation on the training rows (unsupervised)."""
+        from ._grounding import fit_standardiser, lexical
+
+        if self.context:
+            self.lex_mean, self.lex_std = fit_standardiser(lexical(self.metric, rows))
+
+    def grounding_state(self, name: str) -> dict[str, torch.Tensor]:
+        if not self.context or self.lex_mean is None or self.lex_std is None:
+            return {}
+        return {f"grounding.{name}.mean": torch.tensor(self.lex_mean, dtype=torch.float64),
+                f"grounding.{name}.std": torch.tensor(self.lex_std, dtype=torch.float64)}
+
+    def load_grounding(self, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        if self.context:
+            if f"grounding.{name}.mean" not in tensors:
+                raise AssayError(f"grounding statistics of the {name} block in {LINEAR_FILE}", "none",
+                                 "re-run assay train", code="invalid_artifact")
+            self.lex_mean = tensors[f"grounding.{name}.mean"].numpy()
+            self.lex_std = tensors[f"grounding.{name}.std"].numpy()
+
     def transform(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        return self.embed_encoded(self.encode(rows))
+        return self.features(self.encode(rows))
 
     def fit(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        self.fit_grounding(rows)
         return self.transform(rows)
 
     @property
     def size(self) -> int:
-        return int(self.net.config.hidden_size)
+        from ._grounding import LEXICAL
+
+        hidden = int(self.net.config.hidden_size)
+        return hidden + len(self.context) * (2 * hidden + 1 + len(LEXICAL))
 
     def describe(self) -> dict[str, Any]:
-        return {"base": self.base.name, "pooling": "mean, L2-normalised", "max_length": self.max_length,
-                "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size}
+        out = {"base": self.base.name, "pooling": "mean, L2-normalised", "max_length": self.max_length,
+               "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size}
+        if self.context:
+            from ._grounding import LEXICAL
+
+            out["grounding"] = {"judged": self.judged, "against": self.context,
+                                "per_field": ["u*v", "|u-v|", "cos(u,v)", *LEXICAL]}
+        return out
 
 
 class ContrastiveFeatures(EmbedFeatures):
@@ -218,8 +288,9 @@ class ContrastiveFeatures(EmbedFeatures):
 
     kind = "contrastive"
 
-    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32):
-        super().__init__(metric, base, max_length, batch_size)
+    def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
+                 grounding: bool = False):
+        super().__init__(metric, base, max_length, batch_size, grounding)
         self.tuning: dict[str, Any] = {}  # what the tuning did (steps, pairs, loss), for the report
 
     def save(self, folder: Path) -> list[str]:
@@ -316,7 +387,7 @@ class LinearModel(nn.Module):
     def block_logits(self, name: str, encoded: Sequence[Encoded]) -> np.ndarray:
         block = self.blocks[name]
         if block is self.embedder:
-            x = block.embed_encoded(encoded)
+            x = block.features(encoded)
         elif name in EMBED_KINDS:  # a second embedding block may fit rows to another max_length
             x = block.transform([e.row for e in encoded])  # type: ignore[attr-defined]
         else:
@@ -354,6 +425,9 @@ class LinearModel(nn.Module):
             tensors.update(t)
             (folder / VOCAB_FILE).write_text(json.dumps(meta, ensure_ascii=False))
             files.append(VOCAB_FILE)
+        for name in EMBED_KINDS:
+            if name in self.blocks:
+                tensors.update(self.blocks[name].grounding_state(name))
         if "contrastive" in self.blocks:
             files += self.blocks["contrastive"].save(folder)
         save_tensors(tensors, folder / LINEAR_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
@@ -381,11 +455,13 @@ class LinearModel(nn.Module):
                                      "point at a complete artifact directory (re-run assay train)",
                                      code="invalid_artifact")
                 blocks[name] = TfidfFeatures.from_state(metric, tensors, json.loads(vocab.read_text()))
-            elif name == "embed":
-                blocks[name] = EmbedFeatures(metric, base, int(lengths.get(name, max_length)))
-            elif name == "contrastive":
-                blocks[name] = ContrastiveFeatures(metric, base, int(lengths.get(name, max_length)))
-                blocks[name].load(folder)
+            elif name in EMBED_KINDS:
+                kind = EmbedFeatures if name == "embed" else ContrastiveFeatures
+                blocks[name] = kind(metric, base, int(lengths.get(name, max_length)),
+                                    grounding=bool((lin.get("grounding") or {}).get(name)))
+                blocks[name].load_grounding(name, tensors)
+                if name == "contrastive":
+                    blocks[name].load(folder)
             else:
                 raise AssayError(f"feature blocks among {list(FEATURE_KINDS)}", f"'{name}'", "re-run assay train",
                                  code="invalid_artifact")

@@ -251,7 +251,8 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
             status("selecting", None, f"contrastive: tuning the body for fold {f + 1} of {len(folds)}")
             block = first if f == 0 else make()
             tuned.append(tune_body(block, [encoded[i] for i in tr], y[tr], seed=sel.seed + f, **tuning))
-            x = block.embed_encoded(encoded)
+            block.fit_grounding(rows)
+            x = block.features(encoded)
             for c in grid:
                 if len(set(y[tr].tolist())) < 2:
                     oof[c][va] = np.log(np.bincount(y[tr], minlength=n) + 1.0)
@@ -274,7 +275,8 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
     def fit_all() -> tuple[Any, np.ndarray]:
         block = make()
         block.tuning = tune_body(block, encoded, y, seed=sel.seed, **tuning)
-        return block, block.embed_encoded(encoded)
+        block.fit_grounding(rows)
+        return block, block.features(encoded)
 
     sel.deferred["contrastive"] = fit_all
 
@@ -396,7 +398,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
             from ..evaluator._linear import EmbedFeatures
 
             base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
-            return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size)
+            return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size,
+                                 grounding=t.grounding)
 
         def contrastive() -> Any:
             from ..evaluator._base_models import resolve_base
@@ -404,7 +407,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
 
             base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
             length = min(cfg.model.max_length, t.contrastive_max_length)
-            return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size)
+            return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size,
+                                       grounding=t.grounding)
 
         sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
                              embed=embed, contrastive=contrastive, status=status,
@@ -455,7 +459,9 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     model = refit(metric, sel, winner, cfg.model.max_length)
     info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks),
                                               "max_lengths": {b: model.blocks[b].max_length for b in EMBED_KINDS
-                                                              if b in model.blocks}},
+                                                              if b in model.blocks},
+                                              "grounding": {b: model.blocks[b].context for b in EMBED_KINDS
+                                                            if b in model.blocks and model.blocks[b].context}},
             "model": cfg.model.model_dump(mode="json")}
     embedder = next((model.blocks[b] for b in EMBED_KINDS if b in model.blocks), None)
     if embedder is not None:

@@ -1,0 +1,84 @@
+"""Grounding features: the judged field against each context field (embedding interactions and lexical
+overlap) for shapes with context, stored with the artifact and off for single-field metrics."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+VOCAB = [f"w{i}" for i in range(400)]
+
+
+def test_lexical_overlap_features_count_what_the_context_supports():
+    from assay.evaluator._grounding import LEXICAL, context_fields, lexical
+    from assay.metrics import load_metric
+
+    rag = load_metric("context_adherence")
+    assert context_fields(rag) == ["input", "context"]
+    assert context_fields(load_metric("toxicity")) == []
+    rows = [{"input": "q", "context": "Paris has 2 million people", "output": "Paris has 2 million"},
+            {"input": "q", "context": "Paris has 2 million people", "output": "Rome has 9 cats"}]
+    x = lexical(rag, rows)
+    assert x.shape == (2, 2 * len(LEXICAL))
+    ctx = slice(len(LEXICAL), 2 * len(LEXICAL))  # the block of the "context" field
+    got = dict(zip(LEXICAL, x[0, ctx]))
+    assert got["judged_found"] == 1.0 and got["numbers_found"] == 1.0 and got["has_numbers"] == 1.0
+    assert got["context_found"] == pytest.approx(4 / 5)
+    other = dict(zip(LEXICAL, x[1, ctx]))
+    assert other["judged_found"] == pytest.approx(1 / 4) and other["numbers_found"] == 0.0
+
+
+def _rag_rows(rng: random.Random, n: int, prefix: str) -> list[dict]:
+    """Faithful rows copy their answer from the context, unfaithful ones from elsewhere: the label is a
+    relation between two fields, invisible in either field alone."""
+    rows = []
+    for i in range(n):
+        ctx = rng.sample(VOCAB, 12)
+        faithful = i % 2 == 0
+        pool = ctx if faithful else [w for w in VOCAB if w not in ctx]
+        rows.append({"id": f"{prefix}{i}", "input": "what does it say?", "context": " ".join(ctx),
+                     "output": " ".join(rng.sample(pool, 4)), "label": "true" if faithful else "false"})
+    return rows
+
+
+def _config(tmp_path, grounding: bool, out: str):
+    from assay.config import config_from_dict
+
+    return config_from_dict({
+        "metric": "context_adherence",
+        "data": {"test_set": "test.jsonl", "train_set": "train.jsonl", "seed_fraction": 0.25},
+        "model": {"family": "encoder", "max_length": 64},
+        "train": {"candidates": ["embed"], "cv_folds": 3, "seed": 0, "grounding": grounding},
+        "report": {"bootstrap": 0, "latency_rows": 4, "baselines": False},
+        "output": out,
+    }, base_dir=tmp_path)
+
+
+def test_grounding_learns_a_relation_between_fields_and_round_trips(tmp_path):
+    from assay.evaluator import Evaluator
+    from assay.train import train
+
+    rng = random.Random(0)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rag_rows(rng, 120, "t")))
+    test = _rag_rows(rng, 80, "h")
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+
+    plain = train(_config(tmp_path, False, "plain"), progress=False)
+    grounded = train(_config(tmp_path, True, "grounded"), progress=False)
+    k_plain, k_grounded = plain.report["student"]["kappa"], grounded.report["student"]["kappa"]
+    assert k_grounded >= 0.8 and k_grounded >= k_plain + 0.3, (k_plain, k_grounded)
+
+    info = grounded.evaluator.info["linear"]
+    assert info["grounding"] == {"embed": ["input", "context"]} and not plain.evaluator.info["linear"]["grounding"]
+    hidden = 384
+    assert grounded.evaluator.model.blocks["embed"].size > hidden == plain.evaluator.model.blocks["embed"].size
+
+    loaded = Evaluator.from_pretrained(grounded.artifact_dir)
+    rows = test[:10] + [{"input": "", "context": "", "output": ""}]
+    np.testing.assert_allclose(loaded.predict_proba(rows), grounded.evaluator.predict_proba(rows), rtol=1e-5,
+                               atol=1e-6)
