@@ -151,3 +151,12 @@ def test_audited_disagreement_is_compared_with_the_certified_routing_target(tmp_
     assert d["audit"]["target"] == 0.05 and d["audit"]["disagreement"] > 0.05
     assert any("above the routing target" in w for w in d["warnings"])
     store.close()
+
+
+def test_ks_pvalue_is_one_for_identical_distributions_and_small_for_distant_ones():
+    from assay.monitor._stats import ks_pvalue
+
+    assert ks_pvalue(0.0, 200, 200) == 1.0  # the alternating series alone gives 0 here
+    assert ks_pvalue(0.01, 200, 200) == 1.0
+    assert 0.0 < ks_pvalue(0.1, 200, 200) < 1.0  # ~0.27: a small shift is not significant
+    assert ks_pvalue(0.5, 200, 200) < 1e-6
