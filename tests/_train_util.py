@@ -56,3 +56,11 @@ def config(tmp_path, candidates, *, train_set: bool = True, out: str = "out", **
         "report": {"bootstrap": 50, "latency_rows": 4},
         "output": out,
     }, base_dir=tmp_path)
+
+
+def toy_rows(n: int, seed: int = 0, noise: float = 0.25, prefix: str = "r") -> list[dict]:
+    """``n`` labeled rows of the toy binary toxicity task, alternating labels (``noise``: share of rows
+    whose words point to the other label)."""
+    rng = random.Random(seed)
+    return [{"id": f"{prefix}{i}", "input": _text(rng, i % 2 == 0, noise=noise),
+             "label": "true" if i % 2 == 0 else "false"} for i in range(n)]

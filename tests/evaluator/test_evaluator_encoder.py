@@ -51,7 +51,7 @@ def test_encoder_trains_saves_and_reloads_identically(trained):
     assert {p.name for p in out.iterdir()} >= {"evaluator.json", "adapter_model.safetensors", "head.safetensors",
                                                 "README.md"}
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # no pickle anywhere
-    again = Evaluator.from_pretrained(out, device="cpu")
+    again = Evaluator.from_pretrained(out, device="cpu", precision="fp32")  # auto: bf16 on some CPUs
     a = ev.predict_proba(rows[:16], batch_size=5)
     b = again.predict_proba(rows[:16], batch_size=16)
     np.testing.assert_allclose(a, b, atol=1e-5)

@@ -78,5 +78,5 @@ def test_pairwise_trains_and_scores_both_orders(tmp_path):
     scores = ev.score(rows[:3])
     assert all(s.label in ("a", "b", "tie") and s.tokens > 0 for s in scores)
     out = ev.save_pretrained(tmp_path / "pw")
-    again = Evaluator.from_pretrained(out, device="cpu")
+    again = Evaluator.from_pretrained(out, device="cpu", precision="fp32")  # auto: bf16 on some CPUs
     np.testing.assert_allclose(again.predict_proba(rows[:12]), p, atol=1e-5)

@@ -181,5 +181,5 @@ def test_full_fine_tune_trains_saves_and_reloads(tmp_path, rag_rows):
     assert changed > 10 and math.isfinite(stats["loss_last"])  # the whole body trains, not adapters
     out = ev.save_pretrained(tmp_path / "full")
     assert (out / "model.safetensors").exists() and not (out / "adapter_model.safetensors").exists()
-    again = Evaluator.from_pretrained(out, device="cpu")
+    again = Evaluator.from_pretrained(out, device="cpu", precision="fp32")  # auto: bf16 on some CPUs
     np.testing.assert_allclose(again.predict_proba(rows), ev.predict_proba(rows), atol=1e-5)

@@ -167,6 +167,20 @@ def wrap_lora(model: nn.Module, lora: LoraSettings, targets: Any, base_name: str
         ) from None
 
 
+def merge_lora(net: nn.Module, merged: bool = True) -> bool:
+    """Fold a peft model's LoRA adapters into its base weights for scoring (``merged``), or take them
+    back out for training; the adapter weights stay as they are, so saving is unchanged. Returns
+    whether ``net`` has adapters."""
+    layers = [m for m in net.modules() if hasattr(m, "merged") and hasattr(m, "lora_A")]
+    if not layers:
+        return False
+    if merged and not all(m.merged for m in layers):
+        net.merge_adapter()
+    elif not merged and any(m.merged for m in layers):
+        net.unmerge_adapter()
+    return True
+
+
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> None:
     """Write a safetensors file whose bytes depend only on its contents (see :func:`canonical_bytes`)."""
     from safetensors.torch import save

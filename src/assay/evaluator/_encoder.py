@@ -39,6 +39,8 @@ DEFAULT_TARGETS = r"^(?!.*pooler).*\.(query|key|value|dense)$"
 CONTEXT_FIELD = {InputShape.input_output: "input", InputShape.rag: "context", InputShape.tools: "tools"}
 MIN_CONTEXT_SHARE = 4  # the first segment leaves at least 1/4 of max_length to the context
 CHUNK_OVERLAP = 4  # consecutive context windows overlap by 1/4 of a window
+FIT_SLACK = 2  # tokens below max_length (plus one per field) under which a row is tokenised only once
+FIT_CHARS = 8  # characters per token above which a row is not tried whole (it would not fit)
 
 
 def compact_metric(metric: MetricSpec, sep: str, drop: tuple[str, ...] = ()) -> MetricSpec:
@@ -124,6 +126,14 @@ class EncoderModel(LabelModel):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _encode_compact(self, row: Mapping[str, Any]) -> Encoded:
+        # Tokenised once when the row clearly fits: the truncation policy counts the template and each
+        # field apart, which for BERT-like tokenizers adds up to the whole text's count; the slack
+        # absorbs tokenizers where a join changes a token or two, and near the limit the policy decides.
+        text = render(self.view, row)
+        if len(text) <= FIT_CHARS * self.max_length:  # longer text: past max_length anyway, skip the try
+            ids = self.tokenizer(text)["input_ids"]
+            if len(ids) <= self.max_length - FIT_SLACK - len(self.view.fields):
+                return Encoded(ids, len(ids), False)
         text, cut = render_fitted(self.view, row, self.budget, self.tokenizer)
         ids = self.tokenizer(text)["input_ids"]
         if len(ids) > self.max_length:  # the judged field alone is too long: keep its start

@@ -38,12 +38,18 @@ def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: s
 
 
 class Evaluator:
-    """A metric's evaluator model. Load with :meth:`from_pretrained`, score with :meth:`score`."""
+    """A metric's evaluator model. Load with :meth:`from_pretrained`, score with :meth:`score`.
+
+    ``precision`` (scoring): ``auto`` (bf16 on a GPU that has it or a CPU with AMX / AVX512-BF16, else
+    fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU, encoder family: dynamic quantisation of the
+    Linear layers). ``training=True`` (:meth:`create`): the training precision, fp32 on a CPU under auto.
+    """
 
     def __init__(self, metric: MetricSpec, model: Any, *, temperature: float = 1.0,
                  threshold: float | None = None, info: dict[str, Any] | None = None,
-                 device: str | None = "auto", precision: str = "auto"):
-        from ._device import select_device, select_dtype
+                 device: str | None = "auto", precision: str = "auto", training: bool = False):
+        from .._cpu import apply_threads
+        from ._device import quantize_int8, select_device, select_dtype
 
         self.metric = metric
         self.model = model
@@ -56,10 +62,24 @@ class Evaluator:
             self.threshold = 0.5
         self.info: dict[str, Any] = dict(info or {})
         self.device = select_device(device)
-        self.dtype = select_dtype(precision, self.device)
+        # scoring precision (auto: bf16 where the CPU or GPU does it natively); training: see select_dtype
+        self.precision = precision
+        self.dtype = select_dtype(precision, self.device, training=training)
         self.batch_size = int(self.info.get("training", {}).get("eval_batch_size", 32))
+        if self.device.type == "cpu":
+            apply_threads()  # torch threads at most the cores this process may use (assay._cpu)
         self.model.to(self.device)
         self.model.eval()
+        if not training and getattr(self.model, "family", None) == "encoder" and hasattr(self.model, "net"):
+            from ._common import merge_lora
+
+            merge_lora(self.model.net)  # one Linear per projection when scoring; train_loop unmerges
+        if precision == "int8":
+            if getattr(self.model, "family", None) != "encoder":
+                raise AssayError("an encoder-family evaluator for precision int8",
+                                 f"family {getattr(self.model, 'family', None)}",
+                                 "score with precision auto or fp32", code="invalid_config")
+            self.model.net = quantize_int8(self.model.net)
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -76,7 +96,7 @@ class Evaluator:
             "base": base.to_dict(),
             "model": model_cfg.model_dump(mode="json"),
         }
-        return cls(metric, model, info=info, device=device, precision=precision)
+        return cls(metric, model, info=info, device=device, precision=precision, training=True)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = "auto", precision: str = "auto") -> "Evaluator":
@@ -218,6 +238,9 @@ class Evaluator:
         """Write the artifact: evaluator.json, adapter/head weights (safetensors) and README.md."""
         from ._card import model_card
 
+        if self.precision == "int8":
+            raise AssayError("an fp32 evaluator to save", "one quantised to int8 for scoring",
+                             "save the evaluator loaded with precision auto or fp32", code="invalid_input")
         folder = Path(path).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         info = self.describe()

@@ -88,10 +88,9 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
                 device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
         except Exception:  # pragma: no cover - a torch without these calls
             pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        usable = os.cpu_count()
+    from .._cpu import usable_cores
+
+    usable = usable_cores()  # affinity capped by the cgroup quota: what torch's threads default to
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),

@@ -120,10 +120,15 @@ def train_loop(
 
     from ..evaluator._device import autocast
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    from .._cpu import apply_threads
+
+    apply_threads(cfg.num_threads)  # train.num_threads, else at most the cores this process may use
     seed_everything(cfg.seed)
     model, device, dtype = evaluator.model, evaluator.device, evaluator.dtype
+    if hasattr(model, "net"):  # an evaluator loaded for scoring has its LoRA adapters merged: train them apart
+        from ..evaluator._common import merge_lora
+
+        merge_lora(model.net, merged=False)
     labels = list(evaluator.labels)
     y_all = [labels.index(r["label"]) for r in rows]
     if len(set(y_all)) < 2:
