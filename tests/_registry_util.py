@@ -82,3 +82,21 @@ def error_of(resp, status: int, code: str | None = None) -> dict:
     if code:
         assert body["error"]["code"] == code, body
     return body["error"]
+
+
+# Reviewed production traffic for retrain tests: a word the training rows never have, labeled by people.
+REVIEWED = [(f"zqxreviewed message number {i} from production", "true" if i % 2 == 0 else "false") for i in range(12)]
+
+
+def add_reviews(store: Any, metric: str = "toxicity", rows: list[tuple[str, str]] = REVIEWED) -> list[int]:
+    """Routed verdicts in a monitor ``store``, each with a person's label (the review flow without a monitor run)."""
+    from assay.data import row_hash
+    from assay.monitor import Verdict
+
+    ids = []
+    for text, label in rows:
+        tid = f"tr-{row_hash({'input': text})[:12]}"
+        v = Verdict(tid, metric, "evaluator", "false", True, score=0.45, confidence=0.55,
+                    row={"id": tid, "input": text, "meta": {"trace_id": tid}})
+        ids.append(store.add_review(store.add_verdict(v, "review", "uncertain"), label, reviewer="ana"))
+    return ids

@@ -9,8 +9,9 @@ The main calls, from a config to a monitored evaluator::
     report = assay.evaluate(ev, rows)                        # kappa, F1, AUROC, ECE, speed
     assay.Monitor([ev], store).process(traces)                # score, route and store every trace
     assay.Client("http://127.0.0.1:8000").score("toxicity", rows)   # a served evaluator
+    assay.retrain("toxicity")                                 # reviewed verdicts -> a new run of the metric
 
-``train``, ``Evaluator``, ``evaluate`` and ``Monitor`` are imported on first use, so ``import assay``
+``train``, ``Evaluator``, ``evaluate``, ``Monitor`` and ``retrain`` are imported on first use, so ``import assay``
 stays light (no torch until a model is needed).
 """
 
@@ -25,7 +26,8 @@ from .metrics import InputShape, MetricSpec, get_preset, list_presets, load_metr
 __version__ = "0.1.0"
 
 _LAZY = {"Evaluator": ("assay.evaluator", "Evaluator"), "evaluate": ("assay.report", "evaluate"),
-         "Monitor": ("assay.monitor", "Monitor"), "train": ("assay.train", None)}
+         "Monitor": ("assay.monitor", "Monitor"), "train": ("assay.train", None),
+         "retrain": ("assay.monitor", "retrain")}
 
 
 def __getattr__(name: str) -> Any:
@@ -54,6 +56,7 @@ __all__ = [
     "load_rows",
     "prepare",
     "render",
+    "retrain",
     "split_rows",
     "train",
     "validate_rows",

@@ -197,12 +197,18 @@ class Client:
             time.sleep(poll)
 
     # --- metrics ----------------------------------------------------------------------------
-    def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
+    def register(self, run_id: str, name: str | None = None, *, threshold: float | None = None, operator: str = ">=",
                  description: str | None = None, confirm: bool = False) -> dict[str, Any]:
-        """Register a Fine-tuned run; ``confirm`` when its report shows it below a baseline."""
+        """Register a Fine-tuned run; ``confirm`` when its report shows it below a baseline. Without
+        ``name``, a retrain from reviews becomes the next version of the metric it retrained."""
         return self.request("POST", f"/v1/runs/{_q(run_id)}/register", json_body={
             "name": name, "threshold": threshold, "operator": operator, "description": description,
             "confirm": confirm})
+
+    def retrain(self, name: str) -> dict[str, Any]:
+        """Queue a new run of registered metric ``name`` with the reviewed verdicts in the server's
+        monitor store added to its training rows (``POST /v1/metrics/{name}/retrain``); returns the run."""
+        return self.request("POST", f"/v1/metrics/{_q(name)}/retrain")
 
     def list_metrics(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/metrics", params={"project": project})
@@ -247,6 +253,12 @@ def prepare_config(config: str | Path | Mapping[str, Any], upload: Any) -> dict[
             p = base / p
         data[key] = "dataset:" + upload(p, "test" if key == "test_set" else "train", cfg.get("metric"),
                                         data.get("columns") or None, data.get("label_map") or None)
+    extras = data.get("extra_train_sets") or []
+    for i, ref in enumerate(extras):  # canonical labeled rows: uploaded without columns/label_map
+        if ref and not str(ref).startswith("dataset:"):
+            p = Path(ref).expanduser()
+            extras[i] = "dataset:" + upload(p if p.is_absolute() or base is None else base / p, "train",
+                                            cfg.get("metric"), None, None)
     if local:
         data.pop("columns", None)
         data.pop("label_map", None)

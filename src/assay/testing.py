@@ -223,7 +223,8 @@ def mock_train(config: Config | str | Path, *, progress: bool = True,
                fail_at_step: int | None = None):
     """Same signature and stages as :func:`assay.train.train` (returns its ``TrainResult``); fits
     :meth:`MockEvaluator.fit` on the seeds (+ ``data.train_set``) in ``steps`` sleeps of
-    ``step_seconds``, failing at ``fail_at_step`` if given, and writes a small artifact."""
+    ``step_seconds``, failing at ``fail_at_step`` if given, and writes a small artifact.
+    ``data.extra_train_sets`` rows are added to the training rows, never to the held-out rows."""
     from .registry._worker import Cancelled
     from .report import evaluate, write_report
     from .train import TrainResult
@@ -239,6 +240,8 @@ def mock_train(config: Config | str | Path, *, progress: bool = True,
         train_rows += load_rows(cfg.path(cfg.data.train_set), metric, limit=cfg.data.limit).rows
     elif cfg.generate:
         status("generating", 0.0, "generating training rows (mock: reusing the seeds)")
+    for extra in cfg.data.extra_train_sets:  # e.g. reviewed verdicts (assay retrain): training rows only
+        train_rows += load_rows(cfg.path(extra), metric).rows
     out = cfg.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "partial.txt").write_text("training started\n")

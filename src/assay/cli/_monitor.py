@@ -81,6 +81,8 @@ def traces(source: str, metrics: tuple[str, ...], as_json: bool) -> None:
         rows, skipped = rows_for(ing.traces, spec)
         out.setdefault("metrics", {})[spec.name] = {"shape": spec.shape.value, "rows": len(rows),
                                                      "skipped": dict(skipped)}
+        if spec.target is not None:  # rows are spans of that kind
+            out["metrics"][spec.name]["target"] = spec.target.span_kind
     emit(out, as_json)
 
 
@@ -250,7 +252,8 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
 
     store = _open_store(db)
     items = store.review_queue(metric, pending=not show_all, limit=limit)
-    data = [{"id": v["id"], "trace_id": v["trace_id"], "metric": v["metric"], "label": v["label"],
+    data = [{"id": v["id"], "trace_id": v["trace_id"], "span_id": v.get("span_id"), "metric": v["metric"],
+             "label": v["label"],
              "score": v["score"], "confidence": v["confidence"], "why": v["route_reason"],
              "review_label": v["review_label"], "row": v["row"]} for v in items]
     lines = []
@@ -258,7 +261,8 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
         score = "" if v["score"] is None else f" P={v['score']:.2f}"
         text = " ".join(field_text((v["row"] or {}).get("output") or (v["row"] or {}).get("input")).split())[:100]
         done = f" [labeled {v['review_label']}]" if v["review_label"] else ""
-        lines.append(f"#{v['id']:<5d} {v['metric']:24s} {v['why']:18s} {v['label']}{score}{done}  {v['trace_id']}: {text}")
+        where = v["trace_id"] + (f" span {v['span_id']}" if v["span_id"] else "")
+        lines.append(f"#{v['id']:<5d} {v['metric']:24s} {v['why']:18s} {v['label']}{score}{done}  {where}: {text}")
     emit(data, as_json, "\n".join(lines) or "the review queue is empty")
     store.close()
 
@@ -279,7 +283,8 @@ def review_label_cmd(ref: str, label: str, db: str | None, metric: str | None, r
     store = _open_store(db)
     out = review_label(store, ref, label, metric=metric, reviewer=reviewer, note=note)
     store.close()
-    emit(out, as_json, f"labeled {out['trace_id']} ({out['metric']}) as {out['label']}"
+    where = out["trace_id"] + (f" span {out['span_id']}" if out.get("span_id") else "")
+    emit(out, as_json, f"labeled {where} ({out['metric']}) as {out['label']}"
                        f" ({'agrees' if out['agrees'] else 'disagrees'} with the evaluator's {out['evaluator_label']})")
 
 

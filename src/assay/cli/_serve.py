@@ -140,10 +140,13 @@ def _die_with_parent() -> None:
                    "default: only mock/... (see docs/server.md).")
 @click.option("--stale-after", default=60.0, show_default=True, type=click.FloatRange(1, None),
               help="Fail a run whose worker has not beaten for this many seconds.")
+@click.option("--monitor-db", envvar="ASSAY_MONITOR_DB", default=None, type=click.Path(dir_okay=False),
+              help="The monitor's SQLite store for the monitoring pages, review queue and drift "
+                   "(default: $ASSAY_HOME/monitor.db, the one `assay monitor` writes).")
 @click.option("--worker-cmd", default=None, hidden=True, help="Tests: the command that starts a worker.")
 def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: int, auth: bool | None,
           batch_rows: int, batch_ms: float, providers_file: str | None, stale_after: float,
-          worker_cmd: str | None) -> None:
+          monitor_db: str | None, worker_cmd: str | None) -> None:
     """Serve the REST API and web UI, with supervised worker processes for queued runs."""
     from ..errors import require
 
@@ -176,7 +179,8 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         uvicorn.run(create_app(reg, auth=use_auth, batch_rows=batch_rows, batch_wait_ms=batch_ms,
-                               providers=providers, stale_after=stale_after, supervisor=sup),
+                               providers=providers, stale_after=stale_after, supervisor=sup,
+                               monitor_db=monitor_db),
                     host=host, port=port, log_level="info")
     finally:
         sup.stop()
@@ -285,15 +289,17 @@ def runs_cancel(run_id: str, db: str | None, artifacts: str | None, url: str | N
 
 @cli.command()
 @click.argument("run_id")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--threshold", type=float, default=None, help="Binary: positive when score >= threshold.")
 @click.option("--description", default=None)
 @click.option("--yes", "-y", "confirm", is_flag=True,
               help="Register even when the run's report shows the evaluator below a baseline.")
 @_with_backend
-def register(run_id: str, name: str, threshold: float | None, description: str | None, confirm: bool,
+def register(run_id: str, name: str | None, threshold: float | None, description: str | None, confirm: bool,
              db: str | None, artifacts: str | None, url: str | None, api_key: str | None, as_json: bool) -> None:
     """Register a Fine-tuned run as the next immutable version of metric NAME (NAME-vN).
+
+    A retrain from reviews (`assay retrain`) needs no NAME: it becomes the next version of its metric.
 
     When the run's report shows the evaluator's kappa below a baseline's, this stops with a warning;
     at a terminal it asks, else pass --yes."""

@@ -2,14 +2,17 @@
 
 from ._presets import get_preset, list_presets
 from ._render import field_text, fit, judged_field, judged_fields, render, swap_pair
-from ._spec import BOOLEAN_LABELS, PAIR_LABELS, REQUIRED_FIELDS, InputShape, MetricSpec, load_metric, metric_from_dict
+from ._spec import (BOOLEAN_LABELS, PAIR_LABELS, REQUIRED_FIELDS, SPAN_KINDS, InputShape, MetricSpec, SpanTarget,
+                    load_metric, metric_from_dict)
 
 __all__ = [
     "BOOLEAN_LABELS",
     "PAIR_LABELS",
     "REQUIRED_FIELDS",
+    "SPAN_KINDS",
     "InputShape",
     "MetricSpec",
+    "SpanTarget",
     "field_text",
     "fit",
     "get_preset",

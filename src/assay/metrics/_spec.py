@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import AssayError
 
@@ -42,6 +42,25 @@ PAIR_LABELS = ("a", "b")
 
 BOOLEAN_LABELS = ("true", "false")
 
+# Span kinds a metric may target (``target: {span_kind: tool}``): one verdict per matching span.
+SPAN_KINDS = ("llm", "retriever", "tool")
+# Shapes that read one span; trace, session and pairwise judge more than one span.
+SPAN_SHAPES = (InputShape.message, InputShape.input_output, InputShape.rag, InputShape.tools)
+
+
+class SpanTarget(BaseModel):
+    """Which spans of a trace a metric judges, one verdict each (e.g. ``{span_kind: tool}``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    span_kind: str
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpanTarget":
+        if self.span_kind not in SPAN_KINDS:
+            raise ValueError(f"span_kind '{self.span_kind}' is not one of {list(SPAN_KINDS)}")
+        return self
+
 
 class MetricSpec(BaseModel):
     """A judge metric: name, output type, input shape and judge prompt template.
@@ -64,6 +83,13 @@ class MetricSpec(BaseModel):
     # The label that counts as a failing verdict (boolean: "true" means the problem is present).
     positive_label: str | None = None
     severity: Literal["low", "medium", "high"] = "medium"
+    # None: one verdict per trace (or session); a SpanTarget: one verdict per matching span.
+    target: SpanTarget | None = None
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target_shorthand(cls, v: Any) -> Any:
+        return {"span_kind": v} if isinstance(v, str) else v  # ``target: tool`` = ``target: {span_kind: tool}``
 
     @model_validator(mode="after")
     def _check(self) -> "MetricSpec":
@@ -85,6 +111,9 @@ class MetricSpec(BaseModel):
             raise ValueError(f"positive_label '{self.positive_label}' is not one of {list(self.labels)}")
         if self.shape == InputShape.pairwise and not set(PAIR_LABELS) <= set(self.labels):
             raise ValueError(f"a pairwise metric has the labels 'a' and 'b' (and e.g. 'tie'), not {list(self.labels)}")
+        if self.target is not None and self.shape not in SPAN_SHAPES:
+            raise ValueError(f"a span-targeted metric reads one span: its shape is one of "
+                             f"{[x.value for x in SPAN_SHAPES]}, not '{self.shape.value}'")
         used = set(_PLACEHOLDER.findall(self.prompt))
         if not used:
             raise ValueError(
@@ -130,6 +159,8 @@ class MetricSpec(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["labels"] = list(self.labels)
+        if self.target is None:  # trace-level metrics keep the dict (and hashes) they always had
+            data.pop("target")
         return data
 
     def to_yaml(self) -> str:
@@ -165,6 +196,9 @@ def _fix_for(where: str) -> str:
         "output": "set output to 'boolean' or 'categorical'",
         "shape": "set shape to one of " + ", ".join(s.value for s in InputShape),
         "prompt": "write a prompt template that uses the shape's placeholders, e.g. {input}",
+        "target": "write target as {span_kind: KIND} with KIND one of " + ", ".join(SPAN_KINDS)
+                  + ", or leave it out to judge whole traces",
+        "target.span_kind": "set target.span_kind to one of " + ", ".join(SPAN_KINDS),
     }.get(where, "correct that field of the metric (see `assay presets` for examples)")
 
 

@@ -7,6 +7,7 @@ Reading traces (spans, runs, JSONL) and turning them into metric rows is ``assay
 - ``Eval``: evaluators + a dataset -> one report (pass rates, failures with trace ids, histograms).
 - ``Monitor`` + ``Store`` + ``RouteConfig``: verdicts stored in SQLite and routed to review.
 - ``review_label`` / ``export_golden``: human labels, exported as a golden set.
+- ``retrain``: reviewed verdicts folded into a new run of the same registered metric.
 - ``drift``: verdict rate, score shift (PSI/KS) and reviewer agreement (kappa) per window.
 - ``score_file``: batch scoring on the local engine or Ray Data.
 """
@@ -19,6 +20,7 @@ from ._gates import (GATE_TYPES, GateResult, JsonGate, KeywordGate, LengthGate, 
                      RequiredToolGate, ToolSchemaGate, extract_calls, find_pii, gate_from_dict, gates_from_list)
 from ._http import IngestServer
 from ._pipeline import Monitor
+from ._retrain import retrain, reviewed_rows
 from ._review import export as export_golden
 from ._review import find_verdict, golden_rows
 from ._review import label as review_label
@@ -36,6 +38,6 @@ __all__ = [
     "RequiredToolGate", "Route", "RouteConfig", "Router", "Session", "Store", "ToolSchemaGate", "Trace",
     "TraceAssembler", "Verdict", "audit_draw", "default_db", "drift", "export_golden", "extract_calls", "find_pii",
     "find_verdict", "gate_from_dict", "gates_from_list", "golden_rows", "group_sessions", "load_dataset",
-    "load_evaluator", "make_check", "make_checks", "parse_window", "plain_trace", "read_traces", "review_label",
-    "rows_for", "score_file", "score_rows", "session_row", "smoke_subset", "trace_row",
+    "load_evaluator", "make_check", "make_checks", "parse_window", "plain_trace", "read_traces", "retrain",
+    "review_label", "reviewed_rows", "rows_for", "score_file", "score_rows", "session_row", "smoke_subset", "trace_row",
 ]

@@ -21,7 +21,7 @@ from ._gates import gate_from_dict, gates_from_list
 
 @dataclass
 class Verdict:
-    """One check's judgement of one trace (or session)."""
+    """One check's judgement of one trace (or session, or span: ``span_id`` set)."""
 
     trace_id: str
     metric: str
@@ -40,10 +40,13 @@ class Verdict:
     # the evaluator's certified review region (risk-controlled routing), when it has one
     review_band: tuple[float, float] | None = None  # binary: P(positive) in it goes to people
     review_min_confidence: float | None = None  # categorical: confidence below it goes to people
+    span_id: str | None = None  # span-targeted metrics: the judged span of trace ``trace_id``
 
     def to_dict(self, with_row: bool = False) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("trace_id", "metric", "kind", "label", "passed", "score", "confidence",
                                             "probabilities", "reason", "details", "severity")}
+        if self.span_id is not None:
+            d["span_id"] = self.span_id
         if with_row:
             d["row"] = self.row
         return d
@@ -53,6 +56,19 @@ def subject(row: Mapping[str, Any]) -> str:
     """The trace id behind a row's verdict (for a session: its latest trace)."""
     meta = row.get("meta") if isinstance(row.get("meta"), Mapping) else {}
     return str(meta.get("trace_id") or row["id"])
+
+
+def span_of(row: Mapping[str, Any]) -> str | None:
+    """The span id behind a row of a span-targeted metric (None for trace and session rows)."""
+    meta = row.get("meta") if isinstance(row.get("meta"), Mapping) else {}
+    sid = meta.get("span_id")
+    return None if sid in (None, "") else str(sid)
+
+
+def subject_key(row: Mapping[str, Any]) -> str | tuple[str, str]:
+    """What a verdict of this row is unique on besides the metric: the trace id, or (trace id, span id)."""
+    sid = span_of(row)
+    return subject(row) if sid is None else (subject(row), sid)
 
 
 def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
@@ -177,7 +193,9 @@ class ModelCheck:
         self.baseline = report_baseline(self.report)
 
     def describe(self) -> dict[str, Any]:
+        target = {"target": self.metric.target.span_kind} if self.metric.target is not None else {}
         return {"name": self.name, "kind": self.kind, "shape": self.metric.shape.value, "severity": self.severity,
+                **target,
                 "labels": list(self.metric.labels), "positive": self.metric.positive, "source": self.source,
                 "gates": [g.label for g in self.gates], "eval_kappa": self.eval_kappa}
 
@@ -194,7 +212,8 @@ class ModelCheck:
             for g in self.gates:
                 r = g.check(row, field_)
                 out[i].append(Verdict(subject(row), f"{self.name}/{g.label}", "gate", "pass" if r.passed else "fail",
-                                      r.passed, reason=r.reason, details=r.details, row=row, severity=g.severity))
+                                      r.passed, reason=r.reason, details=r.details, row=row, severity=g.severity,
+                                      span_id=span_of(row)))
                 if not r.passed and g.decides and decided is None:
                     decided = r
             if decided is not None:
@@ -221,7 +240,8 @@ class ModelCheck:
                        details=extra, row=dict(row), severity=self.severity, binary=self.metric.is_binary,
                        threshold=getattr(self.evaluator, "threshold", None) if self.metric.is_binary else None,
                        review_band=tuple(region["band"]) if region and region.get("band") else None,
-                       review_min_confidence=region.get("min_confidence") if region else None)
+                       review_min_confidence=region.get("min_confidence") if region else None,
+                       span_id=span_of(row))
 
     def _decided(self, row: Mapping[str, Any], r: Any) -> Verdict:
         label = sorted(self.fail_labels, key=list(self.metric.labels).index)[0]
@@ -229,7 +249,7 @@ class ModelCheck:
         return Verdict(subject(row), self.name, "evaluator", label, False,
                        score=probs.get(self.metric.positive, 1.0), confidence=1.0, probabilities=probs,
                        reason=f"gate {r.gate}: {r.reason}", details={"decided_by": r.gate}, row=dict(row),
-                       severity=self.severity, binary=self.metric.is_binary)
+                       severity=self.severity, binary=self.metric.is_binary, span_id=span_of(row))
 
 
 def generic_row(t: Trace) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def _score_dicts(ev: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> li
     for row, s in zip(rows, ev.score(list(rows), batch_size=batch_size)):
         d = s.to_dict() if hasattr(s, "to_dict") else dict(s)
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
-        out.append({"id": row["id"], "trace_id": meta.get("trace_id", row["id"]), **d})
+        span = {"span_id": meta["span_id"]} if meta.get("span_id") else {}  # span-targeted metrics
+        out.append({"id": row["id"], "trace_id": meta.get("trace_id", row["id"]), **span, **d})
     return out
 
 

@@ -141,8 +141,8 @@ def summarize(verdicts: list[Verdict], check: Any, *, skipped: Mapping[str, int]
         "failed": len(failed),
         "pass_rate": round((n - len(failed)) / n, 6) if n else None,
         "labels": labels,
-        "failures": [{"trace_id": v.trace_id, "label": v.label, "score": v.score, "confidence": v.confidence,
-                      "reason": v.reason} for v in failed[:max_failures]],
+        "failures": [{"trace_id": v.trace_id, **({"span_id": v.span_id} if v.span_id else {}), "label": v.label,
+                      "score": v.score, "confidence": v.confidence, "reason": v.reason} for v in failed[:max_failures]],
         "failures_truncated": max(0, len(failed) - max_failures),
     }
     conf = [v.confidence for v in verdicts if v.confidence is not None]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 from ..errors import AssayError
 from ..metrics import InputShape
 from ..traces import Problems, Trace, TraceAssembler, follow_lines
-from ._checks import make_checks, subject
+from ._checks import make_checks, subject_key
 from ._route import RouteConfig, Router
 from ._store import Store
 
@@ -66,8 +66,8 @@ class Monitor:
             if c.metric is not None and c.metric.shape == InputShape.session:
                 new_ids = {t.trace_id for t in traces}
                 rows = [r for r in rows if r["meta"]["trace_id"] in new_ids]
-            done = self.store.scored(c.name, [subject(r) for r in rows])
-            fresh = [r for r in rows if subject(r) not in done]
+            done = self.store.scored(c.name, [subject_key(r) for r in rows])  # (trace, span) for span rows
+            fresh = [r for r in rows if subject_key(r) not in done]
             entry["already_scored"] += len(rows) - len(fresh)
             for start in range(0, len(fresh), self.batch_size):
                 verdicts = [v for vs in c.run(fresh[start:start + self.batch_size], batch_size=self.batch_size)
@@ -85,8 +85,8 @@ class Monitor:
             e["scored"] += 1
             e["failed"] += int(not v.passed)
             e["routes"][r.route if r.route != "review" else f"review:{r.reason}"] += 1
-            out.append({"id": vid, "trace_id": v.trace_id, "metric": v.metric, "label": v.label, "passed": v.passed,
-                        "score": v.score, "route": r.route, "route_reason": r.reason})
+            out.append({"id": vid, "trace_id": v.trace_id, "span_id": v.span_id, "metric": v.metric, "label": v.label,
+                        "passed": v.passed, "score": v.score, "route": r.route, "route_reason": r.reason})
         return out
 
     def _session_traces(self, traces: list[Trace]) -> list[Trace]:

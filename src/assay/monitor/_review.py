@@ -1,4 +1,4 @@
-"""Human review of routed verdicts, and export of reviewed traces as a golden set."""
+"""Human review of routed verdicts (trace, session or span verdicts), and export of reviewed rows as a golden set."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _labels_of(store: Store, metric: str) -> list[str]:
 
 
 def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dict[str, Any]:
-    """A verdict by trace id (with ``metric`` when the trace has several verdicts) or by verdict id.
+    """A verdict by trace id (with ``metric`` when the trace has several verdicts) or by verdict id
+    (the only way to pick one span verdict when a metric judged several spans of the trace).
 
     ``#12`` (or an int) is always verdict id 12, ``trace:12`` always trace 12. A bare ``12`` that is
     both a trace id and another trace's verdict id is refused as ambiguous, never guessed: a label
@@ -56,8 +57,12 @@ def _one_for_trace(store: Store, trace_id: str, metric: str | None,
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        raise AssayError("one verdict", f"{len(found)} verdicts for trace {trace_id} ({', '.join(v['metric'] for v in found)})",
-                         "pass --metric to pick one", code="ambiguous")
+        which = ", ".join(f"#{v['id']} {v['metric']}" + (f" span {v['span_id']}" if v.get("span_id") else "")
+                          for v in found[:10])
+        spans = len({v["metric"] for v in found}) < len(found)  # one metric judged several spans
+        raise AssayError("one verdict", f"{len(found)} verdicts for trace {trace_id} ({which})",
+                         "pass the verdict id (#ID) to pick one" if spans else "pass --metric to pick one",
+                         code="ambiguous")
     raise AssayError("a verdict id or trace id from `assay review list`", f"'{trace_id}'", "check the id",
                      code="not_found")
 
@@ -72,8 +77,8 @@ def label(store: Store, ref: str | int, value: str, *, metric: str | None = None
         raise AssayError(f"a label among {labels} for {v['metric']}", f"'{value}'", "pass one of those labels",
                          code="invalid_label")
     rid = store.add_review(v["id"], lab, reviewer, note)
-    return {"review_id": rid, "verdict_id": v["id"], "trace_id": v["trace_id"], "metric": v["metric"],
-            "label": lab, "evaluator_label": v["label"], "agrees": lab == v["label"]}
+    return {"review_id": rid, "verdict_id": v["id"], "trace_id": v["trace_id"], "span_id": v.get("span_id"),
+            "metric": v["metric"], "label": lab, "evaluator_label": v["label"], "agrees": lab == v["label"]}
 
 
 def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
@@ -93,6 +98,8 @@ def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None)
         meta.pop("tool_calls", None)
         meta["review"] = {"trace_id": v["trace_id"], "evaluator_label": v["label"], "score": v["score"],
                           "route_reason": v["route_reason"], "reviewer": v["reviewer"]}
+        if v.get("span_id"):  # a span verdict: its row is that span's slice
+            meta["review"]["span_id"] = v["span_id"]
         row["meta"] = meta
         row["label"] = v["review_label"]
         h = row_hash(row)

@@ -11,7 +11,7 @@
   and for categorical metrics to ``min_confidence``. A ``margin``, ``min_confidence`` or ``band`` set in
   the route config wins over the certified region (``band``: a fixed absolute band on P(positive));
 - ``review/high_severity_fail``: a failing verdict on a metric (or gate) whose severity is listed;
-- ``review/audit``: a deterministic sample (``audit_rate``, by hash of seed, metric and trace id)
+- ``review/audit``: a deterministic sample (``audit_rate``, by hash of seed, metric, trace id and span id)
   of the confident passes;
 - ``recorded``: everything else.
 """
@@ -82,9 +82,10 @@ def is_uncertain(c: RouteConfig, *, binary: bool, score: float | None, confidenc
     return confidence < cut
 
 
-def audit_draw(trace_id: str, metric: str, seed: int) -> float:
-    """A number in [0, 1) fixed by seed, metric and trace id."""
-    h = hashlib.sha256(f"{seed}:{metric}:{trace_id}".encode()).digest()
+def audit_draw(trace_id: str, metric: str, seed: int, span_id: str | None = None) -> float:
+    """A number in [0, 1) fixed by seed, metric and trace id (and span id, for a span verdict)."""
+    key = f"{seed}:{metric}:{trace_id}" + (f":{span_id}" if span_id is not None else "")
+    h = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
@@ -102,6 +103,7 @@ class Router:
             if v.severity in c.review_severities:
                 return Route(REVIEW, "high_severity_fail" if v.kind == "evaluator" else "gate_fail")
             return Route(RECORDED, "fail")
-        if v.kind == "evaluator" and c.audit_rate > 0 and audit_draw(v.trace_id, v.metric, c.seed) < c.audit_rate:
+        if v.kind == "evaluator" and c.audit_rate > 0 and (
+                audit_draw(v.trace_id, v.metric, c.seed, getattr(v, "span_id", None)) < c.audit_rate):
             return Route(REVIEW, "audit")
         return Route(RECORDED, "pass")

@@ -45,6 +45,27 @@ CREATE TABLE runs (
   summary_json TEXT);
 ALTER TABLE verdicts ADD COLUMN run_id INTEGER REFERENCES runs (id);
 """)),
+    # Span-level verdicts: span_id (NULL for a trace or session verdict); one verdict per (trace, span,
+    # metric). SQLite cannot drop the inline UNIQUE (trace_id, metric), so the table is rebuilt with
+    # the same ids; reviews keep pointing at them (their foreign key is checked at commit).
+    Migration(3, "span_verdicts", split_script("""
+PRAGMA defer_foreign_keys = ON;
+CREATE TEMP TABLE verdicts_before_spans AS SELECT * FROM verdicts;
+DROP TABLE verdicts;
+CREATE TABLE verdicts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL, metric TEXT NOT NULL, kind TEXT NOT NULL,
+  label TEXT, passed INTEGER NOT NULL, score REAL, confidence REAL, route TEXT NOT NULL, route_reason TEXT,
+  reason TEXT, details_json TEXT, row_json TEXT, created_at REAL NOT NULL, run_id INTEGER REFERENCES runs (id),
+  span_id TEXT);
+INSERT INTO verdicts (id, trace_id, metric, kind, label, passed, score, confidence, route, route_reason, reason,
+  details_json, row_json, created_at, run_id)
+  SELECT id, trace_id, metric, kind, label, passed, score, confidence, route, route_reason, reason,
+  details_json, row_json, created_at, run_id FROM verdicts_before_spans ORDER BY id;
+DROP TABLE verdicts_before_spans;
+CREATE UNIQUE INDEX verdicts_subject ON verdicts (trace_id, COALESCE(span_id, ''), metric);
+CREATE INDEX verdicts_metric_time ON verdicts (metric, created_at);
+CREATE INDEX verdicts_route ON verdicts (route, metric);
+""")),
 ]
 _TABLE = "_migrations"  # the monitor's version table since its first release
 
@@ -163,23 +184,30 @@ class Store:
         return [Trace.from_dict(json.loads(r["trace_json"]))
                 for r in self._all("SELECT trace_json FROM traces WHERE session_id=? ORDER BY rowid", (session_id,))]
 
-    def has_verdict(self, trace_id: str, metric: str) -> bool:
-        return bool(self.scored(metric, [trace_id]))
+    def has_verdict(self, trace_id: str, metric: str, span_id: str | None = None) -> bool:
+        """Whether ``metric`` already judged the trace (``span_id``: that span of it)."""
+        return bool(self.scored(metric, [trace_id if span_id is None else (trace_id, span_id)]))
 
-    def scored(self, metric: str, trace_ids: Iterable[str]) -> set[str]:
-        """The trace ids among ``trace_ids`` that already have a verdict for ``metric``."""
-        ids = list(dict.fromkeys(trace_ids))
-        found: set[str] = set()
+    def scored(self, metric: str, subjects: Iterable[str | tuple[str, str | None]]) -> set[Any]:
+        """The subjects among ``subjects`` that already have a verdict for ``metric``.
+
+        A subject is a trace id (a trace or session verdict) or a ``(trace_id, span_id)`` pair (a
+        span verdict); the answer holds them as they were given."""
+        keys = list(dict.fromkeys(subjects))
+        found: set[Any] = set()
         with self.lock:
-            for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
-                q = f"SELECT trace_id FROM verdicts WHERE metric=? AND trace_id IN ({','.join('?' * len(part))})"
-                found.update(r[0] for r in self.db.execute(q, [metric, *part]))
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                tids = list(dict.fromkeys(k if isinstance(k, str) else k[0] for k in part))
+                q = ("SELECT trace_id, COALESCE(span_id, '') FROM verdicts WHERE metric=?"
+                     f" AND trace_id IN ({','.join('?' * len(tids))})")
+                have = {(r[0], r[1]) for r in self.db.execute(q, [metric, *tids])}
+                found.update(k for k in part if ((k, "") if isinstance(k, str) else (k[0], k[1] or "")) in have)
         return found
 
     def add_verdict(self, v: Any, route: str, route_reason: str = "", *, created_at: float | None = None,
                     run_id: int | None = None) -> int | None:
-        """Store a verdict; returns its id, or None when (trace, metric) was already stored."""
+        """Store a verdict; returns its id, or None when (trace, span, metric) was already stored."""
         return self.add_verdicts([(v, route, route_reason)], created_at=created_at, run_id=run_id)[0]
 
     def add_verdicts(self, items: Iterable[tuple[Any, str, str]], *, created_at: float | None = None,
@@ -191,11 +219,11 @@ class Store:
             for v, route, route_reason in items:
                 details = {**(v.details or {}), **({"probabilities": v.probabilities} if v.probabilities else {})}
                 cur = self.db.execute(
-                    "INSERT OR IGNORE INTO verdicts (trace_id, metric, kind, label, passed, score, confidence, route,"
-                    " route_reason, reason, details_json, row_json, created_at, run_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (v.trace_id, v.metric, v.kind, v.label, int(bool(v.passed)), v.score, v.confidence, route,
-                     route_reason, v.reason, _j(details), _j(v.row), now, run_id))
+                    "INSERT OR IGNORE INTO verdicts (trace_id, span_id, metric, kind, label, passed, score, confidence,"
+                    " route, route_reason, reason, details_json, row_json, created_at, run_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (v.trace_id, getattr(v, "span_id", None), v.metric, v.kind, v.label, int(bool(v.passed)),
+                     v.score, v.confidence, route, route_reason, v.reason, _j(details), _j(v.row), now, run_id))
                 ids.append(cur.lastrowid if cur.rowcount else None)
         return ids
 
@@ -204,10 +232,11 @@ class Store:
         return rows[0] if rows else None
 
     def verdicts(self, metric: str | None = None, *, since: float | None = None, until: float | None = None,
-                 trace_id: str | None = None, route: str | None = None) -> list[dict[str, Any]]:
+                 trace_id: str | None = None, route: str | None = None, span_id: str | None = None
+                 ) -> list[dict[str, Any]]:
         where, args = [], []
         for cond, val in (("v.metric=?", metric), ("v.created_at>=?", since), ("v.created_at<?", until),
-                          ("v.trace_id=?", trace_id), ("v.route=?", route)):
+                          ("v.trace_id=?", trace_id), ("v.route=?", route), ("v.span_id=?", span_id)):
             if val is not None:
                 where.append(cond)
                 args.append(val)

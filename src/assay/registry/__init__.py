@@ -4,6 +4,7 @@
 :class:`Registry` composes one component per concern: ``reg.projects`` (:class:`Projects`),
 ``reg.datasets`` (:class:`Datasets`), ``reg.runs`` (:class:`Runs`), ``reg.metrics``
 (:class:`Metrics`) and ``reg.keys`` (:class:`Keys`), over a shared :class:`Core`.
+:func:`queue_retrain` queues a new run of a registered metric with reviewed rows added to its training rows.
 
 Needs the ``registry`` extra: ``pip install 'assay[registry]'``.
 """
@@ -29,6 +30,7 @@ from ._models import (
     Validated,
 )
 from ._projects import Projects
+from ._retrain import add_comparison, queue_retrain
 from ._runs import RunLost, Runs
 from ._service import Registry
 from ._storage import Storage
@@ -64,8 +66,10 @@ __all__ = [
     "Storage",
     "Validated",
     "Worker",
+    "add_comparison",
     "assay_home",
     "default_url",
     "make_engine",
     "migrate",
+    "queue_retrain",
 ]

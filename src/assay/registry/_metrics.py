@@ -62,15 +62,18 @@ class Metrics:
         """Forget the loaded evaluators (the next score loads them again)."""
         self._evaluators.clear()
 
-    def register(self, run_id: str, name: str, *, threshold: float | None = None, operator: str = ">=",
+    def register(self, run_id: str, name: str | None = None, *, threshold: float | None = None, operator: str = ">=",
                  description: str | None = None, confirm: bool = False) -> Metric:
         """Freeze a Fine-tuned run as the next version of metric ``name`` (``name-v1``, ``-v2``...).
 
         A name belongs to the project that first registered it, and all its versions share one
         label set. The artifact is copied, hashed and never changed afterwards. When the run's report
         shows the evaluator's held-out kappa below a baseline's (e.g. TF-IDF), registering needs
-        ``confirm=True`` (error code ``needs_confirmation`` otherwise, naming both figures).
+        ``confirm=True`` (error code ``needs_confirmation`` otherwise, naming both figures). Without
+        ``name``, a retrain from reviews registers as the next version of the metric it retrained.
         """
+        if name is None:
+            name = self._retrained_name(run_id)
         if not isinstance(name, str) or not NAME.match(name) or VERSIONED.match(name):
             raise AssayError("a metric name of lowercase letters, digits, '_' or '-' (at most 63, no -vN suffix)",
                              f"'{name}'", "choose a name like 'toxicity' (versions are added as -v1, -v2)",
@@ -119,6 +122,13 @@ class Metrics:
             raise AssayError("one registration at a time for a name", f"'{name}' was registered concurrently",
                              "retry the registration", code="conflict") from None
         return self.get(f"{name}-v{version}")
+
+    def _retrained_name(self, run_id: str) -> str:
+        origin = self.runs.get(run_id, history=False).retrain_of or {}
+        if not origin.get("metric"):
+            raise AssayError("a metric name to register the run under", f"none, and run {run_id} is not a retrain",
+                             "pass a name, e.g. `assay register RUN_ID toxicity`", code="invalid_input")
+        return str(origin["metric"])
 
     def _check_name(self, name: str, project_id: str, labels: list[str], conn: Any = None) -> None:
         def check(c: Any) -> None:

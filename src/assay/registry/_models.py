@@ -162,6 +162,9 @@ class Run(BaseModel):
     updated_at: datetime
     history: list[RunEvent] | None = Field(None, description="status changes, oldest first")
     registered_as: str | None = None
+    retrain_of: dict[str, Any] | None = Field(
+        None, description="a retrain from reviews: the metric version it started from (name, version, run_id) "
+                          "and the dataset of reviewed verdicts added to its training rows")
 
 
 class MetricVersion(BaseModel):

@@ -22,13 +22,16 @@ from ._models import Run, RunEvent, Status, check_transition, to_time
 from ._projects import Projects
 from ._queue import RunLost, RunQueue
 
-__all__ = ["HIDDEN_PROVIDER_FIELDS", "SERVER_NAMES", "RunLost", "Runs"]
+__all__ = ["HIDDEN_PROVIDER_FIELDS", "RETRAIN_OF", "SERVER_NAMES", "RunLost", "Runs"]
 
 # In a stored run config: {"judge": "<server provider name>", ...} for providers the server resolved.
 # The worker runs the resolved settings; every reader of the run sees the name (see _public_config).
 SERVER_NAMES = "server_providers"
 # Provider fields a run's reader never sees: where requests go, which key they carry.
 HIDDEN_PROVIDER_FIELDS = ("base_url", "api_key_env", "api_key")
+# In a stored run config: what a retrain from reviews started from (the metric version, its run, the dataset
+# of reviewed verdicts); readers see it as ``Run.retrain_of`` (see assay.registry._retrain).
+RETRAIN_OF = "retrain_of"
 
 
 class Runs(RunQueue):
@@ -43,12 +46,15 @@ class Runs(RunQueue):
         self.datasets = datasets
 
     # --- creating ---------------------------------------------------------------------------
-    def create(self, project: str, config: Mapping[str, Any] | str, *, name: str | None = None) -> Run:
+    def create(self, project: str, config: Mapping[str, Any] | str, *, name: str | None = None,
+               retrain_of: Mapping[str, Any] | None = None) -> Run:
         """Queue a run. ``config`` is the run YAML (text or mapping); its data files are
-        datasets of this project, written ``dataset:<id>``."""
+        datasets of this project, written ``dataset:<id>``. ``retrain_of``: what a retrain from
+        reviews started from (:func:`assay.registry.queue_retrain` sets it)."""
         proj = self.projects.get(project)
         data = self._config_mapping(config)
         data.pop("output", None)  # the registry decides where artifacts go
+        data.pop(RETRAIN_OF, None)
         names = self._server_side_config(data) if self.core.providers is not None else {}
         refs = self._check_data_refs(proj.id, data.get("data"))
         metric = data.get("metric")
@@ -65,6 +71,8 @@ class Runs(RunQueue):
         stored = cfg.to_dict()
         if names:
             stored[SERVER_NAMES] = names
+        if retrain_of:
+            stored[RETRAIN_OF] = dict(retrain_of)
         rid = new_id("run")
         now = self.core.now()
         with self.core.tx() as conn:
@@ -114,8 +122,10 @@ class Runs(RunQueue):
         refs: dict[str, str] = {}
         if not isinstance(data, Mapping):
             return refs
-        for key in ("test_set", "train_set"):
-            ref = data.get(key)
+        extras = data.get("extra_train_sets")
+        pairs = [(key, data.get(key)) for key in ("test_set", "train_set")]
+        pairs += [(f"extra_train_sets[{i}]", ref) for i, ref in enumerate(extras if isinstance(extras, list) else [])]
+        for key, ref in pairs:
             if ref is None:
                 continue
             if isinstance(ref, str) and ref.startswith(DATASET_REF):
@@ -191,16 +201,19 @@ class Runs(RunQueue):
 
     def _run(self, row: Mapping[str, Any], events: Any, registered: str | None) -> Run:
         st = Status(row["status"])
+        config = loads(row["config"], {})
+        origin = config.get(RETRAIN_OF)
         return Run(
             id=row["id"], project_id=row["project_id"], name=row["name"], metric_name=row["metric_name"], status=st,
             status_title=st.title, stage=row["stage"], progress=row["progress"], message=row["message"],
             failure_reason=row["failure_reason"], metrics_summary=loads(row["metrics_summary"]),
             artifact_location=row["artifact_location"], cancel_requested=bool(row["cancel_requested"]),
             worker_id=row["worker_id"], heartbeat_at=to_time(row["heartbeat_at"]),
-            config=self._public_config(loads(row["config"], {})),
+            config=self._public_config(config),
             created_at=to_time(row["created_at"]), started_at=to_time(row["started_at"]),
             finished_at=to_time(row["finished_at"]), updated_at=to_time(row["updated_at"]),
-            history=[self._event_model(e) for e in events] if events is not None else None, registered_as=registered)
+            history=[self._event_model(e) for e in events] if events is not None else None, registered_as=registered,
+            retrain_of=origin)
 
     @staticmethod
     def _public_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +221,7 @@ class Runs(RunQueue):
         that name only (not the operator's options), and no provider shows an endpoint, key variable
         or cache path."""
         names = config.pop(SERVER_NAMES, None) or {}
+        config.pop(RETRAIN_OF, None)  # shown as Run.retrain_of
         for key in ("judge", "generate"):
             p = config.get(key)
             if isinstance(p, dict):
@@ -228,6 +242,22 @@ class Runs(RunQueue):
             raise not_found("run", run_id, "list runs with GET /v1/runs")
         data = loads(raw, {})
         data.pop(SERVER_NAMES, None)
+        data.pop(RETRAIN_OF, None)
+        return data
+
+    def config_for_rerun(self, run_id: str) -> dict[str, Any]:
+        """A run's config to queue again (a retrain): the stored settings; behind a server, providers it
+        resolved by name go back to that name, so the operator's current settings apply again."""
+        with self.core.tx() as conn:
+            raw = conn.execute(select(t.runs.c.config).where(t.runs.c.id == run_id)).scalar()
+        if raw is None:
+            raise not_found("run", run_id, "list runs with GET /v1/runs")
+        data = loads(raw, {})
+        names = data.pop(SERVER_NAMES, None) or {}
+        data.pop(RETRAIN_OF, None)
+        data.pop("output", None)
+        if self.core.providers is not None:
+            data.update({k: v for k, v in names.items() if isinstance(v, str)})
         return data
 
     def cancel(self, run_id: str) -> Run:
@@ -259,5 +289,10 @@ class Runs(RunQueue):
             if isinstance(ref, str) and ref.startswith(DATASET_REF):
                 rows = self.datasets.rows(ref[len(DATASET_REF):], apply_review=key == "train_set")
                 d[key] = str(write_rows(rows, workdir / "inputs" / f"{key}.jsonl"))
+        extras = d.get("extra_train_sets") or []
+        for i, ref in enumerate(extras):
+            if isinstance(ref, str) and ref.startswith(DATASET_REF):
+                rows = self.datasets.rows(ref[len(DATASET_REF):])
+                extras[i] = str(write_rows(rows, workdir / "inputs" / f"extra_train_set_{i}.jsonl"))
         data["output"] = str(output_dir)
         return config_from_dict(data, source=f"run {run.id}")

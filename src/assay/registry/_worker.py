@@ -199,6 +199,11 @@ class Worker:
             if lost.is_set():
                 raise RunLost(run.id)
             artifact = Path(result.artifact_dir)
+            if run.retrain_of:  # a retrain from reviews: the report compares it with the version it came from
+                from ._retrain import add_comparison
+
+                on_status("evaluating", 1.0, f"comparing with {run.retrain_of.get('version')} on its held-out rows")
+                add_comparison(reg, run, artifact, getattr(result, "evaluator", None), workdir)
             location = run_url
             if not (storage.local and artifact.resolve() == out.resolve()):
                 location = storage.put_dir(artifact, run_url)

@@ -1,6 +1,7 @@
 """The evaluation report: figures, baselines, speed and cost, rendered as JSON, Markdown and HTML."""
 
 from ._baselines import baseline_text, run_baselines
+from ._compare import compare_versions
 from ._evaluate import evaluate
 from ._metrics import (
     agreement_kappa,
@@ -32,6 +33,7 @@ __all__ = [
     "bootstrap_ci",
     "classification_metrics",
     "cohen_kappa",
+    "compare_versions",
     "evaluate",
     "expected_calibration_error",
     "kappa_of_confusion",

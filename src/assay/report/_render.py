@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..evaluator._artifact import REPORT_FILES as FILES  # report.json / .md / .html, by kind
+from ._compare import comparison_html, comparison_markdown
 from ._metrics import to_jsonable
 from ._schema import REPORT_FORMAT_VERSION, Report
 from ._schema import fmt as _f
@@ -133,6 +134,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report.get("notes"):
         out += ["## Warnings and notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     out += ["## Headline", "", _md_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]), ""]
+    out += comparison_markdown(report.get("comparison"), _md_table)
     out += ["Intervals: percentile bootstrap over rows "
             f"({(s.get('ci') or {}).get('n_boot', 0)} resamples, seed {(s.get('ci') or {}).get('seed', 0)}). "
             "ECE: 15 bins of the predicted label's probability."
@@ -297,6 +299,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                     + "</ul>")
     body.append("<h2>Headline</h2>")
     body.append(_html_table(HEAD, [[name] + _headline_cells(m) for name, m in _rows(report)]))
+    body.append(comparison_html(report.get("comparison"), _html_table))
     ci = s.get("ci") or {}
     body.append(f'<p class="note">Intervals: percentile bootstrap over rows ({ci.get("n_boot", 0)} resamples, '
                 f'seed {ci.get("seed", 0)}). ECE: 15 bins of the predicted label\'s probability.'

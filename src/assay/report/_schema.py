@@ -106,6 +106,30 @@ class Selection(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list)
 
 
+class VersionFigures(BaseModel):
+    """The previous and the new evaluator on one row set, and the delta (new - previous)."""
+
+    model_config = _loose()
+    n: int | None = None
+    rows_hash: str | None = None  # order-independent hash of the rows and labels both were scored on
+    previous: Figures = Field(default_factory=Figures)
+    new: Figures = Field(default_factory=Figures)
+    delta: dict[str, float | None] = Field(default_factory=dict)  # kappa, f1_macro, auroc, accuracy
+
+
+class Comparison(BaseModel):
+    """A retrain's comparison with the version it started from (``assay.report.compare_versions``):
+    ``sets["held_out"]`` is the previous version's held-out rows, both evaluators scored on them."""
+
+    model_config = _loose()
+    previous: str | None = None  # name-vN
+    new: str | None = None
+    figures: list[str] | None = None
+    sets: dict[str, VersionFigures] = Field(default_factory=dict)
+    notes: list[str] | None = None
+    skipped: str | None = None  # why no figures (e.g. the previous artifact could not be loaded)
+
+
 class ReportMetric(BaseModel):
     model_config = _loose()
     name: str | None = None
@@ -142,6 +166,7 @@ class Report(BaseModel):
     settings: dict[str, Any] | None = None  # ReportConfig
     selection: Selection | None = None
     notes: list[str] | None = None
+    comparison: Comparison | None = None  # a retrain from reviews: against the previous version
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod
@@ -212,6 +237,9 @@ class Report(BaseModel):
             line += "  | " + "  ".join(others)
         if self.speed is not None and self.speed.best_rows_per_s:
             line += f"  | {self.speed.best_rows_per_s:.0f} rows/s"
+        held = self.comparison.sets.get("held_out") if self.comparison is not None else None
+        if held is not None and held.delta.get("kappa") is not None:
+            line += f"  | vs {self.comparison.previous}: kappa {held.delta['kappa']:+.2f}"  # type: ignore[union-attr]
         return line
 
     def summary(self) -> dict[str, Any]:

@@ -258,7 +258,8 @@ class RunIn(BaseModel):
 
 
 class RegisterIn(BaseModel):
-    name: str
+    name: str | None = Field(None, description="the metric name (versions are added as -vN); optional for a "
+                                               "retrain from reviews: the next version of the metric it retrained")
     threshold: float | None = Field(None, description="binary metrics: positive when score >= threshold "
                                                       "(default: the evaluator's calibrated threshold)")
     operator: Literal[">=", ">"] = ">="

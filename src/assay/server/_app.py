@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import AssayError, require
@@ -122,13 +124,15 @@ def unauthorized(request: Request) -> JSONResponse:
 
 def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool = True,
                batch_rows: int = 64, batch_wait_ms: float = 10.0, providers: Any = None,
-               stale_after: float = 60.0, supervisor: Any = None) -> FastAPI:
+               stale_after: float = 60.0, supervisor: Any = None, monitor_db: str | Path | None = None) -> FastAPI:
     """The assay server app. ``auth``: require an API key on every /v1 and UI request
     (``/v1/health``, ``/docs`` and ``/openapi.json`` stay open). ``providers``: the named
     providers callers may use (:class:`assay.providers.ServerProviders`; default: from
     ``$ASSAY_SERVER_CONFIG``, else only ``mock/...``). ``stale_after``: seconds without a worker
     heartbeat before ``/v1/health`` reports it stale. ``supervisor``: the worker processes
-    ``assay serve`` runs (reported by ``/v1/health``)."""
+    ``assay serve`` runs (reported by ``/v1/health``). ``monitor_db``: the monitor's SQLite store
+    that the monitoring endpoints and pages read and label (default: ``$ASSAY_MONITOR_DB``, else
+    ``$ASSAY_HOME/monitor.db``), opened on first use; callers never choose it."""
     from ..providers import ServerProviders
 
     registry = registry or Registry()
@@ -145,6 +149,8 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     app.state.batcher = ScoreBatcher(registry, max_rows=batch_rows, max_wait_ms=batch_wait_ms)
     app.state.stale_after = stale_after
     app.state.supervisor = supervisor
+    app.state.monitor_db = Path(monitor_db or os.environ.get("ASSAY_MONITOR_DB") or _default_monitor_db())
+    app.state.monitor = None  # the monitor Store, opened by the first monitoring request
     app.add_exception_handler(AssayError, _assay_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -175,10 +181,15 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
         return await call_next(request)
 
     from ._api import MAX_UPLOAD_BYTES, router
+    from ._monitor_api import router as monitor_router
     from ._uploads import BodyLimit
 
     app.add_middleware(BodyLimit, max_bytes=MAX_UPLOAD_BYTES)
     app.include_router(router)
+    from ._retrain import router as retrain_router
+
+    app.include_router(retrain_router)
+    app.include_router(monitor_router)
     if ui:
         try:
             from ._ui import mount_ui
@@ -188,6 +199,12 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
         else:
             mount_ui(app)
     return app
+
+
+def _default_monitor_db() -> Path:
+    from ..monitor import default_db
+
+    return default_db()
 
 
 def _version() -> str:

@@ -1,7 +1,8 @@
 """The web UI: server-rendered pages (Jinja) with light JavaScript that calls the same /v1 API.
 
 Pages: projects, a project's runs and datasets, the four-step new-run flow, a run's live
-status and report, metrics with their versions and a try-it box. With authentication on,
+status and report, metrics with their versions and a try-it box; monitoring (verdicts over time,
+the review queue where people label routed verdicts, drift) from the server's monitor store. With authentication on,
 ``/login`` stores an API key in a cookie the API accepts too.
 """
 
@@ -23,6 +24,15 @@ from ..registry import Registry, Status
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
+
+
+def _utc(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+templates.env.filters["utc"] = _utc
 
 
 def _reg(request: Request) -> Registry:
@@ -126,13 +136,103 @@ def metrics(request: Request) -> HTMLResponse:
 
 @router.get("/metrics/{name}", response_class=HTMLResponse)
 def metric_page(request: Request, name: str) -> HTMLResponse:
+    return _metric_view(request, name)
+
+
+def _metric_view(request: Request, name: str, retrain_error: dict[str, Any] | None = None) -> HTMLResponse:
+    from ._retrain import reviewed_count
+
     try:
         m = _reg(request).metrics.get(name)
         acc.check(request, m.project_id, "read", "metric", name)
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     fields = [f for f in ("input", "output", "context", "tools") if "{" + f + "}" in m.spec.get("prompt", "")]
-    return _page(request, "metric.html", metric=m, fields=fields or ["input"])
+    try:
+        reviews = reviewed_count(request, m)
+    except AssayError:
+        reviews = None
+    return _page(request, "metric.html", metric=m, fields=fields or ["input"], reviews=reviews,
+                 retrain_error=retrain_error)
+
+
+@router.post("/metrics/{name}/retrain")
+def retrain_from_reviews(request: Request, name: str) -> Any:
+    """The "Retrain from reviews" button: queue the retrain, then show the new run (or the error)."""
+    from ._app import status_of
+    from ._retrain import retrain_metric
+
+    try:
+        run = retrain_metric(request, name)
+    except AssayError as exc:
+        if exc.code in ("not_found", "forbidden"):
+            return _error_page(request, exc, status_of(exc))
+        resp = _metric_view(request, name, retrain_error=exc.to_dict())
+        resp.status_code = status_of(exc)
+        return resp
+    return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+# --- monitoring: verdicts over time, the review queue, drift (the same code as /v1/monitor) ---------
+def _monitor_error(request: Request, exc: AssayError) -> HTMLResponse:
+    from ._app import status_of
+
+    return _error_page(request, exc, status_of(exc))
+
+
+@router.get("/monitor", response_class=HTMLResponse)
+def monitor_page(request: Request, days: int = 14) -> HTMLResponse:
+    from ._monitor_api import summarize
+
+    try:
+        out = summarize(request, None, min(max(days, 1), 366))
+    except AssayError as exc:
+        return _monitor_error(request, exc)
+    top = max((d.verdicts for m in out.metrics for d in m.days), default=0)
+    return _page(request, "monitoring.html", summary=out, top=top or 1)
+
+
+@router.get("/monitor/review", response_class=HTMLResponse)
+def review_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
+    from ._monitor_api import queue, visible_metrics
+
+    try:
+        items = queue(request, metric or None, 50)
+        metrics = visible_metrics(request)
+    except AssayError as exc:
+        return _monitor_error(request, exc)
+    return _page(request, "review_queue.html", items=items, metrics=metrics, metric=metric or "", done=done)
+
+
+@router.post("/monitor/review/{verdict_id}")
+def review_submit(request: Request, verdict_id: int, label: str = Form(...), reviewer: str = Form(""),
+                  note: str = Form(""), metric: str = Form("")) -> Any:
+    """A reviewer's button: the same call as POST /v1/verdicts/{id}/review, then back to the queue."""
+    from urllib.parse import urlencode
+
+    from ._monitor_api import ReviewIn, label_verdict
+
+    try:
+        label_verdict(request, verdict_id, ReviewIn(label=label, reviewer=reviewer or None, note=note or None))
+    except (AssayError, ValueError) as exc:
+        err = exc if isinstance(exc, AssayError) else AssayError("a label, reviewer and note within their limits",
+                                                                 str(exc).splitlines()[0], "shorten them",
+                                                                 code="invalid_input")
+        return _monitor_error(request, err)
+    query = urlencode({k: v for k, v in (("metric", metric), ("done", verdict_id)) if v})
+    return RedirectResponse(f"/monitor/review?{query}", status_code=303)
+
+
+@router.get("/monitor/drift", response_class=HTMLResponse)
+def drift_page(request: Request, metric: str | None = None, window: str = "1d") -> HTMLResponse:
+    from ._monitor_api import drift_of, visible_metrics
+
+    try:
+        names = [metric] if metric else visible_metrics(request)
+        reports = [drift_of(request, n, window) for n in names]
+    except AssayError as exc:
+        return _monitor_error(request, exc)
+    return _page(request, "drift.html", reports=reports, window=window, metric=metric or "")
 
 
 @router.post("/ui/metric-check")

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import AssayError
 from ._runs import is_run, spans_from_run
+from ._spanitem import span_item
 from ._spans import Span, SpanError, content_text, messages, span_from_record, to_seconds, tool_call
 
 PLAIN_KEYS = ("input", "output", "messages", "context", "tool_calls")
@@ -42,6 +43,8 @@ class Trace:
     source: str = "plain"  # plain | otel | langsmith
     spans: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # one record per llm / retriever / tool span, in time order (see ``_spanitem.span_item``)
+    span_items: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -453,10 +456,11 @@ def assemble(trace_id: str, spans: list[Span], warnings: Problems, where: str = 
                                                                   "gen_ai.response.model") if s.attributes.get(k)), None)
     if model:
         meta["model"] = model
+    items = [x for x in (span_item(s) for s in spans) if x is not None]
     return Trace(trace_id=trace_id, input=inp, output=out, context=docs or None, system=system, tools=tools,
                  tool_calls=calls, messages=convo, session_id=session, start=root.start,
                  source="langsmith" if "langsmith.run_type" in root.attributes else "otel",
-                 spans=len(spans), meta=meta)
+                 spans=len(spans), meta=meta, span_items=items)
 
 
 # --- sources ------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ def _resolved_config(cfg: Config, out: Path) -> dict[str, Any]:
     for key in ("test_set", "train_set"):
         if d["data"].get(key):
             d["data"][key] = str(cfg.path(d["data"][key]).resolve())
+    d["data"]["extra_train_sets"] = [str(cfg.path(x).resolve()) for x in cfg.data.extra_train_sets]
     if isinstance(d["metric"], str) and d["metric"].endswith((".yaml", ".yml", ".json")):
         d["metric"] = cfg.metric_spec().to_dict()
     d["output"] = str(out.resolve())
@@ -176,6 +177,11 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         train_rows += tv.rows
         counts["train_set"] = len(tv.rows)
         notes += tv.warnings
+    for extra in d.extra_train_sets:  # canonical labeled rows (e.g. reviewed verdicts): training only
+        xv = load_rows(cfg.path(extra), metric, encoding=d.encoding)
+        train_rows += xv.rows
+        counts["extra_train_sets"] = counts.get("extra_train_sets", 0) + len(xv.rows)
+        notes += xv.warnings
     if d.train_on_seeds:
         train_rows += split.seeds
     generation: dict[str, Any] = {}
@@ -184,7 +190,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         generated, generation = _generate(cfg, split.seeds, split.held_out, status)
         counts["generated"] = len(generated)
         train_rows += generated
-    if not d.train_set and not cfg.generate:
+    if not d.train_set and not d.extra_train_sets and not cfg.generate:
         if not d.train_on_seeds:
             raise AssayError("training rows: data.train_set, generate:, or train_on_seeds: true",
                              "none of them", "set data.train_set or data.train_on_seeds: true", code="invalid_config")
@@ -218,6 +224,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     data_info = {
         "test_set": str(cfg.path(d.test_set)),
         "train_set": str(cfg.path(d.train_set)) if d.train_set else None,
+        "extra_train_sets": [str(cfg.path(x)) for x in d.extra_train_sets],
         "counts": counts,
         "label_counts": {"test_set": test.label_counts,
                          "train_rows": {lab: sum(r["label"] == lab for r in train_rows) for lab in metric.labels}},
