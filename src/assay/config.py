@@ -134,7 +134,7 @@ class ReportConfig(_Strict):
     bootstrap: int = Field(1000, ge=0)
     cost_per_hour: float = Field(0.10, ge=0)  # $/hour of the machine that scores (2 vCPU default)
     judge_cost_per_eval: float = Field(0.05, ge=0)  # frontier judge, for comparison
-    latency_rows: int = Field(64, ge=1)  # rows timed for latency and throughput
+    latency_rows: int = Field(256, ge=1)  # rows timed per batch size for latency and throughput (and the floor)
     baselines: bool = True
 
 

@@ -220,3 +220,19 @@ def test_rows_that_fit_are_tokenised_once_and_encode_as_before(toy):
         assert Counting.calls == 1
     finally:
         model.tokenizer = real
+
+
+def test_the_report_times_the_bare_forward_next_to_scoring():
+    """The speed section's floor: the encoder's bare forward on pre-tokenised rows, per batch size."""
+    from assay.config import ModelConfig
+    from assay.evaluator import Evaluator
+    from assay.metrics import get_preset
+    from assay.report import measure_speed
+
+    ev = Evaluator.create(get_preset("toxicity"), ModelConfig(family="encoder", max_length=32), device="cpu")
+    rows = [{"input": f"row number {i} says {'hello ' * (i % 5)}"} for i in range(24)]
+    out = measure_speed(ev.predict_proba, rows, batch_sizes=(1, 8), floor=ev.forward_runner)
+    assert [b["batch_size"] for b in out["batches"]] == [1, 8]
+    assert all(b["floor_rows_per_s"] > 0 and b["ratio_to_floor"] > 0 for b in out["batches"])
+    runner = ev.forward_runner(rows, 8)
+    assert runner() is None  # a forward pass over prepared batches, nothing decoded or calibrated

@@ -78,6 +78,9 @@ def test_grounding_learns_a_relation_between_fields_and_round_trips(tmp_path):
     hidden = 384
     assert grounded.evaluator.model.blocks["embed"].size > hidden == plain.evaluator.model.blocks["embed"].size
 
+    speed = grounded.report["speed"]  # the report times the linear model's own floor too
+    assert speed["ratio_to_floor"] > 0 and all(b["floor_rows_per_s"] > 0 for b in speed["batches"])
+
     loaded = Evaluator.from_pretrained(grounded.artifact_dir)
     rows = test[:10] + [{"input": "", "context": "", "output": ""}]
     np.testing.assert_allclose(loaded.predict_proba(rows), grounded.evaluator.predict_proba(rows), rtol=1e-5,

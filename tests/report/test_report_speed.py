@@ -48,3 +48,24 @@ def test_machine_info_fields():
     assert info["device"] == "cuda:0"
     assert set(info) >= {"cpu", "cores", "torch_threads", "device", "platform"}
     assert isinstance(info["cpu"], str) and info["cpu"]
+
+
+def test_the_floor_is_timed_per_batch_size_and_the_machine_load_is_recorded():
+    calls = []
+
+    def floor(rows, batch_size):
+        calls.append((len(rows), batch_size))
+        return lambda: sum(len(str(r)) for r in rows)
+
+    out = measure_speed(lambda b: [str(r) * 50 for r in b], list(range(40)), batch_sizes=(1, 8), floor=floor)
+    assert calls == [(40, 1), (40, 8)]  # one prepared runner per batch size, over the same rows
+    for b in out["batches"]:
+        assert b["floor_rows_per_s"] > 0
+        assert b["ratio_to_floor"] == pytest.approx(b["rows_per_s"] / b["floor_rows_per_s"])
+    best = next(b for b in out["batches"] if b["batch_size"] == out["best_batch_size"])
+    assert out["ratio_to_floor"] == best["ratio_to_floor"] and out["floor"]
+    machine = out["machine"]
+    assert len(machine["load_average_start"]) == 3 and len(machine["load_average_end"]) == 3
+    assert "cpu_flags" in machine
+    without = measure_speed(lambda b: b, [1, 2, 3], batch_sizes=(1,))
+    assert without["ratio_to_floor"] is None and "floor_rows_per_s" not in without["batches"][0]

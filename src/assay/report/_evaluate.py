@@ -60,7 +60,8 @@ def evaluate(
                                      cost_per_hour=config.cost_per_hour,
                                      judge_cost_per_eval=config.judge_cost_per_eval,
                                      max_rows=config.latency_rows,
-                                     device=_device(evaluator))
+                                     device=_device(evaluator),
+                                     floor=getattr(evaluator, "forward_runner", None))
     report = {
         "assay_version": _version(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

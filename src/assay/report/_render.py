@@ -67,7 +67,10 @@ def _speed_line(speed: Mapping[str, Any]) -> str:
             f"-> {_money(speed.get('cost_per_1m'))} per 1M evaluations at {_money(speed.get('cost_per_hour'))}/hour, "
             f"vs {_money(speed.get('judge_cost_per_1m'))} per 1M for a frontier judge at "
             f"{_money(speed.get('judge_cost_per_eval'))}/eval"
-            + (f" ({ratio:,.0f}x cheaper)" if ratio else ""))
+            + (f" ({ratio:,.0f}x cheaper)" if ratio else "")
+            + (f"; {speed['ratio_to_floor']:.2f} of the bare model forward's rows/s at that batch size"
+               if speed.get("ratio_to_floor") else "")
+            + f" ({speed.get('rows_timed')} rows timed per batch size)")
 
 
 def summary_line(report: Mapping[str, Any]) -> str:
@@ -164,9 +167,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     speed = report.get("speed")
     out += ["## Speed and cost", "", _speed_line(speed or {}), ""]
     if speed:
-        out += [_md_table(["batch size", "rows/s", "row latency p50 (ms)", "row latency p95 (ms)",
-                           "call latency p50 (ms)", "call latency p95 (ms)"],
-                          [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b["row_latency_ms"]["p50"], 1),
+        out += [_md_table(["batch size", "rows/s", "bare forward rows/s", "ratio", "row latency p50 (ms)",
+                           "row latency p95 (ms)", "call latency p50 (ms)", "call latency p95 (ms)"],
+                          [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b.get("floor_rows_per_s"), 1),
+                            _f(b.get("ratio_to_floor"), 2), _f(b["row_latency_ms"]["p50"], 1),
                             _f(b["row_latency_ms"]["p95"], 1), _f(b["batch_latency_ms"]["p50"], 1),
                             _f(b["batch_latency_ms"]["p95"], 1)] for b in speed.get("batches", [])]), ""]
         out += ["## Machine", "", _md_table(["", ""], [[k, str(v)] for k, v in (speed.get("machine") or {}).items()]), ""]
@@ -332,8 +336,10 @@ def render_html(report: Mapping[str, Any]) -> str:
     speed = report.get("speed")
     body.append("<h2>Speed and cost</h2>" + f"<p>{e(_speed_line(speed or {}))}</p>")
     if speed:
-        body.append(_html_table(["batch size", "rows/s", "row p50 (ms)", "row p95 (ms)", "call p50 (ms)", "call p95 (ms)"],
-                                [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b["row_latency_ms"]["p50"], 1),
+        body.append(_html_table(["batch size", "rows/s", "bare forward rows/s", "ratio", "row p50 (ms)", "row p95 (ms)",
+                                 "call p50 (ms)", "call p95 (ms)"],
+                                [[str(b["batch_size"]), _f(b["rows_per_s"], 1), _f(b.get("floor_rows_per_s"), 1),
+                                  _f(b.get("ratio_to_floor"), 2), _f(b["row_latency_ms"]["p50"], 1),
                                   _f(b["row_latency_ms"]["p95"], 1), _f(b["batch_latency_ms"]["p50"], 1),
                                   _f(b["batch_latency_ms"]["p95"], 1)] for b in speed.get("batches", [])]))
         body.append("<h2>Machine</h2>" + _html_table(["", ""], [[k, str(v)] for k, v in (speed.get("machine") or {}).items()]))

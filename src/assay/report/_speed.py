@@ -19,15 +19,21 @@ def measure_speed(
     batch_sizes: Sequence[int] = (1, 8, 32, 64),
     cost_per_hour: float = 0.10,
     judge_cost_per_eval: float = 0.05,
-    max_rows: int = 64,
+    max_rows: int = 256,
     device: str | None = None,
+    floor: Callable[[list[Any], int], Callable[[], Any]] | None = None,
 ) -> dict[str, Any]:
     """Time ``score_fn`` (a list of rows in, scores out) at each batch size.
 
     The first ``max_rows`` rows are scored once per batch size after one warm-up call;
     batch sizes larger than the rows timed are skipped. Cost per 1M evaluations is
-    ``1e6 / best_rows_per_s / 3600 * cost_per_hour``.
+    ``1e6 / best_rows_per_s / 3600 * cost_per_hour``. ``floor(rows, batch_size)`` returns a runner
+    of the bare model forward over the same rows, prepared beforehand (tokenised and padded: what
+    no scoring path can avoid); it is timed right after the product path at each batch size, and
+    the product's rows/s is stated as a ratio of it. The load average at start and end and the
+    CPU's flags are recorded with the machine: timings on a busy machine are not comparable.
     """
+    load_start = _load()
     rows = list(rows)[:max_rows]
     if not rows:
         raise AssayError("at least one row to time", "no rows", "pass rows to score", code="invalid_input")
@@ -47,7 +53,17 @@ def measure_speed(
         total = time.perf_counter() - t_all
         call_ms = np.array([t for t, _ in times]) * 1000
         row_ms = np.array([t / m for t, m in times]) * 1000
-        batches.append({
+        bare: dict[str, Any] = {}
+        if floor is not None:
+            run = floor(rows, b)
+            run()  # warm-up at this batch size
+            t0 = time.perf_counter()
+            run()
+            floor_s = time.perf_counter() - t0
+            floor_rps = n / floor_s if floor_s > 0 else None
+            bare = {"floor_rows_per_s": floor_rps,
+                    "ratio_to_floor": (n / total) / floor_rps if floor_rps and total > 0 else None}
+        batches.append({**bare, 
             "batch_size": b,
             "rows": n,
             "calls": len(times),
@@ -73,8 +89,18 @@ def measure_speed(
         "judge_cost_per_eval": judge_cost_per_eval,
         "judge_cost_per_1m": judge,
         "cheaper_than_judge": (judge / cost) if cost else None,
-        "machine": machine_info(device),
+        "floor": ("the bare model forward on the same rows, tokenised and padded beforehand, timed after "
+                  "the product path at each batch size" if floor is not None else None),
+        "ratio_to_floor": best.get("ratio_to_floor"),
+        "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": _load()},
     }
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return None
 
 
 def machine_info(device: str | None = None) -> dict[str, Any]:
@@ -91,8 +117,12 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
     from .._cpu import usable_cores
 
     usable = usable_cores()  # affinity capped by the cgroup quota: what torch's threads default to
+    from .._cpu import cpu_flags
+
+    simd = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
     return {
         "cpu": _cpu_model(),
+        "cpu_flags": " ".join(simd) or None,
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "torch_threads": threads,
