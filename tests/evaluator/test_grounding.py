@@ -85,3 +85,62 @@ def test_grounding_learns_a_relation_between_fields_and_round_trips(tmp_path):
     rows = test[:10] + [{"input": "", "context": "", "output": ""}]
     np.testing.assert_allclose(loaded.predict_proba(rows), grounded.evaluator.predict_proba(rows), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_grounding_is_kept_only_when_it_beats_the_plain_block_by_more_than_a_tie():
+    from assay.train._select import TIE, _grounding_choice
+
+    assert _grounding_choice({"grounded": (0.50, 1.0, None), "plain": (0.30, 1.0, None)}) == "grounded"
+    assert _grounding_choice({"grounded": (0.30 + TIE / 2, 1.0, None), "plain": (0.30, 1.0, None)}) == "plain"
+    assert _grounding_choice({"grounded": (0.02, 1.0, None), "plain": (0.28, 1.0, None)}) == "plain"
+
+
+def test_a_plain_choice_ships_the_block_without_grounding(tmp_path, monkeypatch):
+    """When cross-validation keeps the plain block (here forced), the refit model, its artifact and its
+    reload have no grounding features; both variants' CV figures are in the report."""
+    import assay.train._select as select
+    from assay.evaluator import Evaluator
+    from assay.train import train
+
+    monkeypatch.setattr(select, "_grounding_choice", lambda results: "plain")
+    rng = random.Random(2)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rag_rows(rng, 90, "t")))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rag_rows(rng, 40, "h")))
+    result = train(_config(tmp_path, True, "out"), progress=False)
+    (embed,) = [c for c in result.report["selection"]["candidates"] if c["name"] == "embed"]
+    by_c = embed["params"]["cv_kappa_by_C"]
+    assert any(k.startswith("grounded") for k in by_c) and any(k.startswith("plain") for k in by_c)
+    assert embed["params"]["grounding"] is False
+    assert not result.evaluator.info["linear"]["grounding"]
+    assert result.evaluator.model.blocks["embed"].size == 384
+    loaded = Evaluator.from_pretrained(result.artifact_dir)
+    assert loaded.model.blocks["embed"].context == []
+    probe = _rag_rows(rng, 6, "x")
+    np.testing.assert_allclose(loaded.predict_proba(probe), result.evaluator.predict_proba(probe), rtol=1e-5, atol=1e-6)
+
+
+def test_the_contrastive_block_chooses_its_grounding_too(tmp_path):
+    from assay.config import config_from_dict
+    from assay.evaluator import Evaluator
+    from assay.train import train
+
+    rng = random.Random(3)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rag_rows(rng, 60, "t")))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rag_rows(rng, 30, "h")))
+    cfg = config_from_dict({
+        "metric": "context_adherence",
+        "data": {"test_set": "test.jsonl", "train_set": "train.jsonl", "seed_fraction": 0.25},
+        "model": {"family": "encoder", "max_length": 64},
+        "train": {"candidates": ["contrastive"], "cv_folds": 2, "seed": 0, "contrastive_steps": 2,
+                  "contrastive_batch_size": 4, "contrastive_max_length": 32},
+        "report": {"bootstrap": 0, "latency_rows": 4, "baselines": False},
+        "output": "out"}, base_dir=tmp_path)
+    result = train(cfg, progress=False)
+    (cand,) = [c for c in result.report["selection"]["candidates"] if c["name"] == "contrastive"]
+    assert isinstance(cand["params"]["grounding"], bool)
+    assert any(k.startswith("grounded") for k in cand["params"]["cv_kappa_by_C"])
+    shipped = result.evaluator.info["linear"]["grounding"]
+    assert bool(shipped) is cand["params"]["grounding"]
+    loaded = Evaluator.from_pretrained(result.artifact_dir)
+    probe = _rag_rows(rng, 4, "x")
+    np.testing.assert_allclose(loaded.predict_proba(probe), result.evaluator.predict_proba(probe), rtol=1e-5, atol=1e-6)

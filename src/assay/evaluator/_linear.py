@@ -207,9 +207,11 @@ class EmbedFeatures:
         out = np.zeros((n, int(self.net.config.hidden_size)), dtype=np.float32)
         order = sorted(range(n), key=lambda i: encoded[i].tokens)
         self.net.eval()
+        from ._chunks import length_chunks
+
         with torch.inference_mode():
-            for s in range(0, n, self.batch_size):
-                idx = order[s:s + self.batch_size]
+            for start, stop in length_chunks([encoded[i].tokens for i in order], self.batch_size):
+                idx = order[start:stop]
                 pooled = torch.nn.functional.normalize(self.pooled([encoded[i] for i in idx]), dim=-1)
                 out[idx] = pooled.numpy()
         return out
@@ -243,6 +245,15 @@ class EmbedFeatures:
 
         if self.context:
             self.lex_mean, self.lex_std = fit_standardiser(lexical(self.metric, rows))
+
+    def drop_grounding(self) -> None:
+        """The plain block: the row embeddings only (cross-validation found the grounding features no better)."""
+        self.context, self.field_views, self.lex_mean, self.lex_std = [], {}, None, None
+
+    @property
+    def plain_size(self) -> int:
+        """Features of the plain block: the row embedding (the grounding features follow it)."""
+        return int(self.net.config.hidden_size)
 
     def grounding_state(self, name: str) -> dict[str, torch.Tensor]:
         if not self.context or self.lex_mean is None or self.lex_std is None:

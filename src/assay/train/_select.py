@@ -192,16 +192,27 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
         cand = Candidate(kind, validated_on=f"{len(fold_list)}-fold CV" if fold_list else "not validated")
         if fold_list:
             grid = C_GRID[kind] if kind == "embed" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
-            best: tuple[float, float, np.ndarray] | None = None
+            grounded = kind == "embed" and bool(block.context)
+            variants = {"grounded": x, "plain": x[:, :block.plain_size]} if grounded else {"": x}
+            results: dict[str, tuple[float, float, np.ndarray]] = {}
             by_c = {}
-            for c in grid:
-                status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}")
-                logits = _oof(x, y, fold_list, c, n, seed)
-                kp = selection_score(y, decide(logits), n)
-                by_c[str(c)] = round(kp, 4)
-                if best is None or kp > best[0] + 1e-12:
-                    best = (kp, c, logits)
-            cand.oof_logits, cand.params = best[2], {"C": best[1], "cv_kappa_by_C": by_c}
+            for name, xv in variants.items():
+                for c in grid:
+                    status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}" + (f", {name}" if name else ""))
+                    logits = _oof(xv, y, fold_list, c, n, seed)
+                    kp = selection_score(y, decide(logits), n)
+                    by_c[f"{name} C={c}" if name else str(c)] = round(kp, 4)
+                    if name not in results or kp > results[name][0] + 1e-12:
+                        results[name] = (kp, c, logits)
+            name = _grounding_choice(results) if grounded else ""
+            kp, c, logits = results[name]
+            cand.oof_logits, cand.params = logits, {"C": c, "cv_kappa_by_C": by_c}
+            if grounded:
+                cand.params["grounding"] = name == "grounded"
+                if name == "plain":
+                    block.drop_grounding()
+                    x = variants["plain"]
+                    sel.features[kind] = (block, x)
             _score(cand, sel)
         else:
             cand.params = {"C": 1.0}
@@ -245,24 +256,35 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
                      if folds else "not validated")
     grid = C_GRID["embed"]
     tuned: list[dict[str, Any]] = []
+    grounded = bool(first.context)
+    names = ("grounded", "plain") if grounded else ("",)
+    use_grounding = grounded
     if folds:
-        oof = {c: np.zeros((len(y), n)) for c in grid}
+        oof = {(v, c): np.zeros((len(y), n)) for v in names for c in grid}
         for f, (tr, va) in enumerate(folds):
             status("selecting", None, f"contrastive: tuning the body for fold {f + 1} of {len(folds)}")
             block = first if f == 0 else make()
             tuned.append(tune_body(block, [encoded[i] for i in tr], y[tr], seed=sel.seed + f, **tuning))
             block.fit_grounding(rows)
-            x = block.features(encoded)
-            for c in grid:
-                if len(set(y[tr].tolist())) < 2:
-                    oof[c][va] = np.log(np.bincount(y[tr], minlength=n) + 1.0)
-                    continue
-                oof[c][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
+            full = block.features(encoded)
+            for v in names:
+                x = full[:, :block.plain_size] if v == "plain" else full
+                for c in grid:
+                    if len(set(y[tr].tolist())) < 2:
+                        oof[(v, c)][va] = np.log(np.bincount(y[tr], minlength=n) + 1.0)
+                        continue
+                    oof[(v, c)][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
             del block
-        by_c = {str(c): round(selection_score(y, decide(oof[c]), n), 4) for c in grid}
-        best = max(grid, key=lambda c: (by_c[str(c)], -grid.index(c)))
-        cand.oof_logits = oof[best]
-        cand.params = {"C": best, "cv_kappa_by_C": by_c}
+        by_c = {(f"{v} C={c}" if v else str(c)): round(selection_score(y, decide(oof[(v, c)]), n), 4)
+                for v in names for c in grid}
+        best = {v: max(grid, key=lambda c: (by_c[f"{v} C={c}" if v else str(c)], -grid.index(c))) for v in names}
+        results = {v: (by_c[f"{v} C={best[v]}" if v else str(best[v])], best[v], None) for v in names}
+        v = _grounding_choice(results) if grounded else ""
+        use_grounding = v == "grounded"
+        cand.oof_logits = oof[(v, best[v])]
+        cand.params = {"C": best[v], "cv_kappa_by_C": by_c}
+        if grounded:
+            cand.params["grounding"] = use_grounding
         _score(cand, sel)
     else:
         cand.params = {"C": 1.0}
@@ -275,10 +297,20 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
     def fit_all() -> tuple[Any, np.ndarray]:
         block = make()
         block.tuning = tune_body(block, encoded, y, seed=sel.seed, **tuning)
-        block.fit_grounding(rows)
+        if use_grounding:
+            block.fit_grounding(rows)
+        else:
+            block.drop_grounding()
         return block, block.features(encoded)
 
     sel.deferred["contrastive"] = fit_all
+
+
+def _grounding_choice(results: Mapping[str, tuple[float, Any, Any]]) -> str:
+    """``grounded`` or ``plain`` (the same block without its grounding features), by CV kappa on the
+    same folds; the grounding features must beat the plain block by more than ``TIE`` (they are many
+    more features, a risk with few rows or long contexts)."""
+    return "grounded" if results["grounded"][0] > results["plain"][0] + TIE else "plain"
 
 
 def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
