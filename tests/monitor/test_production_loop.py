@@ -11,21 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from _browser_util import assay_serve, browser  # noqa: F401  (the Chromium fixture)
 from click.testing import CliRunner
 from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 TRAIN = {"candidates": ["tfidf"], "cv_folds": 3, "seed": 0}
 
 
@@ -137,48 +130,14 @@ def test_production_loop_through_the_rest_api(tmp_path):
         assert scored.status_code == 200 and scored.json()["results"][0]["label"] in ("true", "false")
 
 
-@pytest.fixture
-def browser():
-    pw = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def _serve(root: Path, monitor_db: Path):
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (root / "serve.log").open("w")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()",
-                          "serve", "--port", str(port), "--db", f"sqlite:///{root / 'assay.db'}",
-                          "--artifacts", str(root / "artifacts"), "--monitor-db", str(monitor_db), "--workers", "1"],
-                         env={**os.environ, "ASSAY_HOME": str(root / "home")}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/health", timeout=2).read()
-            return p, log, url
-        except OSError:
-            assert p.poll() is None and time.monotonic() < deadline, (root / "serve.log").read_text()
-            time.sleep(0.3)
-
-
 @pytest.mark.timeout(900)
-def test_production_loop_through_the_web_ui(browser, tmp_path):
+def test_production_loop_through_the_web_ui(browser, tmp_path):  # noqa: F811
     reg, _, monitor_db, truth = _v1(tmp_path)
     reg.close()
     shots = Path(os.environ.get("ASSAY_TEST_ARTIFACTS") or tmp_path) / "production_loop"
     shots.mkdir(parents=True, exist_ok=True)
-    proc, log, url = _serve(tmp_path, monitor_db)
-    try:
+    with assay_serve(tmp_path, "--db", f"sqlite:///{tmp_path / 'assay.db'}", "--artifacts", str(tmp_path / "artifacts"),
+                     "--monitor-db", str(monitor_db), "--workers", "1") as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -221,13 +180,6 @@ def test_production_loop_through_the_web_ui(browser, tmp_path):
         assert "pii-v2" in page.inner_text("#versions")
         page.screenshot(path=str(shots / "06_registered_v2.png"), full_page=True)
         assert not errors, errors
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
     from assay.registry import Registry
 

@@ -12,24 +12,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _browser_util import assay_serve, browser  # noqa: F401  (the Chromium fixture)
 
 
 def _sample(path: Path, n_true: int, n_false: int, seed: int, skip: set[str]) -> list[dict]:
@@ -47,48 +33,15 @@ def _sample(path: Path, n_true: int, n_false: int, seed: int, skip: set[str]) ->
 
 
 @pytest.fixture
-def browser():
-    pw = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture
 def server(tmp_path):
-    port = _port()
-    db = f"sqlite:///{tmp_path / 'assay.db'}"
-    env = {**os.environ, "ASSAY_HOME": str(tmp_path / "home")}
-    log = (tmp_path / "serve.log").open("w")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()",
-                          "serve", "--port", str(port), "--db", db, "--artifacts", str(tmp_path / "artifacts"),
-                          "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/health", timeout=2).read()
-            break
-        except OSError:
-            assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.3)
-    yield url
-    p.terminate()
-    try:
-        p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    log.close()
+    with assay_serve(tmp_path, "--db", f"sqlite:///{tmp_path / 'assay.db'}", "--artifacts", str(tmp_path / "artifacts"),
+                     "--workers", "1") as url:
+        yield url
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_ui_whole_flow(browser, server, shared_data, tmp_path):
+def test_ui_whole_flow(browser, server, shared_data, tmp_path):  # noqa: F811
     shots = Path(os.environ.get("ASSAY_TEST_ARTIFACTS") or tmp_path) / "ui_flow"
     shots.mkdir(parents=True, exist_ok=True)
     source = shared_data / "pii_presidio_synth.jsonl"

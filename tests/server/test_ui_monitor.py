@@ -9,14 +9,11 @@ Needs `pip install playwright` and Debian's chromium (`apt-get install -y chromi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from _browser_util import assay_serve, browser  # noqa: F401  (the Chromium fixture)
 from _monitor_util import seed_monitor
-from test_ui_flow import _port, browser  # noqa: F401  (the Chromium fixture and a free port)
 
 from assay.monitor import Store
 
@@ -25,32 +22,9 @@ from assay.monitor import Store
 def monitored_server(tmp_path):
     store = seed_monitor(tmp_path / "monitor.db")
     store.close()
-    port = _port()
-    env = {**os.environ, "ASSAY_HOME": str(tmp_path / "home")}
-    env.pop("ASSAY_MONITOR_DB", None)
-    log = (tmp_path / "serve.log").open("w")
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from assay.cli import main; sys.argv[0]='assay'; main()",
-                          "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'assay.db'}",
-                          "--artifacts", str(tmp_path / "artifacts"), "--workers", "0",
-                          "--monitor-db", str(tmp_path / "monitor.db")], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/health", timeout=2).read()
-            break
-        except OSError:
-            assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.3)
-    yield url, tmp_path / "monitor.db"
-    p.terminate()
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    log.close()
+    with assay_serve(tmp_path, "--db", f"sqlite:///{tmp_path / 'assay.db'}", "--artifacts", str(tmp_path / "artifacts"),
+                     "--workers", "0", "--monitor-db", str(tmp_path / "monitor.db"), stop_timeout=30) as url:
+        yield url, tmp_path / "monitor.db"
 
 
 @pytest.mark.timeout(180)
