@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 
 CHUNK_COST_TOKENS = 64  # one more forward call costs about as much as this many padded tokens
@@ -27,3 +27,10 @@ def length_chunks(lengths: Sequence[int], batch_size: int, call_cost: int = CHUN
         out.append((cut[j], j))
         j = cut[j]
     return out[::-1]
+
+
+def length_batches(encoded: Sequence[Any], batch_size: int) -> list[list[int]]:
+    """Indices of ``encoded`` rows (anything with ``.tokens``) in batches: sorted by token length, then
+    cut by :func:`length_chunks`. Each batch pads to its own longest row; scatter results back by index."""
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i].tokens)
+    return [order[a:b] for a, b in length_chunks([encoded[i].tokens for i in order], batch_size)]

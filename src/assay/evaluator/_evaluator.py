@@ -15,8 +15,8 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
-from ._chunks import length_chunks  # noqa: F401 - also assay.evaluator._evaluator.length_chunks
 from ._artifact import CARD_FILE, FORMAT_VERSION, INFO_FILE, REPORT_JSON, EvaluatorInfo, read_info
+from ._chunks import length_batches
 from ._contract import Calibration, Score, calibrated_probs, decide, scores_from_probs
 LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
 
@@ -176,11 +176,9 @@ class Evaluator:
         if n == 0:
             return out
         bs = batch_size or self.batch_size
-        order = sorted(range(n), key=lambda i: encoded[i].tokens)
         self.model.eval()
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            for start, stop in length_chunks([encoded[i].tokens for i in order], bs):
-                idx = order[start:stop]
+            for idx in length_batches(encoded, bs):
                 batch = self.model.collate([encoded[i] for i in idx], self.device)
                 out[idx] = self.model(**batch).float().cpu().numpy()
         return out
@@ -195,9 +193,8 @@ class Evaluator:
         encoded = self.encode(list(rows))
         if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features and heads
             return lambda: self.model.logits_encoded(encoded)
-        order = sorted(range(len(encoded)), key=lambda i: encoded[i].tokens)
-        batches = [self.model.collate([encoded[i] for i in order[a:b]], self.device)
-                   for a, b in length_chunks([encoded[i].tokens for i in order], batch_size)]
+        batches = [self.model.collate([encoded[i] for i in idx], self.device)
+                   for idx in length_batches(encoded, batch_size)]
 
         def run() -> None:
             with torch.inference_mode(), autocast(self.device, self.dtype):
@@ -305,4 +302,3 @@ def _versions() -> dict[str, str | None]:
         except md.PackageNotFoundError:
             out[dist] = None
     return out
-

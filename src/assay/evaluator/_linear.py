@@ -205,13 +205,11 @@ class EmbedFeatures:
     def _embed(self, encoded: Sequence[Encoded]) -> np.ndarray:
         n = len(encoded)
         out = np.zeros((n, int(self.net.config.hidden_size)), dtype=np.float32)
-        order = sorted(range(n), key=lambda i: encoded[i].tokens)
         self.net.eval()
-        from ._chunks import length_chunks
+        from ._chunks import length_batches
 
         with torch.inference_mode():
-            for start, stop in length_chunks([encoded[i].tokens for i in order], self.batch_size):
-                idx = order[start:stop]
+            for idx in length_batches(encoded, self.batch_size):
                 pooled = torch.nn.functional.normalize(self.pooled([encoded[i] for i in idx]), dim=-1)
                 out[idx] = pooled.numpy()
         return out

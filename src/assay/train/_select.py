@@ -201,7 +201,7 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
                     status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}" + (f", {name}" if name else ""))
                     logits = _oof(xv, y, fold_list, c, n, seed)
                     kp = selection_score(y, decide(logits), n)
-                    by_c[f"{name} C={c}" if name else str(c)] = round(kp, 4)
+                    by_c[_grid_key(name, c)] = round(kp, 4)
                     if name not in results or kp > results[name][0] + 1e-12:
                         results[name] = (kp, c, logits)
             name = _grounding_choice(results) if grounded else ""
@@ -275,11 +275,10 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
                         continue
                     oof[(v, c)][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
             del block
-        by_c = {(f"{v} C={c}" if v else str(c)): round(selection_score(y, decide(oof[(v, c)]), n), 4)
-                for v in names for c in grid}
-        best = {v: max(grid, key=lambda c: (by_c[f"{v} C={c}" if v else str(c)], -grid.index(c))) for v in names}
-        results = {v: (by_c[f"{v} C={best[v]}" if v else str(best[v])], best[v], None) for v in names}
-        v = _grounding_choice(results) if grounded else ""
+        kappa = {key: round(selection_score(y, decide(logits), n), 4) for key, logits in oof.items()}
+        by_c = {_grid_key(v, c): kappa[(v, c)] for v, c in kappa}
+        best = {v: max(grid, key=lambda c: (kappa[(v, c)], -grid.index(c))) for v in names}
+        v = _grounding_choice({v: (kappa[(v, best[v])], best[v], None) for v in names}) if grounded else ""
         use_grounding = v == "grounded"
         cand.oof_logits = oof[(v, best[v])]
         cand.params = {"C": best[v], "cv_kappa_by_C": by_c}
@@ -304,6 +303,11 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
         return block, block.features(encoded)
 
     sel.deferred["contrastive"] = fit_all
+
+
+def _grid_key(variant: str, c: float) -> str:
+    """The report's key of one grid point: ``C`` alone, or ``grounded C=1.0`` / ``plain C=1.0``."""
+    return f"{variant} C={c}" if variant else str(c)
 
 
 def _grounding_choice(results: Mapping[str, tuple[float, Any, Any]]) -> str:
