@@ -19,8 +19,8 @@ def test_measure_speed_figures_are_consistent():
     assert out["rows_timed"] == 20
     assert [b["batch_size"] for b in out["batches"]] == [1, 8]
     assert out["skipped_batch_sizes"] == [32, 64]
-    # warm-up (8 rows), then 20 single-row calls, then 8 + 8 + 4
-    assert calls == [8] + [1] * 20 + [8, 8, 4]
+    # at each batch size an untimed pass (lazy init, kernel selection per shape), then the timed one
+    assert calls == [1] * 20 + [1] * 20 + [8, 8, 4] + [8, 8, 4]
     by_size = {b["batch_size"]: b for b in out["batches"]}
     assert by_size[1]["calls"] == 20 and by_size[8]["calls"] == 3
     best = max(out["batches"], key=lambda b: b["rows_per_s"])

@@ -25,7 +25,8 @@ def measure_speed(
 ) -> dict[str, Any]:
     """Time ``score_fn`` (a list of rows in, scores out) at each batch size.
 
-    The first ``max_rows`` rows are scored once per batch size after one warm-up call;
+    The first ``max_rows`` rows are scored once per batch size after an untimed pass at that batch size
+    (as the floor gets: a GPU tunes kernels for every new padded shape, which is not scoring speed);
     batch sizes larger than the rows timed are skipped. Cost per 1M evaluations is
     ``1e6 / best_rows_per_s / 3600 * cost_per_hour``. ``floor(rows, batch_size)`` returns a runner
     of the bare model forward over the same rows, prepared beforehand (tokenised and padded: what
@@ -40,9 +41,10 @@ def measure_speed(
     n = len(rows)
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
     usable = [b for b in sizes if b <= n] or [n]
-    score_fn(rows[: min(8, n)])  # warm-up: lazy init, allocator, kernel selection
     batches = []
     for b in usable:
+        for start in range(0, n, b):  # warm-up at this batch size, like the floor's
+            score_fn(rows[start : start + b])
         times = []
         t_all = time.perf_counter()
         for start in range(0, n, b):
