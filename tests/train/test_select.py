@@ -91,10 +91,48 @@ def test_ties_go_to_the_cheaper_candidate():
 
     sel = Selection(rows=10, rows_hash=[], labels=["a", "b"], y=np.zeros(10, dtype=int), folds=[(None, None)] * 3,
                     group_by=None, seed=0)
-    sel.candidates = {"tfidf": Candidate("tfidf", cv_kappa=0.700), "embed": Candidate("embed", cv_kappa=0.705),
-                      "hybrid": Candidate("hybrid", cv_kappa=0.80)}
+    oof = np.zeros((10, 2))
+    same = [0.70, 0.70, 0.70]  # no fold-to-fold spread: the tolerance is TIE
+    sel.candidates = {"tfidf": Candidate("tfidf", oof, cv_kappa=0.700, fold_kappas=same),
+                      "embed": Candidate("embed", oof, cv_kappa=0.705, fold_kappas=same),
+                      "hybrid": Candidate("hybrid", oof, cv_kappa=0.80, fold_kappas=same)}
     assert choose(sel, ["tfidf", "embed"]) == "tfidf" and "cheaper" in sel.reason
     assert choose(sel, ["tfidf", "embed", "hybrid"]) == "hybrid" and "highest" in sel.reason
+
+
+def test_one_standard_error_rule_prefers_the_cheaper_candidate_when_folds_disagree():
+    from assay.train._select import TIE, Candidate, Selection, choose, standard_error
+
+    sel = Selection(rows=10, rows_hash=[], labels=["a", "b"], y=np.zeros(10, dtype=int), folds=[(None, None)] * 4,
+                    group_by=None, seed=0)
+    oof = np.zeros((10, 2))
+    noisy = Candidate("embed", oof, cv_kappa=0.40, fold_kappas=[0.1, 0.7, 0.2, 0.6])  # SE = 0.148
+    sel.candidates = {"tfidf": Candidate("tfidf", oof, cv_kappa=0.30, fold_kappas=[0.3, 0.3, 0.3, 0.3]),
+                      "embed": noisy}
+    se = standard_error(noisy)
+    assert se == pytest.approx(np.std([0.1, 0.7, 0.2, 0.6], ddof=1) / 2) and se > TIE
+    assert choose(sel, ["tfidf", "embed"]) == "tfidf" and "one standard error" in sel.reason
+    steady = Candidate("embed", oof, cv_kappa=0.40, fold_kappas=[0.39, 0.41, 0.40, 0.40])
+    sel.candidates["embed"] = steady  # the same mean, consistent folds: the gap is real
+    assert choose(sel, ["tfidf", "embed"]) == "embed" and "highest" in sel.reason
+
+
+def test_the_encoder_must_beat_the_cv_winner_on_its_validation_rows():
+    from assay.train._select import TIE, Candidate, Selection, choose
+
+    y = np.array([0, 1] * 10)
+    sel = Selection(rows=20, rows_hash=[], labels=["a", "b"], y=y, folds=[(None, None)] * 3, group_by=None, seed=0)
+    right = np.eye(2)[y] * 5.0  # out-of-fold logits that are always right
+    sel.candidates = {"tfidf": Candidate("tfidf", right, cv_kappa=1.0, fold_kappas=[1.0] * 3),
+                      "encoder": Candidate("encoder", val_kappa=1.0)}
+    val = np.arange(14, 20)
+    assert choose(sel, ["encoder", "tfidf"], val) == "tfidf"  # equal on the validation rows: the cheaper one
+    assert sel.candidates["tfidf"].val_kappa == 1.0 and "does not beat" in sel.reason
+    wrong = np.eye(2)[1 - y] * 5.0
+    sel.candidates["tfidf"] = Candidate("tfidf", wrong, cv_kappa=0.2, fold_kappas=[0.2] * 3)
+    sel.candidates["encoder"].val_kappa = 0.5
+    assert choose(sel, ["encoder", "tfidf"], val) == "encoder" and "beats" in sel.reason
+    assert sel.candidates["encoder"].val_kappa > sel.candidates["tfidf"].val_kappa + TIE
 
 
 def test_seeds_only_calibrates_out_of_fold_and_says_so(tmp_path):

@@ -115,8 +115,12 @@ def _selection_text(selection: Mapping[str, Any]) -> str:
             f"{selection.get('group_by') or 'row content'}, seed {selection.get('seed')}; only training rows, "
             "never the held-out rows. Kappa from argmax (binary: P >= 0.5) of the out-of-fold predictions; "
             "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds "
-            f"(slightly optimistic for tuned candidates). Ties (within {selection.get('tie_tolerance')}) go to "
-            "the cheaper candidate (" + " < ".join(selection.get("cost_order") or []) + "). The winner is refit on "
+            "(slightly optimistic for tuned candidates). "
+            + (f"The cheapest candidate within one standard error of the best CV kappa (the spread of its fold "
+               f"kappas / sqrt(folds), at least {selection.get('tie_tolerance')}) wins ("
+               if selection.get("rule") == "one standard error" else
+               f"Ties (within {selection.get('tie_tolerance')}) go to the cheaper candidate (")
+            + " < ".join(selection.get("cost_order") or []) + "). The winner is refit on "
             "all training rows (the encoder: trained once, on the rows outside its validation slice)."
             + ("".join(f" Note: {n}." for n in selection.get("notes") or [])))
 

@@ -19,8 +19,9 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   stacking estimate).
 - Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
   bootstrap interval over the rows, and the kappa of each fold.
-- The winner: the highest CV kappa; candidates within ``TIE`` of it count as tied and the cheapest
-  of them wins (tfidf < embed < contrastive < hybrid < encoder).
+- The winner (:func:`choose`): the one-standard-error rule over the CV kappas (the cheapest candidate
+  within one standard error of the best, tfidf < embed < contrastive < hybrid), then the ``encoder``
+  against that winner on the encoder's validation slice.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
                 "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
-                "tie_tolerance": TIE, "cost_order": list(COST_ORDER), "notes": self.notes,
+                "tie_tolerance": TIE, "rule": "one standard error", "cost_order": list(COST_ORDER), "notes": self.notes,
                 "candidates": [c.summary() for c in self.candidates.values()]}
 
 
@@ -317,40 +318,69 @@ def _grounding_choice(results: Mapping[str, tuple[float, Any, Any]]) -> str:
     return "grounded" if results["grounded"][0] > results["plain"][0] + TIE else "plain"
 
 
+def standard_error(c: Candidate) -> float:
+    """The standard error of a candidate's CV kappa: the spread of its fold kappas / sqrt(folds)."""
+    f = np.asarray(c.fold_kappas, dtype=float)
+    return float(f.std(ddof=1) / np.sqrt(len(f))) if len(f) >= 2 else 0.0
+
+
 def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
-    """Pick the winner among ``candidates``; with ``val_idx`` (the encoder's validation rows) compare there."""
+    """Pick the winner among ``candidates``.
+
+    1. The cross-validated candidates (all but ``encoder``) by the one-standard-error rule: the
+       cheapest whose CV kappa is within one standard error of the best's (at least ``TIE``). With a
+       hundred rows, fold-to-fold noise is often larger than the gaps between candidates, and the
+       simpler model is then the safer pick.
+    2. ``encoder`` (no out-of-fold predictions: k fine-tunes cost too much) against that winner on
+       ``val_idx``, the encoder's validation rows: it must beat the winner's out-of-fold kappa there by
+       more than ``TIE`` (it is the costliest candidate).
+    """
     k = len(sel.labels)
-    scored: dict[str, float] = {}
-    for name in candidates:
-        c = sel.candidates.get(name)
-        if c is None or c.error:
-            continue
-        if val_idx is not None:
-            if c.oof_logits is not None:
-                c.val_kappa = selection_score(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
-            if c.val_kappa is not None:
-                scored[name] = c.val_kappa
-        elif c.cv_kappa is not None:
-            scored[name] = c.cv_kappa
-    if not scored:
-        sel.winner = next(n for n in candidates if n in sel.candidates and not sel.candidates[n].error)
+    usable = [n for n in candidates if n in sel.candidates and not sel.candidates[n].error]
+    scored = {n: sel.candidates[n].cv_kappa for n in usable if n != "encoder" and sel.candidates[n].cv_kappa is not None
+              and sel.candidates[n].oof_logits is not None}
+    enc = sel.candidates.get("encoder") if "encoder" in usable else None
+    if not scored and (enc is None or enc.val_kappa is None):
+        sel.winner = usable[0] if usable else candidates[0]
         sel.reason = f"no cross-validation was possible ({'; '.join(sel.notes) or 'too few rows'}): the first " \
                      f"configured candidate, {sel.winner}, is used"
         sel.compared_on = "nothing"
         return sel.winner
-    best = max(scored.values())
-    tied = [n for n in scored if scored[n] >= best - TIE]
-    winner = min(tied, key=lambda n: (COST_ORDER.index(n), -scored[n]))
-    top = max(scored, key=lambda n: (scored[n], -COST_ORDER.index(n)))
-    sel.compared_on = ("the encoder's validation rows (the calibration slice of the training rows), "
-                       f"{len(val_idx)} rows: every candidate's out-of-fold (or validation) predictions there"
-                       if val_idx is not None else f"{len(sel.folds)}-fold cross-validation on {sel.rows} training rows")
-    others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != winner)
-    if winner == top:
-        sel.reason = f"{winner} has the highest kappa ({scored[winner]:.3f}" + (f"; then {others})" if others else ")")
-    else:
-        sel.reason = (f"{winner} ({scored[winner]:.3f}) is within {TIE} of the best, {top} ({scored[top]:.3f}), "
-                      f"and cheaper: ties go to the cheaper candidate" + (f" (all: {others})" if others else ""))
+    sel.compared_on = f"{len(sel.folds)}-fold cross-validation on {sel.rows} training rows"
+    if val_idx is not None and len(val_idx):  # for the report: every candidate on the encoder's validation rows
+        for n in scored:
+            c = sel.candidates[n]
+            c.val_kappa = selection_score(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
+    winner = None
+    if scored:
+        top = max(scored, key=lambda n: (scored[n], -COST_ORDER.index(n)))
+        se = standard_error(sel.candidates[top])
+        tol = max(TIE, se)
+        tied = [n for n in scored if scored[n] >= scored[top] - tol]
+        winner = min(tied, key=lambda n: (COST_ORDER.index(n), -scored[n]))
+        others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != winner)
+        if winner == top:
+            sel.reason = f"{winner} has the highest CV kappa ({scored[winner]:.3f}" + (f"; then {others})" if others else ")")
+        else:
+            sel.reason = (f"{winner} ({scored[winner]:.3f}) is within one standard error ({tol:.3f}) of the best, "
+                          f"{top} ({scored[top]:.3f}), and cheaper: the one-standard-error rule picks the cheaper "
+                          "candidate" + (f" (all: {others})" if others else ""))
+    if enc is not None and enc.val_kappa is not None:
+        where = (f"the encoder's validation rows (the calibration slice of the training rows, {len(val_idx)} rows)"
+                 if val_idx is not None else "the encoder's validation rows")
+        if winner is None:
+            winner, sel.reason = "encoder", f"encoder is the only candidate with a validation kappa ({enc.val_kappa:.3f})"
+        else:
+            lin = sel.candidates[winner]
+            if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + TIE:
+                sel.reason = (f"encoder ({enc.val_kappa:.3f}) beats the cross-validated winner {winner} "
+                              f"({lin.val_kappa:.3f}, its out-of-fold predictions) on {where}; before that: {sel.reason}")
+                winner = "encoder"
+            else:
+                got = f"{lin.val_kappa:.3f}" if lin.val_kappa is not None else "n/a"
+                sel.reason += (f"; the encoder ({enc.val_kappa:.3f}) does not beat it by more than {TIE} on {where} "
+                               f"({winner} {got} there)")
+        sel.compared_on += f", then the encoder against the winner on {where}"
     sel.winner = winner
     return winner
 
