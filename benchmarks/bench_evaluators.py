@@ -155,7 +155,10 @@ def run_one(ds: Dataset, regime: str, test: list[dict[str, Any]], uploaded: list
         data["train_set"] = "train.jsonl"
     if ds.group_by and "group_by" in _data_keys():
         data["group_by"] = ds.group_by
-    train_cfg: dict[str, Any] = {"seed": args.seed, "candidates": args.candidates.split(","),
+    candidates = args.candidates.split(",")
+    if ds.name in _names(args.encoder_datasets) and "encoder" not in candidates:
+        candidates = ["encoder"] + candidates  # the config default's full set
+    train_cfg: dict[str, Any] = {"seed": args.seed, "candidates": candidates,
                                  "cv_folds": args.cv_folds, "num_threads": args.threads}
     if args.threshold_objective:
         train_cfg["threshold_objective"] = args.threshold_objective
@@ -205,6 +208,10 @@ def run_one(ds: Dataset, regime: str, test: list[dict[str, Any]], uploaded: list
         except Exception as exc:  # keep going: report it
             out["setfit"] = {"skipped": f"{type(exc).__name__}: {str(exc)[:200]}"}
     return out
+
+
+def _names(csv: str | None) -> set[str]:
+    return {x.strip() for x in (csv or "").split(",") if x.strip()}
 
 
 def _data_keys() -> set[str]:
@@ -273,7 +280,9 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
     for r in results:
         sel = r.get("selection") or {}
         if sel:
-            cs = ", ".join(f"{c['name']} {_f(c.get('cv_kappa'))}" for c in sel.get("candidates", []))
+            cs = ", ".join(f"{c['name']} {_f(c.get('cv_kappa'))}"
+                           + (f" (validation {_f(c.get('validation_kappa'))})" if c.get("validation_kappa") is not None
+                              else "") for c in sel.get("candidates", []))
             cand_lines.append(f"- {r['dataset']} / {r['regime']}: CV kappa {cs} -> {sel.get('winner')} "
                               f"({sel.get('folds')} folds)")
     machine = next((r["machine"] for r in results if r.get("machine")), None) or _machine()
@@ -282,8 +291,11 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
            "Shipped: `assay.train.train` with `train.candidates: [" + args.candidates + "]`: model selection by "
            f"{args.cv_folds}-fold cross-validation (stratified, grouped) on the training rows only, the winner refit on "
            "all of them and calibrated on its out-of-fold scores; figures on the held-out rows"
-           + ("" if "encoder" in args.candidates else " (the config default also has the `encoder` candidate: "
-              "left out here for the CPU time budget)") + ". TF-IDF+LR and "
+           + ("" if "encoder" in args.candidates else
+              f" (the config default also has the `encoder` candidate (LoRA fine-tune of MiniLM): it runs here on "
+              f"{', '.join(sorted(_names(args.encoder_datasets))) or 'no dataset'}, the short-text datasets; on the "
+              "long-context ones (4 context windows of 256 tokens per row, tool schemas, trajectories) its CPU "
+              "fine-tune does not fit this benchmark's time budget)") + ". TF-IDF+LR and "
            "majority: the report's baselines, fitted on the same training rows in the same process (threshold 0.5). "
            f"SetFit: the `setfit` package, same MiniLM body, {args.setfit_steps} contrastive steps (batch 16, "
            f"num_iterations 20), max_length {args.setfit_max_length}, logistic-regression head (balanced class weights), threshold 0.5; "
@@ -342,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the shared JSONL files")
     p.add_argument("--candidates", default="tfidf,embed,hybrid", help="train.candidates of the shipped evaluator")
+    p.add_argument("--encoder-datasets", default="toxicity,pii",
+                   help="datasets where the encoder candidate (in the config default) joins --candidates")
     p.add_argument("--cv-folds", type=int, default=5)
     p.add_argument("--threshold-objective", default=None, help="train.threshold_objective (default: the config's)")
     p.add_argument("--contrastive-steps", type=int, default=None, help="train.contrastive_steps")
