@@ -27,7 +27,9 @@ __version__ = "0.1.0"
 
 _LAZY = {"Evaluator": ("assay.evaluator", "Evaluator"), "evaluate": ("assay.report", "evaluate"),
          "Monitor": ("assay.monitor", "Monitor"), "train": ("assay.train", None),
-         "retrain": ("assay.monitor", "retrain")}
+         "retrain": ("assay.monitor", "retrain"),
+         "tune_judge": ("assay.judge", "tune_judge"), "judge_consistency": ("assay.judge", "judge_consistency"),
+         "discover": ("assay.judge", "discover")}
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ import importlib
 from ._app import cli, emit
 
 # Command modules, imported for their @cli.command registrations.
-_MODULES = ("_metrics", "_train", "_data", "_serve", "_monitor", "_export", "_retrain")
+_MODULES = ("_metrics", "_train", "_data", "_serve", "_monitor", "_export", "_retrain", "_judge", "_discover")
 for _name in _MODULES:
     try:
         importlib.import_module(f"{__name__}.{_name}")

@@ -189,6 +189,9 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     from ._retrain import router as retrain_router
 
     app.include_router(retrain_router)
+    from ._judge_api import router as judge_router
+
+    app.include_router(judge_router)
     app.include_router(monitor_router)
     if ui:
         try:

@@ -1,0 +1,206 @@
+"""``POST /v1/metrics/{name}/tune-judge``: tune a registered metric's judge prompt in the background.
+
+The caller names a provider (one of the server's own, see :mod:`assay.providers._server`; never a URL,
+a key or a path) and a dataset of the metric's project: a test set gives its seed rows, split exactly as
+the metric's run split it (its held-out rows are never read); a training set labeled by people gives all
+its rows (rows a judge labeled are refused).
+The run happens in a background thread (the event loop is never blocked); ``GET
+/v1/judge-tunings/{id}`` reports its status and, when done, the tuned metric spec and the report.
+Jobs live in the server process (a restart forgets them; the result is also in the response, to keep).
+Access: starting needs ``edit`` on the metric's project, reading a job ``read``; a stranger gets 404.
+The page ``/metrics/{name}/tune-judge`` is the UI for the same calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import AssayError
+from . import _access as acc
+from ._api import _ERRORS, _dataset, _metric, _reg
+
+log = logging.getLogger("assay.server")
+api_router = APIRouter(prefix="/v1")
+ui_router = APIRouter(include_in_schema=False)
+MAX_RUNNING = 2  # tuning jobs at once per server process
+MAX_ROWS = 5000
+MAX_JOBS_KEPT = 200
+_LOCK = threading.Lock()
+
+
+class TuneJudgeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(min_length=1, max_length=200,
+                          description="a provider name from the server's provider settings (or mock/... if allowed)")
+    dataset_id: str = Field(min_length=1, max_length=100, description="a labeled dataset of the metric's project")
+    rounds: int = Field(3, ge=1, le=10)
+    candidates: int = Field(2, ge=0, le=5, description="revised prompts asked of the provider per round")
+    budget_usd: float | None = Field(None, ge=0, description="dollars the provider may be charged in all")
+    seed: int = Field(0, ge=0, le=2**31)
+
+
+class TuneJob(BaseModel):
+    id: str
+    project_id: str
+    metric: str = Field(description="the registered metric version whose judge prompt is tuned")
+    dataset_id: str
+    provider: str
+    rows: int = Field(description="labeled rows used (the seeds of a test set)")
+    status: Literal["queued", "running", "done", "failed"] = "queued"
+    created_at: float
+    finished_at: float | None = None
+    progress: list[str] = Field(default_factory=list)
+    error: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    metric_spec: dict[str, Any] | None = Field(None, description="the tuned metric (same name): use it in a run config")
+    report: dict[str, Any] | None = None
+
+
+def _jobs(app: Any) -> dict[str, TuneJob]:
+    with _LOCK:
+        if getattr(app.state, "judge_jobs", None) is None:
+            app.state.judge_jobs = {}
+        return app.state.judge_jobs
+
+
+def _seed_rows(request: Request, version: Any, dataset: Any) -> list[dict[str, Any]]:
+    from ..data import SEED_FRACTION, split_test_set
+    from ..metrics import load_metric
+
+    if dataset.project_id != version.project_id:
+        raise acc.hidden("dataset", dataset.id)  # another project's dataset is not visible from here
+    if dataset.kind not in ("test", "train"):
+        raise AssayError("a labeled dataset (kind test or train)", f"{dataset.id} is {dataset.kind}",
+                         "upload the human-labeled rows as a test set", code="invalid_input")
+    rows = _reg(request).datasets.rows(dataset.id)
+    judged = sum(1 for r in rows if isinstance(r.get("meta"), dict) and "judge" in r["meta"])
+    if judged:  # e.g. the output of POST /v1/datasets/{id}/label: tuning a judge against itself means nothing
+        raise AssayError("rows labeled by people", f"{judged} of {len(rows)} rows of {dataset.id} labeled by a judge",
+                         "pick the human-labeled test set (or a training set people labeled)", code="invalid_input")
+    if dataset.kind == "test":
+        data = (_reg(request).runs.get(version.run_id, history=False).config or {}).get("data") or {}
+        rows = split_test_set(rows, load_metric(version.spec).shape, seed_fraction=data.get("seed_fraction", SEED_FRACTION),
+                              split_seed=data.get("split_seed", 0), group_by=data.get("group_by", "auto")).seeds
+    if len(rows) > MAX_ROWS:
+        raise AssayError(f"at most {MAX_ROWS} rows to tune on", f"{len(rows)}", "upload a smaller sample",
+                         code="too_large")
+    return rows
+
+
+def _provider(request: Request, name: str) -> Any:
+    from pydantic import ValidationError
+
+    from ..config import ProviderConfig
+    from ..providers import provider_from_config
+
+    cfg = _reg(request).providers.resolve(name, "provider")
+    try:
+        return provider_from_config(ProviderConfig.model_validate(cfg))
+    except ValidationError as exc:
+        raise AssayError("one of the server's providers", f"'{name}' ({exc.errors()[0].get('msg')})",
+                         "pick a provider by name", code="provider_not_allowed") from None
+
+
+def _run(job: TuneJob, spec: Any, rows: list[dict[str, Any]], provider: Any, body: TuneJudgeIn) -> None:
+    from ..judge import tune_judge
+
+    job.status = "running"
+    try:
+        result = tune_judge(spec, rows, provider, rounds=body.rounds, candidates=body.candidates,
+                            budget_usd=body.budget_usd, seed=body.seed, progress=job.progress.append)
+        job.summary, job.report, job.metric_spec = result.summary(), result.report, result.metric.to_dict()
+        job.status = "done"
+    except AssayError as exc:
+        job.error, job.status = exc.to_dict(), "failed"
+    except Exception as exc:  # noqa: BLE001 - reported on the job, logged with its traceback
+        log.exception("judge tuning %s failed", job.id)
+        job.error = AssayError("the tuning to finish", f"an internal error ({type(exc).__name__})",
+                               "retry; if it persists, report it with the server log", code="internal_error").to_dict()
+        job.status = "failed"
+    finally:
+        job.finished_at = time.time()
+        provider.close()
+
+
+def start_tuning(request: Request, name: str, body: TuneJudgeIn) -> TuneJob:
+    from ..metrics import load_metric
+
+    version = _metric(request, name, "edit")
+    dataset = _dataset(request, body.dataset_id, "read")
+    rows = _seed_rows(request, version, dataset)
+    provider = _provider(request, body.provider)
+    jobs = _jobs(request.app)
+    with _LOCK:
+        if sum(j.status in ("queued", "running") for j in jobs.values()) >= MAX_RUNNING:
+            raise AssayError(f"at most {MAX_RUNNING} judge tunings running at once", "that many running",
+                             "wait for one to finish (GET /v1/judge-tunings/{id})", code="conflict")
+        for old in sorted(jobs.values(), key=lambda j: j.created_at)[: max(0, len(jobs) - MAX_JOBS_KEPT + 1)]:
+            if old.status in ("done", "failed"):
+                jobs.pop(old.id, None)
+        job = TuneJob(id=f"tune-{uuid.uuid4().hex[:12]}", project_id=version.project_id, metric=version.full_name,
+                      dataset_id=dataset.id, provider=body.provider, rows=len(rows), created_at=time.time())
+        jobs[job.id] = job
+    threading.Thread(target=_run, args=(job, load_metric(version.spec), rows, provider, body), daemon=True,
+                     name=f"assay-{job.id}").start()
+    return job
+
+
+@api_router.post("/metrics/{name}/tune-judge", response_model=TuneJob, status_code=202, tags=["metrics"],
+             responses=_ERRORS)
+def tune_judge_endpoint(name: str, body: TuneJudgeIn, request: Request) -> TuneJob:
+    """Start tuning the metric's judge prompt (its latest version, or name-vN) on a labeled dataset of its
+    project with one of the server's providers; answers at once (202) with the job to poll."""
+    return start_tuning(request, name, body)
+
+
+@api_router.get("/judge-tunings/{job_id}", response_model=TuneJob, tags=["metrics"], responses=_ERRORS)
+def get_tuning(job_id: str, request: Request) -> TuneJob:
+    """A tuning job: status, progress lines, and when done the tuned metric spec and the full report."""
+    job = _jobs(request.app).get(job_id)
+    if job is None:
+        raise acc.hidden("judge tuning", job_id)
+    acc.check(request, job.project_id, "read", "judge tuning", job_id)
+    return job
+
+
+@api_router.get("/metrics/{name}/tune-judge", response_model=list[TuneJob], tags=["metrics"], responses=_ERRORS)
+def list_tunings(name: str, request: Request) -> list[TuneJob]:
+    """The metric's tuning jobs in this server process, newest first (without their full reports)."""
+    version = _metric(request, name, "read")
+    base = version.name
+    jobs = [j for j in _jobs(request.app).values() if j.metric.rsplit("-v", 1)[0] == base]
+    return [j.model_copy(update={"report": None}) for j in sorted(jobs, key=lambda j: -j.created_at)]
+
+
+@ui_router.get("/metrics/{name}/tune-judge", response_class=HTMLResponse)
+def tune_page(request: Request, name: str) -> HTMLResponse:
+    """The UI: pick a provider and a dataset, start, and watch the job."""
+    try:
+        from ._ui import _error_page, _page
+    except ModuleNotFoundError:  # the UI is optional
+        raise acc.hidden("page", request.url.path) from None
+    try:
+        m = _reg(request).metrics.get(name)
+        acc.check(request, m.project_id, "read", "metric", name)
+        datasets = [d for d in _reg(request).datasets.list(m.project_id) if d.kind in ("test", "train")]
+    except AssayError as exc:
+        return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
+    providers = [n for n in _reg(request).providers.names() if n != "mock/<name>"]
+    if _reg(request).providers.allow_mock:
+        providers.append("mock/judge")
+    return _page(request, "judge_tune.html", metric=m, datasets=datasets, providers=providers)
+
+
+# One router for the app to include: the API under /v1 and the page.
+router = APIRouter()
+router.include_router(api_router)
+router.include_router(ui_router)
