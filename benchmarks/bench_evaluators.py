@@ -50,7 +50,7 @@ class Dataset:
 DATASETS = {
     "toxicity": Dataset("toxicity", "toxicity_davidson.jsonl", "toxicity_3class", None),
     "faithfulness": Dataset("faithfulness", "faithfulness_begin.jsonl", "context_adherence", "context"),
-    "pii": Dataset("pii", "pii_presidio_synth.jsonl", "pii", None),
+    "pii": Dataset("pii", "pii_presidio_synth.jsonl", "pii", "template_id"),  # rows of one template together
     "toolcall": Dataset("toolcall", "toolcall_bfcl_gptoss.jsonl", "tool_call_correctness", "input"),
     "taubench": Dataset("taubench", "agent_taubench_airline.jsonl", "agent_task_success", "input"),
 }
