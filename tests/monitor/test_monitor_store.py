@@ -80,10 +80,13 @@ def test_verdicts_reviews_and_queue(tmp_path):
     queue = s.review_queue()
     assert [q["id"] for q in queue] == [vid] and queue[0]["details"]["probabilities"]["true"] == 0.55
     s.add_review(vid, "false", "ana")
-    s.add_review(vid, "true", "bo")  # the latest label wins
+    s.add_review(vid, "true", "ana")  # a reviewer's latest label replaces theirs (both are kept)
     assert s.review_queue() == []
     got = s.reviewed("pii")
-    assert len(got) == 1 and got[0]["review_label"] == "true" and got[0]["reviewer"] == "bo"
+    assert len(got) == 1 and got[0]["review_label"] == "true" and got[0]["reviewer"] == "ana"
+    s.add_review(vid, "false", "bo")  # another reviewer disagrees: a tie, no people's label (see test_agreement)
+    assert s.reviewed("pii") == [] and [v["id"] for v in s.disagreements("pii")] == [vid]
+    assert len(s.reviews(vid)) == 3
     assert s.route_counts() == {"pii": {"review:uncertain": 1, "recorded": 1}}
     p = Problems()
     p.add("invalid_json", "f:1", "bad")

@@ -190,3 +190,86 @@ def test_ui_pages_follow_the_same_access(api):
     assert store.verdict(pending["id"])["review_label"] == "false"
     anon = c.get("/monitor", follow_redirects=False)  # no key: the login page
     assert anon.status_code == 303 and anon.headers["location"].startswith("/login")
+
+
+def _label(c, keys, vid, label, reviewer, who="a-edit"):
+    r = c.post(f"/v1/verdicts/{vid}/review", json={"label": label, "reviewer": reviewer}, headers=_h(keys, who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_several_reviewers_disagreements_and_agreement(api):
+    """Two reviewers disagree on a verdict: it leaves the review queue for the disagreement queue (scoped like
+    every monitor endpoint) until a third reviewer decides; agreement reports people, judge and evaluator."""
+    c, store, keys = api
+    first, second = c.get("/v1/review/queue?metric=toxicity&limit=2", headers=_h(keys, "a-view")).json()
+    a, b = first["verdict_id"], second["verdict_id"]
+    assert _label(c, keys, a, "true", "ana")["review_status"] == "single"
+    out = _label(c, keys, a, "false", "bo")
+    assert (out["consensus"], out["review_status"], out["reviewers"]) == (None, "tie", 2)
+    _label(c, keys, b, "true", "ana")
+    _label(c, keys, b, "true", "bo")
+    assert _label(c, keys, b, "false", "judge:mock/j")["judge"] is True
+    assert len(store.reviews(a)) == 2 and store.verdict(b)["review_label"] == "true"  # every label kept
+
+    r = c.get("/v1/review/disagreements?metric=toxicity", headers=_h(keys, "a-view"))
+    assert r.status_code == 200, r.text
+    [item] = r.json()
+    assert item["verdict_id"] == a and item["status"] == "tie" and item["consensus"] is None
+    assert {x["reviewer"]: x["label"] for x in item["reviews"]} == {"ana": "true", "bo": "false"}
+    assert item["labels"] == ["true", "false"] and item["fields"]["input"]
+    assert [i["verdict_id"] for i in c.get("/v1/review/disagreements", headers=_h(keys, "ops")).json()] == [a]
+    # another project's key sees nothing
+    assert c.get("/v1/review/disagreements", headers=_h(keys, "b-edit")).json() == []
+    _err(c.get("/v1/review/disagreements?metric=toxicity", headers=_h(keys, "b-edit")), 404, "not_found")
+    assert c.get("/v1/monitor/agreement", headers=_h(keys, "b-edit")).json() == []
+    _err(c.get("/v1/monitor/agreement?metric=toxicity", headers=_h(keys, "b-edit")), 404, "not_found")
+    _err(c.get("/v1/review/disagreements", headers={}), 401, "unauthorized")
+    tox = c.get("/v1/monitor/summary?metric=toxicity", headers=_h(keys, "a-view")).json()["metrics"][0]
+    assert tox["disagreements"] == 1
+
+    [rep] = c.get("/v1/monitor/agreement?metric=toxicity&n_boot=100", headers=_h(keys, "a-view")).json()
+    h = rep["human_vs_human"]
+    assert h["verdicts"] == 2 and h["ties"] == 1 and h["unanimous"] == 1
+    [pair] = h["pairs"]
+    assert pair["reviewers"] == ["ana", "bo"] and pair["n"] == 2 and pair["accuracy"] == 0.5
+    [judge] = rep["judge_vs_human"]
+    assert judge["judge"] == "judge:mock/j" and judge["n"] == 1 and judge["accuracy"] == 0
+    assert rep["student_vs_human"]["n"] == rep["reviewed"] == len(store.reviewed("toxicity"))
+    [d] = c.get("/v1/monitor/drift?metric=toxicity", headers=_h(keys, "a-view")).json()
+    assert d["people"]["human_vs_human"]["verdicts"] == 2 and d["people"]["judge_vs_human"][0]["n"] == 1
+
+    _err(c.post(f"/v1/verdicts/{a}/review", json={"label": "true", "reviewer": "cy"}, headers=_h(keys, "a-view")),
+         403, "forbidden")  # deciding needs the editor role like any label
+    assert _label(c, keys, a, "true", "cy")["consensus"] == "true"  # the deciding review
+    assert c.get("/v1/review/disagreements?metric=toxicity", headers=_h(keys, "a-view")).json() == []
+    [settled] = c.get("/v1/review/disagreements?metric=toxicity&settled=true", headers=_h(keys, "a-view")).json()
+    assert settled["verdict_id"] == a and (settled["status"], settled["consensus"]) == ("majority", "true")
+
+
+def test_disagreement_page_and_people_agreement_on_the_drift_page(api):
+    c, store, keys = api
+    item = c.get("/v1/review/queue?metric=toxicity&limit=1", headers=_h(keys, "a-view")).json()[0]
+    vid = item["verdict_id"]
+    _label(c, keys, vid, "true", "dee")
+    _label(c, keys, vid, "false", "eve")
+    _label(c, keys, vid, "true", "judge:mock/j")
+    page = c.get("/monitor/review/disagreements?metric=toxicity", headers=_h(keys, "a-view"))
+    assert page.status_code == 200 and f'id="verdict-{vid}"' in page.text
+    assert 'data-reviewer="dee"' in page.text and 'data-reviewer="eve"' in page.text
+    assert 'name="back" value="disagreements"' in page.text and 'class="label-button"' in page.text
+    assert f'id="verdict-{vid}"' not in c.get("/monitor/review/disagreements", headers=_h(keys, "b-edit")).text
+    assert c.get("/monitor/review/disagreements?metric=toxicity", headers=_h(keys, "b-edit")).status_code == 404
+    assert 'id="disagreements-link"' in c.get("/monitor/review", headers=_h(keys, "a-view")).text
+    form = {"label": "false", "reviewer": "fay", "metric": "toxicity", "back": "disagreements"}
+    r = c.post(f"/monitor/review/{vid}", data=form, headers=_h(keys, "a-edit"), follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/monitor/review/disagreements?metric=toxicity&done={vid}"
+    assert store.verdict(vid)["review_label"] == "false"  # the deciding review settled it
+    assert f'id="verdict-{vid}"' not in c.get("/monitor/review/disagreements", headers=_h(keys, "a-view")).text
+    odd = {"label": "false", "reviewer": "gus", "back": "https://elsewhere.example/"}  # never a caller's URL
+    r = c.post(f"/monitor/review/{vid}", data=odd, headers=_h(keys, "a-edit"), follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/monitor/review?")
+    drift_page = c.get("/monitor/drift?metric=toxicity", headers=_h(keys, "a-view")).text
+    assert 'class="list people-agreement"' in drift_page and 'class="human-vs-human"' in drift_page
+    assert 'class="student-vs-human"' in drift_page and "judge:mock/j" in drift_page

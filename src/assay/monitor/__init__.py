@@ -9,10 +9,14 @@ Reading traces (spans, runs, JSONL) and turning them into metric rows is ``assay
 - ``review_label`` / ``export_golden``: human labels, exported as a golden set.
 - ``retrain``: reviewed verdicts folded into a new run of the same registered metric.
 - ``drift``: verdict rate, score shift (PSI/KS) and reviewer agreement (kappa) per window.
+- ``agreement_report``: several reviewers per verdict: human-vs-human, judge-vs-human and
+  student-vs-human agreement; ``Store.disagreements`` is the queue of verdicts whose reviewers tie.
 - ``score_file``: batch scoring on the local engine or Ray Data.
 """
 
+from ._agreement import agreement_report, krippendorff_alpha, pairwise_agreement, record_judge_labels
 from ._checks import GateCheck, ModelCheck, Verdict, load_evaluator, make_check, make_checks
+from ._consensus import JUDGE_PREFIX, consensus
 from ._drift import drift, parse_window
 from ._engine import BatchResult, score_file, score_rows
 from ._eval import Eval, load_dataset, smoke_subset
@@ -26,6 +30,7 @@ from ._review import find_verdict, golden_rows
 from ._review import label as review_label
 from ._route import Route, RouteConfig, Router, audit_draw
 from ._store import MIGRATIONS, Store, default_db
+from ._suites import Suite, SuiteConfig, make_suites, suite_verdicts
 
 # Deprecated re-exports: these moved to ``assay.traces``; kept here for one release so that
 # ``from assay.monitor import read_traces`` still works. Import them from ``assay.traces``.
@@ -33,11 +38,13 @@ from ..traces import (Ingest, Problems, Session, Trace, TraceAssembler, group_se
                       read_traces, rows_for, session_row, trace_row)
 
 __all__ = [
-    "GATE_TYPES", "MIGRATIONS", "BatchResult", "Eval", "GateCheck", "GateResult", "Ingest", "IngestServer",
-    "JsonGate", "KeywordGate", "LengthGate", "ModelCheck", "Monitor", "PIIGate", "Problems", "RegexGate",
-    "RequiredToolGate", "Route", "RouteConfig", "Router", "Session", "Store", "ToolSchemaGate", "Trace",
-    "TraceAssembler", "Verdict", "audit_draw", "default_db", "drift", "export_golden", "extract_calls", "find_pii",
-    "find_verdict", "gate_from_dict", "gates_from_list", "golden_rows", "group_sessions", "load_dataset",
-    "load_evaluator", "make_check", "make_checks", "parse_window", "plain_trace", "read_traces", "retrain",
-    "review_label", "reviewed_rows", "rows_for", "score_file", "score_rows", "session_row", "smoke_subset", "trace_row",
+    "GATE_TYPES", "JUDGE_PREFIX", "MIGRATIONS", "BatchResult", "Eval", "GateCheck", "GateResult", "Ingest",
+    "IngestServer", "JsonGate", "KeywordGate", "LengthGate", "ModelCheck", "Monitor", "PIIGate", "Problems",
+    "RegexGate", "RequiredToolGate", "Route", "RouteConfig", "Router", "Session", "Store", "ToolSchemaGate", "Trace",
+    "TraceAssembler", "Verdict", "agreement_report", "audit_draw", "consensus", "default_db", "drift",
+    "export_golden", "extract_calls", "find_pii", "find_verdict", "gate_from_dict", "gates_from_list", "golden_rows",
+    "group_sessions", "krippendorff_alpha", "load_dataset", "load_evaluator", "make_check", "make_checks",
+    "pairwise_agreement", "parse_window", "plain_trace", "read_traces", "record_judge_labels", "retrain", "review_label",
+    "reviewed_rows", "rows_for", "score_file", "score_rows", "session_row", "smoke_subset", "trace_row"
 ]
+__all__ += ["Suite", "SuiteConfig", "make_suites", "suite_verdicts"]  # suites of checks (_suites.py)

@@ -6,6 +6,8 @@
       - artifact: runs/pii
         gates: [{type: pii, decides: true}]
       - gate: {type: length, field: output, max_chars: 4000, severity: high}
+    suites:                          # several checks -> one verdict per trace (see assay.monitor._suites)
+      - {name: safe, checks: [pii, "gate:length"], min_passed: 2}
     route: {margin: 0.2, audit_rate: 0.05, seed: 0}   # or band: [0.3, 0.7], a fixed band
     batch_size: 32
     parallel: 2
@@ -31,6 +33,7 @@ class RunConfig(BaseModel):
     name: str | None = None
     dataset: str | None = None
     evaluators: list[dict[str, Any]] = Field(default_factory=list)
+    suites: list[dict[str, Any]] = Field(default_factory=list)  # checks combined per trace (monitor/_suites.py)
     route: RouteConfig = Field(default_factory=RouteConfig)
     batch_size: int = Field(32, ge=1)
     parallel: int = Field(1, ge=1)

@@ -3,7 +3,9 @@
 - verdict rate: failing verdicts and label shares per window;
 - score shift: PSI (and KS when raw scores are known) of P(positive) against the training-time
   distribution (the artifact report's held-out scores, else the first window, recorded once);
-- agreement: Cohen's kappa between the evaluator and human reviews. Reviews are a stratified
+- agreement: Cohen's kappa between the evaluator and human reviews (a verdict's people's label: the
+  label most of its reviewers gave, see ``_consensus``; tied verdicts count as not reviewed, and
+  human-vs-human / judge-vs-human agreement is ``_agreement``). Reviews are a stratified
   sample (every uncertain / high-severity verdict, ``audit_rate`` of the confident passes), so
   each review is weighted by its stratum's size over its reviewed count to estimate the kappa on
   all traffic; the unweighted kappa on reviewed items is reported beside it.

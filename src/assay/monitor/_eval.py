@@ -66,8 +66,12 @@ def smoke_subset(traces: list[Trace], n: int, seed: int = 0) -> list[Trace]:
 class Eval:
     """One or more evaluators (trained metrics or gates) run over one dataset."""
 
-    def __init__(self, evaluators: Iterable[Any], dataset: Any, *, name: str | None = None, batch_size: int = 32):
+    def __init__(self, evaluators: Iterable[Any], dataset: Any, *, name: str | None = None, batch_size: int = 32,
+                 suites: Iterable[Any] = ()):
         self.checks = make_checks(evaluators)
+        from ._suites import make_suites
+
+        self.suites = make_suites(suites, self.checks)  # checks combined per trace (a metric block each)
         self.dataset = dataset
         self.name = name or (Path(dataset).stem if isinstance(dataset, (str, Path)) else "eval")
         self.batch_size = batch_size
@@ -110,13 +114,19 @@ class Eval:
                                             max_failures=max_failures)
             if name not in flat:
                 metrics[name] = summarize([], entry["check"], skipped=entry["skipped"], max_failures=max_failures)
+        if self.suites:
+            from ._suites import suite_verdicts, summarize_suite
+
+            every = [v for entry in per_check.values() for vs in entry["results"] for v in vs]
+            for s in self.suites:
+                metrics[s.name] = summarize_suite(suite_verdicts([s], every), s, max_failures=max_failures)
         seconds = time.perf_counter() - t0
         return {
             "eval": self.name,
             "dataset": {"source": str(self.dataset) if isinstance(self.dataset, (str, Path)) else type(
                 self.dataset).__name__, "traces": len(ing.traces), "evaluated": len(traces), "smoke": smoke,
                         "seed": seed, "ingest": ing.summary()},
-            "checks": [c.describe() for c in self.checks],
+            "checks": [c.describe() for c in self.checks] + [s.describe() for s in self.suites],
             "metrics": metrics,
             "seconds": round(seconds, 3),
             "traces_per_second": round(len(traces) / seconds, 2) if seconds > 0 else None,

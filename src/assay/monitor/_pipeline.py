@@ -17,6 +17,7 @@ from ..metrics import InputShape
 from ..traces import Problems, Trace, TraceAssembler, follow_lines
 from ._checks import make_checks, subject_key
 from ._route import RouteConfig, Router
+from ._suites import make_suites, suite_verdicts
 from ._store import Store
 
 
@@ -25,8 +26,9 @@ class Monitor:
     human review for doubt near the threshold, audit samples) and store it for review and drift."""
 
     def __init__(self, checks: Iterable[Any], store: Store, route: RouteConfig | None = None, *,
-                 batch_size: int = 32, clock: Callable[[], float] = time.time):
+                 batch_size: int = 32, clock: Callable[[], float] = time.time, suites: Iterable[Any] = ()):
         self.checks = make_checks(checks)
+        self.suites = make_suites(suites, self.checks)  # checks combined per trace: kind "suite" verdicts
         self.store = store
         self.router = Router(route or RouteConfig())
         self.batch_size = batch_size
@@ -44,6 +46,8 @@ class Monitor:
             for g in getattr(c, "gates", []):
                 store.register_check(f"{c.name}/{g.label}", "gate", spec=g.model_dump(mode="json", by_alias=True),
                                      severity=g.severity)
+        for s in self.suites:
+            store.register_check(s.name, s.kind, spec=s.spec(), severity=s.severity)
 
     # --- scoring --------------------------------------------------------------------------------
     def _entry(self, name: str) -> dict[str, Any]:
@@ -56,6 +60,7 @@ class Monitor:
         self.store.add_traces(traces, received_at=now)
         self.traces += len(traces)
         out: list[dict[str, Any]] = []
+        produced: list[Any] = []  # this batch's verdicts, for the suites
         for c in self.checks:
             entry = self._entry(c.name)
             subjects = traces
@@ -72,7 +77,11 @@ class Monitor:
             for start in range(0, len(fresh), self.batch_size):
                 verdicts = [v for vs in c.run(fresh[start:start + self.batch_size], batch_size=self.batch_size)
                             for v in vs]
+                produced += verdicts
                 out += self._record(verdicts, now)
+        if self.suites:
+            lookup = lambda tid, m: self.store.verdicts(m, trace_id=tid)  # noqa: E731  members scored before
+            out += self._record(suite_verdicts(self.suites, produced, lookup), now)
         return out
 
     def _record(self, verdicts: list[Any], now: float) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@
 >>> Registry().metrics.register(run.id)      # toxicity-v2: no name needed
 
 The reviewed verdicts of the metric (the monitor stores them under the metric's spec name; the
-registered name is read too when it differs) become canonical rows with the human label (latest
-review wins, see :func:`golden_rows`), then :func:`assay.registry.queue_retrain` queues the run.
+registered name is read too when it differs) become canonical rows with the people's label (each
+reviewer's latest label, the majority of several; ties left out, see :func:`golden_rows`), then
+:func:`assay.registry.queue_retrain` queues the run.
 The CLI (``assay retrain``), the API (``POST /v1/metrics/{name}/retrain``) and the UI's "Retrain
 from reviews" button all call :func:`retrain`.
 """

@@ -1,4 +1,7 @@
-"""Human review of routed verdicts (trace, session or span verdicts), and export of reviewed rows as a golden set."""
+"""Human review of routed verdicts (trace, session or span verdicts), and export of reviewed rows as a golden set.
+
+A verdict may have several reviewers; whose label counts is ``_consensus``'s rule (each reviewer's
+latest label, the label most reviewers gave, ties left out and queued as disagreements)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 
 from ..data import normalize_label, row_hash, write_rows
 from ..errors import AssayError
+from ._consensus import ANONYMOUS, clean_reviewer, current_reviews, is_judge
 from ._store import Store
 
 
@@ -69,26 +73,42 @@ def _one_for_trace(store: Store, trace_id: str, metric: str | None,
 
 def label(store: Store, ref: str | int, value: str, *, metric: str | None = None, reviewer: str | None = None,
           note: str | None = None) -> dict[str, Any]:
-    """Store a human label for a verdict; the label must be one of the metric's labels."""
+    """Store a reviewer's label for a verdict; the label must be one of the metric's labels.
+
+    Several reviewers may label one verdict and every label is kept; a reviewer's second label
+    replaces their first (``replaced``: the label it replaced). ``consensus`` and ``review_status``
+    are the verdict's people's label after this review (see ``_consensus``); a reviewer named
+    ``judge:<model>`` records an LLM judge's label, which is never a person's."""
     v = find_verdict(store, ref, metric)
     labels = _labels_of(store, v["metric"])
     lab = normalize_label(value)
     if lab not in labels:
         raise AssayError(f"a label among {labels} for {v['metric']}", f"'{value}'", "pass one of those labels",
                          code="invalid_label")
-    rid = store.add_review(v["id"], lab, reviewer, note)
+    who = clean_reviewer(reviewer)
+    before = current_reviews(store.reviews(v["id"])).get(who or ANONYMOUS)
+    rid = store.add_review(v["id"], lab, who, note)
+    after = store.verdict(v["id"]) or {}
     return {"review_id": rid, "verdict_id": v["id"], "trace_id": v["trace_id"], "span_id": v.get("span_id"),
-            "metric": v["metric"], "label": lab, "evaluator_label": v["label"], "agrees": lab == v["label"]}
+            "metric": v["metric"], "label": lab, "reviewer": who, "judge": is_judge(who),
+            "replaced": before["label"] if before else None, "evaluator_label": v["label"],
+            "agrees": lab == v["label"], "consensus": after.get("review_label"),
+            "review_status": after.get("review_status"), "reviewers": len(after.get("reviews") or [])}
 
 
 def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Reviewed rows of one metric as canonical rows with the human label (latest review wins).
+    """Reviewed rows of one metric as canonical rows with the people's label.
 
-    Traces with the same content become one row; ``counts`` gets how many were merged and how
-    many of those carried a different human label (the later review wins)."""
+    The label of a verdict is its reviewers' consensus (each reviewer's latest label; the label more
+    reviewers gave than any other, see ``_consensus``). A verdict whose reviewers are tied has no
+    label and is left out until a deciding review (``counts["no_consensus"]``); judges' labels never
+    count. Traces with the same content become one row; ``counts`` gets how many were merged and how
+    many of those carried a different label (the later verdict wins)."""
     if metric in store.checks() and store.checks()[metric]["kind"] == "gate":
         raise AssayError("an evaluator metric (gates have no training data)", f"the gate '{metric}'",
                          "export an evaluator metric", code="invalid_input")
+    if counts is not None:
+        counts["no_consensus"] = len(store.disagreements(metric, limit=None))
     rows: dict[str, dict[str, Any]] = {}
     for v in store.reviewed(metric):
         row = dict(v["row"] or {})
@@ -97,7 +117,10 @@ def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None)
         meta = dict(row.get("meta") or {})
         meta.pop("tool_calls", None)
         meta["review"] = {"trace_id": v["trace_id"], "evaluator_label": v["label"], "score": v["score"],
-                          "route_reason": v["route_reason"], "reviewer": v["reviewer"]}
+                          "route_reason": v["route_reason"], "reviewer": v["reviewer"],
+                          "agreement": v["review_status"]}
+        if len(v["reviews"]) > 1:
+            meta["review"]["reviewers"] = {r["reviewer"]: r["label"] for r in v["reviews"]}
         if v.get("span_id"):  # a span verdict: its row is that span's slice
             meta["review"]["span_id"] = v["span_id"]
         row["meta"] = meta
@@ -123,7 +146,7 @@ def export(store: Store, metric: str | None = None, *, out: str | Path | None = 
         metric = metrics[0]
     if out is None and append_to is None:
         raise AssayError("--out FILE or --append FILE", "neither", "say where the golden set goes", code="invalid_input")
-    counts = {"duplicates_merged": 0, "conflicting_labels": 0}
+    counts = {"duplicates_merged": 0, "conflicting_labels": 0, "no_consensus": 0}
     rows = golden_rows(store, metric, counts)
     result: dict[str, Any] = {"metric": metric, "rows": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
                               **counts}

@@ -1,5 +1,8 @@
 """The monitor's SQLite store: traces, verdicts with their route, human reviews, ingest problems.
 
+Reviews are append-only, several per verdict (several reviewers, replaced labels, judges' labels);
+which of them make a verdict's people's label is decided in ``_consensus``.
+
 Migrations are append-only: never edit one that has shipped, add a new one at the end
 (tests/core/test_schema_pins.py pins the schema). The shared runner ``assay._migrate`` applies
 them and records them in the ``_migrations`` table.
@@ -17,6 +20,7 @@ from typing import Any, Iterable, Mapping
 from .. import _migrate
 from .._migrate import Migration, split_script
 from ..errors import AssayError
+from ._consensus import MAJORITY, TIE, clean_reviewer, summarize_reviews
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", split_script("""
@@ -68,6 +72,8 @@ CREATE INDEX verdicts_route ON verdicts (route, metric);
 """)),
 ]
 _TABLE = "_migrations"  # the monitor's version table since its first release
+# a person's review, not a judge's (reviewer ``judge:...``, see ``_consensus``); LIKE ignores ASCII case
+_HUMAN = "(reviewer IS NULL OR reviewer NOT LIKE 'judge:%')"
 
 
 def default_db() -> Path:
@@ -244,41 +250,79 @@ class Store:
 
     def _verdict_rows(self, where: str, args: Iterable[Any], order: str = "ORDER BY v.id", limit: str = ""
                       ) -> list[dict[str, Any]]:
+        """Verdict rows with their reviews (see ``_consensus``): ``review_label`` is the people's label
+        (the consensus of each reviewer's latest label; None without one), ``review_status``,
+        ``reviews`` (each person's current label), ``judges`` (judge -> label); ``reviewer``,
+        ``review_note`` and ``reviewed_at`` are those of the latest person's review."""
         rows = self._all(
             "SELECT v.*, r.label AS review_label, r.reviewer AS reviewer, r.note AS review_note,"
             " r.created_at AS reviewed_at FROM verdicts v LEFT JOIN reviews r ON r.id ="
-            " (SELECT MAX(id) FROM reviews WHERE verdict_id = v.id) " + where + " " + order + " " + limit, args)
+            f" (SELECT MAX(id) FROM reviews WHERE verdict_id = v.id AND {_HUMAN}) " + where + " " + order + " " + limit,
+            args)
+        by_verdict = self._reviews_of([r["id"] for r in rows])
         for r in rows:
             r["details"] = _unj(r.pop("details_json"))
             r["row"] = _unj(r.pop("row_json"))
             r["passed"] = bool(r["passed"])
+            r.update(summarize_reviews(by_verdict.get(r["id"], [])))
         return rows
+
+    def _reviews_of(self, verdict_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        with self.lock:
+            for i in range(0, len(verdict_ids), 500):
+                part = verdict_ids[i:i + 500]
+                for r in self.db.execute(f"SELECT * FROM reviews WHERE verdict_id IN ({','.join('?' * len(part))})"
+                                         " ORDER BY id", part):
+                    out.setdefault(r["verdict_id"], []).append(dict(r))
+        return out
 
     def review_queue(self, metric: str | None = None, *, pending: bool = True, limit: int | None = 50
                      ) -> list[dict[str, Any]]:
-        """Verdicts routed to review (oldest first); only those without a human label when ``pending``."""
+        """Verdicts routed to review (oldest first); only those without a person's label when ``pending``
+        (a judge's label, reviewer ``judge:...``, leaves a verdict pending)."""
         where = ["v.route='review'"]
         args: list[Any] = []
         if metric:
             where.append("v.metric=?")
             args.append(metric)
         if pending:
-            where.append("NOT EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id)")
+            where.append(f"NOT EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id AND {_HUMAN})")
         return self._verdict_rows("WHERE " + " AND ".join(where), args,
                                   limit=f"LIMIT {int(limit)}" if limit else "")
 
     def add_review(self, verdict_id: int, label: str, reviewer: str | None = None, note: str | None = None) -> int:
+        """Append a review (nothing is ever overwritten): a reviewer's latest review is their label."""
         cur = self._exec("INSERT INTO reviews (verdict_id, label, reviewer, note, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (verdict_id, label, reviewer, note, time.time()))
+                         (verdict_id, label, clean_reviewer(reviewer), note, time.time()))
         return int(cur.lastrowid)
 
+    def reviews(self, verdict_id: int) -> list[dict[str, Any]]:
+        """Every review of one verdict, replaced ones and judges' included, oldest first."""
+        return self._all("SELECT * FROM reviews WHERE verdict_id=? ORDER BY id", (verdict_id,))
+
     def reviewed(self, metric: str | None = None) -> list[dict[str, Any]]:
-        """Verdicts with a human label (the latest one), oldest first."""
-        where, args = "WHERE r.label IS NOT NULL", []
+        """Verdicts with a people's label (the consensus of their reviewers), oldest first. A verdict
+        whose reviewers are tied is left out (it is in :meth:`disagreements`)."""
+        where, args = f"WHERE EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id AND {_HUMAN})", []
         if metric:
             where += " AND v.metric=?"
             args.append(metric)
-        return self._verdict_rows(where, args)
+        return [v for v in self._verdict_rows(where, args) if v["review_label"] is not None]
+
+    def disagreements(self, metric: str | None = None, *, pending: bool = True, limit: int | None = 50
+                      ) -> list[dict[str, Any]]:
+        """Verdicts whose reviewers disagree (oldest first): when ``pending``, only those without a
+        consensus (a tie), which need a deciding review; else also those a majority settled."""
+        where = [f"v.id IN (SELECT verdict_id FROM reviews WHERE {_HUMAN} GROUP BY verdict_id"
+                 " HAVING COUNT(DISTINCT COALESCE(reviewer, '')) >= 2)"]
+        args: list[Any] = []
+        if metric:
+            where.append("v.metric=?")
+            args.append(metric)
+        keep = {TIE} if pending else {TIE, MAJORITY}
+        found = [v for v in self._verdict_rows("WHERE " + " AND ".join(where), args) if v["review_status"] in keep]
+        return found[:int(limit)] if limit else found
 
     # --- ingest problems and runs ---------------------------------------------------------------
     def add_problems(self, source: str, problems: Any) -> None:

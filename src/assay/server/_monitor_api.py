@@ -1,4 +1,5 @@
-"""The monitor on the server, ``/v1``: verdicts over time, the review queue, labels, drift.
+"""The monitor on the server, ``/v1``: verdicts over time, the review queue, labels, drift, and
+several reviewers per verdict: the disagreement queue and human/judge/student agreement.
 
 The monitor store (``monitor.db``, written by ``assay monitor``) is chosen by the operator
 (``assay serve --monitor-db PATH`` / ``$ASSAY_MONITOR_DB``), never by a caller.
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from ..monitor import Store, review_label
+from ..monitor import Store, agreement_report, review_label
 from ..monitor import drift as monitor_drift
 from . import _access as acc
 from ._api import _ERRORS
@@ -120,7 +121,8 @@ class MetricSummary(BaseModel):
     review: int
     audit: int
     pending: int = Field(description="routed verdicts (review and audit, all time) awaiting a human label")
-    reviewed: int = Field(description="verdicts with a human label (all time)")
+    reviewed: int = Field(description="verdicts with a people's label (the reviewers' consensus, all time)")
+    disagreements: int = Field(0, description="verdicts whose reviewers are tied (all time): the disagreement queue")
     label_counts: dict[str, int]
     days: list[DayCounts]
 
@@ -163,7 +165,8 @@ def summarize(request: Request, metric: str | None, days: int) -> SummaryOut:
             metric=name, kind=checks[name]["kind"], labels=labels_of(checks[name]), verdicts=n,
             pass_rate=round(passed / n, 6) if n else None, review=sum(d.review for d in day_rows),
             audit=sum(d.audit for d in day_rows), pending=len(store.review_queue(name, limit=None)),
-            reviewed=len(store.reviewed(name)), label_counts=dict(Counter(str(v["label"]) for v in vs)),
+            reviewed=len(store.reviewed(name)), disagreements=len(store.disagreements(name, limit=None)),
+            label_counts=dict(Counter(str(v["label"]) for v in vs)),
             days=day_rows))
     return SummaryOut(since=since, days=days, metrics=out)
 
@@ -232,6 +235,12 @@ class ReviewOut(BaseModel):
     label: str
     evaluator_label: str | None
     agrees: bool
+    reviewer: str | None = None
+    judge: bool = Field(False, description="a judge's label (reviewer judge:MODEL), never a person's")
+    replaced: str | None = Field(None, description="this reviewer's earlier label, which this one replaces")
+    consensus: str | None = Field(None, description="the verdict's people's label now (None: none yet, or a tie)")
+    review_status: str | None = Field(None, description="unreviewed, single, unanimous, majority or tie")
+    reviewers: int = Field(0, description="how many people labeled the verdict")
 
 
 def label_verdict(request: Request, verdict_id: int, body: ReviewIn) -> ReviewOut:
@@ -252,8 +261,90 @@ def label_verdict(request: Request, verdict_id: int, body: ReviewIn) -> ReviewOu
 def review_verdict(request: Request, body: ReviewIn,
                    verdict_id: int = PathParam(ge=1, le=MAX_VERDICT_ID)) -> ReviewOut:
     """Label a routed (or any) verdict; the label must be one of the metric's labels (422 invalid_label).
+    Several reviewers may label one verdict: every label is kept, a reviewer's second label replaces
+    their first, the people's label is the majority and a tie goes to the disagreement queue.
     Needs the editor role (or above) on the metric's project."""
     return label_verdict(request, verdict_id, body)
+
+
+# --- several reviewers: the disagreement queue and agreement ------------------------------------
+class ReviewerLabel(BaseModel):
+    reviewer: str = Field(description="the reviewer's name (anonymous: reviews without one)")
+    label: str
+    note: str | None = None
+    created_at: float
+
+
+class DisagreementItem(QueueItem):
+    reviews: list[ReviewerLabel] = Field(description="each reviewer's current label")
+    status: str = Field(description="tie (no people's label: needs a deciding review) or majority (settled)")
+    consensus: str | None = Field(description="the people's label (None while tied)")
+
+
+def disagreement_queue(request: Request, metric: str | None, limit: int, settled: bool = False
+                       ) -> list[DisagreementItem]:
+    """Verdicts whose reviewers disagree (tied; with ``settled`` also those a majority settled), oldest
+    first, of the metrics the caller may read."""
+    store = store_of(request)
+    if metric is not None:
+        check_metric(request, metric, "read")
+    names = [metric] if metric is not None else visible_metrics(request)
+    checks = store.checks()
+    found = sorted((v for n in names for v in store.disagreements(n, pending=not settled, limit=limit)),
+                   key=lambda v: v["id"])[:limit]
+    out = []
+    for v in found:
+        row = v.get("row") or {}
+        out.append(DisagreementItem(
+            verdict_id=v["id"], trace_id=v["trace_id"], span_id=v.get("span_id"), metric=v["metric"], kind=v["kind"],
+            label=v["label"], score=v["score"], confidence=v["confidence"], why=str(v["route_reason"] or ""),
+            created_at=v["created_at"], labels=labels_of(checks.get(v["metric"], {})),
+            fields={k: row[k] for k in ROW_FIELDS if row.get(k) not in (None, "", [], {})},
+            reviews=[ReviewerLabel(reviewer=r["reviewer"], label=r["label"], note=r.get("note"),
+                                   created_at=r["created_at"]) for r in v["reviews"]],
+            status=v["review_status"], consensus=v["review_label"]))
+    return out
+
+
+@router.get("/review/disagreements", response_model=list[DisagreementItem], tags=["monitor"], responses=_ERRORS)
+def review_disagreements(request: Request, metric: str | None = Query(None, max_length=300),
+                         limit: int = Query(50, ge=1, le=1000),
+                         settled: bool = Query(False, description="also list disagreements a majority settled")
+                         ) -> list[DisagreementItem]:
+    """Verdicts whose reviewers disagree with no majority, each with every reviewer's label: a deciding
+    review (POST /v1/verdicts/{id}/review) by another reviewer takes one out of the queue."""
+    return disagreement_queue(request, metric, limit, settled)
+
+
+class AgreementOut(BaseModel):
+    metric: str
+    labels: list[str]
+    reviewed: int = Field(description="verdicts with a people's label")
+    rule: str = Field(description="how the people's label of a verdict is decided")
+    n_boot: int
+    human_vs_human: dict[str, Any] = Field(description="verdicts with >= 2 reviewers: pairwise Cohen's kappa (pairs: "
+                                                       "reviewers, n, kappa, kappa_interval, accuracy), kappa_mean, "
+                                                       "Krippendorff's alpha with alpha_interval, "
+                                                       "unanimous/majority/ties")
+    judge_vs_human: list[dict[str, Any]] = Field(description="per judge (reviews by judge:MODEL): n, kappa against the "
+                                                             "people's label, kappa_interval, accuracy, "
+                                                             "kappa_vs_reviewers")
+    student_vs_human: dict[str, Any] = Field(description="the evaluator's verdict against the people's label: n, "
+                                                         "kappa, kappa_interval, accuracy, kappa_vs_reviewers")
+
+
+def agreement_of(request: Request, metric: str, n_boot: int = 1000) -> AgreementOut:
+    check_metric(request, metric, "read")
+    return AgreementOut(**agreement_report(store_of(request), metric, n_boot=n_boot))
+
+
+@router.get("/monitor/agreement", response_model=list[AgreementOut], tags=["monitor"], responses=_ERRORS)
+def agreement(request: Request, metric: str | None = Query(None, max_length=300),
+              n_boot: int = Query(1000, ge=0, le=5000, description="bootstrap resamples for the 95% intervals")
+              ) -> list[AgreementOut]:
+    """Per metric (or the one asked for): human-vs-human, judge-vs-human and student-vs-human agreement."""
+    names = [metric] if metric is not None else visible_metrics(request)
+    return [agreement_of(request, n, n_boot) for n in names]
 
 
 # --- drift ----------------------------------------------------------------------------------
@@ -273,6 +364,8 @@ class DriftOut(BaseModel):
                                                   "traffic), kappa_reviewed, accuracy_reviewed, audit agreement, "
                                                   "confusion (model label -> human label -> count)")
     audit: dict[str, Any] | None
+    people: AgreementOut | None = Field(None, description="human-vs-human, judge-vs-human and student-vs-human "
+                                                          "agreement (as GET /v1/monitor/agreement)")
     warnings: list[str]
 
 
@@ -300,7 +393,8 @@ def drift_of(request: Request, metric: str, window: str) -> DriftOut:
                     window_seconds=d["window_seconds"], n=n, eval_kappa=d["eval_kappa"], baseline=d["baseline"],
                     windows=windows, label_mix={k: round(c / n, 6) for k, c in sorted(mix.items())},
                     agreement={**overall, "fail_rate": d["overall"]["fail_rate"], "confusion": confusion},
-                    audit=d["audit"], warnings=d["warnings"])
+                    audit=d["audit"], people=AgreementOut(**agreement_report(store, metric, n_boot=500)),
+                    warnings=d["warnings"])
 
 
 @router.get("/monitor/drift", response_model=list[DriftOut], tags=["monitor"], responses=_ERRORS)

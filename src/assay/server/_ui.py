@@ -204,10 +204,24 @@ def review_page(request: Request, metric: str | None = None, done: int | None = 
     return _page(request, "review_queue.html", items=items, metrics=metrics, metric=metric or "", done=done)
 
 
+@router.get("/monitor/review/disagreements", response_class=HTMLResponse)
+def disagreements_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
+    """Verdicts whose reviewers are tied, each reviewer's label, and the buttons for a deciding review."""
+    from ._monitor_api import disagreement_queue, visible_metrics
+
+    try:
+        items = disagreement_queue(request, metric or None, 50)
+        metrics = visible_metrics(request)
+    except AssayError as exc:
+        return _monitor_error(request, exc)
+    return _page(request, "disagreements.html", items=items, metrics=metrics, metric=metric or "", done=done)
+
+
 @router.post("/monitor/review/{verdict_id}")
 def review_submit(request: Request, verdict_id: int, label: str = Form(...), reviewer: str = Form(""),
-                  note: str = Form(""), metric: str = Form("")) -> Any:
-    """A reviewer's button: the same call as POST /v1/verdicts/{id}/review, then back to the queue."""
+                  note: str = Form(""), metric: str = Form(""), back: str = Form("")) -> Any:
+    """A reviewer's button: the same call as POST /v1/verdicts/{id}/review, then back to the queue
+    (``back=disagreements``: to the disagreement queue; no other value, never a URL)."""
     from urllib.parse import urlencode
 
     from ._monitor_api import ReviewIn, label_verdict
@@ -220,7 +234,8 @@ def review_submit(request: Request, verdict_id: int, label: str = Form(...), rev
                                                                  code="invalid_input")
         return _monitor_error(request, err)
     query = urlencode({k: v for k, v in (("metric", metric), ("done", verdict_id)) if v})
-    return RedirectResponse(f"/monitor/review?{query}", status_code=303)
+    page = "/monitor/review/disagreements" if back == "disagreements" else "/monitor/review"
+    return RedirectResponse(f"{page}?{query}", status_code=303)
 
 
 @router.get("/monitor/drift", response_class=HTMLResponse)
