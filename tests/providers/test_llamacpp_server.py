@@ -254,3 +254,48 @@ def test_generate_and_label_round_through_real_server(llama_server, tmp_path):
     assert cached.report["cost"]["cache_hits"] == cost["requests"]
     assert [r["id"] for r in cached.rows] == [r["id"] for r in result.rows]
     assert cached.report["dropped"] == rep["dropped"]
+
+
+TUNE_ROWS = ROWS + [
+    {"id": "t6", "input": "Nobody wants you here, moron.", "label": "true"},
+    {"id": "t7", "input": "You're a disgusting waste of space.", "label": "true"},
+    {"id": "t8", "input": "Can you send me the slides from today?", "label": "false"},
+    {"id": "t9", "input": "Happy birthday! Hope it's a great one.", "label": "false"},
+    {"id": "t10", "input": "The train was late again this morning.", "label": "false"},
+    {"id": "t11", "input": "Shut your mouth, you dumb rat.", "label": "true"},
+    {"id": "t12", "input": "I left the keys on the kitchen table.", "label": "false"},
+]
+
+
+def test_judge_loop_through_real_server(llama_server, tmp_path):
+    """tune_judge (one round, one provider candidate + the few-shot one) and judge_consistency, for real."""
+    from assay.data import row_hash
+    from assay.judge import judge_consistency, tune_judge
+    from assay.metrics import get_preset, render
+    from assay.providers import get_provider
+
+    metric = get_preset("toxicity")
+    p = get_provider("openai/smollm2", base_url_=llama_server, cache=tmp_path / "cache.db", timeout=300,
+                     max_retries=1, concurrency=2)
+    res = tune_judge(metric, TUNE_ROWS, p, rounds=1, candidates=1, bootstrap=50)
+    r = res.report
+    parts = r["rows"]
+    assert parts["train"]["n"] + parts["validation"]["n"] + parts["test"]["n"] == len(TUNE_ROWS)
+    assert r["rows"]["test_rows_shown_or_selected_on"] == 0
+    assert r["rounds"] and r["stopped"]
+    for c in r["candidates"]:  # every candidate scored or rejected with its reason; nothing silently lost
+        assert c["status"] in ("scored", "rejected") and (c["status"] == "scored" or c["reason"])
+    assert {"start", "chosen"} <= set(r["final_test"])
+    assert res.metric.name == metric.name
+    assert render(res.metric, TUNE_ROWS[0])  # the chosen prompt still renders the metric's fields
+    assert p.stats.requests > len(TUNE_ROWS) and r["cost"]["usd"] == 0 and not r["cost"]["priced"]
+    test_hashes = set(parts["test"]["hashes"])
+    assert test_hashes and test_hashes <= {row_hash(x) for x in TUNE_ROWS}
+
+    cons = judge_consistency(metric, ROWS, p, samples=3, temperature=0.8, max_questions=2)
+    assert cons.rows == len(ROWS)
+    assert len(cons.ambiguous) + cons.stable == len(ROWS)
+    for a in cons.ambiguous:
+        assert a.question.strip().endswith("?")
+    out = cons.write_jsonl(tmp_path / "ambiguous.jsonl")
+    assert len(out.read_text().splitlines()) == len(cons.ambiguous)
