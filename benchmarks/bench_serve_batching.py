@@ -5,7 +5,7 @@ request dispatched at once) and off (1 row per evaluator call), both in the same
 small real evaluator first (pii preset, encoder, a few steps) through the registry's worker,
 registers it, and serves it with uvicorn on 127.0.0.1 in a separate process (so the clients'
 Python does not share the server's GIL), scoring at the evaluator's default precision and the
-product's default torch threads.
+server's default torch threads (``--precision`` and ``--threads`` change them for both modes).
 
     python benchmarks/bench_serve_batching.py                        # 16 and 64 clients
     python benchmarks/bench_serve_batching.py --clients 16 --seconds 5 --max-steps 8
@@ -83,23 +83,36 @@ def train_metric(reg, data: Path, max_steps: int) -> str:
     return reg.metrics.register(run.id, "pii").full_name
 
 
-def serve(home: str, port: int, batch_rows: int, batch_ms: float) -> None:
-    """The server process: the registry under ``home``, uvicorn on 127.0.0.1:``port``."""
+def serve(home: str, port: int, batch_rows: int, batch_ms: float, threads: int | None = None,
+          precision: str = "auto") -> None:
+    """The server process: the registry under ``home``, uvicorn on 127.0.0.1:``port``; ``threads``:
+    the scoring thread's torch threads (default: the server's own choice, ``assay._cpu.serve_threads``)."""
     import uvicorn
 
+    from assay.evaluator import Evaluator
     from assay.registry import Registry
     from assay.server import create_app
 
-    reg = Registry(f"sqlite:///{home}/bench.db", f"{home}/artifacts")
+    if threads:
+        os.environ["ASSAY_SERVE_THREADS"] = str(threads)
+    load = None if precision == "auto" else (lambda path: Evaluator.from_pretrained(path, precision=precision))
+    reg = Registry(f"sqlite:///{home}/bench.db", f"{home}/artifacts", load_evaluator=load)
     app = create_app(reg, batch_rows=batch_rows, batch_wait_ms=batch_ms, ui=False)
 
-    @app.get("/bench/info")
-    def info() -> dict:
+    def scoring_thread() -> tuple[float, int]:
         import torch
 
-        scoring = app.state.batcher._pool.submit(time.thread_time).result()  # the scoring thread's CPU time
-        return {"torch_threads": torch.get_num_threads(), "pid": os.getpid(), "cpu_s": time.process_time(),
-                "scoring_cpu_s": scoring}
+        return time.thread_time(), torch.get_num_threads()
+
+    @app.get("/bench/info")
+    def info(name: str | None = None) -> dict:
+        scoring, threads = app.state.batcher.call(scoring_thread).result()  # the scoring thread's view
+        dtype = None
+        if name:
+            ev = reg.metrics.evaluator(reg.metrics.get(name))
+            dtype = str(ev.dtype or "float32").replace("torch.", "") + ("" if ev.precision != "int8" else " (int8)")
+        return {"torch_threads": threads, "pid": os.getpid(), "cpu_s": time.process_time(),
+                "scoring_cpu_s": scoring, "dtype": dtype}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 timeout_keep_alive=300)
@@ -119,10 +132,12 @@ class _Conn:
         return out
 
 
-def _start(home: str, batch_rows: int, batch_ms: float) -> tuple[subprocess.Popen, int]:
+def _start(home: str, batch_rows: int, batch_ms: float, threads: int | None = None,
+           precision: str = "auto") -> tuple[subprocess.Popen, int]:
     port = _port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", home, "--port", str(port),
-                             "--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms)])
+                             "--batch-rows", str(batch_rows), "--batch-ms", str(batch_ms),
+                             "--threads", str(threads or 0), "--precision", precision])
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -137,10 +152,10 @@ def _start(home: str, batch_rows: int, batch_ms: float) -> tuple[subprocess.Pope
 
 
 def measure(home: str, name: str, texts: list[str], *, clients: int, seconds: float, batch_rows: int,
-            batch_ms: float, call: str = "score") -> dict:
+            batch_ms: float, call: str = "score", threads: int | None = None, precision: str = "auto") -> dict:
     """``clients`` closed-loop clients for ``seconds`` (after a warm-up request each) against a
     fresh server process; ``call``: the score endpoint or POST /v1/guard (the default policy)."""
-    proc, port = _start(home, batch_rows, batch_ms)
+    proc, port = _start(home, batch_rows, batch_ms, threads, precision)
     try:
         c = _Conn(port)
         info = c.call("GET", "/bench/info")
@@ -148,7 +163,7 @@ def measure(home: str, name: str, texts: list[str], *, clients: int, seconds: fl
                     ("/v1/guard", lambda t: {"metrics": [name], "input": t}))
         c.call("POST", path, mk(texts[0]))  # load the evaluator once
         before = c.call("GET", "/v1/health")["batching"][name]
-        info = c.call("GET", "/bench/info")
+        info = c.call("GET", f"/bench/info?name={name}")
         client_cpu = time.process_time()
         lat: list[float] = []
         errors: list[str] = []
@@ -183,11 +198,14 @@ def measure(home: str, name: str, texts: list[str], *, clients: int, seconds: fl
         proc.terminate()
         proc.wait(timeout=30)
     calls = after["batches"] - before["batches"]
+    since = {k: (after.get(k, 0) - before.get(k, 0)) / 1000 for k in ("scoring_ms", "scoring_cpu_ms", "dispatch_ms")}
     return {"clients": clients, "requests": len(lat), "errors": len(errors), "wall_s": round(wall, 2),
             "latencies": lat, "evaluator_calls": calls, "largest_batch": after["largest_batch_requests"],
-            "torch_threads": info["torch_threads"], "batch_rows": batch_rows, "batch_ms": batch_ms,
+            "torch_threads": info["torch_threads"], "dtype": info["dtype"], "batch_rows": batch_rows,
+            "batch_ms": batch_ms,
             "error_sample": errors[:1], "server_cpu_s": end["cpu_s"] - info["cpu_s"],
-            "scoring_cpu_s": end["scoring_cpu_s"] - info["scoring_cpu_s"], "client_cpu_s": client_cpu}
+            "scoring_cpu_s": end["scoring_cpu_s"] - info["scoring_cpu_s"], "client_cpu_s": client_cpu,
+            "scoring_wall_s": since["scoring_ms"], "dispatch_s": since["dispatch_ms"]}
 
 
 def _summary(runs: list[dict], mode: str) -> dict:
@@ -201,7 +219,10 @@ def _summary(runs: list[dict], mode: str) -> dict:
             "p50_ms": q(0.50), "p95_ms": q(0.95), "evaluator_calls": calls,
             "rows_per_call": round(n / calls, 2) if calls else None,
             "largest_batch": max(r["largest_batch"] for r in runs), "server_cpu_ms_per_req": per("server_cpu_s"),
-            "scoring_cpu_ms_per_req": per("scoring_cpu_s"), "client_cpu_ms_per_req": per("client_cpu_s"), "torch_threads": runs[0]["torch_threads"],
+            "scoring_cpu_ms_per_req": per("scoring_cpu_s"), "scoring_wall_ms_per_req": per("scoring_wall_s"),
+            "scoring_busy": round(sum(r["scoring_wall_s"] for r in runs) / wall, 2) if wall else None,
+            "dispatch_ms_per_call": round(1000 * sum(r["dispatch_s"] for r in runs) / calls, 2) if calls else None, "client_cpu_ms_per_req": per("client_cpu_s"), "torch_threads": runs[0]["torch_threads"],
+            "dtype": runs[0]["dtype"],
             "rounds": len(runs), "error_sample": next((r["error_sample"] for r in runs if r["error_sample"]), [])}
 
 
@@ -218,10 +239,14 @@ def main() -> None:
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--batch-rows", type=int, default=64, help=argparse.SUPPRESS)
-    p.add_argument("--batch-ms", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--batch-ms", type=float, default=10.0, help="batched mode: the wait window (ms)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="the server's scoring threads (default 0: its own choice, the usable cores less one)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                   help="the evaluator's scoring precision in the server (both modes)")
     a = p.parse_args()
     if a.serve:
-        return serve(a.serve, a.port, a.batch_rows, a.batch_ms)
+        return serve(a.serve, a.port, a.batch_rows, a.batch_ms, a.threads or None, a.precision)
 
     load_start = _load()
     from assay.registry import Registry
@@ -240,20 +265,22 @@ def main() -> None:
                                         "regression)" if info.get("linear") else "")
     reg.close()
     texts = [r["input"] for r in _rows(a.data / "pii_presidio_synth.jsonl", 200, 3, set())]
-    modes = {"batched": (64, 10.0), "unbatched": (1, 0.0)}
+    modes = {"batched": (64, a.batch_ms), "unbatched": (1, 0.0)}
     results = []
     for n in a.clients:
         runs: dict[str, list[dict]] = {"batched": [], "unbatched": []}
         order = (["batched", "unbatched", "unbatched", "batched"] * a.rounds)[:2 * a.rounds]
         for mode in order:
             rows, ms = modes[mode]
-            r = measure(home, name, texts, clients=n, seconds=a.seconds, batch_rows=rows, batch_ms=ms)
+            r = measure(home, name, texts, clients=n, seconds=a.seconds, batch_rows=rows, batch_ms=ms,
+                        threads=a.threads or None, precision=a.precision)
             print(json.dumps({"mode": mode, "load": _load(), **{k: v for k, v in r.items() if k != "latencies"},
                               "requests_per_s": round(r["requests"] / r["wall_s"], 1)}), file=sys.stderr)
             runs[mode].append(r)
         results += [_summary(runs["batched"], "batched"), _summary(runs["unbatched"], "unbatched")]
         if a.guard:
-            g = measure(home, name, texts, clients=n, seconds=a.seconds, batch_rows=64, batch_ms=10.0, call="guard")
+            g = measure(home, name, texts, clients=n, seconds=a.seconds, batch_rows=64, batch_ms=a.batch_ms,
+                        call="guard", threads=a.threads or None, precision=a.precision)
             results.append(_summary([g], "guard, batched"))
     load_end = _load()
     tmp.cleanup()
@@ -268,7 +295,7 @@ def main() -> None:
                        else None, "p95_batched_ms": b["p95_ms"], "p95_unbatched_ms": u["p95_ms"]}
     head = ["mode", "clients", "requests", "errors", "evaluator_calls", "rows_per_call", "largest_batch", "wall_s",
             "requests_per_s", "p50_ms", "p95_ms", "server_cpu_ms_per_req", "scoring_cpu_ms_per_req",
-            "client_cpu_ms_per_req"]
+            "scoring_wall_ms_per_req", "scoring_busy", "dispatch_ms_per_call", "client_cpu_ms_per_req"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in results]
     goals = []
@@ -292,20 +319,26 @@ def main() -> None:
                        & FLAGS)
     machine = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "flags": flags,
                "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-               "server_torch_threads": results[0]["torch_threads"], "python": platform.python_version(),
+               "server_torch_threads": results[0]["torch_threads"], "dtype": results[0]["dtype"],
+               "precision": a.precision, "batch_ms": a.batch_ms, "python": platform.python_version(),
                "load_start": load_start, "load_end": load_end}
     md = ("# Score micro-batching: C closed-loop clients, 1 row per request (POST /v1/metrics/{name}/score), "
           "batched vs unbatched in one run\n\n" + "\n".join(lines) + "\n\n" + "\n".join(goals) +
           f"\n\nMetric {name}: the pii preset's default evaluator, family {family}, trained {a.max_steps} steps on "
-          f"pii rows ({'reused from ' + a.home if existing else f'{train_s:.0f}s'}), scored at its default precision; "
-          f"server torch threads {results[0]['torch_threads']}. Each mode: {a.rounds} round(s) of {a.seconds:g}s per client count "
+          f"pii rows ({'reused from ' + a.home if existing else f'{train_s:.0f}s'}), scored at precision {a.precision} "
+          f"(the embedding forward in {results[0]['dtype']}); server scoring-thread torch threads "
+          f"{results[0]['torch_threads']} ({'--threads ' + str(a.threads) if a.threads else 'the server default'}), "
+          f"batch window {a.batch_ms:g} ms. Each mode: {a.rounds} round(s) of {a.seconds:g}s per client count "
           "(order batched, unbatched, unbatched, batched; latencies pooled), server in its own process. "
           f"Machine: {machine['cpu']}, {machine['cpus']} CPUs ({machine['usable_cpus']} usable), flags "
           f"{' '.join(flags)}, server torch threads {machine['server_torch_threads']}, python {machine['python']}; "
           f"load average at the start {load_start}, at the end {load_end}. `evaluator_calls` excludes the "
           "warm-up request; `rows_per_call` = requests / evaluator calls. CPU per request: the server process (all its threads), "
           "its scoring thread alone (the forward passes, with torch's own worker threads not counted), and the "
-          "clients' process.\n")
+          "clients' process. `scoring_wall_ms_per_req`: wall time inside evaluator calls per request (above the "
+          "scoring CPU when the thread waits for a core or the GIL); `scoring_busy`: share of the wall time the "
+          "scoring thread spent in evaluator calls; `dispatch_ms_per_call`: time from a call's end to the next "
+          "call's start while requests were queued (the batch window included).\n")
     print(md)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".md").write_text(md)

@@ -12,6 +12,10 @@ The one place that decides two CPU defaults, for training and scoring alike:
   would start 64 threads that fight over 2 cores. An explicit ``train.num_threads`` or
   ``OMP_NUM_THREADS`` wins, and a lower count already set in the process (``torch.set_num_threads``)
   is kept: the default only ever lowers torch's count (see :func:`apply_threads`).
+* **serve threads**: ``assay serve`` scores on one thread (the inference owner) while its event loop
+  parses requests and writes responses on another; its intra-op threads default to the usable cores
+  less one, at least 1, so the loop keeps a core (see :func:`serve_threads`; ``ASSAY_SERVE_THREADS``
+  or ``assay serve --threads`` set it, an explicit ``OMP_NUM_THREADS`` wins as above).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ CFS_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"  # cgroup v1: -1 for no quota
 CFS_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # either one: bf16 matmuls in hardware
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # set by the user: their count is kept
+SERVE_THREADS_ENV = "ASSAY_SERVE_THREADS"  # the server's intra-op threads (assay serve --threads)
 
 
 def cpu_flags(path: str = CPUINFO) -> frozenset[str]:
@@ -114,3 +119,27 @@ def apply_threads(requested: int | None = None) -> int:
         if torch.get_num_threads() > cap:
             torch.set_num_threads(cap)
     return int(torch.get_num_threads())
+
+
+def serve_threads(usable: int | None = None) -> int | None:
+    """The server's intra-op threads: ``ASSAY_SERVE_THREADS`` when set, None (torch's count is left
+    alone) when ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` is set, else the usable cores less one for the
+    event loop, at least 1 (``usable``: default :func:`usable_cores`).
+
+    Measured on 2 usable cores (``benchmarks/results/serve_batching.md``): 1 thread beside the loop
+    beat 2 threads, which fight the event loop and the clients for the same two cores."""
+    raw = os.environ.get(SERVE_THREADS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            from .errors import AssayError
+
+            raise AssayError(f"{SERVE_THREADS_ENV}: a whole number of threads, at least 1", repr(raw),
+                             f"unset {SERVE_THREADS_ENV} or set it to e.g. 1", code="invalid_config")
+        return n
+    if any(os.environ.get(k) for k in THREAD_ENV):
+        return None
+    return max(1, (usable_cores() if usable is None else usable) - 1)

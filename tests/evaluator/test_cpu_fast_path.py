@@ -152,6 +152,61 @@ def test_apply_threads_defaults_to_the_usable_cores_and_keeps_explicit_counts(mo
         torch.set_num_threads(before)
 
 
+def test_serve_threads_leave_the_event_loop_a_core(monkeypatch):
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", _cpu.SERVE_THREADS_ENV):
+        monkeypatch.delenv(k, raising=False)
+    assert [_cpu.serve_threads(n) for n in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    monkeypatch.setattr(_cpu, "usable_cores", lambda *a, **k: 2)
+    assert _cpu.serve_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert _cpu.serve_threads() is None  # the user's environment: torch's count left alone
+    monkeypatch.setenv(_cpu.SERVE_THREADS_ENV, "2")
+    assert _cpu.serve_threads() == 2  # assay serve --threads wins
+    for bad in ("0", "two"):
+        monkeypatch.setenv(_cpu.SERVE_THREADS_ENV, bad)
+        with pytest.raises(AssayError, match="ASSAY_SERVE_THREADS"):
+            _cpu.serve_threads()
+
+
+class _LinearStub(torch.nn.Module):
+    """A linear-family model's scoring surface: records the autocast state its features are computed in."""
+
+    family = "linear"
+    max_length = 16
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list = []
+
+    def encode(self, rows):
+        from assay.evaluator._linear import RowEncoded
+
+        return [RowEncoded([1, 2], 2, False, row=r) for r in rows]
+
+    def logits_encoded(self, encoded):
+        on = torch.is_autocast_enabled("cpu")
+        self.seen.append((on, torch.get_autocast_dtype("cpu") if on else None, torch.is_inference_mode_enabled()))
+        return np.zeros((len(encoded), 2), dtype=np.float32)
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", None), ("bf16", "bfloat16")])
+def test_linear_families_embed_at_the_scoring_precision(precision, dtype):
+    model = _LinearStub()
+    ev = Evaluator(get_preset("toxicity"), model, device="cpu", precision=precision)
+    ev.score([{"input": "a"}, {"input": "b"}])
+    ev.forward_runner([{"input": "a"}], 8)()
+    want = (dtype is not None, getattr(torch, dtype) if dtype else None, True)
+    assert model.seen == [want, want]
+
+
+def test_the_auto_precision_of_a_linear_family_follows_the_cpu(monkeypatch):
+    for flags, dtype in (({"avx2"}, None), ({"avx2", "avx512_bf16"}, torch.bfloat16)):
+        monkeypatch.setattr(_cpu, "cpu_flags", lambda path=_cpu.CPUINFO, f=flags: frozenset(f))
+        model = _LinearStub()
+        Evaluator(get_preset("toxicity"), model, device="cpu").score([{"input": "a"}])
+        assert model.seen[0][1] == dtype
+
+
 # --- length-aware batching -------------------------------------------------------------------------
 def _varied(held: list[dict]) -> list[dict]:
     """Rows of very different lengths (some past max_length), in no length order."""

@@ -7,6 +7,8 @@ import asyncio
 import threading
 from types import SimpleNamespace
 
+import pytest
+
 from assay.server import ScoreBatcher
 
 
@@ -133,3 +135,68 @@ def test_a_batch_of_mixed_lengths_is_split_by_length_not_padded_to_its_longest()
     equal = length_chunks([12] * 70, 32)
     assert len(equal) == 3 and all(b - a <= 32 for a, b in equal)  # equal lengths: as few calls as batch_size allows
     assert len(length_chunks([12] * 64, 32)) == 2 and length_chunks([], 32) == []
+
+
+def test_the_scoring_thread_sets_its_torch_threads_and_times_its_calls(monkeypatch):
+    """The one inference owner: torch's intra-op threads set on the scoring thread (assay serve
+    --threads, else the usable cores less one for the event loop); its calls' wall and CPU time counted."""
+    torch = pytest.importorskip("torch")
+    from assay import _cpu
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    class _Threads(_Metrics):
+        def score_rows(self, version, rows):
+            seen.append(torch.get_num_threads())
+            return super().score_rows(version, rows)
+
+    monkeypatch.delenv(_cpu.SERVE_THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    try:
+        for requested, usable, expect in ((1, 4, 1), (None, 2, 1), (None, 3, 2)):
+            monkeypatch.setattr(_cpu, "usable_cores", lambda *a, u=usable, **k: u)
+            torch.set_num_threads(4)
+            b = _batcher(_Threads(), threads=requested)
+            try:
+                asyncio.run(b.score(VERSION, [{"input": "a"}]))
+            finally:
+                b.close()
+            assert seen[-1] == expect and b.threads == expect
+        s = b.stats()["m-v1"]
+        assert {"scoring_ms", "scoring_cpu_ms", "dispatch_ms"} <= set(s) and s["scoring_ms"] >= 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_scoring_thread_starts_the_next_call_without_waiting_for_the_event_loop():
+    """Requests queued while a call runs are taken by the scoring thread itself when it ends: a busy
+    event loop (here: blocked outright) does not hold the next call back."""
+    import time
+
+    metrics = _Metrics(hold_first=True)
+    b = _batcher(metrics, max_rows=64, max_wait_ms=0)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(b.score(VERSION, [{"input": "x"}]))
+        assert await loop.run_in_executor(None, metrics.started.wait, 5)
+        queued = [asyncio.ensure_future(b.score(VERSION, [{"input": f"q{i}"}])) for i in range(3)]
+        await asyncio.sleep(0.02)  # the three are queued
+        metrics.release.set()
+        deadline = time.monotonic() + 5
+        while len(metrics.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the event loop is blocked here: only the scoring thread can start call 2
+        calls_while_blocked = [list(c) for c in metrics.calls]
+        await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+        on_thread = await asyncio.wrap_future(b.call(lambda: threading.current_thread().name))
+        return calls_while_blocked, on_thread
+
+    try:
+        calls, on_thread = asyncio.run(go())
+    finally:
+        b.close()
+    assert calls == [["x"], ["q0", "q1", "q2"]] and on_thread == "assay-score"
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(b.score(VERSION, [{"input": "late"}]))

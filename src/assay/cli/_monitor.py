@@ -11,6 +11,7 @@ import yaml
 
 from ..errors import AssayError
 from ._app import cli, emit
+from ._precision import precision_option
 
 
 def _gates(items: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -120,7 +121,7 @@ def eval_cmd(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...
     dataset = data or cfg.dataset
     if not dataset:
         raise AssayError("a dataset", "none", "pass --data FILE or set dataset: in the config", code="invalid_input")
-    ev = Eval(cfg.evaluators, dataset, name=cfg.name, batch_size=batch_size or cfg.batch_size)
+    ev = Eval(cfg.evaluators, dataset, name=cfg.name, batch_size=batch_size or cfg.batch_size, suites=cfg.suites)
     report = ev.run(parallel=parallel or cfg.parallel, smoke=smoke or cfg.smoke,
                     seed=cfg.seed if seed is None else seed)
     below: list[dict[str, Any]] = []
@@ -174,22 +175,26 @@ def _eval_text(r: dict[str, Any]) -> str:
 @click.option("--settle", type=float, help="Seconds a trace's spans may keep arriving (follow/http).")
 @click.option("--max-traces", type=int, help="Stop after this many traces.")
 @click.option("--idle-timeout", type=float, help="With --follow: stop after this many seconds without new lines.")
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def monitor(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...], source: str | None, follow: bool,
             http_port: int | None, host: str, db: str | None, band: str | None, audit_rate: float | None,
             seed: int | None, batch_size: int | None, settle: float | None, max_traces: int | None,
-            idle_timeout: float | None, as_json: bool) -> None:
+            idle_timeout: float | None, as_json: bool, precision: str = "auto") -> None:
     """Score every trace, store verdicts, route uncertain / failing / audited ones to review."""
     from ..monitor import IngestServer, Monitor, Store
+    from ._precision import check_machine, monitor_checks
 
     if (source is None) == (http_port is None):
         raise AssayError("one trace source", "both --source and --http" if source else "neither",
                          "pass --source FILE [--follow] or --http PORT", code="invalid_input")
+    check_machine(precision)
     cfg = _run_config(config, metrics, gates)
     route = _route(cfg, band, audit_rate, seed)
+    checks = monitor_checks(list(cfg.evaluators), precision)  # each artifact loaded at --precision
     _stop_on_sigterm()
     store = Store(db or cfg.db)
-    mon = Monitor(cfg.evaluators, store, route, batch_size=batch_size or cfg.batch_size)
+    mon = Monitor(checks, store, route, batch_size=batch_size or cfg.batch_size, suites=cfg.suites)
     if source:
         summary = mon.run_file(source, follow=follow, settle=cfg.settle if settle is None else settle,
                                max_traces=max_traces, idle_timeout=idle_timeout)
@@ -237,7 +242,7 @@ def _monitor_text(s: dict[str, Any]) -> str:
 
 @cli.group()
 def review() -> None:
-    """Human review of routed verdicts: list, label, export as a golden set."""
+    """Human review of routed verdicts: list, label, disagreements, agreement, export as a golden set."""
 
 
 @review.command("list")
@@ -277,15 +282,26 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def review_label_cmd(ref: str, label: str, db: str | None, metric: str | None, reviewer: str | None,
                      note: str | None, as_json: bool) -> None:
-    """Label a verdict: REF is a trace id, #ID a verdict id from `assay review list`, trace:ID a trace id."""
+    """Label a verdict: REF is a trace id, #ID a verdict id from `assay review list`, trace:ID a trace id.
+
+    Several reviewers may label one verdict (every label is kept; the people's label is the majority,
+    ties go to `assay review disagreements`); a reviewer's second label replaces their first.
+    --reviewer judge:MODEL records an LLM judge's label (agreement only, never a person's)."""
     from ..monitor import review_label
 
     store = _open_store(db)
     out = review_label(store, ref, label, metric=metric, reviewer=reviewer, note=note)
     store.close()
     where = out["trace_id"] + (f" span {out['span_id']}" if out.get("span_id") else "")
-    emit(out, as_json, f"labeled {where} ({out['metric']}) as {out['label']}"
-                       f" ({'agrees' if out['agrees'] else 'disagrees'} with the evaluator's {out['evaluator_label']})")
+    text = (f"labeled {where} ({out['metric']}) as {out['label']}"
+            f" ({'agrees' if out['agrees'] else 'disagrees'} with the evaluator's {out['evaluator_label']})")
+    if out.get("replaced"):
+        text += f"; replaces {out['reviewer'] or 'anonymous'}'s {out['replaced']}"
+    if (out.get("reviewers") or 0) > 1:
+        text += (f"; {out['reviewers']} reviewers: " + ("tied, in `assay review disagreements`"
+                                                        if out["consensus"] is None else
+                                                        f"{out['review_status']} {out['consensus']}"))
+    emit(out, as_json, text)
 
 
 @review.command("export")
@@ -309,6 +325,62 @@ def review_export(db: str | None, metric: str | None, out: str | None, append_to
         text += f"; appended {a['added']} to {a['path']} ({a['already_present']} already there"
         text += f", {a['conflicting_labels_skipped']} with a conflicting label skipped)"
     emit(res, as_json, text)
+
+
+@review.command("disagreements")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", help="Only this metric.")
+@click.option("--all", "show_all", is_flag=True, help="Include disagreements a majority already settled.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def review_disagreements(db: str | None, metric: str | None, show_all: bool, limit: int, as_json: bool) -> None:
+    """Verdicts whose reviewers disagree with no majority (oldest first): add a deciding label with
+    `assay review label #ID LABEL --reviewer NAME`."""
+    store = _open_store(db)
+    items = store.disagreements(metric, pending=not show_all, limit=limit)
+    store.close()
+    data = [{"id": v["id"], "trace_id": v["trace_id"], "span_id": v.get("span_id"), "metric": v["metric"],
+             "label": v["label"], "reviews": {r["reviewer"]: r["label"] for r in v["reviews"]},
+             "status": v["review_status"], "review_label": v["review_label"], "row": v["row"]} for v in items]
+    lines = [f"#{v['id']:<5d} {v['metric']:24s} {v['status']:9s} evaluator {v['label']}  "
+             + " ".join(f"{who}={lab}" for who, lab in v["reviews"].items())
+             + (f" -> {v['review_label']}" if v["review_label"] else "") + f"  {v['trace_id']}" for v in data]
+    emit(data, as_json, "\n".join(lines) or "no disagreements between reviewers")
+
+
+@review.command("agreement")
+@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@click.option("--metric", "-m", "metrics", multiple=True, help="Metric(s); default every evaluator metric.")
+@click.option("--n-boot", type=click.IntRange(0, 10000), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def review_agreement(db: str | None, metrics: tuple[str, ...], n_boot: int, as_json: bool) -> None:
+    """Human-vs-human (pairwise kappa, Krippendorff's alpha), judge-vs-human and student-vs-human agreement."""
+    from ..monitor import agreement_report
+
+    store = _open_store(db)
+    try:
+        names = list(metrics) or [n for n, c in store.checks().items() if c["kind"] == "evaluator"]
+        out = {n: agreement_report(store, n, n_boot=n_boot) for n in names}
+    finally:
+        store.close()
+    emit(out[names[0]] if len(metrics) == 1 else out, as_json,
+         "\n".join(_agreement_text(r) for r in out.values()) or "no metrics")
+
+
+def _agreement_text(r: dict[str, Any]) -> str:
+    def fig(d: dict[str, Any], key: str = "kappa") -> str:
+        ci = d.get(f"{key}_interval")
+        return ("n/a" if d.get(key) is None else f"{d[key]:.3f}") + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    h, st = r["human_vs_human"], r["student_vs_human"]
+    lines = [f"{r['metric']}: {r['reviewed']} verdicts with a people's label",
+             f"  human vs human  {h['verdicts']} verdicts with >= 2 reviewers ({h['ties']} tied): mean pairwise kappa "
+             f"{'n/a' if h['kappa_mean'] is None else format(h['kappa_mean'], '.3f')}, alpha {fig(h, 'alpha')}"]
+    lines += [f"    {p['reviewers'][0]} vs {p['reviewers'][1]}: n {p['n']}, kappa {fig(p)}" for p in h["pairs"]]
+    lines += [f"  {j['judge']} vs human: n {j['n']}, kappa {fig(j)}" for j in r["judge_vs_human"]]
+    lines.append(f"  student vs human: n {st['n']}, kappa {fig(st)}")
+    return "\n".join(lines)
 
 
 def _open_store(db: str | None) -> Any:

@@ -17,6 +17,7 @@ import click
 
 from ..errors import AssayError
 from ._app import cli, emit
+from ._precision import precision_option
 
 _db = click.option("--db", envvar="ASSAY_DATABASE_URL", default=None,
                    help="Registry database URL (default: SQLite at $ASSAY_HOME/assay.db).")
@@ -144,9 +145,14 @@ def _die_with_parent() -> None:
               help="The monitor's SQLite store for the monitoring pages, review queue and drift "
                    "(default: $ASSAY_HOME/monitor.db, the one `assay monitor` writes).")
 @click.option("--worker-cmd", default=None, hidden=True, help="Tests: the command that starts a worker.")
+@precision_option
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Torch threads of the one scoring thread (default: the usable cores less one, at least 1, "
+                   "so the event loop keeps a core).")
 def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: int, auth: bool | None,
           batch_rows: int, batch_ms: float, providers_file: str | None, stale_after: float,
-          monitor_db: str | None, worker_cmd: str | None) -> None:
+          monitor_db: str | None, worker_cmd: str | None, precision: str = "auto", threads: int | None = None
+          ) -> None:
     """Serve the REST API and web UI, with supervised worker processes for queued runs."""
     from ..errors import require
 
@@ -154,7 +160,13 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
     from ..providers import ServerProviders
     from ..server import create_app
     from ..server._supervisor import Supervisor
+    from ._precision import check_machine, serve_loader
 
+    check_machine(precision)  # before anything starts; int8 on a non-encoder metric is refused when it loads
+    if threads:
+        from .._cpu import SERVE_THREADS_ENV
+
+        os.environ[SERVE_THREADS_ENV] = str(threads)  # read by the scoring thread (assay._cpu.serve_threads)
     loopback = is_loopback(host)
     if not loopback and auth is False:
         raise AssayError(f"authentication on a non-loopback bind ({host})", "--no-auth",
@@ -162,7 +174,7 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
     use_auth = True if not loopback else bool(auth)
     providers = ServerProviders.load(providers_file)
     # API and UI callers never name server files (data by uploaded dataset id), whatever the host or auth
-    reg = _registry(db, artifacts, providers=providers)
+    reg = _registry(db, artifacts, providers=providers, load_evaluator=serve_loader(precision))
     if use_auth and not reg.keys.has_any():
         raise AssayError(f"an API key in the registry before serving with authentication on {host or '(all)'}",
                          "no API keys", f"run `assay keys create NAME{' --db ' + db if db else ''}` and send the key "
@@ -172,7 +184,7 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
                      stale_after=stale_after, check_every=min(2.0, max(stale_after / 10, 0.5))).start()
     click.echo(f"assay serving http://{host or '0.0.0.0'}:{port} (database {reg.dialect}, artifacts "
                f"{reg.storage.root}, auth {'on' if use_auth else 'off'}, {workers} worker{'s' * (workers != 1)}, "
-               f"providers: {', '.join(providers.names()) or 'none'})", err=True)
+               f"providers: {', '.join(providers.names()) or 'none'}, precision {precision})", err=True)
     import signal
 
     # uvicorn re-raises SIGTERM after its shutdown: exit through `finally` to stop the workers.

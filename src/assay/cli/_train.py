@@ -12,6 +12,7 @@ import click
 
 from ..errors import AssayError
 from ._app import cli, emit
+from ._precision import precision_option
 
 
 def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
@@ -289,6 +290,7 @@ _SCORE_OPTIONS = [
                  "GPU when CUDA is seen)."),
     click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+    precision_option,
 ]
 
 
@@ -302,17 +304,24 @@ def _score_options(fn: Any) -> Any:
 @_score_options
 def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str | None, output: str | None,
               batch_size: int | None, engine: str, concurrency: int, num_cpus: int, num_gpus: float | None,
-              as_json: bool, quiet: bool) -> None:
+              as_json: bool, quiet: bool, precision: str = "auto") -> None:
     """Score rows (labels optional) with an artifact or a registered metric name: one record per row
     (id, trace_id, label, score, confidence, probabilities, tokens, truncated), in process or on Ray.
 
     DATA is a CSV/JSONL/Parquet file of rows (map columns with --column) or a trace export."""
     from ..monitor import score_file
-    from ..monitor._checks import open_evaluator, resolve_artifact
+    from ..monitor._checks import resolve_artifact
+    from ._precision import check_artifact, check_machine, open_at
 
     show = _status_printer(quiet)
     folder, version = resolve_artifact(artifact)  # a registered name: its file hashes checked
     metric, _ = _artifact_metric(str(folder))
+    check_machine(precision)  # the precision checked against this machine and the artifact before any loading
+    check_artifact(precision, folder, artifact)
+    if engine == "ray" and precision != "auto":
+        raise AssayError("--precision auto with --engine ray (each Ray actor loads the evaluator at auto)",
+                         f"--precision {precision}", "drop --precision, or score with --engine local",
+                         code="invalid_input")
     rows, skipped, ingest = _rows_to_score(data, metric, column, encoding)  # checked before the model loads
     if engine == "ray":  # each actor loads the evaluator (hashes checked, the version's threshold applied)
         show("scoring", None, f"{len(rows)} rows on Ray ({concurrency} actors, {num_cpus} CPUs)")
@@ -321,7 +330,7 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
                              num_cpus=num_cpus, num_gpus=num_gpus).scores
     else:
         show("loading", None, f"loading the evaluator from {artifact}")
-        ev = open_evaluator(folder, version)  # the registered version's threshold applies
+        ev = open_at(folder, version, precision)  # the registered version's threshold applies
         start = time.monotonic()
         chunk = max(64, batch_size or 0)
         records = []
@@ -353,7 +362,7 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
     summary = {"rows": len(records), "output": str(out), "labels": counts,
                "truncated": sum(bool(r.get("truncated")) for r in records), "engine": engine,
                "seconds": round(seconds, 3), "rows_per_second": round(len(records) / seconds, 2) if seconds else None,
-               "skipped": skipped, "ingest": ingest}
+               "skipped": skipped, "ingest": ingest, "precision": precision}
     emit(summary, as_json, f"scored {len(records)} rows -> {out}  {counts}")
 
 

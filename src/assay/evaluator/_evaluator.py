@@ -43,7 +43,8 @@ class Evaluator:
 
     ``precision`` (scoring): ``auto`` (bf16 on a GPU that has it or a CPU with AMX / AVX512-BF16, else
     fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU, encoder family: dynamic quantisation of the
-    Linear layers). ``training=True`` (:meth:`create`): the training precision, fp32 on a CPU under auto.
+    Linear layers). The linear families run their embedding forward at this precision too (pooling and
+    heads in fp32). ``training=True`` (:meth:`create`): the training precision, fp32 on a CPU under auto.
     """
 
     def __init__(self, metric: MetricSpec, model: Any, *, temperature: float = 1.0,
@@ -76,10 +77,13 @@ class Evaluator:
 
             merge_lora(self.model.net)  # one Linear per projection when scoring; train_loop unmerges
         if precision == "int8":
+            # encoder family only: a linear family's int8 embeddings moved its probabilities by up to 0.45
+            # (pii, 200 rows; bf16 0.009), so it is refused rather than offered
             if getattr(self.model, "family", None) != "encoder":
                 raise AssayError("an encoder-family evaluator for precision int8",
                                  f"family {getattr(self.model, 'family', None)}",
-                                 "score with precision auto or fp32", code="invalid_config")
+                                 "score with precision auto, bf16 (on a CPU with AMX / AVX512-BF16) or fp32",
+                                 code="invalid_config")
             self.model.net = quantize_int8(self.model.net)
 
     # --- construction -------------------------------------------------------------------------
@@ -170,7 +174,10 @@ class Evaluator:
         from ._device import autocast
 
         if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features -> logistic regression
-            return np.asarray(self.model.logits_encoded(encoded), dtype=np.float32)
+            # the embedding forward at the scoring precision (bf16 autocast under auto on a bf16 CPU);
+            # pooling, normalisation and the heads stay fp32
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                return np.asarray(self.model.logits_encoded(encoded), dtype=np.float32)
         n = len(encoded)
         out = np.zeros((n, len(self.labels)), dtype=np.float32)
         if n == 0:
@@ -191,8 +198,12 @@ class Evaluator:
         from ._device import autocast
 
         encoded = self.encode(list(rows))
-        if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features and heads
-            return lambda: self.model.logits_encoded(encoded)
+        if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features and heads, at the scoring precision
+            def run_linear() -> None:
+                with torch.inference_mode(), autocast(self.device, self.dtype):
+                    self.model.logits_encoded(encoded)
+
+            return run_linear
         batches = [self.model.collate([encoded[i] for i in idx], self.device)
                    for idx in length_batches(encoded, batch_size)]
 
