@@ -202,14 +202,7 @@ def queue(request: Request, metric: str | None, limit: int) -> list[QueueItem]:
     names = [metric] if metric is not None else visible_metrics(request)
     checks = store.checks()
     items = sorted((v for n in names for v in store.review_queue(n, limit=limit)), key=lambda v: v["id"])[:limit]
-    out = []
-    for v in items:
-        row = v.get("row") or {}
-        out.append(QueueItem(
-            verdict_id=v["id"], trace_id=v["trace_id"], span_id=v.get("span_id"), metric=v["metric"], kind=v["kind"],
-            label=v["label"], score=v["score"], confidence=v["confidence"], why=str(v["route_reason"] or ""),
-            created_at=v["created_at"], labels=labels_of(checks.get(v["metric"], {})),
-            fields={k: row[k] for k in ROW_FIELDS if row.get(k) not in (None, "", [], {})}))
+    out = [QueueItem(**_queue_fields(v, checks)) for v in items]
     return out
 
 
@@ -275,6 +268,16 @@ class ReviewerLabel(BaseModel):
     created_at: float
 
 
+def _queue_fields(v: dict[str, Any], checks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A stored verdict as the review queue's item fields (the trace's non-empty row fields in view)."""
+    row = v.get("row") or {}
+    return dict(verdict_id=v["id"], trace_id=v["trace_id"], span_id=v.get("span_id"), metric=v["metric"],
+                kind=v["kind"], label=v["label"], score=v["score"], confidence=v["confidence"],
+                why=str(v["route_reason"] or ""), created_at=v["created_at"],
+                labels=labels_of(checks.get(v["metric"], {})),
+                fields={k: row[k] for k in ROW_FIELDS if row.get(k) not in (None, "", [], {})})
+
+
 class DisagreementItem(QueueItem):
     reviews: list[ReviewerLabel] = Field(description="each reviewer's current label")
     status: str = Field(description="tie (no people's label: needs a deciding review) or majority (settled)")
@@ -292,17 +295,10 @@ def disagreement_queue(request: Request, metric: str | None, limit: int, settled
     checks = store.checks()
     found = sorted((v for n in names for v in store.disagreements(n, pending=not settled, limit=limit)),
                    key=lambda v: v["id"])[:limit]
-    out = []
-    for v in found:
-        row = v.get("row") or {}
-        out.append(DisagreementItem(
-            verdict_id=v["id"], trace_id=v["trace_id"], span_id=v.get("span_id"), metric=v["metric"], kind=v["kind"],
-            label=v["label"], score=v["score"], confidence=v["confidence"], why=str(v["route_reason"] or ""),
-            created_at=v["created_at"], labels=labels_of(checks.get(v["metric"], {})),
-            fields={k: row[k] for k in ROW_FIELDS if row.get(k) not in (None, "", [], {})},
-            reviews=[ReviewerLabel(reviewer=r["reviewer"], label=r["label"], note=r.get("note"),
-                                   created_at=r["created_at"]) for r in v["reviews"]],
-            status=v["review_status"], consensus=v["review_label"]))
+    out = [DisagreementItem(**_queue_fields(v, checks),
+                            reviews=[ReviewerLabel(reviewer=r["reviewer"], label=r["label"], note=r.get("note"),
+                                                   created_at=r["created_at"]) for r in v["reviews"]],
+                            status=v["review_status"], consensus=v["review_label"]) for v in found]
     return out
 
 
