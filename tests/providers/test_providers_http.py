@@ -61,20 +61,30 @@ class FakeLLM:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                     action = fake.script.popleft() if fake.script else {}
+                left = False
+
+                def leave() -> None:  # before the reply goes out: once the client has it, it may send the next
+                    nonlocal left
+                    if not left:
+                        left = True
+                        with fake.lock:
+                            fake.in_flight -= 1
+
                 try:
                     time.sleep(fake.delay + action.get("sleep", 0.0))
                     if "status" in action:
-                        self._send(action["status"], action.get("json", {"error": {"message": "injected"}}),
-                                   action.get("headers", {}))
+                        status, payload, headers = (action["status"], action.get("json", {"error": {"message":
+                                                    "injected"}}), action.get("headers", {}))
                     elif "raw" in action:
-                        self._send(200, action["raw"])
+                        status, payload, headers = 200, action["raw"], None
                     else:
-                        self._send(200, fake.response(self.path, body))
+                        status, payload, headers = 200, fake.response(self.path, body), None
+                    leave()
+                    self._send(status, payload, headers)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and left
                 finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
+                    leave()
 
             def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
