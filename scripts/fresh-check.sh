@@ -104,7 +104,7 @@ TORCH="$(python -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 
 {
   echo "# Fresh-clone check (scripts/fresh-check.sh)"
   echo
-  echo "Run $NOW on commit $(git -C "$REPO" rev-parse --short HEAD): a clone in a temporary folder, a new"
+  echo "Run $NOW on commit $(git -C "$CLONE" rev-parse --short HEAD): a clone in a temporary folder, a new"
   echo "virtual environment, empty HF_HOME / XDG_CACHE_HOME / ASSAY_HOME (so the converted-model cache is"
   echo "empty too), no pip cache; the README's quick-start commands as written."
   echo
@@ -131,7 +131,7 @@ TORCH="$(python -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 
 } >"$OUT/fresh_check.md"
 NOW="$NOW" CPU="$CPU" CORES="$CORES" LOAD="$LOAD" PYV="$PYV" TORCH="$TORCH" CMD1="$CMD1" CMD2="$CMD2" \
 T1="$T_command1" RC1="$RC_command1" T2="$T_command2" RC2="$RC_command2" FIRST_ONLY="$FIRST_ONLY" \
-COMMIT="$(git -C "$REPO" rev-parse HEAD)" python - "$OUT/fresh_check.json" <<'PY'
+COMMIT="$(git -C "$CLONE" rev-parse HEAD)" python - "$OUT/fresh_check.json" <<'PY'
 import json
 import os
 import sys
