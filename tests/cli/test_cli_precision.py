@@ -115,17 +115,19 @@ def test_monitor_loads_its_evaluators_at_the_precision(tmp_path, data, monkeypat
 
 
 def test_monitor_checks_keep_the_artifact_report_and_options(monkeypatch):
-    from assay.cli._precision import monitor_checks
+    from assay.errors import AssayError
+    from assay.monitor import GateCheck, make_checks
 
     _no_gpu(monkeypatch)
-    entries = [{"artifact": str(ARTIFACT), "severity": "high"}, {"gate": {"type": "pii"}},
-               {"artifact": str(ARTIFACT), "unknown_key": 1}]
-    assert monitor_checks(entries, "auto") is entries
-    checks = monitor_checks(entries, "fp32")
+    entries = [{"artifact": str(ARTIFACT), "severity": "high"}, {"gate": {"type": "pii"}}]
+    assert make_checks(entries)[0].evaluator.precision == "auto"
+    checks = make_checks(entries, precision="fp32")
     model = checks[0]
     assert model.evaluator.precision == "fp32" and model.severity == "high"
     assert model.source == str(ARTIFACT) and model.eval_kappa is not None  # the artifact's report is read
-    assert checks[1] is entries[1] and checks[2] is entries[2]  # left for the monitor's own checks and errors
+    assert isinstance(checks[1], GateCheck)  # gates are unaffected by the precision
+    with pytest.raises(AssayError, match="unknown_key"):  # the monitor's own check of an entry's keys
+        make_checks([{"artifact": str(ARTIFACT), "unknown_key": 1}], precision="fp32")
 
 
 def test_serve_refuses_a_precision_before_starting(tmp_path, monkeypatch):

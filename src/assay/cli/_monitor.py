@@ -183,7 +183,8 @@ def monitor(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...]
             idle_timeout: float | None, as_json: bool, precision: str = "auto") -> None:
     """Score every trace, store verdicts, route uncertain / failing / audited ones to review."""
     from ..monitor import IngestServer, Monitor, Store
-    from ._precision import check_machine, monitor_checks
+    from ..monitor._checks import make_checks
+    from ._precision import check_machine
 
     if (source is None) == (http_port is None):
         raise AssayError("one trace source", "both --source and --http" if source else "neither",
@@ -191,7 +192,7 @@ def monitor(config: str | None, metrics: tuple[str, ...], gates: tuple[str, ...]
     check_machine(precision)
     cfg = _run_config(config, metrics, gates)
     route = _route(cfg, band, audit_rate, seed)
-    checks = monitor_checks(list(cfg.evaluators), precision)  # each artifact loaded at --precision
+    checks = make_checks(cfg.evaluators, precision)  # each artifact loaded at --precision
     _stop_on_sigterm()
     store = Store(db or cfg.db)
     mon = Monitor(checks, store, route, batch_size=batch_size or cfg.batch_size, suites=cfg.suites)

@@ -85,42 +85,13 @@ def check_artifact(precision: str, folder: str | Path, name: str | None = None) 
 
 
 def open_at(folder: str | Path, version: Any = None, precision: str = "auto") -> Any:
-    """The evaluator of a resolved artifact at ``precision``, with the registered version's threshold
-    (as :func:`assay.monitor._checks.open_evaluator`, which loads at auto)."""
+    """The evaluator of a resolved artifact at ``precision``, checked against this machine and the
+    artifact first, with the registered version's threshold (:func:`assay.monitor._checks.open_evaluator`)."""
     from ..monitor._checks import open_evaluator
 
-    if precision == "auto":
-        return open_evaluator(Path(folder), version)
     check_machine(precision)
     check_artifact(precision, folder, getattr(version, "full_name", None))
-    from ..evaluator import Evaluator
-
-    ev = Evaluator.from_pretrained(folder, precision=precision)
-    if version is not None and version.threshold is not None and ev.metric.is_binary:
-        ev.threshold = float(version.threshold)
-    return ev
-
-
-def monitor_checks(entries: list[Any], precision: str) -> list[Any]:
-    """The monitor's evaluator entries with each artifact loaded at ``precision`` (auto: unchanged).
-    Entries with keys a check does not take are left as they are, for the monitor's own error."""
-    if precision == "auto":
-        return entries
-    from ..monitor._checks import ModelCheck, resolve_artifact
-
-    keys = ("gates", "message_from", "severity", "fail_labels")
-    out: list[Any] = []
-    for e in entries:
-        ref = e.get("artifact") if isinstance(e, dict) and "evaluator" not in e else None
-        if not isinstance(ref, (str, Path)) or set(e) - {"artifact", *keys}:
-            out.append(e)
-            continue
-        folder, version = resolve_artifact(ref)
-        ev = open_at(folder, version, precision)
-        out.append(ModelCheck(ev, source=folder, gates=e.get("gates") or [],
-                              message_from=e.get("message_from", "input"), severity=e.get("severity"),
-                              fail_labels=e.get("fail_labels")))
-    return out
+    return open_evaluator(Path(folder), version, precision)
 
 
 def serve_loader(precision: str) -> Any:

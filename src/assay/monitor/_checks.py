@@ -102,16 +102,16 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
                      code="not_found")
 
 
-def load_evaluator(ref: str | Path) -> Any:
+def load_evaluator(ref: str | Path, precision: str = "auto") -> Any:
     """The evaluator of an artifact directory or of a registered metric (its version's threshold applies)."""
-    return open_evaluator(*resolve_artifact(ref))
+    return open_evaluator(*resolve_artifact(ref), precision=precision)
 
 
-def open_evaluator(path: Path, version: Any = None) -> Any:
-    """The evaluator of a resolved artifact (see :func:`resolve_artifact`), with the registered
-    version's threshold when there is one."""
+def open_evaluator(path: Path, version: Any = None, precision: str = "auto") -> Any:
+    """The evaluator of a resolved artifact (see :func:`resolve_artifact`) at the scoring ``precision``,
+    with the registered version's threshold when there is one."""
     mod = require("assay.evaluator", "loading trained evaluators", extra="train")
-    ev = mod.Evaluator.from_pretrained(path)
+    ev = mod.Evaluator.from_pretrained(path, precision=precision)
     if version is not None and version.threshold is not None and ev.metric.is_binary:
         ev.threshold = float(version.threshold)  # the registered version's decision threshold
     return ev
@@ -166,10 +166,10 @@ class ModelCheck:
 
     def __init__(self, evaluator: Any, *, gates: Iterable[Any] = (), message_from: MessageFrom = "input",
                  source: str | Path | None = None, severity: str | None = None,
-                 fail_labels: Iterable[str] | None = None):
-        if isinstance(evaluator, (str, Path)):
+                 fail_labels: Iterable[str] | None = None, precision: str = "auto"):
+        if isinstance(evaluator, (str, Path)):  # loaded at ``precision``; an evaluator object keeps its own
             source = source or resolve_artifact(evaluator)[0]
-            evaluator = load_evaluator(evaluator)
+            evaluator = load_evaluator(evaluator, precision)
         if not hasattr(evaluator, "score") or not isinstance(getattr(evaluator, "metric", None), MetricSpec):
             raise AssayError("an evaluator with .metric and .score(rows)", f"a {type(evaluator).__name__}",
                              "pass an artifact directory or an assay.evaluator.Evaluator", code="invalid_input")
@@ -292,9 +292,10 @@ class GateCheck:
         return out
 
 
-def make_check(item: Any) -> Any:
+def make_check(item: Any, precision: str = "auto") -> Any:
     """A check from an evaluator, an artifact path, a gate, or a config mapping:
-    ``{artifact: DIR, gates: [...], message_from: output, severity: high}`` or ``{gate: {type: ...}}``."""
+    ``{artifact: DIR, gates: [...], message_from: output, severity: high}`` or ``{gate: {type: ...}}``.
+    Artifacts are loaded at the scoring ``precision``."""
     if isinstance(item, (ModelCheck, GateCheck)):
         return item
     if isinstance(item, Mapping):
@@ -310,16 +311,16 @@ def make_check(item: Any) -> Any:
                                  "remove or rename those keys", code="invalid_config")
             return ModelCheck(item.get("evaluator") or item["artifact"], gates=item.get("gates") or [],
                               message_from=item.get("message_from", "input"), severity=item.get("severity"),
-                              fail_labels=item.get("fail_labels"))
+                              fail_labels=item.get("fail_labels"), precision=precision)
         raise AssayError("an evaluator entry {artifact: DIR, gates: [...]} or {gate: {...}}",
                          f"keys {sorted(item)}", "fix the evaluators list", code="invalid_config")
     if hasattr(item, "check") and hasattr(item, "type"):
         return GateCheck(item)
-    return ModelCheck(item)
+    return ModelCheck(item, precision=precision)
 
 
-def make_checks(items: Iterable[Any]) -> list[Any]:
-    checks = [make_check(x) for x in items]
+def make_checks(items: Iterable[Any], precision: str = "auto") -> list[Any]:
+    checks = [make_check(x, precision) for x in items]
     names = [c.name for c in checks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
