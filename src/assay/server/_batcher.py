@@ -174,8 +174,8 @@ class ScoreBatcher:
     def _ready(self) -> bool:
         return any(q.pending for q in self._queues.values())
 
-    def _take(self) -> tuple[_Queue, list, bool] | None:
-        """(queue, requests, windowed) for the next call, under the lock: the queue whose first request
+    def _take(self) -> tuple[_Queue, list] | None:
+        """(queue, requests) for the next call, under the lock: the queue whose first request
         is oldest; under load, wait up to ``max_wait`` for as many requests as its last call had."""
         qs = [q for q in self._queues.values() if q.pending]
         if not qs:
@@ -209,9 +209,9 @@ class ScoreBatcher:
             s.windowed += 1
         else:
             s.immediate += 1
-        return q, batch, windowed
+        return q, batch
 
-    def _score(self, q: _Queue, batch: list, windowed: bool) -> None:
+    def _score(self, q: _Queue, batch: list) -> None:
         rows = [r for item in batch for r in item[0]]
         info = {"requests": len(batch), "rows": len(rows)}
         t0, c0 = time.monotonic(), time.thread_time()
