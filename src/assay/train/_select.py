@@ -439,9 +439,9 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     status = status or (lambda *a: None)
     t = cfg.train
     if t.num_threads:  # every candidate, not only the neural one: the embeddings are a torch forward too
-        import torch
+        from .._cpu import apply_threads
 
-        torch.set_num_threads(t.num_threads)
+        apply_threads(t.num_threads)
     kinds = list(dict.fromkeys(t.candidates))
     present = sorted({r["label"] for r in train_rows})
     if len(present) < 2:
