@@ -73,11 +73,16 @@ def consensus(labels: Iterable[str]) -> tuple[str | None, str]:
 
 def summarize_reviews(reviews: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """One verdict's reviews -> ``reviews`` (people's current labels), ``judges`` (judge -> label),
-    ``review_label`` (the consensus, None without one) and ``review_status``."""
+    ``review_label`` (the consensus, None without one), ``review_status``, and ``reviewer``,
+    ``review_note``, ``reviewed_at`` of the latest person's review (None without one)."""
+    reviews = list(reviews)
+    latest = max((r for r in reviews if not is_judge(r.get("reviewer"))), key=lambda r: r["id"], default=None)
     current = current_reviews(reviews)
     people = [dict(r, reviewer=name) for name, r in current.items() if not is_judge(name)]
     judges = {name: r["label"] for name, r in current.items() if is_judge(name)}
     label, status = consensus(r["label"] for r in people)
     return {"reviews": [{"review_id": r["id"], "reviewer": r["reviewer"], "label": r["label"], "note": r.get("note"),
                          "created_at": r["created_at"]} for r in people],
-            "judges": judges, "review_label": label, "review_status": status}
+            "judges": judges, "review_label": label, "review_status": status,
+            "reviewer": latest.get("reviewer") if latest else None, "review_note": latest.get("note") if latest else None,
+            "reviewed_at": latest["created_at"] if latest else None}

@@ -254,11 +254,7 @@ class Store:
         (the consensus of each reviewer's latest label; None without one), ``review_status``,
         ``reviews`` (each person's current label), ``judges`` (judge -> label); ``reviewer``,
         ``review_note`` and ``reviewed_at`` are those of the latest person's review."""
-        rows = self._all(
-            "SELECT v.*, r.label AS review_label, r.reviewer AS reviewer, r.note AS review_note,"
-            " r.created_at AS reviewed_at FROM verdicts v LEFT JOIN reviews r ON r.id ="
-            f" (SELECT MAX(id) FROM reviews WHERE verdict_id = v.id AND {_HUMAN}) " + where + " " + order + " " + limit,
-            args)
+        rows = self._all("SELECT v.* FROM verdicts v " + where + " " + order + " " + limit, args)
         by_verdict = self._reviews_of([r["id"] for r in rows])
         for r in rows:
             r["details"] = _unj(r.pop("details_json"))
