@@ -175,28 +175,3 @@ def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
     card = model_card({"metric": metric.to_dict(), "calibration": cal, "data": {"notes": notes}})
     for text in (md, card):
         assert "at a bound of its search range" in text
-
-
-def test_pick_c_takes_the_smallest_c_within_one_standard_error_of_the_best():
-    from assay.train._select import TIE, pick_c
-
-    noisy = [0.2, 0.8, 0.3, 0.7]  # the best C's folds disagree: SE = 0.147
-    points = {0.3: (0.40, [0.4] * 4), 1.0: (0.45, [0.45] * 4), 10.0: (0.50, noisy)}
-    assert pick_c(points) == 0.3  # 0.40 is within 0.147 of 0.50: the most regularised C
-    steady = [0.49, 0.51, 0.50, 0.50]  # the same kappa, consistent folds: the gap to C=1 is real
-    points[10.0] = (0.50, steady)
-    assert pick_c(points) == 10.0
-    tied = {0.1: (0.50 - TIE / 2, [0.5] * 4), 3.0: (0.50, [0.5] * 4)}
-    assert pick_c(tied) == 0.1  # within TIE even with no spread
-
-
-def test_cross_validation_keeps_the_most_regularised_c_when_every_c_ties(tmp_path):
-    from assay.metrics import load_metric
-    from assay.train._select import C_GRID, cross_validate
-
-    rows = [{"input": f"{'bad awful' if i % 2 else 'good fine'} filler{i}", "label": "true" if i % 2 else "false"}
-            for i in range(60)]  # separable by a word: every C of the grid gets kappa 1
-    sel = cross_validate(load_metric("toxicity"), rows, ["tfidf"], folds=5, seed=0, group_by=None)
-    cand = sel.candidates["tfidf"]
-    assert cand.params["cv_kappa_by_C"] == {str(c): 1.0 for c in C_GRID["tfidf"]}
-    assert cand.params["C"] == min(C_GRID["tfidf"]) and cand.cv_kappa == 1.0

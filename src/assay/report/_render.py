@@ -114,9 +114,8 @@ def _selection_text(selection: Mapping[str, Any]) -> str:
             f"{selection.get('compared_on')}. Folds: stratified by label, grouped by "
             f"{selection.get('group_by') or 'row content'}, seed {selection.get('seed')}; only training rows, "
             "never the held-out rows. Kappa from argmax (binary: P >= 0.5) of the out-of-fold predictions; "
-            "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds, "
-            "the smallest C within one standard error of the best C's kappa (slightly optimistic for tuned "
-            "candidates). "
+            "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds "
+            "(slightly optimistic for tuned candidates). "
             + (f"The cheapest candidate within one standard error of the best CV kappa (the spread of its fold "
                f"kappas / sqrt(folds), at least {selection.get('tie_tolerance')}) wins ("
                if selection.get("rule") == "one standard error" else

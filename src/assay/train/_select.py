@@ -7,10 +7,8 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   ungrouped: rows of one content), shuffled with ``train.seed``: the same config gives the same
   folds. k = ``train.cv_folds``, lowered to the smallest label's row count (never below 2).
 - ``tfidf`` / ``embed``: logistic regression (balanced class weights) on the block's features; C
-  is chosen on the same folds from a small grid by the same one-standard-error rule as the
-  candidates (:func:`pick_c`: the smallest C, the strongest regularisation, whose CV kappa is within
-  one standard error of the best C's), so the winner's CV kappa is at most slightly optimistic, as
-  for any tuned model; the report says so. The TF-IDF vocabulary and idf are fitted on all the
+  is chosen on the same folds from a small grid (so the winner's CV kappa is slightly optimistic,
+  as for any tuned model; the report says so). The TF-IDF vocabulary and idf are fitted on all the
   training rows (unsupervised); embeddings are computed once and reused by every fold.
 - ``contrastive``: the base encoder fine-tuned on contrastive pairs (SetFit's recipe,
   ``_contrastive.py``), then logistic regression on its embeddings. The body is tuned anew inside
@@ -156,33 +154,12 @@ def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], 
     return out
 
 
-def _fold_kappas(y: np.ndarray, logits: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]],
-                 k: int) -> list[float]:
-    pred = decide(logits)
-    return [round(selection_score(y[va], pred[va], k), 4) for _, va in folds]
-
-
-def _se(fold_kappas: Sequence[float]) -> float:
-    f = np.asarray(fold_kappas, dtype=float)
-    return float(f.std(ddof=1) / np.sqrt(len(f))) if len(f) >= 2 else 0.0
-
-
-def pick_c(points: Mapping[float, tuple[float, Sequence[float]]]) -> float:
-    """The regularisation of a logistic regression by the one-standard-error rule: ``points`` maps
-    each C of the grid to (CV kappa, fold kappas); the smallest C (the simplest model) whose kappa is
-    within one standard error of the best C's (at least ``TIE``). With ~100 rows the argmax over a
-    grid of noisy kappas is itself noise; the same rule picks among the candidates (:func:`choose`)."""
-    top = max(points, key=lambda c: (points[c][0], -c))
-    tol = max(TIE, _se(points[top][1]))
-    return min(c for c in points if points[c][0] >= points[top][0] - tol)
-
-
 def _score(cand: Candidate, sel: Selection) -> None:
     k = len(sel.labels)
     pred = decide(cand.oof_logits)
     cand.cv_kappa = selection_score(sel.y, pred, k)
     cand.ci = selection_interval(sel.y, pred, k, sel.seed)
-    cand.fold_kappas = _fold_kappas(sel.y, cand.oof_logits, sel.folds, k)
+    cand.fold_kappas = [round(selection_score(sel.y[va], pred[va], k), 4) for _, va in sel.folds]
 
 
 def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequence[str], *, folds: int, seed: int,
@@ -221,18 +198,15 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
             results: dict[str, tuple[float, float, np.ndarray]] = {}
             by_c = {}
             for name, xv in variants.items():
-                points: dict[float, tuple[float, list[float], np.ndarray]] = {}
                 for c in grid:
                     status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}" + (f", {name}" if name else ""))
                     logits = _oof(xv, y, fold_list, c, n, seed)
                     kp = selection_score(y, decide(logits), n)
                     by_c[_grid_key(name, c)] = round(kp, 4)
-                    points[c] = (kp, _fold_kappas(y, logits, fold_list, n), logits)
-                best = max(v[0] for v in points.values())
-                c = pick_c({c: v[:2] for c, v in points.items()})
-                results[name] = (best, c, points[c][2])  # the variant's best kappa; the logits of its chosen C
+                    if name not in results or kp > results[name][0] + 1e-12:
+                        results[name] = (kp, c, logits)
             name = _grounding_choice(results) if grounded else ""
-            _, c, logits = results[name]
+            kp, c, logits = results[name]
             cand.oof_logits, cand.params = logits, {"C": c, "cv_kappa_by_C": by_c}
             if grounded:
                 cand.params["grounding"] = name == "grounded"
@@ -304,8 +278,8 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
             del block
         kappa = {key: round(selection_score(y, decide(logits), n), 4) for key, logits in oof.items()}
         by_c = {_grid_key(v, c): kappa[(v, c)] for v, c in kappa}
-        best = {v: pick_c({c: (kappa[(v, c)], _fold_kappas(y, oof[(v, c)], folds, n)) for c in grid}) for v in names}
-        v = _grounding_choice({v: (max(kappa[(v, c)] for c in grid), best[v], None) for v in names}) if grounded else ""
+        best = {v: max(grid, key=lambda c: (kappa[(v, c)], -grid.index(c))) for v in names}
+        v = _grounding_choice({v: (kappa[(v, best[v])], best[v], None) for v in names}) if grounded else ""
         use_grounding = v == "grounded"
         cand.oof_logits = oof[(v, best[v])]
         cand.params = {"C": best[v], "cv_kappa_by_C": by_c}
@@ -346,7 +320,8 @@ def _grounding_choice(results: Mapping[str, tuple[float, Any, Any]]) -> str:
 
 def standard_error(c: Candidate) -> float:
     """The standard error of a candidate's CV kappa: the spread of its fold kappas / sqrt(folds)."""
-    return _se(c.fold_kappas)
+    f = np.asarray(c.fold_kappas, dtype=float)
+    return float(f.std(ddof=1) / np.sqrt(len(f))) if len(f) >= 2 else 0.0
 
 
 def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
