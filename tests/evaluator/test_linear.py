@@ -145,3 +145,24 @@ def test_the_real_evaluator_and_the_mock_keep_the_evaluator_contract(tmp_path):
     cal = real.calibration
     assert cal.method == "out-of-fold" and cal.n_rows == 40 and cal.small_sample and cal.objective == "f1"
     assert cal.temperature == real.temperature and cal.threshold_method.startswith("max macro F1")
+
+
+def test_the_embedding_memo_keeps_each_precision_apart(monkeypatch):
+    """The opt-in memo (benchmarks) must never hand an fp32 fit the rows a bf16 scoring pass embedded."""
+    import torch
+
+    from assay.evaluator._base_models import resolve_base
+    from assay.evaluator._device import autocast
+    from assay.evaluator._linear import EmbedFeatures
+    from assay.metrics import load_metric
+
+    block = EmbedFeatures(load_metric("toxicity"), resolve_base("minilm"), 32)
+    rows = [{"input": "you are a wonderful person"}, {"input": "what a terrible, hateful thing to say"}]
+    plain = block.transform(rows)  # no memo
+    monkeypatch.setattr(EmbedFeatures, "cache", {})
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        low = block.transform(rows)
+    again = block.transform(rows)
+    assert {k[1] for k in EmbedFeatures.cache} == {"fp32", str(torch.bfloat16)} and len(EmbedFeatures.cache) == 4
+    np.testing.assert_array_equal(again, plain)  # fp32 rows from the memo are the fp32 forward's own
+    assert not np.array_equal(low, plain)  # the bf16 pass differs (and is kept apart)

@@ -126,9 +126,11 @@ class EmbedFeatures:
     """Frozen mean-pooled sentence embeddings of the base encoder (L2-normalised)."""
 
     kind = "embed"
-    # Opt-in memo of embeddings by (base, token ids), shared by instances (benchmarks set it to {}):
-    # cross-validation and scoring then embed each distinct row once per process.
-    cache: dict[tuple[str, tuple[int, ...]], np.ndarray] | None = None
+    # Opt-in memo of embeddings by (base, precision, token ids), shared by instances (benchmarks set it
+    # to {}): cross-validation and scoring then embed each distinct row once per process. The precision
+    # is in the key: training embeds in fp32, scoring at the evaluator's (bf16 autocast on a bf16 CPU);
+    # a memo shared across them would hand a later fit bf16 rows among fp32 ones, which the product never does.
+    cache: dict[tuple[str, str, tuple[int, ...]], np.ndarray] | None = None
 
     def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
                  grounding: bool = False):
@@ -179,7 +181,8 @@ class EmbedFeatures:
     def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
         cache = EmbedFeatures.cache if self.kind == "embed" else None  # a tuned body has embeddings of its own
         if cache is not None:
-            keys = [(str(self.base.path), tuple(e.ids)) for e in encoded]
+            precision = self._precision()
+            keys = [(str(self.base.path), precision, tuple(e.ids)) for e in encoded]
             todo = [i for i, k in enumerate(keys) if k not in cache]
             if todo:
                 fresh = self._embed([encoded[i] for i in todo])
@@ -188,6 +191,11 @@ class EmbedFeatures:
             dim = int(self.net.config.hidden_size)
             return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), dtype=np.float32)
         return self._embed(encoded)
+
+    def _precision(self) -> str:
+        """The dtype the forward runs at now: the autocast dtype where autocast is on for the net's device."""
+        device = next(self.net.parameters()).device.type
+        return str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "fp32"
 
     def pooled(self, batch: Sequence[Encoded]) -> torch.Tensor:
         """Mean-pooled last hidden states of ``batch`` (padded to its longest row), not normalised."""
