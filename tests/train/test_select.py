@@ -175,3 +175,23 @@ def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
     card = model_card({"metric": metric.to_dict(), "calibration": cal, "data": {"notes": notes}})
     for text in (md, card):
         assert "at a bound of its search range" in text
+
+
+def test_the_hybrid_pool_never_inverts_a_block():
+    """Out-of-fold scores of few rows can be anti-correlated with the labels; an unconstrained stacker
+    inverted such a block (CV kappa 0.50, held-out -0.26). The pool weighs it down to 0 instead."""
+    from assay.evaluator._linear import log_probs
+    from assay.train._select import pool_head
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    signal = np.eye(3)[y] * 2.0 + rng.normal(0, 1, (300, 3))
+    anti = -np.eye(3)[y] * 2.0 + rng.normal(0, 1, (300, 3))  # predicts against the labels
+    z = np.hstack([log_probs(anti), log_probs(signal)])
+    head = pool_head(z, y, 3)
+    w_anti, w_signal = head.weight[0, 0], head.weight[0, 3]
+    assert w_anti == 0.0 and w_signal > 0.5
+    assert np.count_nonzero(head.weight) <= 6  # one weight per block, on each label's own column
+    assert (head.logits(z).argmax(1) == y).mean() > 0.8
+    alone = pool_head(log_probs(anti), y, 3)
+    assert alone.weight.max() == 0.0  # nothing but the labels' prior: no inverted evidence

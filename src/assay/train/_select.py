@@ -14,9 +14,14 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   ``_contrastive.py``), then logistic regression on its embeddings. The body is tuned anew inside
   every fold on that fold's training part only, so its out-of-fold scores are honest; C as for
   ``embed``. The winner's body is tuned once more on all the training rows.
-- ``hybrid``: logistic regression on the out-of-fold log-probabilities of ``tfidf`` and ``embed``
-  (and ``contrastive`` when it is a candidate), cross-validated on the same folds (the standard
-  stacking estimate).
+- ``hybrid``: a weighted log-linear pool of the out-of-fold log-probabilities of ``tfidf`` and
+  ``embed`` (and ``contrastive`` when it is a candidate): logits = sum_b w_b log p_b + a bias per
+  label, with w_b >= 0 (:func:`pool_head`), cross-validated on the same folds (the standard stacking
+  estimate). The weights are non-negative because out-of-fold scores of ~100 rows can be
+  anti-correlated with the labels (each fold's model is fitted without that fold's labels and groups):
+  an unconstrained stacker learned to invert such a block, reached CV kappa 0.50 and scored -0.26 on
+  the held-out rows (PII, seeds regime, split 7 of ``benchmarks/bench_splits.py``). A hybrid may weigh a
+  block down to 0, never against its own evidence.
 - Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
   bootstrap interval over the rows, and the kappa of each fold.
 - The winner (:func:`choose`): the one-standard-error rule over the CV kappas (the cheapest candidate
@@ -154,6 +159,55 @@ def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], 
     return out
 
 
+def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = STACK_C) -> Any:
+    """The hybrid's stacking head: logits = sum_b w_b z_b + bias, w_b >= 0 (one weight per block, shared by
+    the labels), where ``z`` is the blocks' log-probabilities side by side ([n_rows, n_blocks * n_labels]).
+
+    Fitted like the other heads: class-balanced log-loss plus ||w||^2 / (2 C), by L-BFGS-B with the
+    bounds w >= 0. Returned as a :class:`LinearHead` (weight [n_labels, n_blocks * n_labels], zero but
+    for w_b on each block's own label column), so the artifact format is the stack's.
+    """
+    from scipy.optimize import minimize
+
+    from ..evaluator._linear import LinearHead
+
+    z = np.asarray(z, dtype=np.float64)
+    blocks = z.shape[1] // n_labels
+    zb = z.reshape(len(z), blocks, n_labels)  # [rows, blocks, labels]
+    counts = np.bincount(y, minlength=n_labels).astype(float)
+    sw = len(y) / (np.count_nonzero(counts) * counts[y])  # balanced, as class_weight="balanced"
+    sw = sw / sw.sum()
+    onehot = np.eye(n_labels)[y]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:blocks], theta[blocks:]
+        logits = np.einsum("rbl,b->rl", zb, w) + b
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        g = sw[:, None] * (np.exp(logp) - onehot)  # d(weighted mean NLL) / d logits
+        value = float(-(sw * logp[np.arange(len(y)), y]).sum() + (w @ w) / (2 * c * len(y)))
+        grad = np.concatenate([np.einsum("rl,rbl->b", g, zb) + w / (c * len(y)), g.sum(axis=0)])
+        return value, grad
+
+    theta0 = np.concatenate([np.full(blocks, 1.0 / blocks), np.zeros(n_labels)])
+    bounds = [(0.0, None)] * blocks + [(None, None)] * n_labels
+    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds).x
+    weight = np.zeros((n_labels, blocks * n_labels))
+    for b in range(blocks):
+        weight[np.arange(n_labels), b * n_labels + np.arange(n_labels)] = theta[b]
+    return LinearHead(weight, theta[blocks:].copy())
+
+
+def _oof_pool(z: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int) -> np.ndarray:
+    out = np.zeros((len(y), n_labels))
+    for tr, va in folds:
+        if len(set(y[tr].tolist())) < 2:
+            out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
+            continue
+        out[va] = pool_head(z[tr], y[tr], n_labels).logits(z[va])
+    return out
+
+
 def _score(cand: Candidate, sel: Selection) -> None:
     k = len(sel.labels)
     pred = decide(cand.oof_logits)
@@ -226,13 +280,13 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
         t0 = time.perf_counter()
         stacked = ["tfidf", "embed"] + (["contrastive"] if sel.candidates.get("contrastive") is not None
                                         and sel.candidates["contrastive"].oof_logits is not None else [])
-        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked},
+        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked, "weights": "non-negative, one per block"},
                          validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
                          if fold_list else "not validated")
         if fold_list:
             z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in stacked])
             sel.features["hybrid"] = z
-            cand.oof_logits = _oof(z, y, fold_list, STACK_C, n, seed)
+            cand.oof_logits = _oof_pool(z, y, fold_list, n)
             _score(cand, sel)
         cand.seconds = time.perf_counter() - t0 + sum(sel.candidates[b].seconds for b in stacked)
         sel.candidates["hybrid"] = cand
@@ -400,7 +454,7 @@ def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
         blocks[b] = block
     stack = None
     if kind == "hybrid":
-        stack = LinearHead.from_sklearn(_lr(STACK_C, sel.seed).fit(sel.features["hybrid"], sel.y), n)
+        stack = pool_head(sel.features["hybrid"], sel.y, n)
     return LinearModel(metric, blocks, heads, stack, max_length)
 
 
