@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import require
 from ..stats import bootstrap_ci, cohen_kappa
+from ._pool import oof_pool, pool_head
 
 COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break
 TIE = 0.01  # kappa within this of the best counts as a tie
@@ -159,55 +160,6 @@ def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], 
     return out
 
 
-def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = STACK_C) -> Any:
-    """The hybrid's stacking head: logits = sum_b w_b z_b + bias, w_b >= 0 (one weight per block, shared by
-    the labels), where ``z`` is the blocks' log-probabilities side by side ([n_rows, n_blocks * n_labels]).
-
-    Fitted like the other heads: class-balanced log-loss plus ||w||^2 / (2 C), by L-BFGS-B with the
-    bounds w >= 0. Returned as a :class:`LinearHead` (weight [n_labels, n_blocks * n_labels], zero but
-    for w_b on each block's own label column), so the artifact format is the stack's.
-    """
-    from scipy.optimize import minimize
-
-    from ..evaluator._linear import LinearHead
-
-    z = np.asarray(z, dtype=np.float64)
-    blocks = z.shape[1] // n_labels
-    zb = z.reshape(len(z), blocks, n_labels)  # [rows, blocks, labels]
-    counts = np.bincount(y, minlength=n_labels).astype(float)
-    sw = len(y) / (np.count_nonzero(counts) * counts[y])  # balanced, as class_weight="balanced"
-    sw = sw / sw.sum()
-    onehot = np.eye(n_labels)[y]
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:blocks], theta[blocks:]
-        logits = np.einsum("rbl,b->rl", zb, w) + b
-        logits -= logits.max(axis=1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        g = sw[:, None] * (np.exp(logp) - onehot)  # d(weighted mean NLL) / d logits
-        value = float(-(sw * logp[np.arange(len(y)), y]).sum() + (w @ w) / (2 * c * len(y)))
-        grad = np.concatenate([np.einsum("rl,rbl->b", g, zb) + w / (c * len(y)), g.sum(axis=0)])
-        return value, grad
-
-    theta0 = np.concatenate([np.full(blocks, 1.0 / blocks), np.zeros(n_labels)])
-    bounds = [(0.0, None)] * blocks + [(None, None)] * n_labels
-    theta = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds).x
-    weight = np.zeros((n_labels, blocks * n_labels))
-    for b in range(blocks):
-        weight[np.arange(n_labels), b * n_labels + np.arange(n_labels)] = theta[b]
-    return LinearHead(weight, theta[blocks:].copy())
-
-
-def _oof_pool(z: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int) -> np.ndarray:
-    out = np.zeros((len(y), n_labels))
-    for tr, va in folds:
-        if len(set(y[tr].tolist())) < 2:
-            out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
-            continue
-        out[va] = pool_head(z[tr], y[tr], n_labels).logits(z[va])
-    return out
-
-
 def _score(cand: Candidate, sel: Selection) -> None:
     k = len(sel.labels)
     pred = decide(cand.oof_logits)
@@ -286,7 +238,7 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
         if fold_list:
             z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in stacked])
             sel.features["hybrid"] = z
-            cand.oof_logits = _oof_pool(z, y, fold_list, n)
+            cand.oof_logits = oof_pool(z, y, fold_list, n, STACK_C)
             _score(cand, sel)
         cand.seconds = time.perf_counter() - t0 + sum(sel.candidates[b].seconds for b in stacked)
         sel.candidates["hybrid"] = cand
@@ -454,7 +406,7 @@ def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
         blocks[b] = block
     stack = None
     if kind == "hybrid":
-        stack = pool_head(sel.features["hybrid"], sel.y, n)
+        stack = pool_head(sel.features["hybrid"], sel.y, n, STACK_C)
     return LinearModel(metric, blocks, heads, stack, max_length)
 
 
