@@ -13,6 +13,8 @@ from ..errors import AssayError
 from ._app import cli, emit
 from ._precision import precision_option
 
+db_option = click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+
 
 def _gates(items: tuple[str, ...]) -> list[dict[str, Any]]:
     out = []
@@ -167,7 +169,7 @@ def _eval_text(r: dict[str, Any]) -> str:
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to --source (tail -f).")
 @click.option("--http", "http_port", type=int, help="Serve an ingest endpoint on this port instead.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for --http.")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@db_option
 @click.option("--band", help="A fixed uncertainty band on P(positive), e.g. 0.3,0.7 (default: around each evaluator's calibrated threshold, route.margin).")
 @click.option("--audit-rate", type=float, help="Share of confident passes sent to review (default 0.05).")
 @click.option("--seed", type=int, help="Seed of the audit sample.")
@@ -241,17 +243,29 @@ def _monitor_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def queue_options(all_help: str) -> Any:
+    """The options of a review queue listing (``review list``, ``review disagreements``); ``--all`` says
+    what else it includes."""
+    options = [db_option, click.option("--metric", "-m", help="Only this metric."),
+               click.option("--all", "show_all", is_flag=True, help=all_help),
+               click.option("--limit", type=int, default=50, show_default=True),
+               click.option("--json", "as_json", is_flag=True, help="Print JSON.")]
+
+    def apply(f: Any) -> Any:
+        for option in reversed(options):  # click applies the bottom decorator first
+            f = option(f)
+        return f
+
+    return apply
+
+
 @cli.group()
 def review() -> None:
     """Human review of routed verdicts: list, label, disagreements, agreement, export as a golden set."""
 
 
 @review.command("list")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
-@click.option("--metric", "-m", help="Only this metric.")
-@click.option("--all", "show_all", is_flag=True, help="Include items already labeled.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@queue_options("Include items already labeled.")
 def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, as_json: bool) -> None:
     """Verdicts waiting for a human label (oldest first)."""
     from ..metrics import field_text
@@ -276,7 +290,7 @@ def review_list(db: str | None, metric: str | None, show_all: bool, limit: int, 
 @review.command("label")
 @click.argument("ref")
 @click.argument("label")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@db_option
 @click.option("--metric", "-m", help="The metric, when REF is a trace id with several verdicts.")
 @click.option("--reviewer", help="Who labels.")
 @click.option("--note", help="A note kept with the label.")
@@ -306,7 +320,7 @@ def review_label_cmd(ref: str, label: str, db: str | None, metric: str | None, r
 
 
 @review.command("export")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@db_option
 @click.option("--metric", "-m", help="The metric to export (needed when several were reviewed).")
 @click.option("--out", "out", type=click.Path(), help="Write a golden-set JSONL here.")
 @click.option("--append", "append_to", type=click.Path(), help="Append new rows to this training JSONL.")
@@ -329,11 +343,7 @@ def review_export(db: str | None, metric: str | None, out: str | None, append_to
 
 
 @review.command("disagreements")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
-@click.option("--metric", "-m", help="Only this metric.")
-@click.option("--all", "show_all", is_flag=True, help="Include disagreements a majority already settled.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@queue_options("Include disagreements a majority already settled.")
 def review_disagreements(db: str | None, metric: str | None, show_all: bool, limit: int, as_json: bool) -> None:
     """Verdicts whose reviewers disagree with no majority (oldest first): add a deciding label with
     `assay review label #ID LABEL --reviewer NAME`."""
@@ -350,7 +360,7 @@ def review_disagreements(db: str | None, metric: str | None, show_all: bool, lim
 
 
 @review.command("agreement")
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@db_option
 @click.option("--metric", "-m", "metrics", multiple=True, help="Metric(s); default every evaluator metric.")
 @click.option("--n-boot", type=click.IntRange(0, 10000), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0: none).")
@@ -395,7 +405,7 @@ def _open_store(db: str | None) -> Any:
 
 
 @cli.command()
-@click.option("--db", type=click.Path(), help="SQLite file (default $ASSAY_HOME/monitor.db).")
+@db_option
 @click.option("--metric", "-m", "metrics", multiple=True, help="Metric(s); default every evaluator metric.")
 @click.option("--window", default="1h", show_default=True, help="Window length: 15m, 1h, 1d or seconds.")
 @click.option("--kappa-margin", type=float, default=0.1, show_default=True)
