@@ -140,3 +140,44 @@ def test_only_the_servers_named_providers_are_usable(reg):
         assert done["report"]["rounds"][0]["best_validation"]["accuracy"] > 0.7
         page = c.get("/metrics/toxicity/tune-judge")
         assert "<option>teacher</option>" in page.text and "mock/judge" not in page.text
+
+
+def test_jobs_outlive_a_restart_and_a_cut_off_job_reads_as_interrupted(reg, monkeypatch):
+    import threading
+
+    import assay.judge
+
+    run_id = finished_run(reg)
+    reg.metrics.register(run_id, "toxicity")
+    test_id = reg.runs.get(run_id).config["data"]["test_set"].removeprefix("dataset:")
+    body = {"provider": "mock/judge", "dataset_id": test_id, "rounds": 1}
+    url = "/v1/metrics/toxicity/tune-judge"
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        done = _wait(c, c.post(url, json=body).json()["id"], {})
+        assert done["status"] == "done"
+
+    release, started = threading.Event(), threading.Event()
+    real = assay.judge.tune_judge
+
+    def stuck(*a, progress=None, **kw):
+        progress("round 1: asking the judge")
+        started.set()
+        assert release.wait(30)
+        return real(*a, progress=progress, **kw)
+
+    monkeypatch.setattr(assay.judge, "tune_judge", stuck)
+    with TestClient(create_app(reg), raise_server_exceptions=False) as c:
+        cut = c.post(url, json=body).json()
+        assert started.wait(30)
+        assert c.get(f"/v1/judge-tunings/{cut['id']}").json()["status"] == "running"
+        # a new server process on the same registry: the first one's thread is gone for it
+        with TestClient(create_app(reg), raise_server_exceptions=False) as c2:
+            again = c2.get(f"/v1/judge-tunings/{done['id']}").json()
+            assert again == done  # a finished job, whole, after the restart
+            lost = c2.get(f"/v1/judge-tunings/{cut['id']}").json()
+            assert lost["status"] == "failed" and lost["error"]["code"] == "interrupted"
+            assert lost["progress"] == ["round 1: asking the judge"] and lost["finished_at"] is not None
+            listed = c2.get(url).json()
+            assert [j["id"] for j in listed] == [cut["id"], done["id"]]
+            assert [j["status"] for j in listed] == ["failed", "done"]
+        release.set()

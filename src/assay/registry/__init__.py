@@ -34,6 +34,7 @@ from ._retrain import add_comparison, queue_retrain
 from ._runs import RunLost, Runs
 from ._service import Registry
 from ._storage import Storage
+from ._tunings import Tunings
 from ._worker import Cancelled, Executor, LocalExecutor, RunJob, Worker
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "ScoreResult",
     "Status",
     "Storage",
+    "Tunings",
     "Validated",
     "Worker",
     "add_comparison",

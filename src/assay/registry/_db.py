@@ -178,6 +178,18 @@ workers = Table(
     _ts("stopped_at"),
 )
 
+judge_tunings = Table(
+    "judge_tunings", metadata,
+    Column("id", Text, primary_key=True),
+    Column("project_id", Text, nullable=False),
+    Column("metric_name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+    Column("job", Text, nullable=False),
+)
+
 
 def default_url() -> str:
     """``$ASSAY_DATABASE_URL``, else SQLite at ``$ASSAY_HOME/assay.db``."""

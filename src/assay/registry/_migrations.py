@@ -151,6 +151,20 @@ MIGRATIONS: list[Migration] = [
             stopped_at DOUBLE PRECISION
         )""",
     ]),
+    Migration(3, "judge-prompt tuning jobs kept across server restarts", [
+        """CREATE TABLE judge_tunings (
+            id TEXT PRIMARY KEY,
+            project_id TEXT NOT NULL REFERENCES projects(id),
+            metric_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            job TEXT NOT NULL
+        )""",
+        "CREATE INDEX ix_judge_tunings_metric ON judge_tunings (metric_name, created_at)",
+        "CREATE INDEX ix_judge_tunings_status ON judge_tunings (status)",
+    ]),
 ]
 
 LATEST = _migrate.latest(MIGRATIONS)

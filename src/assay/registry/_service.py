@@ -2,7 +2,8 @@
 
 It composes a :class:`~assay.registry._base.Core` (database, storage, providers, clock) with one
 component per concern: ``reg.projects``, ``reg.datasets`` (with the row review), ``reg.runs``
-(with the worker's verbs and the queue), ``reg.metrics`` (registering and scoring) and ``reg.keys``.
+(with the worker's verbs and the queue), ``reg.metrics`` (registering and scoring), ``reg.keys`` and
+``reg.tunings`` (judge-prompt tuning jobs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._metrics import Metrics
 from ._projects import Projects
 from ._runs import Runs
 from ._storage import Storage
+from ._tunings import Tunings
 
 
 class Registry:
@@ -26,7 +28,7 @@ class Registry:
 
     >>> reg = Registry()                       # SQLite at $ASSAY_HOME/assay.db
     >>> reg = Registry("postgresql://u@h/db", artifacts="s3://bucket/assay")
-    >>> run = reg.runs.create("demo", config)  # reg.projects, .datasets, .runs, .metrics, .keys
+    >>> run = reg.runs.create("demo", config)  # reg.projects, .datasets, .runs, .metrics, .keys, .tunings
     """
 
     def __init__(self, url: str | None = None, artifacts: str | None = None, *,
@@ -39,6 +41,7 @@ class Registry:
         self.runs = Runs(self.core, self.projects, self.datasets)
         self.metrics = Metrics(self.core, self.projects, self.runs, load_evaluator=load_evaluator)
         self.keys = Keys(self.core, self.projects)
+        self.tunings = Tunings(self.core)
 
     def __repr__(self) -> str:
         return f"Registry({self.engine.url.render_as_string(hide_password=True)!r}, {self.storage.root!r})"

@@ -6,7 +6,8 @@ the metric's run split it (its held-out rows are never read); a training set lab
 its rows (rows a judge labeled are refused).
 The run happens in a background thread (the event loop is never blocked); ``GET
 /v1/judge-tunings/{id}`` reports its status and, when done, the tuned metric spec and the report.
-Jobs live in the server process (a restart forgets them; the result is also in the response, to keep).
+Jobs are kept in the registry database (``reg.tunings``), written at every status and progress change:
+a restart loses none; a job the restart cut off reads as failed (``interrupted``), with its progress.
 Access: starting needs ``edit`` on the metric's project, reading a job ``read``; a stranger gets 404.
 The page ``/metrics/{name}/tune-judge`` is the UI for the same calls.
 """
@@ -66,10 +67,31 @@ class TuneJob(BaseModel):
 
 
 def _jobs(app: Any) -> dict[str, TuneJob]:
+    """This process's queued and running jobs (their threads' live copies; finished ones leave it)."""
     with _LOCK:
         if getattr(app.state, "judge_jobs", None) is None:
             app.state.judge_jobs = {}
         return app.state.judge_jobs
+
+
+def owner_token(app: Any) -> str:
+    """This server process's name for the jobs it runs; on first use, the jobs of earlier processes
+    still marked queued or running are marked failed (their threads died with them)."""
+    with _LOCK:
+        token = getattr(app.state, "judge_owner", None)
+        if token is None:
+            token = app.state.judge_owner = f"api-{uuid.uuid4().hex[:12]}"
+            app.state.registry.tunings.interrupt(token)
+        return token
+
+
+def _load(request: Request, job_id: str) -> TuneJob | None:
+    live = _jobs(request.app).get(job_id)
+    if live is not None:
+        return live
+    owner_token(request.app)  # jobs an earlier process left running read as interrupted
+    raw = _reg(request).tunings.get(job_id)
+    return TuneJob.model_validate(raw) if raw is not None else None
 
 
 def _seed_rows(request: Request, version: Any, dataset: Any) -> list[dict[str, Any]]:
@@ -110,13 +132,25 @@ def _provider(request: Request, name: str) -> Any:
                          "pick a provider by name", code="provider_not_allowed") from None
 
 
-def _run(job: TuneJob, spec: Any, rows: list[dict[str, Any]], provider: Any, body: TuneJudgeIn) -> None:
+def _run(job: TuneJob, spec: Any, rows: list[dict[str, Any]], provider: Any, body: TuneJudgeIn, reg: Any,
+         owner: str, jobs: dict[str, TuneJob]) -> None:
     from ..judge import tune_judge
 
+    def save() -> None:
+        try:
+            reg.tunings.save(job.model_dump(mode="json"), owner)
+        except Exception:  # noqa: BLE001 - the database is away for a moment: the next change writes it all
+            log.exception("saving judge tuning %s", job.id)
+
+    def progress(line: str) -> None:
+        job.progress.append(line)
+        save()
+
     job.status = "running"
+    save()
     try:
         result = tune_judge(spec, rows, provider, rounds=body.rounds, candidates=body.candidates,
-                            budget_usd=body.budget_usd, seed=body.seed, progress=job.progress.append)
+                            budget_usd=body.budget_usd, seed=body.seed, progress=progress)
         job.summary, job.report, job.metric_spec = result.summary(), result.report, result.metric.to_dict()
         job.status = "done"
     except AssayError as exc:
@@ -129,6 +163,9 @@ def _run(job: TuneJob, spec: Any, rows: list[dict[str, Any]], provider: Any, bod
     finally:
         job.finished_at = time.time()
         provider.close()
+        save()
+        with _LOCK:
+            jobs.pop(job.id, None)
 
 
 def start_tuning(request: Request, name: str, body: TuneJudgeIn) -> TuneJob:
@@ -138,20 +175,27 @@ def start_tuning(request: Request, name: str, body: TuneJudgeIn) -> TuneJob:
     dataset = _dataset(request, body.dataset_id, "read")
     rows = _seed_rows(request, version, dataset)
     provider = _provider(request, body.provider)
-    jobs = _jobs(request.app)
+    jobs, owner, reg = _jobs(request.app), owner_token(request.app), _reg(request)
     with _LOCK:
-        if sum(j.status in ("queued", "running") for j in jobs.values()) >= MAX_RUNNING:
+        if len(jobs) >= MAX_RUNNING:
+            provider.close()
             raise AssayError(f"at most {MAX_RUNNING} judge tunings running at once", "that many running",
                              "wait for one to finish (GET /v1/judge-tunings/{id})", code="conflict")
-        for old in sorted(jobs.values(), key=lambda j: j.created_at)[: max(0, len(jobs) - MAX_JOBS_KEPT + 1)]:
-            if old.status in ("done", "failed"):
-                jobs.pop(old.id, None)
         job = TuneJob(id=f"tune-{uuid.uuid4().hex[:12]}", project_id=version.project_id, metric=version.full_name,
                       dataset_id=dataset.id, provider=body.provider, rows=len(rows), created_at=time.time())
         jobs[job.id] = job
-    threading.Thread(target=_run, args=(job, load_metric(version.spec), rows, provider, body), daemon=True,
-                     name=f"assay-{job.id}").start()
-    return job
+    try:
+        reg.tunings.save(job.model_dump(mode="json"), owner)
+        reg.tunings.prune(MAX_JOBS_KEPT)
+    except BaseException:
+        with _LOCK:
+            jobs.pop(job.id, None)
+        provider.close()
+        raise
+    snapshot = job.model_copy(deep=True)  # the answer: the thread changes ``job`` from here on
+    threading.Thread(target=_run, args=(job, load_metric(version.spec), rows, provider, body, reg, owner, jobs),
+                     daemon=True, name=f"assay-{job.id}").start()
+    return snapshot
 
 
 @api_router.post("/metrics/{name}/tune-judge", response_model=TuneJob, status_code=202, tags=["metrics"],
@@ -165,7 +209,7 @@ def tune_judge_endpoint(name: str, body: TuneJudgeIn, request: Request) -> TuneJ
 @api_router.get("/judge-tunings/{job_id}", response_model=TuneJob, tags=["metrics"], responses=_ERRORS)
 def get_tuning(job_id: str, request: Request) -> TuneJob:
     """A tuning job: status, progress lines, and when done the tuned metric spec and the full report."""
-    job = _jobs(request.app).get(job_id)
+    job = _load(request, job_id)
     if job is None:
         raise acc.hidden("judge tuning", job_id)
     acc.check(request, job.project_id, "read", "judge tuning", job_id)
@@ -174,10 +218,12 @@ def get_tuning(job_id: str, request: Request) -> TuneJob:
 
 @api_router.get("/metrics/{name}/tune-judge", response_model=list[TuneJob], tags=["metrics"], responses=_ERRORS)
 def list_tunings(name: str, request: Request) -> list[TuneJob]:
-    """The metric's tuning jobs in this server process, newest first (without their full reports)."""
+    """The metric's tuning jobs (the newest 100, newest first; without their full reports)."""
     version = _metric(request, name, "read")
-    base = version.name
-    jobs = [j for j in _jobs(request.app).values() if j.metric.rsplit("-v", 1)[0] == base]
+    owner_token(request.app)
+    live = {j.id: j for j in list(_jobs(request.app).values()) if j.metric.rsplit("-v", 1)[0] == version.name}
+    stored = [TuneJob.model_validate(raw) for raw in _reg(request).tunings.list(version.name)]
+    jobs = [live.pop(j.id, j) for j in stored] + list(live.values())
     return [j.model_copy(update={"report": None}) for j in sorted(jobs, key=lambda j: -j.created_at)]
 
 
