@@ -36,6 +36,13 @@ def _batcher(metrics: _Metrics, **kw) -> ScoreBatcher:
 VERSION = SimpleNamespace(full_name="m-v1")
 
 
+async def _hold_first_call(b: ScoreBatcher, metrics: _Metrics) -> asyncio.Future:
+    """Send a lone request "x" and wait until the scoring thread is busy (held) with it."""
+    first = asyncio.ensure_future(b.score(VERSION, [{"input": "x"}]))
+    assert await asyncio.get_running_loop().run_in_executor(None, metrics.started.wait, 5)
+    return first
+
+
 def test_idle_batcher_dispatches_a_lone_request_without_its_window():
     metrics = _Metrics()
     b = _batcher(metrics, max_wait_ms=60_000)  # a window this long would time the request out below
@@ -61,9 +68,7 @@ def test_requests_queued_while_busy_share_one_call_in_order():
     b = _batcher(metrics, max_rows=64, max_wait_ms=10)
 
     async def go():
-        loop = asyncio.get_running_loop()
-        first = asyncio.ensure_future(b.score(VERSION, [{"input": "x"}]))
-        assert await loop.run_in_executor(None, metrics.started.wait, 5)  # the scorer is busy with "x"
+        first = await _hold_first_call(b, metrics)  # the scorer is busy with "x"
         queued = [asyncio.ensure_future(b.score(VERSION, rows)) for rows in
                   ([{"input": "a1"}], [{"input": "b1"}, {"input": "b2"}], [{"input": "c1"}],
                    [{"input": "d1"}, {"input": "d2"}, {"input": "d3"}])]
@@ -90,9 +95,7 @@ def test_max_rows_splits_the_queue_and_errors_reach_every_caller():
     b = _batcher(metrics, max_rows=3, max_wait_ms=0)
 
     async def go():
-        loop = asyncio.get_running_loop()
-        first = asyncio.ensure_future(b.score(VERSION, [{"input": "x"}]))
-        assert await loop.run_in_executor(None, metrics.started.wait, 5)
+        first = await _hold_first_call(b, metrics)
         queued = [asyncio.ensure_future(b.score(VERSION, [{"input": f"r{i}"}, {"input": f"s{i}"}])) for i in range(3)]
         await asyncio.sleep(0.02)
         metrics.release.set()
@@ -179,9 +182,7 @@ def test_the_scoring_thread_starts_the_next_call_without_waiting_for_the_event_l
     b = _batcher(metrics, max_rows=64, max_wait_ms=0)
 
     async def go():
-        loop = asyncio.get_running_loop()
-        first = asyncio.ensure_future(b.score(VERSION, [{"input": "x"}]))
-        assert await loop.run_in_executor(None, metrics.started.wait, 5)
+        first = await _hold_first_call(b, metrics)
         queued = [asyncio.ensure_future(b.score(VERSION, [{"input": f"q{i}"}])) for i in range(3)]
         await asyncio.sleep(0.02)  # the three are queued
         metrics.release.set()
