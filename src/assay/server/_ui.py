@@ -192,29 +192,32 @@ def monitor_page(request: Request, days: int = 14) -> HTMLResponse:
     return _page(request, "monitoring.html", summary=out, top=top or 1)
 
 
-@router.get("/monitor/review", response_class=HTMLResponse)
-def review_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
-    from ._monitor_api import queue, visible_metrics
+def _queue_page(request: Request, template: str, fetch: Any, metric: str | None, done: int | None) -> HTMLResponse:
+    """A review queue page: the first 50 items ``fetch`` gives for the metric filter, and the metric picker."""
+    from ._monitor_api import visible_metrics
 
     try:
-        items = queue(request, metric or None, 50)
+        items = fetch(request, metric or None, 50)
         metrics = visible_metrics(request)
     except AssayError as exc:
         return _monitor_error(request, exc)
-    return _page(request, "review_queue.html", items=items, metrics=metrics, metric=metric or "", done=done)
+    return _page(request, template, items=items, metrics=metrics, metric=metric or "", done=done)
+
+
+@router.get("/monitor/review", response_class=HTMLResponse)
+def review_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
+    """Routed verdicts (low confidence, audit sample) without a human label, oldest first."""
+    from ._monitor_api import queue
+
+    return _queue_page(request, "review_queue.html", queue, metric, done)
 
 
 @router.get("/monitor/review/disagreements", response_class=HTMLResponse)
 def disagreements_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
     """Verdicts whose reviewers are tied, each reviewer's label, and the buttons for a deciding review."""
-    from ._monitor_api import disagreement_queue, visible_metrics
+    from ._monitor_api import disagreement_queue
 
-    try:
-        items = disagreement_queue(request, metric or None, 50)
-        metrics = visible_metrics(request)
-    except AssayError as exc:
-        return _monitor_error(request, exc)
-    return _page(request, "disagreements.html", items=items, metrics=metrics, metric=metric or "", done=done)
+    return _queue_page(request, "disagreements.html", disagreement_queue, metric, done)
 
 
 @router.post("/monitor/review/{verdict_id}")
