@@ -166,3 +166,51 @@ def test_the_embedding_memo_keeps_each_precision_apart(monkeypatch):
     assert {k[1] for k in EmbedFeatures.cache} == {"fp32", str(torch.bfloat16)} and len(EmbedFeatures.cache) == 4
     np.testing.assert_array_equal(again, plain)  # fp32 rows from the memo are the fp32 forward's own
     assert not np.array_equal(low, plain)  # the bf16 pass differs (and is kept apart)
+
+
+def test_embed_block_of_a_trace_metric_reads_the_trajectory_s_end_and_the_artifact_keeps_it(tmp_path):
+    """A trajectory longer than max_length: the embed block of a trace metric reads its latest turns (where
+    the outcome is), records that in evaluator.json, and reads the same tokens after reload; an artifact
+    from before the setting reads head 2/3 + tail 1/3, as it was trained."""
+    import json
+    import random
+
+    from _train_util import write_rows
+
+    from assay.config import config_from_dict
+    from assay.evaluator import Evaluator
+    from assay.evaluator._artifact import read_info
+    from assay.train import train
+
+    rng = random.Random(0)
+
+    def row(i: int) -> dict:
+        ok = i % 2 == 0
+        turns = [{"role": "user", "content": "hello i need to change my booking " + " ".join(
+            rng.choice(["please", "flight", "seat", "date", "today", "thanks"]) for _ in range(60))}]
+        turns.append({"role": "assistant", "content": "your booking is changed" if ok else "sorry that failed"})
+        return {"id": f"r{i}", "input": "change booking", "context": "policy", "output": turns,
+                "label": "true" if ok else "false"}
+
+    write_rows(tmp_path / "test.jsonl", [row(i) for i in range(60)])
+    cfg = config_from_dict({"metric": "agent_task_success", "output": "out",
+                            "data": {"test_set": "test.jsonl", "seed_fraction": 0.5, "group_by": "none"},
+                            "model": {"family": "encoder", "max_length": 32},
+                            "train": {"candidates": ["embed"], "cv_folds": 3, "seed": 0, "grounding": False},
+                            "report": {"bootstrap": 20, "latency_rows": 2}}, base_dir=tmp_path)
+    result = train(cfg, progress=False)
+    info = read_info(result.artifact_dir)
+    assert info["linear"]["keep_end"] == {"embed": True}
+    rows = [row(i) for i in range(100, 104)]
+    block = result.evaluator.model.blocks["embed"]
+    text = block.tokenizer.decode(block.encode(rows[:1])[0].ids)
+    assert "your booking is changed" in text and "hello" not in text
+    loaded = Evaluator.from_pretrained(result.artifact_dir)
+    assert loaded.model.blocks["embed"].keep_end
+    assert [e.ids for e in loaded.model.blocks["embed"].encode(rows)] == [e.ids for e in block.encode(rows)]
+    np.testing.assert_allclose(loaded.predict_proba(rows), result.evaluator.predict_proba(rows), rtol=1e-6, atol=1e-7)
+
+    del info["linear"]["keep_end"]  # an artifact written before the setting existed
+    (result.artifact_dir / "evaluator.json").write_text(json.dumps(info))
+    old = Evaluator.from_pretrained(result.artifact_dir).model.blocks["embed"]
+    assert not old.keep_end and "hello" in old.tokenizer.decode(old.encode(rows[:1])[0].ids)

@@ -86,3 +86,19 @@ def test_truncation_cuts_the_judged_field_only_when_it_alone_is_too_long():
     spec = get_preset("toxicity")
     text = render(spec, {"input": "word " * 1000}, budget=100)
     assert "[...]" in text and len(text.split()) <= 105
+
+
+def test_keep_end_keeps_a_too_long_trajectory_s_latest_turns():
+    from assay.metrics._render import keeps_end
+
+    spec = get_preset("agent_task_success")
+    assert keeps_end(spec) and not keeps_end(get_preset("toxicity"))
+    turns = [{"role": "user" if i % 2 else "assistant", "content": f"turn{i} " + "filler " * 20} for i in range(60)]
+    row = {"input": "book a flight", "context": "the policy " * 50, "output": turns}
+    usual, latest = render(spec, row, budget=300), render(spec, row, budget=300, keep_end=True)
+    # usually head 2/3 + tail 1/3 (about 4 of the 60 turns from the end); keep_end: all of it from the end
+    assert "turn0 " in usual and "turn59 " in usual and "turn52 " not in usual
+    assert "turn0 " not in latest and "turn59 " in latest and "turn52 " in latest and "[...]" in latest
+    assert abs(len(latest.split()) - len(usual.split())) <= 2  # the same budget either way
+    short = {**row, "output": turns[:2]}
+    assert render(spec, short, budget=300, keep_end=True) == render(spec, short, budget=300)  # nothing to cut

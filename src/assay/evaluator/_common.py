@@ -64,9 +64,10 @@ class Encoded:
         return self.views or [self.ids]
 
 
-def render_fitted(metric: MetricSpec, row: Mapping[str, Any], budget: int, tokenizer: Any) -> tuple[str, bool]:
+def render_fitted(metric: MetricSpec, row: Mapping[str, Any], budget: int, tokenizer: Any,
+                  keep_end: bool = False) -> tuple[str, bool]:
     """The rendered prompt within ``budget`` tokens, and whether the policy had to cut a field."""
-    text = render(metric, row, budget=max(budget, 1), tokenizer=tokenizer)
+    text = render(metric, row, budget=max(budget, 1), tokenizer=tokenizer, keep_end=keep_end)
     return text, text != render(metric, row)
 
 

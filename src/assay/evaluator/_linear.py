@@ -9,7 +9,8 @@ Feature blocks:
   vectorizers without pickle.
 - ``embed``: the frozen base encoder (MiniLM by default), mean-pooled over the row rendered like
   the encoder family (fields only, judged field first, fitted to ``max_length`` by the truncation
-  policy), L2 normalised. Only the base reference is stored; its weights come from the package.
+  policy; for ``trace`` / ``session`` rows a trajectory too long for it keeps its end, ``keep_end``),
+  L2 normalised. Only the base reference is stored; its weights come from the package.
   For shapes with context (``train.grounding``), followed by the grounding features of
   ``_grounding`` (the judged field against each context field); their standardisation is stored.
 - ``contrastive``: the same embeddings from a body fine-tuned on the training rows with contrastive
@@ -134,7 +135,7 @@ class EmbedFeatures:
     cache: dict[tuple[str, str, tuple[int, ...]], np.ndarray] | None = None
 
     def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
-                 grounding: bool = False):
+                 grounding: bool = False, keep_end: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
         from ..metrics._render import judged_field
@@ -143,6 +144,9 @@ class EmbedFeatures:
         from ._grounding import context_fields
 
         self.metric, self.base, self.max_length, self.batch_size = metric, base, max_length, batch_size
+        # a judged field too long for max_length keeps its end, not head 2/3 + tail 1/3 (artifacts record it;
+        # training sets it for trace / session metrics: their outcome is in the latest turns)
+        self.keep_end = keep_end
         # grounding features (``_grounding``): the judged field against each context field
         self.context = context_fields(metric) if grounding else []
         self.judged = judged_field(metric)
@@ -171,9 +175,11 @@ class EmbedFeatures:
 
         out: list[Encoded] = []
         for row in rows:
-            text, cut = render_fitted(view, row, self.budget, self.tokenizer)
+            text, cut = render_fitted(view, row, self.budget, self.tokenizer, self.keep_end)
             ids = self.tokenizer(text)["input_ids"]
-            if len(ids) > self.max_length:
+            if len(ids) > self.max_length and self.keep_end:  # the first token ([CLS]) and the last ones
+                ids, cut = ids[:1] + ids[len(ids) - self.max_length + 1:], True
+            elif len(ids) > self.max_length:
                 ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
                 cut = True
             out.append(RowEncoded(ids, len(ids), cut, row=row))
@@ -292,7 +298,8 @@ class EmbedFeatures:
 
     def describe(self) -> dict[str, Any]:
         out = {"base": self.base.name, "pooling": "mean, L2-normalised", "max_length": self.max_length,
-               "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size}
+               "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size,
+               "long_judged_field": "its end" if self.keep_end else "head 2/3 + tail 1/3"}
         if self.context:
             from ._grounding import LEXICAL
 
@@ -307,8 +314,8 @@ class ContrastiveFeatures(EmbedFeatures):
     kind = "contrastive"
 
     def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
-                 grounding: bool = False):
-        super().__init__(metric, base, max_length, batch_size, grounding)
+                 grounding: bool = False, keep_end: bool = False):
+        super().__init__(metric, base, max_length, batch_size, grounding, keep_end)
         self.tuning: dict[str, Any] = {}  # what the tuning did (steps, pairs, loss), for the report
 
     def save(self, folder: Path) -> list[str]:
@@ -476,7 +483,8 @@ class LinearModel(nn.Module):
             elif name in EMBED_KINDS:
                 kind = EmbedFeatures if name == "embed" else ContrastiveFeatures
                 blocks[name] = kind(metric, base, int(lengths.get(name, max_length)),
-                                    grounding=bool((lin.get("grounding") or {}).get(name)))
+                                    grounding=bool((lin.get("grounding") or {}).get(name)),
+                                    keep_end=bool((lin.get("keep_end") or {}).get(name)))  # absent: older artifacts
                 blocks[name].load_grounding(name, tensors)
                 if name == "contrastive":
                     blocks[name].load(folder)

@@ -4,6 +4,9 @@ Truncation policy (when a token budget is given): the field being judged is neve
 unless it alone exceeds the budget. The judged field is ``output`` for every shape that
 has one and ``input`` for ``message``. Other fields (context, tools, the request) are cut
 first, largest first, keeping their head (2/3) and tail (1/3) around a ``[...]`` marker.
+With ``keep_end`` (the linear family's embedding of ``trace`` / ``session`` rows, see
+:func:`keeps_end`), a judged field that alone exceeds the budget keeps its end instead: the
+latest turns of a conversation or trajectory, where its outcome is.
 """
 
 from __future__ import annotations
@@ -59,15 +62,24 @@ def swap_pair(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cut(text: str, keep: int, count: Callable[[str], int], head: Callable[[str, int], str],
-        tail: Callable[[str, int], str]) -> str:
-    """Keep ``keep`` tokens of ``text``: 2/3 from the head and 1/3 from the tail."""
+        tail: Callable[[str, int], str], keep_end: bool = False) -> str:
+    """Keep ``keep`` tokens of ``text``: 2/3 from the head and 1/3 from the tail (``keep_end``: all
+    from the tail, after the marker)."""
     if count(text) <= keep:
         return text
     if keep <= 0:
         return MARK.strip()
+    if keep_end:
+        return MARK.lstrip() + tail(text, keep)
     h = max(1, (keep * 2) // 3)
     t = max(0, keep - h)
     return head(text, h) + MARK + (tail(text, t) if t else "")
+
+
+def keeps_end(metric: MetricSpec) -> bool:
+    """Whether the judged field is a conversation or trajectory (``trace``, ``session``), whose end
+    (the latest turns, the outcome) is the part to keep when it alone exceeds a budget."""
+    return metric.shape in (InputShape.trace, InputShape.session)
 
 
 def render(
@@ -75,15 +87,17 @@ def render(
     row: Mapping[str, Any],
     budget: int | None = None,
     tokenizer: Any = None,
+    keep_end: bool = False,
 ) -> str:
     """The metric's prompt filled with ``row``'s fields, fitted to ``budget`` tokens.
 
     ``tokenizer`` is a Hugging Face tokenizer; without one a token is one
-    whitespace-separated word (a close enough proxy for a budget in tests).
+    whitespace-separated word (a close enough proxy for a budget in tests). ``keep_end``: a
+    judged field too long for the budget keeps its end (policy above).
     """
     values = {f: field_text(row.get(f)) for f in PLACEHOLDERS}
     if budget is not None:
-        values = fit(metric, values, budget, tokenizer)
+        values = fit(metric, values, budget, tokenizer, keep_end)
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], metric.prompt)
 
 
@@ -106,7 +120,8 @@ def token_ops(tokenizer: Any = None):
     )
 
 
-def fit(metric: MetricSpec, values: dict[str, str], budget: int, tokenizer: Any = None) -> dict[str, str]:
+def fit(metric: MetricSpec, values: dict[str, str], budget: int, tokenizer: Any = None,
+        keep_end: bool = False) -> dict[str, str]:
     """Cut field values so the whole prompt fits in ``budget`` tokens (policy above)."""
     count, head, tail = token_ops(tokenizer)
     used = [f for f in metric.fields if values.get(f)]
@@ -135,5 +150,5 @@ def fit(metric: MetricSpec, values: dict[str, str], budget: int, tokenizer: Any 
     if judged_size > room:  # the judged field(s) alone are too long: each gets an equal share
         present = [f for f in judged_set if f in sizes]
         for f in present:
-            out[f] = cut(values[f], max(room // max(1, len(present)), 1), count, head, tail)
+            out[f] = cut(values[f], max(room // max(1, len(present)), 1), count, head, tail, keep_end)
     return out

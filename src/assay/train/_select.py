@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import require
 from ..stats import bootstrap_ci, cohen_kappa
+from ..metrics._render import keeps_end
 from ._pool import oof_pool, pool_head
 
 COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break
@@ -471,7 +472,7 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
 
             base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
             return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size,
-                                 grounding=t.grounding)
+                                 grounding=t.grounding, keep_end=keeps_end(metric))
 
         def contrastive() -> Any:
             from ..evaluator._base_models import resolve_base
@@ -480,7 +481,7 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
             base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
             length = min(cfg.model.max_length, t.contrastive_max_length)
             return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size,
-                                       grounding=t.grounding)
+                                       grounding=t.grounding, keep_end=keeps_end(metric))
 
         sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
                              embed=embed, contrastive=contrastive, status=status,
@@ -533,7 +534,9 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
                                               "max_lengths": {b: model.blocks[b].max_length for b in EMBED_KINDS
                                                               if b in model.blocks},
                                               "grounding": {b: model.blocks[b].context for b in EMBED_KINDS
-                                                            if b in model.blocks and model.blocks[b].context}},
+                                                            if b in model.blocks and model.blocks[b].context},
+                                              "keep_end": {b: True for b in EMBED_KINDS
+                                                           if b in model.blocks and model.blocks[b].keep_end}},
             "model": cfg.model.model_dump(mode="json")}
     embedder = next((model.blocks[b] for b in EMBED_KINDS if b in model.blocks), None)
     if embedder is not None:
