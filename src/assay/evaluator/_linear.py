@@ -20,7 +20,7 @@ Feature blocks:
 A ``linear`` evaluator is one block and one head (weights ``[n_labels, n_features]``, bias
 ``[n_labels]``): logits = x W^T + b. A ``hybrid`` evaluator has a head per block and a stacking
 head over the blocks' log-probabilities: logits = [log p_tfidf, log p_embed] W^T + b (trained as a
-log-linear pool: a non-negative weight per block on its own label's column, ``train._select.pool_head``). The
+log-linear pool: a non-negative weight per block on its own label's column, ``train._pool.pool_head``). The
 Evaluator calibrates these logits (temperature, label shift, threshold) like any family's.
 """
 

@@ -9,7 +9,7 @@ of ``benchmarks/bench_splits.py``: CV kappa 0.50, held-out -0.26). The pool may 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -53,13 +53,20 @@ def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> An
     return LinearHead(weight, theta[blocks:].copy())
 
 
-def oof_pool(z: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int,
-             c: float = 1.0) -> np.ndarray:
-    """Out-of-fold logits of the pool: fitted on each fold's training part, applied to its rows."""
+def oof_logits(fit_head: Callable[[Any, np.ndarray], Any], x: Any, y: np.ndarray,
+               folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int) -> np.ndarray:
+    """Out-of-fold logits: ``fit_head(x, y)`` (a :class:`LinearHead`) fitted on each fold's training part,
+    applied to its rows; a training part with one label gives its smoothed label counts' logs instead."""
     out = np.zeros((len(y), n_labels))
     for tr, va in folds:
         if len(set(y[tr].tolist())) < 2:
             out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
             continue
-        out[va] = pool_head(z[tr], y[tr], n_labels, c).logits(z[va])
+        out[va] = fit_head(x[tr], y[tr]).logits(x[va])
     return out
+
+
+def oof_pool(z: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int,
+             c: float = 1.0) -> np.ndarray:
+    """Out-of-fold logits of the pool: fitted on each fold's training part, applied to its rows."""
+    return oof_logits(lambda zt, yt: pool_head(zt, yt, n_labels, c), z, y, folds, n_labels)

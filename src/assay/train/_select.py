@@ -38,9 +38,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import require
-from ..stats import bootstrap_ci, cohen_kappa
 from ..metrics._render import keeps_end
-from ._pool import oof_pool, pool_head
+from ..stats import bootstrap_ci, cohen_kappa
+from ._pool import oof_logits, oof_pool, pool_head
 
 COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break
 TIE = 0.01  # kappa within this of the best counts as a tie
@@ -151,14 +151,8 @@ def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], 
          seed: int) -> np.ndarray:
     from ..evaluator._linear import LinearHead
 
-    out = np.zeros((len(y), n_labels))
-    for tr, va in folds:
-        if len(set(y[tr].tolist())) < 2:
-            out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
-            continue
-        clf = _lr(c, seed).fit(x[tr], y[tr])
-        out[va] = LinearHead.from_sklearn(clf, n_labels).logits(x[va])
-    return out
+    return oof_logits(lambda xt, yt: LinearHead.from_sklearn(_lr(c, seed).fit(xt, yt), n_labels), x, y, folds,
+                      n_labels)
 
 
 def _score(cand: Candidate, sel: Selection) -> None:
