@@ -117,6 +117,37 @@ def test_one_standard_error_rule_prefers_the_cheaper_candidate_when_folds_disagr
     assert choose(sel, ["tfidf", "embed"]) == "embed" and "highest" in sel.reason
 
 
+def test_one_standard_error_rule_prefers_fewer_fitted_parameters():
+    from assay.report._render import _selection_text
+    from assay.train._select import Candidate, Selection, choose, fitted_parameters
+
+    sel = Selection(rows=10, rows_hash=[], labels=["a", "b"], y=np.zeros(10, dtype=int), folds=[(None, None)] * 4,
+                    group_by=None, seed=0)
+    oof = np.zeros((10, 2))
+    spread = [0.2, 0.6, 0.3, 0.5]  # SE 0.091
+    sel.candidates = {"tfidf": Candidate("tfidf", oof, {"features": 5000}, cv_kappa=0.45, fold_kappas=spread),
+                      "embed": Candidate("embed", oof, {"features": 384}, cv_kappa=0.40, fold_kappas=spread),
+                      "hybrid": Candidate("hybrid", oof, {"stacked": ["tfidf", "embed"]}, cv_kappa=0.44,
+                                          fold_kappas=spread)}
+    assert fitted_parameters(sel, "embed") == 385 and fitted_parameters(sel, "tfidf") == 5001
+    assert fitted_parameters(sel, "hybrid") == 5001 + 385 + 2 + 2  # both heads, a weight per block, a bias per label
+    # embed is within one SE of tfidf's best and fits fewer parameters: it wins, though tfidf is the cheaper
+    assert choose(sel, ["tfidf", "embed", "hybrid"]) == "embed"
+    assert "fewer fitted parameters (385 against 5,001)" in sel.reason
+    text = _selection_text(sel.summary())
+    assert "fewest fitted parameters (embed 385 < tfidf 5,001 < hybrid 5,390)" in text
+    # a small vocabulary (tiny data): tfidf is the simpler one and wins the same tie
+    sel.candidates["tfidf"].params["features"] = 200
+    sel.candidates["tfidf"].cv_kappa, sel.candidates["embed"].cv_kappa = 0.40, 0.45
+    assert choose(sel, ["tfidf", "embed"]) == "tfidf" and "(201 against 385)" in sel.reason
+    # a gap larger than the SE: the better one wins whatever its size
+    sel.candidates["tfidf"].cv_kappa = 0.30
+    assert choose(sel, ["tfidf", "embed"]) == "embed" and "highest" in sel.reason
+    # three labels: one weight vector per label
+    sel.labels = ["a", "b", "c"]
+    assert fitted_parameters(sel, "embed") == 384 * 3 + 3
+
+
 def test_the_encoder_must_beat_the_cv_winner_on_its_validation_rows():
     from assay.train._select import TIE, Candidate, Selection, choose
 

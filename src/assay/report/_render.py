@@ -109,6 +109,19 @@ def _candidate_rows(selection: Mapping[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _rule_text(selection: Mapping[str, Any]) -> str:
+    tol, cost = selection.get("tie_tolerance"), " < ".join(selection.get("cost_order") or [])
+    if selection.get("rule") != "one standard error":  # reports written before the one-SE rule
+        return f"Ties (within {tol}) go to the cheaper candidate ({cost})."
+    within = f"within one standard error of the best CV kappa (the spread of its fold kappas / sqrt(folds), at least {tol})"
+    counts = {k: v for k, v in (selection.get("fitted_parameters") or {}).items() if v is not None}
+    if not counts:  # reports written before the parameter order
+        return f"The cheapest candidate {within} wins ({cost})."
+    order = " < ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: kv[1]))
+    return (f"The simplest candidate {within} wins: the fewest fitted parameters ({order}), then the cheaper "
+            f"({cost}).")
+
+
 def _selection_text(selection: Mapping[str, Any]) -> str:
     return (f"Winner: **{selection.get('winner')}**: {selection.get('reason')}. Compared on "
             f"{selection.get('compared_on')}. Folds: stratified by label, grouped by "
@@ -116,11 +129,7 @@ def _selection_text(selection: Mapping[str, Any]) -> str:
             "never the held-out rows. Kappa from argmax (binary: P >= 0.5) of the out-of-fold predictions; "
             "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds "
             "(slightly optimistic for tuned candidates). "
-            + (f"The cheapest candidate within one standard error of the best CV kappa (the spread of its fold "
-               f"kappas / sqrt(folds), at least {selection.get('tie_tolerance')}) wins ("
-               if selection.get("rule") == "one standard error" else
-               f"Ties (within {selection.get('tie_tolerance')}) go to the cheaper candidate (")
-            + " < ".join(selection.get("cost_order") or []) + "). The winner is refit on "
+            + _rule_text(selection) + " The winner is refit on "
             "all training rows (the encoder: trained once, on the rows outside its validation slice)."
             + ("".join(f" Note: {n}." for n in selection.get("notes") or [])))
 
