@@ -24,3 +24,10 @@ def test_shipped_example_beats_the_tfidf_baseline(tmp_path):
     student, tfidf = report["student"], report["baselines"]["tfidf_logreg"]
     assert student["kappa"] > tfidf["kappa"], (student["kappa"], tfidf["kappa"])
     assert student["kappa"] > report["baselines"]["majority"]["kappa"]
+    # the report shows the model selection: every configured candidate with its kappa, and why the winner won
+    sel = report["selection"]
+    names = {c["name"] for c in sel["candidates"]}
+    assert names == {"encoder", "tfidf", "embed", "hybrid"} and sel["winner"] in names and sel["reason"]
+    assert all(c["cv_kappa"] is not None for c in sel["candidates"])
+    md = (art / "report.md").read_text()
+    assert "## Candidates (model selection on the training rows)" in md and f"Winner: **{sel['winner']}**" in md
