@@ -148,6 +148,24 @@ def test_one_standard_error_rule_prefers_fewer_fitted_parameters():
     assert fitted_parameters(sel, "embed") == 384 * 3 + 3
 
 
+def test_tfidf_vocabulary_is_fitted_inside_each_fold():
+    from assay.metrics import load_metric
+    from assay.train._select import _tfidf_per_fold, make_folds
+
+    metric = load_metric("toxicity")
+    rows = [{"input": f"common words here {'zyxwvu' if i == 0 else 'plain'} {i}", "label": ["true", "false"][i % 2]}
+            for i in range(20)]
+    y = np.array([i % 2 for i in range(20)])
+    folds, _ = make_folds(rows, y, 4, seed=0, group_by=None)
+    per_fold = _tfidf_per_fold(metric, rows, folds)
+    for (tr, va), (xt, xv) in zip(folds, per_fold):
+        assert xt.shape == (len(tr), xv.shape[1]) and xv.shape[0] == len(va)
+        if 0 in va:  # the validation part's own word is not in the fold's vocabulary: its row keeps its known terms
+            assert xt.shape[1] < _tfidf_per_fold(metric, rows, [(np.arange(20), np.arange(20))])[0][0].shape[1]
+            i = int(np.where(va == 0)[0][0])
+            assert xv[i].nnz > 0 and abs(float(xv[i].multiply(xv[i]).sum()) - 2.0) < 1e-6  # word + char, unit each
+
+
 def test_the_encoder_must_beat_the_cv_winner_on_its_validation_rows():
     from assay.train._select import TIE, Candidate, Selection, choose
 

@@ -54,15 +54,19 @@ def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> An
 
 
 def oof_logits(fit_head: Callable[[Any, np.ndarray], Any], x: Any, y: np.ndarray,
-               folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int) -> np.ndarray:
+               folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int,
+               per_fold: Sequence[tuple[Any, Any]] | None = None) -> np.ndarray:
     """Out-of-fold logits: ``fit_head(x, y)`` (a :class:`LinearHead`) fitted on each fold's training part,
-    applied to its rows; a training part with one label gives its smoothed label counts' logs instead."""
+    applied to its rows; a training part with one label gives its smoothed label counts' logs instead.
+    ``per_fold``: each fold's own (training part, validation part) matrices, for features fitted inside the
+    fold (``x`` is then unused)."""
     out = np.zeros((len(y), n_labels))
-    for tr, va in folds:
+    for f, (tr, va) in enumerate(folds):
         if len(set(y[tr].tolist())) < 2:
             out[va] = np.log(np.bincount(y[tr], minlength=n_labels) + 1.0)
             continue
-        out[va] = fit_head(x[tr], y[tr]).logits(x[va])
+        xt, xv = per_fold[f] if per_fold is not None else (x[tr], x[va])
+        out[va] = fit_head(xt, y[tr]).logits(xv)
     return out
 
 
