@@ -271,7 +271,6 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
 def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]], make: Callable[[], Any],
                                 tuning: dict[str, Any], status: Status) -> None:
     """The ``contrastive`` candidate: the body tuned inside each fold on that fold's training part only."""
-    from ..evaluator._linear import LinearHead
     from ._contrastive import tune_body
 
     t0 = time.perf_counter()
@@ -287,7 +286,7 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
     names = ("grounded", "plain") if grounded else ("",)
     use_grounding = grounded
     if folds:
-        oof = {(v, c): np.zeros((len(y), n)) for v in names for c in grid}
+        per_fold: dict[str, list[tuple[Any, Any]]] = {v: [] for v in names}  # each fold's own tuned features
         for f, (tr, va) in enumerate(folds):
             status("selecting", None, f"contrastive: tuning the body for fold {f + 1} of {len(folds)}")
             block = first if f == 0 else make()
@@ -296,12 +295,9 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
             full = block.features(encoded)
             for v in names:
                 x = full[:, :block.plain_size] if v == "plain" else full
-                for c in grid:
-                    if len(set(y[tr].tolist())) < 2:
-                        oof[(v, c)][va] = np.log(np.bincount(y[tr], minlength=n) + 1.0)
-                        continue
-                    oof[(v, c)][va] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x[tr], y[tr]), n).logits(x[va])
+                per_fold[v].append((x[tr], x[va]))
             del block
+        oof = {(v, c): _oof(None, y, folds, c, n, sel.seed, per_fold[v]) for v in names for c in grid}
         kappa = {key: round(selection_score(y, decide(logits), n), 4) for key, logits in oof.items()}
         by_c = {_grid_key(v, c): kappa[(v, c)] for v, c in kappa}
         best = {v: max(grid, key=lambda c: (kappa[(v, c)], -grid.index(c))) for v in names}
