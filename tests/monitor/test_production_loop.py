@@ -57,6 +57,20 @@ def _dumps(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
+def _register(reg, run_id: str, name: str | None = None) -> str:
+    """Register the run; when its report shows it below a baseline (the TF-IDF candidate against the
+    TF-IDF baseline on ~130 held-out rows is close to a coin toss), the registry must refuse without
+    confirmation, naming both kappas, and register once confirmed."""
+    from assay.errors import AssayError
+
+    weak = reg.metrics.below_baseline(run_id)
+    if weak:
+        with pytest.raises(AssayError) as exc:
+            reg.metrics.register(run_id, name)
+        assert exc.value.code == "needs_confirmation" and f"{weak['baseline_kappa']:.3f}" in exc.value.found
+    return reg.metrics.register(run_id, name, confirm=bool(weak)).full_name
+
+
 def _v1(root: Path):
     """A registry with pii-v1 really trained on real rows, and a monitor store filled by `assay monitor -m pii-v1`."""
     from assay.cli import cli
@@ -73,7 +87,7 @@ def _v1(root: Path):
     worker = Worker(reg, LocalExecutor(), heartbeat_interval=0.5, stale_after=60)
     done = worker.execute(reg.runs.claim(worker.worker_id, run_id=run.id))
     assert done.status.value == "fine_tuned", done.failure_reason
-    assert reg.metrics.register(run.id, "pii").full_name == "pii-v1"
+    assert _register(reg, run.id, "pii") == "pii-v1"
 
     (root / "traces.jsonl").write_text(_otel(traffic))
     env = {"ASSAY_DATABASE_URL": db, "ASSAY_ARTIFACTS": str(artifacts), "ASSAY_HOME": str(root / "home")}
@@ -123,7 +137,11 @@ def test_production_loop_through_the_rest_api(tmp_path):
         assert held["previous"]["kappa"] == pytest.approx(v1_report["student"]["kappa"])
         assert report["n_train"] == v1_report["n_train"] + len(queue)
 
-        m = c.post(f"/v1/runs/{run['id']}/register", json={})
+        below = reg.metrics.below_baseline(run["id"])
+        if below:  # as in _register: refused (409) until confirmed
+            m = c.post(f"/v1/runs/{run['id']}/register", json={})
+            assert m.status_code == 409 and m.json()["error"]["code"] == "needs_confirmation", m.text
+        m = c.post(f"/v1/runs/{run['id']}/register", json={"confirm": bool(below)})
         assert m.status_code == 201, m.text
         assert m.json()["full_name"] == "pii-v2"
         scored = c.post("/v1/metrics/pii-v2/score", json={"rows": [{"input": "Call me at 555-0100, I'm Ann Lee"}]})
