@@ -7,7 +7,7 @@ family can trade places from one split to the next. This benchmark repeats the s
 held-out splits, grouped and stratified by ``assay.train`` itself) and compares, on each split's
 held-out rows:
 
-- shipped: ``assay.train._select.fit_and_select``, the product's selection (the config default's
+- shipped: ``assay.train._fit.fit_and_select``, the product's selection (the config default's
   candidates without ``encoder``: tfidf, embed, hybrid; cross-validated on the seed rows only, the
   winner refit and calibrated on its out-of-fold scores), the same code ``assay train`` runs;
 - TF-IDF + LR: the report's baseline (``assay.report.run_baselines``), fitted on the same seed rows.
@@ -49,7 +49,7 @@ def run(name: str, splits: int, data: Path, work: Path, log) -> list[dict]:
     from assay.report._baselines import run_baselines
     from assay.stats import cohen_kappa
     from assay.train._pipeline import _target_prior
-    from assay.train._select import fit_and_select
+    from assay.train._fit import fit_and_select
 
     ds = bench.DATASETS[name]
     metric = load_metric(ds.metric)

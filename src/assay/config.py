@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -125,9 +125,24 @@ class TrainingConfig(_Strict):
     contrastive_batch_size: int = Field(16, ge=2)
     contrastive_lr: float = Field(2e-5, gt=0)
     contrastive_max_length: int = Field(128, ge=8)  # tokens per row for this candidate (at most model.max_length)
+    # Wall-clock budget of `train` in seconds, or a named level (BUDGETS): the cheap candidates (tfidf,
+    # embed, hybrid) always run first; the neural candidate trains only in what is left (after a reserve for
+    # the report), its steps cut to what fits, and is skipped (the report says why) when less than a
+    # quarter of its planned steps would fit. "best": no limit.
+    budget: Annotated[int, Field(ge=10)] | Literal["fast", "balanced", "best"] = "balanced"
     # embed / contrastive on shapes with context: add the judged field's relation to each context field
     # (embedding interactions u*v, |u-v|, cos and lexical overlap; assay.evaluator._grounding)
     grounding: bool = True
+
+
+BUDGETS: dict[str, int | None] = {"fast": 180, "balanced": 600, "best": None}  # seconds of train.budget
+
+
+def budget_seconds(budget: int | str) -> float | None:
+    """``train.budget`` in seconds (None: no limit)."""
+    if isinstance(budget, str):
+        return BUDGETS[budget]
+    return float(budget)
 
 
 class ReportConfig(_Strict):
@@ -270,6 +285,10 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, s
     if not isinstance(data, dict):
         raise AssayError("a YAML mapping with metric and data", f"a {type(data).__name__}",
                          "see examples/ for a config", code="invalid_config")
+    stray = next((k for k in data if not isinstance(k, str) or k == "base_dir"), None)  # base_dir: set here only
+    if stray is not None:
+        raise AssayError(f"a valid config in {source}", f"an unknown key '{str(stray)[:60]}'",
+                         "remove it (see examples/*/config.yaml for every key)", code="invalid_config")
     try:
         cfg = Config(**data, base_dir=str(base_dir) if base_dir else None)
     except ValidationError as exc:

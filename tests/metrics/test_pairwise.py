@@ -80,3 +80,46 @@ def test_pairwise_trains_and_scores_both_orders(tmp_path):
     out = ev.save_pretrained(tmp_path / "pw")
     again = Evaluator.from_pretrained(out, device="cpu", precision="fp32")  # auto: bf16 on some CPUs
     np.testing.assert_allclose(again.predict_proba(rows[:12]), p, atol=1e-5)
+
+
+def _real_pairs(n: int) -> list[dict]:
+    """Pairwise rows from real tweets (Davidson et al., tests/fixtures/data): "which reply is less
+    offensive", A and B two tweets, ``a`` / ``b`` when one is ``neither`` and the other is not, else ``tie``."""
+    import json
+
+    from conftest import FIXTURE_DATA
+
+    tweets = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()]
+    rows = []
+    for i in range(n):
+        a, b = tweets[i], tweets[(i * 7 + 3) % len(tweets)]
+        clean_a, clean_b = a["label"] == "neither", b["label"] == "neither"
+        label = "tie" if clean_a == clean_b else ("a" if clean_a else "b")
+        rows.append({"id": f"pw{i}", "input": "Which reply is less offensive?", "output": a["input"],
+                     "output_b": b["input"], "label": label})
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,candidates", [("linear", ["tfidf"]), ("linear", ["embed"]),
+                                                ("linear", ["tfidf", "embed", "hybrid"]),
+                                                ("encoder", ["encoder"]), ("decoder", ["encoder"])])
+def test_every_family_scores_pairs_order_invariant_on_real_rows(tmp_path, family, candidates):
+    """P(a | A, B) = P(b | B, A) and P(tie) the same, exactly (to float precision), after calibration with a
+    label-prior shift, for every family assay ships."""
+    from assay.config import config_from_dict
+    from assay.train._fit import fit_and_select
+
+    metric = get_preset("pairwise_preference")
+    rows = _real_pairs(150 if family == "linear" else 48)
+    model = {"family": "decoder" if family == "decoder" else "encoder", "max_length": 96}
+    cfg = config_from_dict({"metric": "pairwise_preference", "data": {"test_set": "unused.jsonl"}, "model": model,
+                            "train": {"candidates": candidates, "cv_folds": 3, "seed": 0, "max_steps": 2,
+                                      "batch_size": 4, "early_stopping": None}}, base_dir=tmp_path)
+    prior = {"a": 0.5, "b": 0.3, "tie": 0.2}  # a skewed target prior: the shift must not favour a position
+    ev, _, _, _ = fit_and_select(cfg, metric, rows, rows[:-16], rows[-16:], prior, progress=False)
+    scored = rows[:24]
+    p = ev.predict_proba(scored)
+    q = ev.predict_proba([swap_pair(r) for r in scored])
+    np.testing.assert_allclose(q, p[:, metric.swap_permutation()], atol=1e-5)
+    assert len({s.label for s in ev.score(scored)}) >= 1 and np.ptp(p[:, 0]) > 0  # not a constant model

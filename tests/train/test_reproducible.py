@@ -48,7 +48,7 @@ def test_seeds_are_set_before_the_head_is_created(monkeypatch):
     """fit_and_select seeds torch before Evaluator.create builds the head (the order issue 11.6 found)."""
     import torch
 
-    from assay.train import _select
+    from assay.train import _fit as _select
 
     order: list[str] = []
     monkeypatch.setattr(_select, "set_seeds", lambda seed: order.append(f"seed {seed}"))

@@ -77,13 +77,18 @@ def _status_printer(quiet: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--overwrite", is_flag=True, help="Replace an artifact already at the output folder.")
+@click.option("--budget", metavar="fast|balanced|best|SECONDS",
+              help="Wall-clock budget of the run (train.budget): fast 180 s, balanced 600 s (default), best: no "
+                   "limit. The cheap candidates run first; the neural one trains in what is left, or is skipped.")
 def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], as_json: bool, quiet: bool,
-              overwrite: bool) -> None:
+              overwrite: bool, budget: str | None) -> None:
     """Train an evaluator from a run config and write the artifact with its report."""
     from ..config import config_from_dict, load_config
     from ..train import train
 
     cfg = load_config(config_path)
+    if budget is not None:
+        overrides = (*overrides, f"train.budget={budget}")
     if overrides or output:
         data = apply_overrides(cfg.to_dict(), overrides)
         if output:

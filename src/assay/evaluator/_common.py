@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import LoraConfig as LoraSettings
 from ..errors import AssayError
+from ._chunks import padded_width
 from ..metrics import MetricSpec, render
 from ._artifact import ADAPTER_CONFIG_FILE, ADAPTER_FILE, FULL_FILE
 
@@ -102,6 +103,9 @@ class LabelModel(nn.Module):
             owner += [i] * len(views)
             swapped += list(e.swapped or [False] * len(views))
         width = max(len(s) for s in seqs)
+        if not self.pad_left:  # right padding leaves every real token's position as it was
+            config = getattr(getattr(self, "net", None), "config", None)
+            width = padded_width(width, getattr(config, "max_position_embeddings", None))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)

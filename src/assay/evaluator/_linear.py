@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import AssayError, require
-from ..metrics import MetricSpec
+from ..metrics import MetricSpec, swap_pair
 from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE
+from ._chunks import length_batches, padded_width
 from ._common import Encoded
 
 FEATURE_KINDS = ("tfidf", "embed", "contrastive")
@@ -207,7 +208,7 @@ class EmbedFeatures:
     def pooled(self, batch: Sequence[Encoded]) -> torch.Tensor:
         """Mean-pooled last hidden states of ``batch`` (padded to its longest row), not normalised."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        width = max(e.tokens for e in batch)
+        width = padded_width(max(e.tokens for e in batch), getattr(self.net.config, "max_position_embeddings", None))
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for j, e in enumerate(batch):
@@ -221,8 +222,6 @@ class EmbedFeatures:
         n = len(encoded)
         out = np.zeros((n, int(self.net.config.hidden_size)), dtype=np.float32)
         self.net.eval()
-        from ._chunks import length_batches
-
         with torch.inference_mode():
             for idx in length_batches(encoded, self.batch_size):
                 pooled = torch.nn.functional.normalize(self.pooled([encoded[i] for i in idx]), dim=-1)
@@ -420,8 +419,17 @@ class LinearModel(nn.Module):
         return self.heads[name].logits(x)
 
     def logits_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Label logits of encoded rows. Pairwise metrics: the mean of the logits of (A, B) and of the
+        mirrored (B, A) mapped back (a <-> b), so P(a | A, B) = P(b | B, A) exactly, in every family."""
         if not encoded:
             return np.zeros((0, len(self.metric.labels)), dtype=np.float32)
+        perm = self.metric.swap_permutation()
+        if perm is None:
+            return self._logits(encoded)
+        mirrored = self.encode([swap_pair(e.row) for e in encoded])  # type: ignore[attr-defined]
+        return ((self._logits(encoded) + self._logits(mirrored)[:, perm]) / 2.0).astype(np.float32)
+
+    def _logits(self, encoded: Sequence[Encoded]) -> np.ndarray:
         if self.stack is None:
             name = next(iter(self.blocks))
             return self.block_logits(name, encoded).astype(np.float32)

@@ -24,12 +24,14 @@ def evaluate(
     config: ReportConfig | None = None,
     extra_systems: Mapping[str, Any] | None = None,
     speed: bool = True,
+    speed_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The report dict (JSON types only, no per-row predictions).
 
     ``extra_systems`` maps a name (e.g. "judge") to probabilities [n, n_labels] or to a list
     of predicted labels (one-hot; ``None`` for a row the system did not answer: those rows are
-    left out of that system's figures and counted in its ``unanswered``).
+    left out of that system's figures and counted in its ``unanswered``). ``speed_seconds``: the speed
+    measurement moves on to no further batch size once it has taken this long (``train.budget``).
     """
     config = config or ReportConfig()
     rows = list(rows)
@@ -61,7 +63,8 @@ def evaluate(
                                      judge_cost_per_eval=config.judge_cost_per_eval,
                                      max_rows=config.latency_rows,
                                      device=_device(evaluator),
-                                     floor=getattr(evaluator, "forward_runner", None))
+                                     floor=getattr(evaluator, "forward_runner", None),
+                                     time_limit=speed_seconds)
     report = {
         "assay_version": _version(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -59,6 +59,17 @@ def _headline_cells(m: Mapping[str, Any]) -> list[str]:
             _f(m.get("auprc")), _f(m.get("ece")), _f(m.get("brier")), str(m.get("n", "–"))]
 
 
+def _resources_line(res: Mapping[str, Any] | None) -> str:
+    """Training's wall time against its budget, and the peak memory (RSS) of each stage."""
+    if not res:
+        return ""
+    budget = res.get("budget_seconds")
+    peaks = ", ".join(f"{k} {v:,.0f} MiB" for k, v in (res.get("peak_rss_mib") or {}).items())
+    return (f"Training took {_f(res.get('seconds'), 0)} s" + (f" of a {budget:.0f} s budget (train.budget)" if budget
+                                                             else " (no train.budget limit)")
+            + (f"; peak memory (RSS) by stage: {peaks}" if peaks else "") + ".")
+
+
 def _speed_line(speed: Mapping[str, Any]) -> str:
     if not speed:
         return "not measured"
@@ -111,6 +122,11 @@ def _candidate_rows(selection: Mapping[str, Any]) -> list[list[str]]:
 
 def _rule_text(selection: Mapping[str, Any]) -> str:
     tol, cost = selection.get("tie_tolerance"), " < ".join(selection.get("cost_order") or [])
+    if str(selection.get("rule", "")).startswith("highest CV kappa"):
+        return ("The highest CV kappa wins; when two or more single blocks are within one standard error of it "
+                f"(the spread of its fold kappas / sqrt(folds), at least {tol}), their equal-weight pool (blend: "
+                "the mean of their out-of-fold log-probabilities, nothing fitted on top) is scored on the same rows "
+                f"and ships unless it is below the best by more than {tol}.")
     if selection.get("rule") != "one standard error":  # reports written before the one-SE rule
         return f"Ties (within {tol}) go to the cheaper candidate ({cost})."
     within = f"within one standard error of the best CV kappa (the spread of its fold kappas / sqrt(folds), at least {tol})"
@@ -179,6 +195,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     out += _routing_lines(report.get("routing"))
     speed = report.get("speed")
     out += ["## Speed and cost", "", _speed_line(speed or {}), ""]
+    if report.get("resources"):
+        out += [_resources_line(report["resources"]), ""]
     if speed:
         out += [_md_table(["batch size", "rows/s", "bare forward rows/s", "ratio", "row latency p50 (ms)",
                            "row latency p95 (ms)", "call latency p50 (ms)", "call latency p95 (ms)"],
@@ -347,7 +365,8 @@ def render_html(report: Mapping[str, Any]) -> str:
                                 [[lab, _f(v["precision"]), _f(v["recall"]), _f(v["f1"]), str(v["support"])]
                                  for lab, v in (s.get("per_class") or {}).items()]))
     speed = report.get("speed")
-    body.append("<h2>Speed and cost</h2>" + f"<p>{e(_speed_line(speed or {}))}</p>")
+    body.append("<h2>Speed and cost</h2>" + f"<p>{e(_speed_line(speed or {}))}</p>"
+                + (f"<p>{e(_resources_line(report['resources']))}</p>" if report.get("resources") else ""))
     if speed:
         body.append(_html_table(["batch size", "rows/s", "bare forward rows/s", "ratio", "row p50 (ms)", "row p95 (ms)",
                                  "call p50 (ms)", "call p95 (ms)"],

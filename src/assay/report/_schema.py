@@ -167,6 +167,7 @@ class Report(BaseModel):
     selection: Selection | None = None
     notes: list[str] | None = None
     comparison: Comparison | None = None  # a retrain from reviews: against the previous version
+    resources: dict[str, Any] | None = None  # train: seconds, budget_seconds, peak_rss_mib per stage
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod

@@ -22,6 +22,7 @@ def measure_speed(
     max_rows: int = 256,
     device: str | None = None,
     floor: Callable[[list[Any], int], Callable[[], Any]] | None = None,
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
     """Time ``score_fn`` (a list of rows in, scores out) at each batch size.
 
@@ -33,6 +34,8 @@ def measure_speed(
     no scoring path can avoid); it is timed right after the product path at each batch size, and
     the product's rows/s is stated as a ratio of it. The load average at start and end and the
     CPU's flags are recorded with the machine: timings on a busy machine are not comparable.
+    ``time_limit`` (seconds): once the measurement has taken that long, the remaining batch sizes are
+    skipped (listed in ``skipped_batch_sizes`` with the reason in ``skipped_reason``); the first always runs.
     """
     load_start = _load()
     rows = list(rows)[:max_rows]
@@ -42,7 +45,11 @@ def measure_speed(
     sizes = sorted({int(b) for b in batch_sizes if int(b) >= 1})
     usable = [b for b in sizes if b <= n] or [n]
     batches = []
+    started, cut = time.perf_counter(), []
     for b in usable:
+        if time_limit is not None and batches and time.perf_counter() - started > time_limit:
+            cut.append(b)
+            continue
         for start in range(0, n, b):  # warm-up at this batch size, like the floor's
             score_fn(rows[start : start + b])
         times = []
@@ -82,7 +89,9 @@ def measure_speed(
     return {
         "rows_timed": n,
         "batches": batches,
-        "skipped_batch_sizes": [b for b in sizes if b not in usable],
+        "skipped_batch_sizes": [b for b in sizes if b not in usable or b in cut],
+        "skipped_reason": (f"the measurement's time limit ({time_limit:.0f} s, from train.budget) was reached "
+                           f"before batch sizes {cut}" if cut else None),
         "latency_ms": single["row_latency_ms"] if single else None,  # one row per call
         "best_batch_size": best["batch_size"],
         "best_rows_per_s": best_rps,

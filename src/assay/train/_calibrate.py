@@ -167,6 +167,9 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
         want = np.array([max(float(target_prior.get(lab, 0.0)), 1e-6) for lab in labels])
         want = want / want.sum()
         shift = np.log(want) - np.log([have[lab] for lab in labels])
+        perm = evaluator.metric.swap_permutation()
+        if perm is not None:  # pairwise: which response came first carries no prior, so a and b shift alike
+            shift = (shift + shift[perm]) / 2.0
         evaluator.label_shift = shift
         weights = np.exp(shift)[y]
         out["prior"] = {"calibration": have, "target": {lab: float(v) for lab, v in zip(labels, want)},

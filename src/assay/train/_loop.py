@@ -20,6 +20,33 @@ from ..errors import AssayError, Cancelled
 # Learning rates that work for the shipped bases (tuned on the examples; override with train.learning_rate).
 DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
               ("decoder", True): 2e-4, ("decoder", False): 2e-5}
+PROBE = (2, 8)  # steps timed (the 3rd to the 8th: the first ones also build kernels) before the loop decides
+# how many steps fit a deadline
+MIN_SHARE = 0.25  # fewer of the planned steps fitting the deadline: the candidate is skipped, not undertrained
+
+
+class OverBudget(AssayError):
+    """The planned steps cannot fit the time left (``train.budget``): the candidate is skipped."""
+
+    def __init__(self, found: str):
+        super().__init__(f"at least {MIN_SHARE:.0%} of the planned training steps within train.budget", found,
+                         "raise train.budget (or 'best': no limit), or lower train.epochs / max_steps",
+                         code="over_budget")
+
+
+def steps_within(done: int, total: int, per_step: float, left: float) -> tuple[int, str | None]:
+    """How many steps of ``total`` fit: ``done`` steps are done, a step takes ``per_step`` seconds and
+    ``left`` remain. The steps are cut to what fits (the schedule decays over the new count);
+    :class:`OverBudget` when fewer than ``MIN_SHARE`` of them fit. Returns (steps, a note or None)."""
+    fits = done + int(max(0.0, left) / per_step) if per_step > 0 else total
+    if fits >= total:
+        return total, None
+    need = f"{total} steps at {per_step:.2f} s a step need about {total * per_step:.0f} s"
+    if fits < MIN_SHARE * total:
+        raise OverBudget(f"{need}; {max(0.0, left):.0f} s of the budget were left ({fits} steps)")
+    return fits, f"cut from {total} to {fits} steps by train.budget ({need})"
+
+
 # The encoder's fresh label head learns faster than the adapters, and much faster than pretrained weights.
 HEAD_LR_SCALE = {True: 3.0, False: 20.0}  # by LoRA / full fine-tune
 
@@ -107,8 +134,13 @@ def train_loop(
     on_status: Callable[[str, float | None, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     group_by: str | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``evaluator.model`` on labeled ``rows``; returns what happened (steps, losses, time).
+
+    ``deadline`` (a ``time.perf_counter()`` time, from ``train.budget``): after ``PROBE_STEPS`` steps the
+    planned steps are cut to what fits before it (:func:`steps_within`; :class:`OverBudget` when too few
+    fit), and training stops at it whatever the estimate said.
 
     With ``cfg.early_stopping`` a slice of ``rows`` (grouped by ``group_by``) is kept out of training
     and scored during it; training stops when its loss has not improved for ``patience`` evaluations
@@ -161,9 +193,11 @@ def train_loop(
     # --- schedule: linear warm-up, then linear / cosine decay to 0 ------------------------------------
     batches_per_epoch = math.ceil(len(fit_rows) / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation))
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = planned = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
+    budget_note: str | None = None
+    probe_start = 0.0
     eval_every = (max(1, steps_per_epoch // cfg.early_stopping.evaluations_per_epoch)
                   if val_rows and cfg.early_stopping else 0)
 
@@ -188,10 +222,21 @@ def train_loop(
     best: tuple[float, int, dict[str, Any] | None] = (math.inf, 0, None)  # loss, step, weights
     stopped_early = False
     start = time.perf_counter()
-    bar = tqdm(range(total), desc="training", disable=not progress, unit="step")
-    for step in bar:
+    bar = tqdm(total=total, desc="training", disable=not progress, unit="step")
+    step = -1
+    while step + 1 < total:
+        step += 1
         if should_stop is not None and should_stop():
             raise Cancelled(f"stopped at step {step} of {total}")
+        if deadline is not None and step == PROBE[0]:
+            probe_start = time.perf_counter()
+        elif deadline is not None and step == PROBE[1] and budget_note is None:
+            now = time.perf_counter()
+            total, budget_note = steps_within(step, total, (now - probe_start) / (PROBE[1] - PROBE[0]), deadline - now)
+            bar.total = total
+        if deadline is not None and step > 0 and time.perf_counter() > deadline:
+            budget_note = f"stopped by train.budget at step {step} of {total}"
+            break
         step_loss = 0.0
         for _ in range(cfg.gradient_accumulation):
             idx = next_batch()
@@ -210,9 +255,12 @@ def train_loop(
             raise AssayError("a finite training loss", f"{step_loss} at step {step + 1}",
                              "lower train.learning_rate or use train.precision: fp32", code="training_diverged")
         losses.append(step_loss)
+        bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if on_status is not None:
-            on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}")
+            eta = (time.perf_counter() - start) / (step + 1) * (total - step - 1)
+            on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}, about "
+                      f"{eta:.0f} s left")
         # --- early stopping: validation loss, best weights kept -----------------------------------
         if eval_every and ((step + 1) % eval_every == 0 or step + 1 == total):
             v = validation_loss()
@@ -234,6 +282,8 @@ def train_loop(
     return {
         "steps": steps,
         "max_steps": total,
+        "planned_steps": planned,
+        "budget": budget_note,
         "epochs": round(steps * cfg.gradient_accumulation * cfg.batch_size / max(1, len(fit_rows)), 3),
         "rows": len(fit_rows),
         "validation_rows": len(val_rows),

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Config, load_config
+import yaml
+
+from .._memory import StagePeaks
+from ..config import Config, budget_seconds, load_config
 from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows
 from .._preflight import preflight
 from ..errors import AssayError
 from ..evaluator._artifact import CONFIG_FILE, INFO_FILE, SPLIT_FILE
 from ._calibrate import MIN_ROWS, smoothed_prior
-from ._select import fit_and_select
+from ._fit import fit_and_select
 
 log = logging.getLogger("assay.train")
 Status = Callable[[str, "float | None", str], None]
@@ -119,14 +123,15 @@ def _measure_judge(cfg: Config, metric: Any, held_out: list[dict[str, Any]]) -> 
 
 
 def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[dict[str, Any]], cfg: Config,
-              judge: Any = None):
+              judge: Any = None, speed_seconds: float | None = None):
     try:
         from ..report import evaluate
     except ImportError:  # the report stage is not installed: keep the artifact, say so
         log.warning("assay.report is not available: no held-out report written")
         return {}
     extra = {"judge": judge} if judge is not None else None
-    return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report, extra_systems=extra)
+    return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report, extra_systems=extra,
+                    speed_seconds=speed_seconds)
 
 
 def _headline(report: dict[str, Any]) -> dict[str, Any]:
@@ -148,29 +153,34 @@ def _resolved_config(cfg: Config, out: Path) -> dict[str, Any]:
     return d
 
 
+REPORT_SHARE = 0.2  # of train.budget kept for calibration, the held-out report and saving
+
+
 def train(config: Config | str | Path, *, progress: bool = True, on_status: Status | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Run a whole training job from a config (object or YAML path); returns the artifact."""
-    import yaml
+    """Run a whole training job from a config (object or YAML path); returns the artifact.
 
+    ``train.budget`` bounds the wall-clock time: the neural candidate trains only until
+    ``(1 - REPORT_SHARE)`` of it has passed since the start (:func:`fit_and_select`), and the report's
+    speed measurement takes at most what is left. The peak memory of each stage is measured
+    (:class:`assay._memory.StagePeaks`) and written to the report and ``evaluator.json``."""
     cfg = config if isinstance(config, Config) else load_config(config)
-    status: Status = on_status or (lambda stage, fraction, message: None)
-    metric = cfg.metric_spec()
-    out = cfg.output_dir()
-    _check_output(out, cfg.data_dir() if cfg.generate else None)
+    started = time.perf_counter()
+    budget = budget_seconds(cfg.train.budget)
+    peaks = StagePeaks()
+    status: Status = peaks.wrap(on_status or (lambda stage, fraction, message: None))
+    try:
+        return _train(cfg, status, progress=progress, should_stop=should_stop, peaks=peaks,
+                      started=started, budget=budget)
+    finally:
+        peaks.stop()
 
-    # --- data ------------------------------------------------------------------------------------
-    status("preparing", 0.0, "reading the labeled test set")
+
+def _training_rows(cfg: Config, metric: Any, test: Any, split: Any, status: Status,
+                   counts: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every training row (uploaded, extra, seeds, generated), leaked and duplicate rows dropped."""
     d = cfg.data
-    prepared = cfg.prepare_test_set(metric)  # groups on one side of the seed / held-out split
-    test, split = prepared.test, prepared.split
-    if not split.held_out:
-        raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
-                         "add labeled rows to data.test_set", code="too_few_rows")
     train_rows: list[dict[str, Any]] = []
-    notes: list[str] = list(test.warnings)
-    notes += preflight(cfg, test)  # rows per class, base model, providers: before anything is spent
-    counts: dict[str, Any] = {"test_set": len(test.rows), "seeds": len(split.seeds), "held_out": len(split.held_out)}
     if d.train_set:
         tv = load_rows(cfg.path(d.train_set), metric, columns=d.columns, label_map=d.label_map, limit=d.limit,
                        encoding=d.encoding)
@@ -195,7 +205,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
             raise AssayError("training rows: data.train_set, generate:, or train_on_seeds: true",
                              "none of them", "set data.train_set or data.train_on_seeds: true", code="invalid_config")
         msg = f"no train_set and no generate: training on the {len(split.seeds)} seed rows alone"
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, stacklevel=4)  # the caller of train()
         notes.append(msg)
     # training rows that repeat a held-out row, or share its group (data.group_by), are dropped
     train_rows, counts["leaked_dropped"] = exclude_groups(train_rows, split.held_out, split.group_by)
@@ -208,20 +218,13 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
     if not train_rows:
         raise AssayError("training rows", "none left", "add data.train_set rows or more labeled rows",
                          code="too_few_rows")
-    fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed,
-                                          split.group_by)
-    counts.update(train_rows=len(train_rows), fit_rows=len(fit_rows), calibration_rows=len(cal_rows))
+    return train_rows, generation
 
-    # --- model, training, calibration --------------------------------------------------------------
-    # Candidates (train.candidates) on the training rows only; the winner is calibrated and shipped.
-    ev, stats, cal, selection = fit_and_select(
-        cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
-        group_by=split.group_by, progress=progress, status=status, should_stop=should_stop)
-    if ev.family in ("linear", "hybrid"):  # refit on every training row, calibrated out of fold
-        counts.update(fit_rows=len(train_rows), calibration_rows=0)
-        cal_rows = []
-    notes += [f"calibration: {w}" for w in cal.get("warnings") or []]
-    data_info = {
+
+def _data_info(cfg: Config, test: Any, split: Any, train_rows: list[dict[str, Any]], cal_rows: list[dict[str, Any]],
+               counts: dict[str, Any], notes: list[str], generation: dict[str, Any], metric: Any) -> dict[str, Any]:
+    d = cfg.data
+    info = {
         "test_set": str(cfg.path(d.test_set)),
         "train_set": str(cfg.path(d.train_set)) if d.train_set else None,
         "extra_train_sets": [str(cfg.path(x)) for x in d.extra_train_sets],
@@ -236,7 +239,39 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         "notes": notes,
     }
     if generation:
-        data_info["generation"] = generation
+        info["generation"] = generation
+    return info
+
+
+def _train(cfg: Config, status: Status, *, progress: bool, should_stop: Callable[[], bool] | None,
+           peaks: StagePeaks, started: float, budget: float | None) -> TrainResult:
+    metric = cfg.metric_spec()
+    out = cfg.output_dir()
+    _check_output(out, cfg.data_dir() if cfg.generate else None)
+    status("preparing", 0.0, "reading the labeled test set")
+    prepared = cfg.prepare_test_set(metric)  # groups on one side of the seed / held-out split
+    test, split = prepared.test, prepared.split
+    if not split.held_out:
+        raise AssayError("labeled rows left for the held-out evaluation", f"{len(test.rows)} rows, all seeds",
+                         "add labeled rows to data.test_set", code="too_few_rows")
+    notes: list[str] = list(test.warnings)
+    notes += preflight(cfg, test)  # rows per class, base model, providers: before anything is spent
+    counts: dict[str, Any] = {"test_set": len(test.rows), "seeds": len(split.seeds), "held_out": len(split.held_out)}
+    train_rows, generation = _training_rows(cfg, metric, test, split, status, counts, notes)
+    fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed,
+                                          split.group_by)
+    counts.update(train_rows=len(train_rows), fit_rows=len(fit_rows), calibration_rows=len(cal_rows))
+
+    # --- candidates on the training rows only; the winner is calibrated and shipped ---------------
+    deadline = started + budget * (1 - REPORT_SHARE) if budget is not None else None
+    ev, stats, cal, selection = fit_and_select(
+        cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
+        group_by=split.group_by, progress=progress, status=status, should_stop=should_stop, deadline=deadline)
+    if ev.family in ("linear", "hybrid"):  # refit on every training row, calibrated out of fold
+        counts.update(fit_rows=len(train_rows), calibration_rows=0)
+        cal_rows = []
+    notes += [f"calibration: {w}" for w in cal.get("warnings") or []]
+    data_info = _data_info(cfg, test, split, train_rows, cal_rows, counts, notes, generation, metric)
     ev.info.update({"training": {**cfg.train.model_dump(mode="json"), **stats}, "calibration": cal,
                     "data": data_info, "config": _resolved_config(cfg, out)})
     if selection is not None:
@@ -253,8 +288,21 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         status("evaluating", 0.0, f"measuring the judge {cfg.judge.model} on the held-out rows")
         judge_system, judge_info = _measure_judge(cfg, metric, split.held_out)
         ev.info["judge"] = judge_info
-    report = _evaluate(ev, split.held_out, train_rows, cfg, judge_system)
+    speed_seconds = max(5.0, started + budget - time.perf_counter()) / 2 if budget is not None else None
+    report = _evaluate(ev, split.held_out, train_rows, cfg, judge_system, speed_seconds)
     status("saving", 0.0, f"writing the artifact to {out}")
+    resources = {"seconds": round(time.perf_counter() - started, 1), "budget_seconds": budget,
+                 "peak_rss_mib": peaks.snapshot()}
+    ev.info["training"]["resources"] = resources
+    _save(ev, out, report, selection, notes, split, train_rows, counts, cfg, resources)
+    status("saving", 1.0, "done")
+    return TrainResult(artifact_dir=out, report=report, evaluator=ev, training=stats, data=data_info)
+
+
+def _save(ev: Any, out: Path, report: dict[str, Any], selection: dict[str, Any] | None, notes: list[str], split: Any,
+          train_rows: list[dict[str, Any]], counts: dict[str, Any], cfg: Config, resources: dict[str, Any]) -> None:
+    """The report, resolved config, split manifest and the evaluator's weights in ``out``."""
+    d = cfg.data
     out.mkdir(parents=True, exist_ok=True)
     if report:
         from ..report import write_report
@@ -262,7 +310,7 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         if selection is not None:
             report["selection"] = selection
         report["notes"] = list(notes)  # the seeds-only notice, calibration warnings, dropped rows ...
-
+        report["resources"] = resources
         write_report(report, out)
         ev.info["report_summary"] = _headline(report)
     (out / CONFIG_FILE).write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
@@ -271,5 +319,3 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
                 "counts": counts}
     (out / SPLIT_FILE).write_text(json.dumps(manifest, indent=1))
     ev.save_pretrained(out)
-    status("saving", 1.0, "done")
-    return TrainResult(artifact_dir=out, report=report, evaluator=ev, training=stats, data=data_info)

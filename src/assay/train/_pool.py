@@ -53,6 +53,17 @@ def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> An
     return LinearHead(weight, theta[blocks:].copy())
 
 
+def equal_pool(blocks: int, n_labels: int) -> Any:
+    """The blend's stacking head: logits = the mean of the blocks' log-probabilities (weight 1 / blocks on
+    each block's own label column, no bias), as a :class:`LinearHead` in the hybrid's artifact format."""
+    from ..evaluator._linear import LinearHead
+
+    weight = np.zeros((n_labels, blocks * n_labels))
+    for b in range(blocks):
+        weight[np.arange(n_labels), b * n_labels + np.arange(n_labels)] = 1.0 / blocks
+    return LinearHead(weight, np.zeros(n_labels))
+
+
 def oof_logits(fit_head: Callable[[Any, np.ndarray], Any], x: Any, y: np.ndarray,
                folds: Sequence[tuple[np.ndarray, np.ndarray]], n_labels: int,
                per_fold: Sequence[tuple[Any, Any]] | None = None) -> np.ndarray:

@@ -25,10 +25,10 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   block down to 0, never against its own evidence.
 - Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
   bootstrap interval over the rows, and the kappa of each fold.
-- The winner (:func:`choose`): the one-standard-error rule over the CV kappas (the simplest candidate
-  within one standard error of the best: the fewest fitted parameters, :func:`fitted_parameters`; equal
-  counts or unknown ones go by cost, tfidf < embed < contrastive < hybrid), then the ``encoder``
-  against that winner on the encoder's validation slice.
+- The winner (:func:`choose`): the highest CV kappa; when two or more single blocks are within one
+  standard error of it, their equal-weight pool (``blend``: the mean of their out-of-fold
+  log-probabilities, nothing fitted on top) when it scores at least as well less ``TIE``
+  (:func:`_cv_winner`); then the ``encoder`` against that winner on the encoder's validation slice.
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ import numpy as np
 from ..errors import require
 from ..metrics._render import keeps_end
 from ..stats import bootstrap_ci, cohen_kappa
-from ._pool import oof_logits, oof_pool, pool_head
+from ._calibrate import calibrate
+from ._pool import equal_pool, oof_logits, oof_pool, pool_head
 
-COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "encoder")  # cheapest first: the tie-break after parameters
+COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "blend", "encoder")  # cheapest first: exact ties only
+FEATURE_BLOCKS = ("tfidf", "embed", "contrastive")  # single blocks, which a blend may pool
+BLEND = "blend"  # the equal-weight pool of the single blocks within noise of the best (not configurable)
 TIE = 0.01  # kappa within this of the best counts as a tie
 C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0)}
 C_GRID_LARGE = (1.0, 10.0)  # tfidf with a large feature matrix (long contexts, tool schemas)
@@ -85,11 +88,13 @@ class Candidate:
     fold_kappas: list[float] = field(default_factory=list)
     val_kappa: float | None = None  # on the shared validation rows (when the encoder is a candidate)
     error: str | None = None
+    skipped: str | None = None  # why the candidate did not run (train.budget)
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "cv_kappa": self.cv_kappa, "ci": self.ci, "fold_kappas": self.fold_kappas,
                 "validation_kappa": self.val_kappa, "seconds": round(self.seconds, 2),
-                "validated_on": self.validated_on, "params": self.params, "error": self.error}
+                "validated_on": self.validated_on, "params": self.params, "error": self.error,
+                "skipped": self.skipped}
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Selection:
     folds: list[tuple[np.ndarray, np.ndarray]]
     group_by: str | None
     seed: int
+    fit_y: np.ndarray | None = None  # labels of the rows the blocks are fitted on (pairwise: both orders)
     candidates: dict[str, Candidate] = field(default_factory=dict)
     features: dict[str, Any] = field(default_factory=dict)  # fitted blocks + matrices, for the refit
     deferred: dict[str, Callable[[], Any]] = field(default_factory=dict)  # blocks fitted only if the refit needs them
@@ -112,8 +118,9 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
                 "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
-                "tie_tolerance": TIE, "rule": "one standard error", "cost_order": list(COST_ORDER), "notes": self.notes,
-                "order": "fewest fitted parameters, then cost",
+                "tie_tolerance": TIE, "rule": "highest CV kappa; within one standard error, the equal-weight pool",
+                "cost_order": list(COST_ORDER), "notes": self.notes,
+                "order": "exact ties: fewest fitted parameters, then cost",
                 "fitted_parameters": {n: fitted_parameters(self, n) for n in self.candidates if n != "encoder"},
                 "candidates": [c.summary() for c in self.candidates.values()]}
 
@@ -194,10 +201,10 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
     """Cross-validate the linear candidates (``tfidf``, ``embed``, ``contrastive``, ``hybrid``) on ``rows``.
 
     ``embed`` / ``contrastive`` make a fresh embedding block; ``tuning`` holds the contrastive
-    tuning's ``steps``, ``batch_size`` and ``lr``.
+    tuning's ``steps``, ``batch_size`` and ``lr``. Pairwise metrics: the blocks are fitted on every row in
+    both orders (:class:`Mirror`), and a row's out-of-fold logits are the mean of its two orders.
     """
     from ..data import row_hash
-    from ..evaluator._linear import TfidfFeatures, log_probs
 
     status = status or (lambda *a: None)
     labels = list(metric.labels)
@@ -205,67 +212,113 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
     fold_list, notes = make_folds(rows, y, folds, seed, group_by)
     sel = Selection(rows=len(rows), rows_hash=[row_hash(r) for r in rows], labels=labels, y=y, folds=fold_list,
                     group_by=group_by, seed=seed, notes=notes)
+    mirror = Mirror(metric, rows, y, fold_list)
+    sel.fit_y = mirror.y
     need = set(kinds) | ({"tfidf", "embed"} if "hybrid" in kinds else set())
-    n = len(labels)
     for kind in ("tfidf", "embed"):
-        if kind not in need:
-            continue
-        t0 = time.perf_counter()
-        status("selecting", None, f"{kind}: features of {len(rows)} training rows")
-        block = TfidfFeatures(metric) if kind == "tfidf" else embed()  # type: ignore[misc]
-        x = block.fit(rows)
-        sel.features[kind] = (block, x)
-        cand = Candidate(kind, validated_on=f"{len(fold_list)}-fold CV" if fold_list else "not validated")
-        if fold_list:
-            grid = C_GRID[kind] if kind == "embed" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
-            grounded = kind == "embed" and bool(block.context)
-            variants = {"grounded": x, "plain": x[:, :block.plain_size]} if grounded else {"": x}
-            per_fold = _tfidf_per_fold(metric, rows, fold_list) if kind == "tfidf" else None
-            results: dict[str, tuple[float, float, np.ndarray]] = {}
-            by_c = {}
-            for name, xv in variants.items():
-                for c in grid:
-                    status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}" + (f", {name}" if name else ""))
-                    logits = _oof(xv, y, fold_list, c, n, seed, per_fold)
-                    kp = selection_score(y, decide(logits), n)
-                    by_c[_grid_key(name, c)] = round(kp, 4)
-                    if name not in results or kp > results[name][0] + 1e-12:
-                        results[name] = (kp, c, logits)
-            name = _grounding_choice(results) if grounded else ""
-            kp, c, logits = results[name]
-            cand.oof_logits, cand.params = logits, {"C": c, "cv_kappa_by_C": by_c}
-            if grounded:
-                cand.params["grounding"] = name == "grounded"
-                if name == "plain":
-                    block.drop_grounding()
-                    x = variants["plain"]
-                    sel.features[kind] = (block, x)
-            _score(cand, sel)
-        else:
-            cand.params = {"C": 1.0}
-        cand.params["features"] = int(x.shape[1])
-        cand.seconds = time.perf_counter() - t0
-        sel.candidates[kind] = cand
+        if kind in need:
+            _cross_validate_block(sel, metric, mirror, kind, embed, status)
     if "contrastive" in kinds and contrastive is not None:
         _cross_validate_contrastive(sel, rows, contrastive, dict(tuning or {}), status)
     if "hybrid" in kinds:
-        t0 = time.perf_counter()
-        stacked = ["tfidf", "embed"] + (["contrastive"] if sel.candidates.get("contrastive") is not None
-                                        and sel.candidates["contrastive"].oof_logits is not None else [])
-        cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked, "weights": "non-negative, one per block"},
-                         validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
-                         if fold_list else "not validated")
-        if fold_list:
-            z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in stacked])
-            sel.features["hybrid"] = z
-            cand.oof_logits = oof_pool(z, y, fold_list, n, STACK_C)
-            _score(cand, sel)
-        cand.seconds = time.perf_counter() - t0 + sum(sel.candidates[b].seconds for b in stacked)
-        sel.candidates["hybrid"] = cand
+        _cross_validate_hybrid(sel)
     for kind in list(sel.candidates):  # blocks fitted only for the hybrid are not candidates themselves
         if kind not in kinds:
             sel.candidates[kind].validated_on += " (component of hybrid, not a candidate)"
     return sel
+
+
+class Mirror:
+    """The rows a block is fitted on: a pairwise metric's rows in both orders (row i's mirror is row n + i,
+    responses A and B exchanged, its label a <-> b), in the same fold as the row itself; other metrics'
+    rows as they are. :meth:`fold_back` turns logits of those rows into one row's: the mean of its two
+    orders, the mirror's mapped back (a <-> b), so a pairwise candidate's out-of-fold verdict cannot
+    depend on which response came first."""
+
+    def __init__(self, metric: Any, rows: Sequence[Mapping[str, Any]], y: np.ndarray,
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]]):
+        from ..metrics import swap_pair
+
+        self.perm = metric.swap_permutation()
+        self.n = len(rows)
+        if self.perm is None:
+            self.rows, self.y, self.folds = list(rows), y, list(folds)
+            return
+        p = np.asarray(self.perm, dtype=int)
+        self.rows = list(rows) + [swap_pair(r) for r in rows]
+        self.y = np.concatenate([y, p[y]])
+        self.folds = [(np.concatenate([tr, tr + self.n]), np.concatenate([va, va + self.n])) for tr, va in folds]
+
+    def fold_back(self, logits: np.ndarray) -> np.ndarray:
+        if self.perm is None:
+            return logits
+        return (logits[:self.n] + logits[self.n:][:, self.perm]) / 2.0
+
+
+def _cross_validate_block(sel: Selection, metric: Any, mirror: Mirror, kind: str, embed: Callable[[], Any] | None,
+                          status: Status) -> None:
+    """One single-block candidate (``tfidf`` or ``embed``): its features, C (and for ``embed`` on shapes
+    with context, grounding or not) picked by the same folds' kappa, its out-of-fold logits."""
+    from ..evaluator._linear import TfidfFeatures
+
+    t0 = time.perf_counter()
+    rows, y, n, fold_list = mirror.rows, sel.y, len(sel.labels), sel.folds
+    status("selecting", None, f"{kind}: features of {sel.rows} training rows")
+    block = TfidfFeatures(metric) if kind == "tfidf" else embed()  # type: ignore[misc]
+    x = block.fit(rows)
+    sel.features[kind] = (block, x)
+    cand = Candidate(kind, validated_on=f"{len(fold_list)}-fold CV" if fold_list else "not validated")
+    if fold_list:
+        grid = C_GRID[kind] if kind == "embed" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
+        grounded = kind == "embed" and bool(block.context)
+        variants = {"grounded": x, "plain": x[:, :block.plain_size]} if grounded else {"": x}
+        per_fold = _tfidf_per_fold(metric, rows, mirror.folds) if kind == "tfidf" else None
+        results: dict[str, tuple[float, float, np.ndarray]] = {}
+        by_c = {}
+        for name, xv in variants.items():
+            for c in grid:
+                status("selecting", None, f"{kind}: {len(fold_list)}-fold CV, C={c}" + (f", {name}" if name else ""))
+                logits = mirror.fold_back(_oof(xv, mirror.y, mirror.folds, c, n, sel.seed, per_fold))
+                kp = selection_score(y, decide(logits), n)
+                by_c[_grid_key(name, c)] = round(kp, 4)
+                if name not in results or kp > results[name][0] + 1e-12:
+                    results[name] = (kp, c, logits)
+        name = _grounding_choice(results) if grounded else ""
+        kp, c, logits = results[name]
+        cand.oof_logits, cand.params = logits, {"C": c, "cv_kappa_by_C": by_c}
+        if grounded:
+            cand.params["grounding"] = name == "grounded"
+            if name == "plain":
+                block.drop_grounding()
+                x = variants["plain"]
+                sel.features[kind] = (block, x)
+        _score(cand, sel)
+    else:
+        cand.params = {"C": 1.0}
+    cand.params["features"] = int(x.shape[1])
+    cand.seconds = time.perf_counter() - t0
+    sel.candidates[kind] = cand
+
+
+def _cross_validate_hybrid(sel: Selection) -> None:
+    """The ``hybrid`` candidate: the non-negative pool of its blocks' out-of-fold log-probabilities,
+    cross-validated on the same folds."""
+    from ..evaluator._linear import log_probs
+
+    t0 = time.perf_counter()
+    fold_list = sel.folds
+    stacked = ["tfidf", "embed"] + (["contrastive"] if sel.candidates.get("contrastive") is not None
+                                    and sel.candidates["contrastive"].oof_logits is not None else [])
+    cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked, "weights": "non-negative, one per block"},
+                     validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
+                     if fold_list else "not validated")
+    if fold_list:
+        z = np.hstack([log_probs(sel.candidates[b].oof_logits) for b in stacked])
+        sel.features["hybrid"] = z
+        cand.oof_logits = oof_pool(z, sel.y, fold_list, len(sel.labels), STACK_C)
+        _score(cand, sel)
+    cand.seconds = time.perf_counter() - t0 + sum(sel.candidates[b].seconds for b in stacked)
+    sel.candidates["hybrid"] = cand
 
 
 def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]], make: Callable[[], Any],
@@ -356,11 +409,11 @@ def fitted_parameters(sel: Selection, name: str) -> int | None:
     c = sel.candidates.get(name)
     if c is None:
         return None
-    if name == "hybrid":
+    if name in ("hybrid", BLEND):  # the blend's pool fits nothing: only its blocks' heads
         parts = [fitted_parameters(sel, b) for b in c.params.get("stacked") or []]
         if not parts or any(p is None for p in parts):
             return None
-        return int(sum(parts)) + len(parts) + n  # type: ignore[arg-type]
+        return int(sum(parts)) + ((len(parts) + n) if name == "hybrid" else 0)  # type: ignore[arg-type]
     features = c.params.get("features")
     if features is None:
         return None
@@ -368,30 +421,75 @@ def fitted_parameters(sel: Selection, name: str) -> int | None:
 
 
 def _simplicity(sel: Selection, names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """The one-standard-error rule's order: fewest fitted parameters first (when every count is
-    known), then cost (``COST_ORDER``)."""
+    """The order among candidates with exactly the same CV kappa: fewest fitted parameters first (when
+    every count is known), then cost (``COST_ORDER``)."""
     counts = {n: fitted_parameters(sel, n) for n in names}
     known = all(v is not None for v in counts.values())
-    return {n: ((counts[n] or 0) if known else 0, COST_ORDER.index(n)) for n in names}
+    return {n: ((counts[n] or 0) if known else 0, COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+            for n in names}
+
+
+def blend(sel: Selection, members: Sequence[str]) -> Candidate:
+    """The equal-weight log-linear pool of ``members`` (single feature blocks): logits = the mean of their
+    log-probabilities. Nothing is fitted on top of the blocks, so its out-of-fold kappa is as honest as
+    theirs (no second-level fit on the same folds, unlike ``hybrid``'s pool)."""
+    from ..evaluator._linear import log_probs
+
+    oof = np.mean([log_probs(sel.candidates[m].oof_logits) for m in members], axis=0)
+    cand = Candidate(BLEND, oof, params={"stacked": list(members), "weights": "equal, fixed"},
+                     validated_on=f"{len(sel.folds)}-fold CV (the mean of its blocks' out-of-fold log-probabilities)",
+                     seconds=sum(sel.candidates[m].seconds for m in members))
+    _score(cand, sel)
+    return cand
+
+
+def _cv_winner(sel: Selection, scored: Mapping[str, float]) -> str:
+    """The cross-validated candidates' winner, with ``sel.reason``.
+
+    ``top`` is the highest CV kappa. The candidates within one standard error of it (its fold kappas'
+    spread / sqrt(k), at least ``TIE``) are within noise of each other: picking one of them by any fixed
+    preference ships the worse one on some tasks (fewest parameters kept ``embed`` on a refusal task
+    where TF-IDF led by less than one SE, 0.553 held out against TF-IDF's 0.654). When two or more
+    single blocks are within noise, their equal-weight pool (:func:`blend`) is scored on the same
+    out-of-fold rows and ships when its CV kappa is at least the top's less ``TIE``: two models of about
+    equal accuracy that read a row differently (n-grams, embeddings) err on different rows, and their
+    average is the safer bet on both kinds of task. Otherwise the top ships: a gap one way ships the
+    better candidate, never the worse one.
+    """
+    simple = _simplicity(sel, list(scored))
+    top = max(scored, key=lambda n: (scored[n], tuple(-v for v in simple[n])))
+    tol = max(TIE, standard_error(sel.candidates[top]))
+    tied = [n for n in scored if scored[n] >= scored[top] - tol]
+    others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != top)
+    sel.reason = f"{top} has the highest CV kappa ({scored[top]:.3f}" + (f"; then {others})" if others else ")")
+    members = [n for n in COST_ORDER if n in tied and n in FEATURE_BLOCKS]
+    if len(members) < 2:
+        if len(tied) > 1:
+            sel.reason += f"; within one standard error ({tol:.3f}): {', '.join(n for n in tied if n != top)}"
+        return top
+    pool = blend(sel, members)
+    sel.candidates[BLEND] = pool
+    if pool.cv_kappa is not None and pool.cv_kappa >= scored[top] - TIE:
+        sel.reason = (f"{', '.join(members)} are within one standard error ({tol:.3f}) of the best CV kappa "
+                      f"({top} {scored[top]:.3f}): their equal-weight pool scores {pool.cv_kappa:.3f} on the same "
+                      f"out-of-fold rows and ships" + (f" (all: {others})" if others else ""))
+        return BLEND
+    sel.reason += (f"; the equal-weight pool of {', '.join(members)} (within one standard error, {tol:.3f}) "
+                   f"scores {pool.cv_kappa:.3f}, below it by more than {TIE}")
+    return top
 
 
 def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None = None) -> str:
     """Pick the winner among ``candidates``.
 
-    1. The cross-validated candidates (all but ``encoder``) by the one-standard-error rule: the
-       simplest whose CV kappa is within one standard error of the best's (at least ``TIE``): the
-       fewest fitted parameters (:func:`fitted_parameters`; a 384-wide head on frozen embeddings fits
-       fewer than one on a TF-IDF vocabulary of thousands of terms), then the cheaper. With a hundred
-       rows, fold-to-fold noise is often larger than the gaps between candidates, and the model with
-       fewer parameters is then the safer pick (Hastie, Tibshirani and Friedman, *The Elements of
-       Statistical Learning*, 7.10). Over 8 seed / held-out splits of each of five datasets, the cost
-       order (tfidf first) scored 0.037 (tau-bench) and 0.024 (tool calls) less held-out kappa than
-       this one, and the same on the other three (``benchmarks/results/splits.md``).
+    1. The cross-validated candidates (all but ``encoder``): :func:`_cv_winner` (the highest CV kappa,
+       or the equal-weight pool of the single blocks within one standard error of it).
     2. ``encoder`` (no out-of-fold predictions: k fine-tunes cost too much) against that winner on
        ``val_idx``, the encoder's validation rows: it must beat the winner's out-of-fold kappa there by
        more than ``TIE`` (it is the costliest candidate).
     """
     k = len(sel.labels)
+    sel.candidates.pop(BLEND, None)  # a pool from an earlier call: rebuilt from the candidates asked for
     usable = [n for n in candidates if n in sel.candidates and not sel.candidates[n].error]
     scored = {n: sel.candidates[n].cv_kappa for n in usable if n != "encoder" and sel.candidates[n].cv_kappa is not None
               and sel.candidates[n].oof_logits is not None}
@@ -403,44 +501,33 @@ def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None
         sel.compared_on = "nothing"
         return sel.winner
     sel.compared_on = f"{len(sel.folds)}-fold cross-validation on {sel.rows} training rows"
+    winner = _cv_winner(sel, scored) if scored else None  # type: ignore[arg-type]
     if val_idx is not None and len(val_idx):  # for the report: every candidate on the encoder's validation rows
-        for n in scored:
-            c = sel.candidates[n]
-            c.val_kappa = selection_score(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
-    winner = None
-    if scored:
-        simple = _simplicity(sel, list(scored))
-        top = max(scored, key=lambda n: (scored[n], tuple(-v for v in simple[n])))
-        se = standard_error(sel.candidates[top])
-        tol = max(TIE, se)
-        tied = [n for n in scored if scored[n] >= scored[top] - tol]
-        winner = min(tied, key=lambda n: (simple[n], -scored[n]))
-        others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != winner)
-        if winner == top:
-            sel.reason = f"{winner} has the highest CV kappa ({scored[winner]:.3f}" + (f"; then {others})" if others else ")")
-        else:
-            why = (f"fewer fitted parameters ({simple[winner][0]:,} against {simple[top][0]:,})"
-                   if simple[winner][0] < simple[top][0] else "as many fitted parameters or fewer, and cheaper")
-            sel.reason = (f"{winner} ({scored[winner]:.3f}) is within one standard error ({tol:.3f}) of the best, "
-                          f"{top} ({scored[top]:.3f}), and simpler: {why}; the one-standard-error rule picks the "
-                          "simpler candidate" + (f" (all: {others})" if others else ""))
+        for n, c in sel.candidates.items():
+            if n != "encoder" and c.oof_logits is not None:
+                c.val_kappa = selection_score(sel.y[val_idx], decide(c.oof_logits[val_idx]), k)
     if enc is not None and enc.val_kappa is not None:
-        where = (f"the encoder's validation rows (the calibration slice of the training rows, {len(val_idx)} rows)"
-                 if val_idx is not None else "the encoder's validation rows")
-        if winner is None:
-            winner, sel.reason = "encoder", f"encoder is the only candidate with a validation kappa ({enc.val_kappa:.3f})"
-        else:
-            lin = sel.candidates[winner]
-            if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + TIE:
-                sel.reason = (f"encoder ({enc.val_kappa:.3f}) beats the cross-validated winner {winner} "
-                              f"({lin.val_kappa:.3f}, its out-of-fold predictions) on {where}; before that: {sel.reason}")
-                winner = "encoder"
-            else:
-                got = f"{lin.val_kappa:.3f}" if lin.val_kappa is not None else "n/a"
-                sel.reason += (f"; the encoder ({enc.val_kappa:.3f}) does not beat it by more than {TIE} on {where} "
-                               f"({winner} {got} there)")
-        sel.compared_on += f", then the encoder against the winner on {where}"
+        winner = _encoder_against(sel, enc, winner, val_idx)
     sel.winner = winner
+    return winner  # type: ignore[return-value]
+
+
+def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx: np.ndarray | None) -> str:
+    """The encoder against the cross-validated winner on its validation rows (with ``sel.reason``)."""
+    where = (f"the encoder's validation rows (the calibration slice of the training rows, {len(val_idx)} rows)"
+             if val_idx is not None else "the encoder's validation rows")
+    sel.compared_on += f", then the encoder against the winner on {where}"
+    if winner is None:
+        sel.reason = f"encoder is the only candidate with a validation kappa ({enc.val_kappa:.3f})"
+        return "encoder"
+    lin = sel.candidates[winner]
+    if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + TIE:  # type: ignore[operator]
+        sel.reason = (f"encoder ({enc.val_kappa:.3f}) beats the cross-validated winner {winner} "
+                      f"({lin.val_kappa:.3f}, its out-of-fold predictions) on {where}; before that: {sel.reason}")
+        return "encoder"
+    got = f"{lin.val_kappa:.3f}" if lin.val_kappa is not None else "n/a"
+    sel.reason += (f"; the encoder ({enc.val_kappa:.3f}) does not beat it by more than {TIE} on {where} "
+                   f"({winner} {got} there)")
     return winner
 
 
@@ -450,159 +537,17 @@ def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
 
     n = len(sel.labels)
     heads, blocks = {}, {}
-    for b in (sel.candidates["hybrid"].params["stacked"] if kind == "hybrid" else (kind,)):
+    for b in (sel.candidates[kind].params["stacked"] if kind in ("hybrid", BLEND) else (kind,)):
         if b not in sel.features and b in sel.deferred:
             sel.features[b] = sel.deferred.pop(b)()
         block, x = sel.features[b]
         c = float(sel.candidates[b].params.get("C", 1.0))
-        heads[b] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x, sel.y), n)
+        y = sel.fit_y if sel.fit_y is not None and x.shape[0] == len(sel.fit_y) else sel.y  # pairwise: both orders
+        heads[b] = LinearHead.from_sklearn(_lr(c, sel.seed).fit(x, y), n)
         blocks[b] = block
     stack = None
     if kind == "hybrid":
         stack = pool_head(sel.features["hybrid"], sel.y, n, STACK_C)
+    elif kind == BLEND:
+        stack = equal_pool(len(blocks), n)
     return LinearModel(metric, blocks, heads, stack, max_length)
-
-
-# --- orchestration: what ``train`` calls ----------------------------------------------------------
-def set_seeds(seed: int) -> None:
-    """Seed python, numpy, torch (and transformers) before any weight or head is created."""
-    from ._loop import seed_everything
-
-    seed_everything(seed)
-    try:
-        from transformers import set_seed
-
-        set_seed(seed)
-    except ImportError:  # pragma: no cover - transformers is part of the train extra
-        pass
-
-
-def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_rows: list[dict[str, Any]],
-                   cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None, *,
-                   group_by: str | None = None, progress: bool = True, status: Status | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> tuple[Any, dict[str, Any], dict[str, Any],
-                                                                            dict[str, Any] | None]:
-    """Train the configured candidates on the training rows, pick one, calibrate it.
-
-    Returns (evaluator, training stats, calibration, selection summary or None when there was one
-    candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
-    is validated and calibrated on ``cal_rows``; linear candidates are cross-validated on all
-    ``train_rows``, the winner refit on all of them and calibrated on its out-of-fold logits.
-    """
-    from ..data import row_hash
-    from ..evaluator import Evaluator
-    from ..evaluator._linear import EMBED_KINDS
-    from ._calibrate import calibrate
-    from ._loop import train_loop
-
-    status = status or (lambda *a: None)
-    t = cfg.train
-    if t.num_threads:  # every candidate, not only the neural one: the embeddings are a torch forward too
-        from .._cpu import apply_threads
-
-        apply_threads(t.num_threads)
-    kinds = list(dict.fromkeys(t.candidates))
-    present = sorted({r["label"] for r in train_rows})
-    if len(present) < 2:
-        from ..errors import AssayError
-
-        raise AssayError("training rows of at least two labels", f"only {present or 'no rows'}",
-                         "add labeled rows of the other labels (or generate them)", code="too_few_rows")
-    linear = [k for k in kinds if k != "encoder"]
-    set_seeds(t.seed)  # before any weight or head exists
-    neural = None
-    if "encoder" in kinds:  # built first: a bad base or label tokens fail before any other work
-        status("preparing", 0.5, f"loading the {cfg.model.family} base model {cfg.model.base_name}")
-        neural = Evaluator.create(metric, cfg.model, device=t.device, precision=t.precision)
-    sel: Selection | None = None
-    if linear:
-        status("selecting", 0.0, f"cross-validating {', '.join(linear)} on {len(train_rows)} training rows")
-
-        def embed() -> Any:
-            from ..evaluator._base_models import resolve_base
-            from ..evaluator._linear import EmbedFeatures
-
-            base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
-            return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size,
-                                 grounding=t.grounding, keep_end=keeps_end(metric))
-
-        def contrastive() -> Any:
-            from ..evaluator._base_models import resolve_base
-            from ..evaluator._linear import ContrastiveFeatures
-
-            base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
-            length = min(cfg.model.max_length, t.contrastive_max_length)
-            return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size,
-                                       grounding=t.grounding, keep_end=keeps_end(metric))
-
-        sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
-                             embed=embed, contrastive=contrastive, status=status,
-                             tuning={"steps": t.contrastive_steps, "batch_size": t.contrastive_batch_size,
-                                     "lr": t.contrastive_lr})
-    stats: dict[str, Any] = {}
-    if neural is not None:
-        set_seeds(t.seed)  # the same batches and dropout whatever ran before
-        status("training", 0.0, f"training on {len(fit_rows)} rows")
-        t0 = time.perf_counter()
-        stats = train_loop(neural, fit_rows, t, progress=progress, on_status=status, should_stop=should_stop)
-        seconds = time.perf_counter() - t0
-        if sel is not None:
-            cand = Candidate("encoder", seconds=seconds, params={"family": cfg.model.family,
-                                                                 "lora": bool(cfg.model.lora)},
-                             validated_on=f"one held-back slice of {len(cal_rows)} training rows (the calibration "
-                                          f"rows; trained on the other {len(fit_rows)})")
-            if len(cal_rows) >= 2:
-                k = len(metric.labels)
-                yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
-                pv = decide(neural.predict_logits(cal_rows, t.eval_batch_size))
-                cand.val_kappa = selection_score(yv, pv, k)
-                cand.cv_kappa = cand.val_kappa
-                cand.ci = selection_interval(yv, pv, k, t.seed)
-            else:
-                cand.error = "no validation rows (too few training rows for a calibration slice)"
-            sel.candidates["encoder"] = cand
-    if sel is None:  # the encoder alone: no selection
-        assert neural is not None
-        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                        **_review(t))
-        stats["eval_batch_size"] = t.eval_batch_size
-        return neural, stats, cal, None
-    val_idx = None
-    if neural is not None and "encoder" in sel.candidates and sel.candidates["encoder"].val_kappa is not None:
-        pos = {row_hash(r): i for i, r in enumerate(train_rows)}
-        val_idx = np.array([pos[row_hash(r)] for r in cal_rows if row_hash(r) in pos], dtype=int)
-    if not sel.folds:  # no CV: a hybrid cannot be stacked
-        kinds = [k for k in kinds if k != "hybrid"] or ["tfidf"]
-    winner = choose(sel, kinds, val_idx)
-    if winner == "encoder":
-        cal = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                        **_review(t))
-        stats["eval_batch_size"] = t.eval_batch_size
-        return neural, stats, cal, sel.summary()
-    status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
-    t0 = time.perf_counter()
-    model = refit(metric, sel, winner, cfg.model.max_length)
-    info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks),
-                                              "max_lengths": {b: model.blocks[b].max_length for b in EMBED_KINDS
-                                                              if b in model.blocks},
-                                              "grounding": {b: model.blocks[b].context for b in EMBED_KINDS
-                                                            if b in model.blocks and model.blocks[b].context},
-                                              "keep_end": {b: True for b in EMBED_KINDS
-                                                           if b in model.blocks and model.blocks[b].keep_end}},
-            "model": cfg.model.model_dump(mode="json")}
-    embedder = next((model.blocks[b] for b in EMBED_KINDS if b in model.blocks), None)
-    if embedder is not None:
-        info["base"] = embedder.base.to_dict()
-    ev = Evaluator(metric, model, info=info, device="cpu")
-    stats = {"family": model.family, "kind": winner, "rows": len(train_rows), "steps": 0,
-             "seconds": round(time.perf_counter() - t0, 2), "eval_batch_size": t.eval_batch_size,
-             "device": "cpu", "selection_seconds": round(sum(c.seconds for c in sel.candidates.values()), 2)}
-    oof = sel.candidates[winner].oof_logits
-    if oof is not None:
-        cal = calibrate(ev, train_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                        logits=oof, source=f"out-of-fold scores of the {len(sel.folds)}-fold cross-validation "
-                                           "(every training row)", **_review(t))
-    else:
-        cal = calibrate(ev, [], t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                        source="no rows (no cross-validation was possible)", **_review(t))
-    return ev, stats, cal, sel.summary()

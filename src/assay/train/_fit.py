@@ -1,0 +1,210 @@
+"""What ``train`` calls to fit and pick a model: the linear candidates cross-validated
+(:mod:`._select`), the neural one trained in the time ``train.budget`` leaves, the winner
+calibrated and returned as an Evaluator."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..metrics._render import keeps_end
+from ._calibrate import calibrate
+from ._select import (Candidate, Selection, Status, _review, choose, cross_validate, decide, refit,
+                      selection_interval, selection_score)
+
+
+def set_seeds(seed: int) -> None:
+    """Seed python, numpy, torch (and transformers) before any weight or head is created."""
+    from ._loop import seed_everything
+
+    seed_everything(seed)
+    try:
+        from transformers import set_seed
+
+        set_seed(seed)
+    except ImportError:  # pragma: no cover - transformers is part of the train extra
+        pass
+
+
+def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_rows: list[dict[str, Any]],
+                   cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None, *,
+                   group_by: str | None = None, progress: bool = True, status: Status | None = None,
+                   should_stop: Callable[[], bool] | None = None,
+                   deadline: float | None = None) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Train the configured candidates on the training rows, pick one, calibrate it.
+
+    Returns (evaluator, training stats, calibration, selection summary or None when there was one
+    candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
+    is validated and calibrated on ``cal_rows``; linear candidates are cross-validated on all
+    ``train_rows``, the winner refit on all of them and calibrated on its out-of-fold logits.
+    ``deadline`` (``time.perf_counter()``, from ``train.budget``): the linear candidates run first; the
+    neural one trains in the time left before it, or is skipped with the reason in the summary.
+    """
+    from ..evaluator import Evaluator
+    from ..errors import AssayError
+
+    status = status or (lambda *a: None)
+    t = cfg.train
+    if t.num_threads:  # every candidate, not only the neural one: the embeddings are a torch forward too
+        from .._cpu import apply_threads
+
+        apply_threads(t.num_threads)
+    kinds = list(dict.fromkeys(t.candidates))
+    present = sorted({r["label"] for r in train_rows})
+    if len(present) < 2:
+        raise AssayError("training rows of at least two labels", f"only {present or 'no rows'}",
+                         "add labeled rows of the other labels (or generate them)", code="too_few_rows")
+    linear = [k for k in kinds if k != "encoder"]
+    set_seeds(t.seed)  # before any weight or head exists
+    neural = None
+    if "encoder" in kinds:  # built first: a bad base or label tokens fail before any other work
+        status("preparing", 0.5, f"loading the {cfg.model.family} base model {cfg.model.base_name}")
+        neural = Evaluator.create(metric, cfg.model, device=t.device, precision=t.precision)
+    sel = _select_linear(cfg, metric, train_rows, linear, group_by, status, deadline) if linear else None
+    stats: dict[str, Any] = {}
+    if neural is not None:
+        stats = _train_neural(cfg, metric, neural, sel, fit_rows, cal_rows, progress=progress, status=status,
+                              should_stop=should_stop, deadline=deadline)
+    if sel is None:  # the encoder alone: no selection
+        assert neural is not None
+        return neural, stats, _calibrate_neural(cfg, neural, cal_rows, target_prior, stats), None
+    val_idx = _validation_index(sel, train_rows, cal_rows)
+    if not sel.folds:  # no CV: a hybrid cannot be stacked
+        kinds = [k for k in kinds if k != "hybrid"] or ["tfidf"]
+    winner = choose(sel, kinds, val_idx)
+    if winner == "encoder":
+        return neural, stats, _calibrate_neural(cfg, neural, cal_rows, target_prior, stats), sel.summary()
+    ev, stats = _ship_linear(cfg, metric, sel, winner, train_rows, status)
+    oof = sel.candidates[winner].oof_logits
+    if oof is not None:
+        cal = calibrate(ev, train_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        logits=oof, source=f"out-of-fold scores of the {len(sel.folds)}-fold cross-validation "
+                                           "(every training row)", **_review(t))
+    else:
+        cal = calibrate(ev, [], t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                        source="no rows (no cross-validation was possible)", **_review(t))
+    return ev, stats, cal, sel.summary()
+
+
+def _select_linear(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], linear: list[str], group_by: str | None,
+                   status: Status, deadline: float | None) -> Selection:
+    """Cross-validate the linear candidates (the contrastive one only while ``deadline`` is ahead)."""
+    from ..evaluator._base_models import resolve_base
+    from ..evaluator._linear import ContrastiveFeatures, EmbedFeatures
+
+    t = cfg.train
+    base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
+    skipped = None
+    if "contrastive" in linear and deadline is not None and time.perf_counter() > deadline:
+        linear = [k for k in linear if k != "contrastive"]
+        skipped = "train.budget was spent before it could start (it tunes the body once per fold and once more)"
+    status("selecting", 0.0, f"cross-validating {', '.join(linear)} on {len(train_rows)} training rows")
+
+    def embed() -> Any:
+        return EmbedFeatures(metric, resolve_base(base_name), cfg.model.max_length, t.eval_batch_size,
+                             grounding=t.grounding, keep_end=keeps_end(metric))
+
+    def contrastive() -> Any:
+        length = min(cfg.model.max_length, t.contrastive_max_length)
+        return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size,
+                                   grounding=t.grounding, keep_end=keeps_end(metric))
+
+    sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
+                         embed=embed, contrastive=contrastive, status=status,
+                         tuning={"steps": t.contrastive_steps, "batch_size": t.contrastive_batch_size,
+                                 "lr": t.contrastive_lr})
+    if skipped:
+        sel.candidates["contrastive"] = Candidate("contrastive", skipped=skipped, error=f"skipped: {skipped}")
+    return sel
+
+
+def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit_rows: list[dict[str, Any]],
+                  cal_rows: list[dict[str, Any]], *, progress: bool, status: Status,
+                  should_stop: Callable[[], bool] | None, deadline: float | None) -> dict[str, Any]:
+    """Train the neural candidate in the time left before ``deadline`` and, beside cross-validated
+    candidates, record it (its kappa on ``cal_rows``, or why it was skipped) in ``sel``."""
+    from ._loop import OverBudget, train_loop
+
+    t = cfg.train
+    set_seeds(t.seed)  # the same batches and dropout whatever ran before
+    left = None if deadline is None else deadline - time.perf_counter()
+    status("training", 0.0, f"training on {len(fit_rows)} rows" + (f" ({left:.0f} s of train.budget left)"
+                                                                    if left is not None else ""))
+    t0 = time.perf_counter()
+    cand = Candidate("encoder", params={"family": cfg.model.family, "lora": bool(cfg.model.lora)},
+                     validated_on=f"one held-back slice of {len(cal_rows)} training rows (the calibration "
+                                  f"rows; trained on the other {len(fit_rows)})")
+    try:
+        if sel is not None and left is not None and left <= 0:
+            raise OverBudget(f"the cheaper candidates used the whole budget ({-left:.0f} s over)")
+        stats = train_loop(neural, fit_rows, t, progress=progress, on_status=status, should_stop=should_stop,
+                           deadline=deadline if sel is not None else None)
+    except OverBudget as exc:
+        if sel is None:
+            raise
+        cand.skipped, cand.error = exc.found, f"skipped by train.budget: {exc.found}"
+        cand.seconds = time.perf_counter() - t0
+        sel.candidates["encoder"] = cand
+        return {}
+    cand.seconds = time.perf_counter() - t0
+    if stats.get("budget"):
+        cand.params["budget"] = stats["budget"]
+    if sel is None:
+        return stats
+    if len(cal_rows) >= 2:
+        k = len(metric.labels)
+        yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
+        pv = decide(neural.predict_logits(cal_rows, t.eval_batch_size))
+        cand.val_kappa = cand.cv_kappa = selection_score(yv, pv, k)
+        cand.ci = selection_interval(yv, pv, k, t.seed)
+    else:
+        cand.error = "no validation rows (too few training rows for a calibration slice)"
+    sel.candidates["encoder"] = cand
+    return stats
+
+
+def _calibrate_neural(cfg: Any, neural: Any, cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None,
+                      stats: dict[str, Any]) -> dict[str, Any]:
+    t = cfg.train
+    stats["eval_batch_size"] = t.eval_batch_size
+    return calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
+                     **_review(t))
+
+
+def _validation_index(sel: Selection, train_rows: list[dict[str, Any]], cal_rows: list[dict[str, Any]]):
+    """Positions of the encoder's validation rows among the training rows (None without an encoder kappa)."""
+    from ..data import row_hash
+
+    enc = sel.candidates.get("encoder")
+    if enc is None or enc.val_kappa is None:
+        return None
+    pos = {row_hash(r): i for i, r in enumerate(train_rows)}
+    return np.array([pos[row_hash(r)] for r in cal_rows if row_hash(r) in pos], dtype=int)
+
+
+def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows: list[dict[str, Any]],
+                 status: Status) -> tuple[Any, dict[str, Any]]:
+    """The linear / hybrid / blend winner refit on every training row, as an Evaluator."""
+    from ..evaluator import Evaluator
+    from ..evaluator._linear import EMBED_KINDS
+
+    t = cfg.train
+    status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
+    t0 = time.perf_counter()
+    model = refit(metric, sel, winner, cfg.model.max_length)
+    embedding = [b for b in EMBED_KINDS if b in model.blocks]
+    info = {"family": model.family, "linear": {"kind": winner, "blocks": list(model.blocks),
+                                              "max_lengths": {b: model.blocks[b].max_length for b in embedding},
+                                              "grounding": {b: model.blocks[b].context for b in embedding
+                                                            if model.blocks[b].context},
+                                              "keep_end": {b: True for b in embedding if model.blocks[b].keep_end}},
+            "model": cfg.model.model_dump(mode="json")}
+    if embedding:
+        info["base"] = model.blocks[embedding[0]].base.to_dict()
+    ev = Evaluator(metric, model, info=info, device="cpu")
+    stats = {"family": model.family, "kind": winner, "rows": len(train_rows), "steps": 0,
+             "seconds": round(time.perf_counter() - t0, 2), "eval_batch_size": t.eval_batch_size,
+             "device": "cpu", "selection_seconds": round(sum(c.seconds for c in sel.candidates.values()), 2)}
+    return ev, stats
