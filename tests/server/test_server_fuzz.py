@@ -1,7 +1,8 @@
 """A bounded property-based fuzz of the server's OpenAPI spec (hypothesis over /openapi.json):
 every operation gets generated path parameters, query parameters and bodies (JSON from the
 schema, or multipart uploads of random bytes), plus hostile values (NUL, huge integers, binary
-garbage). No request may produce a 5xx, and every error has the standard shape."""
+garbage, lone UTF-16 surrogates sent as JSON escapes, JSON nested 50,000 deep, bad YAML, 3,000-column
+files). No request may produce a 5xx, and every error has the standard shape."""
 
 from __future__ import annotations
 
@@ -21,30 +22,44 @@ EXAMPLES = 12  # per operation: bounded (a few seconds each on 2 shared cores)
 _text = st.one_of(st.text(max_size=20), st.sampled_from(["demo", "tox", "tox-v1", "a\x00b", "../../etc/passwd",
                                                          "%00", "x" * 300, "<script>", "dataset:ds_x"]))
 _int = st.one_of(st.integers(-5, 5000), st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**40]))
+# JSON bodies only (a URL or a form cannot carry a lone surrogate): lone surrogates, a pair, an escaped backslash
+_json_text = st.one_of(_text, st.sampled_from(["\ud800", "a\udfffb", "\ud83d\ude00", "\\ud800", "\udc00" * 3]))
+_DEEP = "[" * 50_000 + "]" * 50_000
 
 
-def _from_schema(schema: dict, spec: dict, depth: int = 0) -> st.SearchStrategy:
+class _Raw(bytes):
+    """A body sent as these bytes, not as json.dumps of a value."""
+
+
+_raw_bodies = st.sampled_from([_Raw(_DEEP.encode()), _Raw(b'{"rows": [' + b'{"a": ' * 80 + b"1" + b"}" * 80 + b"]}"),
+                               _Raw(b'{"name": "\\ud800", "rows": ["\\udfff"], "metrics": ["\\ud800"]}'),
+                               _Raw(b'{"project": "demo", "config": {"metric": "toxicity", "base_dir": "/etc"}}')])
+_wide_csv = (",".join(f"c{i}" for i in range(3000)) + "\n" + ",".join("x" * 3000) + "\n").encode()
+
+
+def _from_schema(schema: dict, spec: dict, depth: int = 0, text: st.SearchStrategy = _text) -> st.SearchStrategy:
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return _from_schema(spec["components"]["schemas"][name], spec, depth)
+        return _from_schema(spec["components"]["schemas"][name], spec, depth, text)
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            return st.one_of(*[_from_schema(s, spec, depth) for s in schema[key]])
+            return st.one_of(*[_from_schema(s, spec, depth, text) for s in schema[key]])
     if "enum" in schema:
-        return st.one_of(st.sampled_from(schema["enum"]), _text)
+        return st.one_of(st.sampled_from(schema["enum"]), text)
     kind = schema.get("type")
     if depth > 3:
         return st.none()
     if kind == "object":
         props = schema.get("properties") or {}
         if not props:
-            return st.dictionaries(st.text(max_size=8), st.one_of(_text, _int, st.booleans()), max_size=3)
+            return st.dictionaries(st.one_of(st.text(max_size=8), text), st.one_of(text, _int, st.booleans()),
+                                   max_size=3)
         required = set(schema.get("required") or [])
         return st.fixed_dictionaries(
-            {k: _from_schema(v, spec, depth + 1) for k, v in props.items() if k in required},
-            optional={k: _from_schema(v, spec, depth + 1) for k, v in props.items() if k not in required})
+            {k: _from_schema(v, spec, depth + 1, text) for k, v in props.items() if k in required},
+            optional={k: _from_schema(v, spec, depth + 1, text) for k, v in props.items() if k not in required})
     if kind == "array":
-        return st.lists(_from_schema(schema.get("items") or {}, spec, depth + 1), max_size=3)
+        return st.lists(_from_schema(schema.get("items") or {}, spec, depth + 1, text), max_size=3)
     if kind == "integer":
         return _int
     if kind == "number":
@@ -52,8 +67,8 @@ def _from_schema(schema: dict, spec: dict, depth: int = 0) -> st.SearchStrategy:
     if kind == "boolean":
         return st.booleans()
     if kind == "string":
-        return _text
-    return st.one_of(_text, _int, st.none(), st.booleans())
+        return text
+    return st.one_of(text, _int, st.none(), st.booleans())
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +110,21 @@ def test_no_5xx(fuzz_client, path, method):
              for p in params if p["in"] == "query"}
     content = (op.get("requestBody") or {}).get("content", {})
     if "application/json" in content:
-        body = st.one_of(_from_schema(content["application/json"]["schema"], spec), _text, st.none())
+        body = st.one_of(_from_schema(content["application/json"]["schema"], spec, text=_json_text), _text, st.none(),
+                         _raw_bodies)
     elif "multipart/form-data" in content:
         body = st.fixed_dictionaries({
             "file": st.tuples(st.sampled_from(["a.csv", "a.tsv", "a.jsonl", "a.json", "a.parquet", "a.txt", "\x00.csv"]),
                               st.one_of(st.binary(max_size=512), st.sampled_from([
                                   b'{"input": "hi", "label": "true"}\n', b"input,label\nhi,true\n",
-                                  b"\xff\xfe\x00garbage", b"PAR1\x00\x00PAR1"]))),
-            "metric": st.one_of(st.sampled_from(["toxicity", "{bad", '{"name": 1}']), _text),
+                                  b"\xff\xfe\x00garbage", b"PAR1\x00\x00PAR1", _wide_csv,
+                                  b'{"input": "a\\ud800", "label": "true"}\n']))),
+            "metric": st.one_of(st.sampled_from(["toxicity", "{bad", '{"name": 1}', "name: x\nprompt: [\n",
+                                                 "[" * 5000 + "\n"]), _text),
             "kind": st.sampled_from(["test", "train", "unlabeled", "x"]),
-            "columns": st.one_of(st.none(), st.sampled_from(['{"input": "text"}', "[1]", "{nope"])),
+            "columns": st.one_of(st.none(), st.sampled_from(['{"input": "text"}', "[1]", "{nope", _DEEP,
+                                                             '{"input": "\\ud800"}'])),
+            "label_map": st.one_of(st.none(), st.sampled_from(['{"hate_speech": "true"}', _DEEP, '{"\\udfff": "x"}'])),
             "name": st.one_of(st.none(), _text),
         })
     else:
@@ -123,7 +143,8 @@ def test_no_5xx(fuzz_client, path, method):
             fields = {k: v for k, v in b.items() if k != "file" and v is not None}
             r = client.request(method.upper(), url, params=qs, data=fields, files={"file": b["file"]})
         elif "application/json" in content:
-            r = client.request(method.upper(), url, params=qs, content=json.dumps(b).encode(),
+            raw = b if isinstance(b, _Raw) else json.dumps(b).encode()
+            r = client.request(method.upper(), url, params=qs, content=raw,
                                headers={"content-type": "application/json"})
         else:
             r = client.request(method.upper(), url, params=qs)

@@ -10,6 +10,8 @@ import csv
 import hashlib
 import io
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -49,6 +51,36 @@ def check_encoding(encoding: str | None) -> str | None:
 
 
 CHUNK_ROWS = 5000  # rows per chunk of iter_records
+MAX_COLUMNS_ENV = "ASSAY_MAX_COLUMNS"
+DEFAULT_MAX_COLUMNS = 2000
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate (maybe paired)
+
+
+def max_columns() -> int:
+    """Columns (JSON keys) one record of a data file may have: ``$ASSAY_MAX_COLUMNS``, default 2000. A
+    wider file is refused before its rows are built (100,000 columns cost a minute of CPU per file)."""
+    raw = os.environ.get(MAX_COLUMNS_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_COLUMNS
+
+
+def _check_columns(n: int, name: str, where: str = "") -> None:
+    cap = max_columns()
+    if n > cap:
+        raise AssayError(f"at most {cap:,} columns per data file (${MAX_COLUMNS_ENV})",
+                         f"{n:,} columns in {name}{where}",
+                         "keep the columns the metric reads (input, output, context, label, id ...) and drop the rest",
+                         code="too_large")
+
+
+def _check_unicode(obj: Any, text: str, name: str, where: str) -> None:
+    """Refuse parsed JSON holding a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 text can store."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise AssayError(f"valid Unicode text in {name}", f"a lone UTF-16 surrogate escape (such as \\ud800){where}",
+                         "fix the text: a surrogate escape must come in a pair", code="invalid_encoding") from None
 
 
 def _guess(raw: bytes, encoding: str | None) -> str:
@@ -136,12 +168,16 @@ def _parse_jsonl(lines: Iterator[tuple[int, str]], name: str) -> Iterator[dict[s
         if not isinstance(obj, dict):
             raise AssayError("a JSON object on each line", f"a {type(obj).__name__} on line {n} of {name}",
                              "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
+        _check_columns(len(obj), name, f" (line {n})")
+        _check_unicode(obj, line, name, f" on line {n}")
         yield obj
 
 
-def _parse_csv(lines: Iterator[tuple[int, str]], fmt: str) -> Iterator[dict[str, Any]]:
+def _parse_csv(lines: Iterator[tuple[int, str]], fmt: str, name: str) -> Iterator[dict[str, Any]]:
     csv.field_size_limit(64 * 2**20)
-    for rec in csv.DictReader((text for _, text in lines), delimiter="\t" if fmt == "tsv" else ","):
+    reader = csv.DictReader((text for _, text in lines), delimiter="\t" if fmt == "tsv" else ",")
+    _check_columns(len(reader.fieldnames or ()), name, " (the header)")
+    for rec in reader:
         rec.pop(None, None)  # cells beyond the header have no column name
         yield rec
 
@@ -151,10 +187,11 @@ def _read_whole(path: Path, fmt: str, encoding: str | None, name: str) -> list[d
     if fmt in ("csv", "tsv", "jsonl"):
         text = _decode(path, encoding, fmt, name)
         lines = enumerate(io.StringIO(text, newline=""), 1)
-        return list(_parse_csv(lines, fmt) if fmt != "jsonl" else _parse_jsonl(lines, name))
+        return list(_parse_csv(lines, fmt, name) if fmt != "jsonl" else _parse_jsonl(lines, name))
     if fmt == "json":
+        text = _decode(path, encoding, fmt, name)
         try:
-            obj = json.loads(_decode(path, encoding, fmt, name))
+            obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise AssayError("a JSON array of rows", f"invalid JSON in {name} ({exc.msg}, line {exc.lineno})",
                              "fix the file or use JSONL", code="invalid_format") from None
@@ -169,11 +206,14 @@ def _read_whole(path: Path, fmt: str, encoding: str | None, name: str) -> list[d
         if bad is not None:
             raise AssayError("a JSON object for each row", f"a {type(records[bad]).__name__} at row {bad + 1}",
                              "write each row as {\"input\": ..., \"label\": ...}", code="invalid_format")
+        _check_columns(max(map(len, records), default=0), name)
+        _check_unicode(records, text, name, "")
         return records
     from ..errors import require
 
     pq = require("pyarrow.parquet", "reading Parquet files", extra="data", package="pyarrow")
     try:
+        _check_columns(len(pq.read_schema(path).names), name)
         return pq.read_table(path).to_pylist()
     except Exception as exc:  # ArrowInvalid, OSError ...: a corrupt or truncated file
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -205,7 +245,8 @@ def iter_records(path: str | Path, fmt: str | None = None, encoding: str | None 
     enc = check_encoding(encoding) or "utf-8"
     if fmt in ("csv", "tsv", "jsonl") and not enc.startswith(("utf-16", "utf-32")):
         lines = _lines(path, encoding, fmt, name)
-        records: Iterable[dict[str, Any]] = _parse_jsonl(lines, name) if fmt == "jsonl" else _parse_csv(lines, fmt)
+        records: Iterable[dict[str, Any]] = (_parse_jsonl(lines, name) if fmt == "jsonl"
+                                             else _parse_csv(lines, fmt, name))
     else:
         records = _read_whole(path, fmt, encoding, name)
     n, buf = 0, []
@@ -246,8 +287,10 @@ def to_rows(records: Iterable[Mapping[str, Any]], columns: Mapping[str, str] | N
         present = set().union(*(r.keys() for r in records[:50]))
         for key, col in columns.items():
             if col not in present:
+                names = sorted(map(str, present))
+                more = f" and {len(names) - 50:,} more" if len(names) > 50 else ""
                 raise AssayError(f"a column '{col}' (mapped to {key}) in {source}",
-                                 f"columns {sorted(present)}", f"fix columns.{key} in the config",
+                                 f"columns {names[:50]}{more}", f"fix columns.{key} in the config",
                                  code="missing_column")
     src_of = {key: columns.get(key, key) for key in CANONICAL}
     taken = set(src_of.values())

@@ -11,13 +11,15 @@ import json
 import time
 from typing import Any, Literal
 
+import yaml
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from ..config import ProviderConfig
 from ..data import SEED_FRACTION
 from ..errors import AssayError
-from ..metrics import load_metric
+from ..metrics import MetricSpec, load_metric
 from ..registry import (
     Dataset,
     Metric,
@@ -29,8 +31,10 @@ from ..registry import (
     ScoreResult,
     Validated,
 )
+from ..registry._datasets import parse_metric
 from . import _access as acc
 from . import _guard
+from ._limits import check_value, too_deep
 
 router = APIRouter(prefix="/v1")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -58,10 +62,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in
 
 
 # --- health -------------------------------------------------------------------------------------
-@router.get("/health", tags=["server"])
+@router.get("/health", tags=["server"], responses=_ERRORS)
 def health(request: Request) -> dict[str, Any]:
-    """Liveness: database, workers (alive / stale), queue depth. Metric names (the batching
-    totals) and the artifact root only for a caller with a key (or with authentication off)."""
+    """Liveness: database, workers (alive / stale), queue depth; 503 ``database_unavailable`` (with
+    Retry-After) while the database is down. The worker list (with its run ids), the worker processes
+    and the artifact root only with authentication off or an operator key; the batching totals of the
+    caller's own metrics for a key scoped to projects; aggregate status only without a key."""
     reg = _reg(request)
     from .. import __version__
 
@@ -85,18 +91,19 @@ def health(request: Request) -> dict[str, Any]:
         "workers": {"alive": len(alive), "stale": len([w for w in workers if not w["alive"] and not w["stopped"]]),
                     "stale_after_s": stale_after},
     }
-    if sup is not None:
-        out["supervisor"] = sup
-    known = not app.state.auth or getattr(request.state, "scope", None) is not None
-    if known:
+    ids = acc.visible(request, "read")
+    if ids is None:  # authentication off, or an operator key
         out["workers"]["list"] = workers
         out["artifacts"] = reg.storage.root if not app.state.auth else None
-        ids = acc.visible(request, "read")
-        stats = app.state.batcher.stats()
-        if ids is not None:
-            names = {v.full_name for m in reg.metrics.list() if m.project_id in ids for v in m.versions}
-            stats = {k: v for k, v in stats.items() if k in names}
-        out["batching"] = stats
+        if sup is not None:
+            out["supervisor"] = sup
+        out["batching"] = app.state.batcher.stats()
+        return out
+    if sup is not None:
+        out["supervisor"] = {"processes": len(sup["processes"]), "alive": sum(p["alive"] for p in sup["processes"])}
+    if getattr(request.state, "scope", None) is not None:  # a key scoped to projects: its own metrics only
+        names = {v.full_name for m in reg.metrics.list() if m.project_id in ids for v in m.versions}
+        out["batching"] = {k: v for k, v in app.state.batcher.stats().items() if k in names}
     return out
 
 
@@ -117,6 +124,35 @@ def list_projects(request: Request) -> list[Project]:
 def create_project(body: ProjectIn, request: Request) -> Project:
     acc.require_operator(request, "create a project")
     return _reg(request).projects.create(body.name, body.description)
+
+
+LOCATIONS = ("location", "original_location", "artifact_location")
+TEXTS = ("message", "failure_reason")  # a failed run's reason says where its partial outputs are
+
+
+def shown(request: Request, obj: Any) -> Any:
+    """A Dataset, Run, RunEvent or Metric (or a list of them) as the caller may see it: for a caller who
+    is not the operator (authentication on, a key scoped to projects), storage locations relative to the
+    artifact root, in its location fields and in run messages."""
+    if acc.visible(request) is None:
+        return obj
+    if isinstance(obj, list):
+        return [shown(request, o) for o in obj]
+    root = _reg(request).storage.root.rstrip("/") + "/"
+    update: dict[str, Any] = {}
+    for key in LOCATIONS:
+        value = getattr(obj, key, None)
+        if isinstance(value, str):
+            bare = value.removeprefix("file://")
+            update[key] = bare[len(root):] if bare.startswith(root) else bare.rstrip("/").rsplit("/", 1)[-1]
+    for key in TEXTS:
+        value = getattr(obj, key, None)
+        if isinstance(value, str) and root in value:
+            update[key] = value.replace("file://" + root, "").replace(root, "")
+    for key in ("versions", "history"):
+        if getattr(obj, key, None):
+            update[key] = shown(request, getattr(obj, key))
+    return obj.model_copy(update=update) if update else obj
 
 
 def _visible(request: Request, kind: str, ref: str, need: str, get: Any) -> Any:
@@ -153,14 +189,18 @@ def get_project(project: str, request: Request) -> Project:
 
 
 # --- datasets -----------------------------------------------------------------------------------
-def _json_form(value: str | None, name: str) -> dict[str, str]:
+def _json_form(request: Request, value: str | None, name: str) -> dict[str, str]:
     if not value:
         return {}
+    limits = request.app.state.limits
     try:
         out = json.loads(value)
     except json.JSONDecodeError as exc:
         raise AssayError(f"{name} as a JSON object", f"invalid JSON ({exc.msg})",
                          f"send {name} like {{\"input\": \"text\"}}", code="invalid_input") from None
+    except RecursionError:
+        raise too_deep(limits.json_depth, name) from None
+    check_value(out, limits, what=name)
     if not isinstance(out, dict):
         raise AssayError(f"{name} as a JSON object", f"a {type(out).__name__}", f"send {name} as an object",
                          code="invalid_input")
@@ -169,7 +209,7 @@ def _json_form(value: str | None, name: str) -> dict[str, str]:
 
 @router.get("/projects/{project}/datasets", response_model=list[Dataset], tags=["datasets"], responses=_ERRORS)
 def list_datasets(project: str, request: Request) -> list[Dataset]:
-    return _reg(request).datasets.list(_project(request, project, "read").id)
+    return shown(request, _reg(request).datasets.list(_project(request, project, "read").id))
 
 
 @router.post("/projects/{project}/datasets", response_model=Dataset | Validated, status_code=201,
@@ -191,16 +231,30 @@ def upload_dataset(
     p = _project(request, project, "edit")
     from ._uploads import spool_upload
 
+    spec = _metric_form(request, metric)
+    cols, labels = _json_form(request, columns, "columns"), _json_form(request, label_map, "label_map")
     with spool_upload(file, MAX_UPLOAD_BYTES) as path:
-        return _reg(request).datasets.add(
-            p.id, path, file.filename or "upload", metric=metric, kind=kind,
-            columns=_json_form(columns, "columns"), label_map=_json_form(label_map, "label_map"), name=name,
-            seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only)
+        return shown(request, _reg(request).datasets.add(
+            p.id, path, file.filename or "upload", metric=spec, kind=kind, columns=cols, label_map=labels,
+            name=name, seed_fraction=seed_fraction, split_seed=split_seed, validate_only=validate_only))
+
+
+def _metric_form(request: Request, value: str) -> MetricSpec:
+    """An upload's ``metric`` field (a preset name, or the spec as JSON or YAML text) as a MetricSpec."""
+    try:
+        spec = parse_metric(value)
+    except (yaml.YAMLError, RecursionError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise AssayError("a metric preset name, or the metric spec as JSON or YAML", f"text that does not parse"
+                         f"{where} ({type(exc).__name__})", "fix the metric field", code="invalid_metric") from None
+    check_value(spec.to_dict(), request.app.state.limits, what="metric")
+    return spec
 
 
 @router.get("/datasets/{dataset_id}", response_model=Dataset, tags=["datasets"], responses=_ERRORS)
 def get_dataset(dataset_id: str, request: Request) -> Dataset:
-    return _dataset(request, dataset_id, "read")
+    return shown(request, _dataset(request, dataset_id, "read"))
 
 
 @router.get("/datasets/{dataset_id}/rows", tags=["datasets"], responses=_ERRORS)
@@ -273,7 +327,7 @@ def create_run(body: RunIn, request: Request) -> Run:
     """Queue a run; a worker picks it up. Providers (judge, generate) are picked by the server's
     names; a base_url, api_key_env, cache path or other server path is refused (400)."""
     p = _project(request, body.project, "edit")
-    return _reg(request).runs.create(p.id, body.config, name=body.name)
+    return shown(request, _reg(request).runs.create(p.id, body.config, name=body.name))
 
 
 @router.get("/runs", response_model=list[Run], tags=["runs"], responses=_ERRORS)
@@ -289,13 +343,13 @@ def list_runs(request: Request, project: str | None = None, status: str | None =
         project = _project(request, project, "read").id
     ids = acc.visible(request, "read")
     if ids is not None and project is None:
-        return [r for r in _reg(request).runs.list(None, status, limit=limit) if r.project_id in ids]
-    return _reg(request).runs.list(project, status, limit=limit)
+        return shown(request, [r for r in _reg(request).runs.list(None, status, limit=limit) if r.project_id in ids])
+    return shown(request, _reg(request).runs.list(project, status, limit=limit))
 
 
 @router.get("/runs/{run_id}", response_model=Run, tags=["runs"], responses=_ERRORS)
 def get_run(run_id: str, request: Request) -> Run:
-    return _run(request, run_id, "read")
+    return shown(request, _run(request, run_id, "read"))
 
 
 @router.get("/runs/{run_id}/queue", tags=["runs"], responses=_ERRORS)
@@ -312,7 +366,7 @@ def run_queue(run_id: str, request: Request) -> dict[str, Any]:
 def run_logs(run_id: str, request: Request, after: int = Query(0, ge=0, le=MAX_EVENT_ID)) -> list[RunEvent]:
     """Status changes, stage progress, log lines and errors after event id ``after``."""
     _run(request, run_id, "read")
-    return _reg(request).runs.events(run_id, after=after)
+    return shown(request, _reg(request).runs.events(run_id, after=after))
 
 
 @router.get("/runs/{run_id}/report", tags=["runs"], responses=_ERRORS)
@@ -330,7 +384,7 @@ def run_report(run_id: str, request: Request, format: Literal["json", "html", "m
 @router.post("/runs/{run_id}/cancel", response_model=Run, tags=["runs"], responses=_ERRORS)
 def cancel_run(run_id: str, request: Request) -> Run:
     _run(request, run_id, "edit")
-    return _reg(request).runs.cancel(run_id)
+    return shown(request, _reg(request).runs.cancel(run_id))
 
 
 @router.post("/runs/{run_id}/register", response_model=Metric, status_code=201, tags=["metrics"],
@@ -338,8 +392,9 @@ def cancel_run(run_id: str, request: Request) -> Run:
 def register(run_id: str, body: RegisterIn, request: Request) -> Metric:
     """Freeze a Fine-tuned run as the next immutable version ``name-vN`` of a metric."""
     _run(request, run_id, "edit")
-    return _reg(request).metrics.register(run_id, body.name, threshold=body.threshold, operator=body.operator,
-                                          description=body.description, confirm=body.confirm)
+    return shown(request, _reg(request).metrics.register(run_id, body.name, threshold=body.threshold,
+                                                         operator=body.operator, description=body.description,
+                                                         confirm=body.confirm))
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -358,13 +413,13 @@ class ScoreOut(BaseModel):
 def list_metrics(request: Request, project: str | None = None) -> list[Metric]:
     if project is not None:
         project = _project(request, project, "read").id
-    return acc.filter_by_project(request, _reg(request).metrics.list(project), "read")
+    return shown(request, acc.filter_by_project(request, _reg(request).metrics.list(project), "read"))
 
 
 @router.get("/metrics/{name}", response_model=Metric, tags=["metrics"], responses=_ERRORS)
 def get_metric(name: str, request: Request) -> Metric:
     """A metric by name (latest version) or name-vN, with all its versions."""
-    return _metric(request, name, "read")
+    return shown(request, _metric(request, name, "read"))
 
 
 @router.post("/metrics/{name}/score", response_model=ScoreOut, tags=["metrics"], responses=_ERRORS)
@@ -457,7 +512,23 @@ def label_dataset(dataset_id: str, body: LabelIn, request: Request) -> Dataset:
     """Label a dataset's rows with the judge (the metric's prompt); stored as a new training set.
     The judge is one of the server's providers, by name (see /v1/providers)."""
     _dataset(request, dataset_id, "edit")
-    return _reg(request).datasets.label(dataset_id, body.judge, name=body.name)
+    _check_judge(request, body.judge)
+    return shown(request, _reg(request).datasets.label(dataset_id, body.judge, name=body.name))
+
+
+def _check_judge(request: Request, judge: Any) -> None:
+    """The judge resolves to a valid provider config; if not, an error that shows the caller's own
+    fields only (never the endpoint or key variable the server's provider resolved to)."""
+    reg = _reg(request)
+    resolved = reg.providers.resolve(judge, "judge") if reg.providers is not None else judge
+    try:
+        ProviderConfig.model_validate(resolved)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in ("judge", *err.get("loc", ())))
+        raise AssayError("a judge: one of the server's providers by name (GET /v1/providers), with valid tuning "
+                         "fields", f"{where}: {err.get('msg', 'invalid')}", "fix the judge",
+                         code="invalid_config") from None
 
 
 @router.get("/providers", tags=["server"], responses=_ERRORS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ require("fastapi", "the assay server", extra="server")
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
+from sqlalchemy import exc as sa_exc  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from ..registry import Registry  # noqa: E402
 from ._batcher import ScoreBatcher  # noqa: E402
+from ._limits import LONE_SURROGATE, Limits, RequestLimits  # noqa: E402
+from ._uploads import clean_at_start  # noqa: E402
 
 log = logging.getLogger("assay.server")
 
@@ -26,7 +31,7 @@ STATUS = {
     "not_found": 404, "unauthorized": 401, "forbidden": 403, "conflict": 409, "name_taken": 409,
     "provider_not_allowed": 400, "artifact_modified": 409, "invalid_upload": 400,
     "already_registered": 409, "needs_confirmation": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
-    "invalid_artifact": 500, "internal_error": 500,
+    "invalid_artifact": 500, "internal_error": 500, "database_unavailable": 503,
 }
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "too_large", 415: "unsupported_media_type"}
@@ -42,7 +47,85 @@ def status_of(exc: AssayError) -> int:
 
 
 def _assay_error(request: Request, exc: AssayError) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=status_of(exc))
+    return JSONResponse(shown_error(request, exc.to_dict()), status_code=status_of(exc))
+
+
+MAX_ERROR_CHARS = 2000  # one text of an error (message, expected, found, fix); 300 in its lists (rows)
+
+
+def _server_settings(request: Request) -> list[tuple[str, str]]:
+    """(text, stand-in): the operator's settings an error may never show a caller who is not the operator:
+    provider endpoints and key variables, the database URL, the artifact root."""
+    from . import _access as acc
+
+    sc = acc.scope(request)
+    if sc is None or sc.global_role:
+        return []
+    reg = request.app.state.registry
+    out = [(str(reg.url), "<the server's database>"), (str(reg.storage.root), "<artifacts>")]
+    for entry in (getattr(reg.providers, "providers", None) or {}).values():
+        out += [(entry[k], f"<the server's {k}>") for k in ("base_url", "api_key_env")
+                if isinstance(entry.get(k), str) and len(entry[k]) > 2]
+    return sorted(out, key=lambda p: -len(p[0]))
+
+
+def _bounded(value: Any, hide: list[tuple[str, str]], limit: int = MAX_ERROR_CHARS) -> Any:
+    """An error's texts cut to ``limit`` characters (lists: 200 items), server settings hidden, lone
+    surrogates replaced (so the body always encodes as UTF-8)."""
+    if isinstance(value, str):
+        for text, stand_in in hide:
+            value = value.replace(text, stand_in)
+        value = LONE_SURROGATE.sub("\ufffd", value)
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+    if isinstance(value, dict):
+        return {_bounded(str(k), hide, 100): _bounded(v, hide, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_bounded(v, hide, 300) for v in value[:200]]
+    return value
+
+
+def shown_error(request: Request, error: dict[str, Any]) -> dict[str, Any]:
+    """``{"error": error}`` as a caller may see it (see :func:`_bounded`)."""
+    return {"error": _bounded(error, _server_settings(request))}
+
+
+RETRY_AFTER_S = 5
+BAD_INPUT = (UnicodeError, RecursionError, OverflowError)
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """The database down, locked or out of connections: SQLAlchemy's wrapper, the pool's timeout, the raw
+    drivers' errors (psycopg's when it is loaded: a PostgreSQL registry loads it)."""
+    pg = sys.modules.get("psycopg")
+    return (sa_exc.OperationalError, sa_exc.TimeoutError, sqlite3.OperationalError,
+            *((pg.OperationalError,) if pg is not None else ()))
+
+
+def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After: the database is down, locked or out of connections (its own message, which can
+    name the host, goes to the log only)."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[:1])
+    return JSONResponse(error_body("database_unavailable", "a reachable database",
+                                   f"database unavailable ({type(exc).__name__})",
+                                   f"retry in {RETRY_AFTER_S} seconds; if it persists, the operator checks "
+                                   "the database"),
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _bad_input(request: Request, exc: Exception) -> JSONResponse:
+    """422 for input no check named earlier: text that is not valid Unicode, nesting deeper than Python
+    follows, a number too large for the database."""
+    log.warning("refused input on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    if isinstance(exc, UnicodeError):
+        body = error_body("invalid_unicode", "valid Unicode text (UTF-8, no lone surrogates such as \\ud800)",
+                          f"text that cannot be encoded ({type(exc).__name__})", "fix the text")
+    elif isinstance(exc, RecursionError):
+        body = error_body("invalid_json", "input nested a few levels deep", "nesting too deep to read",
+                          "flatten the structure")
+    else:
+        body = error_body("invalid_input", "numbers within the 64-bit range", "a number too large",
+                          "send a smaller number")
+    return JSONResponse(body, status_code=422)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -53,7 +136,7 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     body = error_body("invalid_request", f"a request matching the API schema at {request.url.path}", found,
                       "see /docs for the request format")
     body["error"]["details"] = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")} for e in errs[:20]]
-    return JSONResponse(body, status_code=422)
+    return JSONResponse(shown_error(request, body["error"]), status_code=422)
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -70,10 +153,53 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if isinstance(exc, db_errors()):  # raised outside the routes (the key check), or wrapped by no handler
+        return _db_unavailable(request, exc)
+    if isinstance(exc, BAD_INPUT):
+        return _bad_input(request, exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal_error", "the request to succeed",
                                    f"an internal error ({type(exc).__name__})",
                                    "retry; if it persists, report it with the server log"), status_code=500)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure in the one error shape: the routes' (through Starlette's exception middleware) and,
+    through ``_internal_error``, the middlewares'."""
+    app.add_exception_handler(AssayError, _assay_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
+    for cls in db_errors():
+        app.add_exception_handler(cls, _db_unavailable)
+    for cls in BAD_INPUT:
+        app.add_exception_handler(cls, _bad_input)
+
+
+class Failsafe:
+    """ASGI middleware, the outermost: an exception no handler answered becomes the one error shape here
+    (503 for the database, 422 for unreadable input, else 500) instead of reaching Starlette's last
+    handler, which re-raises it and so made the server drop the client's connection after a 500."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # the answer is on its way: nothing to replace it with
+                raise
+            await _internal_error(Request(scope), exc)(scope, receive, send)
 
 
 class KeyCheck:
@@ -124,7 +250,9 @@ def unauthorized(request: Request) -> JSONResponse:
 
 def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool = True,
                batch_rows: int = 64, batch_wait_ms: float = 10.0, providers: Any = None,
-               stale_after: float = 60.0, supervisor: Any = None, monitor_db: str | Path | None = None) -> FastAPI:
+               stale_after: float = 60.0, supervisor: Any = None, monitor_db: str | Path | None = None,
+               host: str = "127.0.0.1", allowed_hosts: list[str] | tuple[str, ...] | None = None,
+               limits: Limits | None = None) -> FastAPI:
     """The assay server app. ``auth``: require an API key on every /v1 and UI request
     (``/v1/health``, ``/docs`` and ``/openapi.json`` stay open). ``providers``: the named
     providers callers may use (:class:`assay.providers.ServerProviders`; default: from
@@ -132,7 +260,10 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     heartbeat before ``/v1/health`` reports it stale. ``supervisor``: the worker processes
     ``assay serve`` runs (reported by ``/v1/health``). ``monitor_db``: the monitor's SQLite store
     that the monitoring endpoints and pages read and label (default: ``$ASSAY_MONITOR_DB``, else
-    ``$ASSAY_HOME/monitor.db``), opened on first use; callers never choose it."""
+    ``$ASSAY_HOME/monitor.db``), opened on first use; callers never choose it. ``host``: the bind address;
+    with ``allowed_hosts`` (default: ``$ASSAY_ALLOWED_HOSTS``) the ``Host`` names accepted, and writes
+    from other origins are refused (:mod:`assay.server._origin`). ``limits``: what one request may carry
+    (default: :meth:`Limits.from_env`, ``$ASSAY_MAX_*``; see :mod:`assay.server._limits`)."""
     from ..providers import ServerProviders
 
     registry = registry or Registry()
@@ -143,6 +274,7 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
                               "Errors always have the shape {\"error\": {code, message, expected, found, fix}}. "
                               "Score requests for one metric are micro-batched "
                               f"(up to {batch_rows} rows or {batch_wait_ms:g} ms).")
+    clean_at_start(registry)  # temporary and dataset folders left by a killed server
     app.state.registry = registry
     app.state.auth = auth
     app.state.keys = KeyCheck(registry)
@@ -151,10 +283,9 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     app.state.supervisor = supervisor
     app.state.monitor_db = Path(monitor_db or os.environ.get("ASSAY_MONITOR_DB") or _default_monitor_db())
     app.state.monitor = None  # the monitor Store, opened by the first monitoring request
-    app.add_exception_handler(AssayError, _assay_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _internal_error)
+    app.state.limits = limits or Limits.from_env()
+    _add_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=app.state.limits)  # inside the key check: no body read before it
 
     open_paths = ("/v1/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc", "/static/", "/login")
 
@@ -185,6 +316,9 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     from ._uploads import BodyLimit
 
     app.add_middleware(BodyLimit, max_bytes=MAX_UPLOAD_BYTES)
+    from ._origin import HostOriginCheck
+
+    app.add_middleware(HostOriginCheck, host=host, allowed_hosts=allowed_hosts)  # before the body and key checks
     app.include_router(router)
     from ._retrain import router as retrain_router
 
@@ -201,6 +335,7 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
                 raise
         else:
             mount_ui(app)
+    app.add_middleware(Failsafe)  # the outermost
     return app
 
 

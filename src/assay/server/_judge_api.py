@@ -94,6 +94,16 @@ def _load(request: Request, job_id: str) -> TuneJob | None:
     return TuneJob.model_validate(raw) if raw is not None else None
 
 
+def _shown(request: Request, job: TuneJob, **update: Any) -> TuneJob:
+    """The job as the caller may see it: its error without the operator's settings (a provider's
+    endpoint or key variable; see ``_app.shown_error``)."""
+    from ._app import shown_error
+
+    if job.error:
+        update["error"] = shown_error(request, job.error)["error"]
+    return job.model_copy(update=update) if update else job
+
+
 def _seed_rows(request: Request, version: Any, dataset: Any) -> list[dict[str, Any]]:
     from ..data import SEED_FRACTION, split_test_set
     from ..metrics import load_metric
@@ -213,7 +223,7 @@ def get_tuning(job_id: str, request: Request) -> TuneJob:
     if job is None:
         raise acc.hidden("judge tuning", job_id)
     acc.check(request, job.project_id, "read", "judge tuning", job_id)
-    return job
+    return _shown(request, job)
 
 
 @api_router.get("/metrics/{name}/tune-judge", response_model=list[TuneJob], tags=["metrics"], responses=_ERRORS)
@@ -224,7 +234,7 @@ def list_tunings(name: str, request: Request) -> list[TuneJob]:
     live = {j.id: j for j in list(_jobs(request.app).values()) if j.metric.rsplit("-v", 1)[0] == version.name}
     stored = [TuneJob.model_validate(raw) for raw in _reg(request).tunings.list(version.name)]
     jobs = [live.pop(j.id, j) for j in stored] + list(live.values())
-    return [j.model_copy(update={"report": None}) for j in sorted(jobs, key=lambda j: -j.created_at)]
+    return [_shown(request, j, report=None) for j in sorted(jobs, key=lambda j: -j.created_at)]
 
 
 @ui_router.get("/metrics/{name}/tune-judge", response_class=HTMLResponse)

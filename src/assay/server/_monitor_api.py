@@ -238,9 +238,11 @@ class ReviewOut(BaseModel):
 
 def label_verdict(request: Request, verdict_id: int, body: ReviewIn) -> ReviewOut:
     """Store a human label for one verdict (by verdict id only: never a trace id)."""
+    ref = f"#{verdict_id}"
+    if not 1 <= verdict_id <= MAX_VERDICT_ID:  # the UI's form path takes any integer: no database holds it
+        raise acc.hidden("verdict", ref if len(ref) <= 24 else f"{ref[:20]}...")
     store = store_of(request)
     v = store.verdict(int(verdict_id))
-    ref = f"#{verdict_id}"
     if v is None:
         raise acc.hidden("verdict", ref)
     check_metric(request, v["metric"], "edit", "verdict", ref)
