@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,12 +18,14 @@ from ..errors import AssayError
 from ..metrics import MetricSpec, load_metric
 from . import _db as t
 from ._base import Core, InvalidRows, dumps, loads, new_id, not_found
+from ._ingest import ingest, private_temp_dir, split_input
 from ._models import Dataset, ReviewItem, RowError, Validated, to_time
 from ._projects import Projects
 
 KINDS = ("test", "train", "unlabeled")
 DECISIONS = ("accept", "reject", "relabel")
 DATASET_REF = "dataset:"
+ORPHAN_AGE = 60.0  # seconds: a dataset folder without a row younger than this may be an insert under way
 
 
 def parse_metric(metric: Any) -> MetricSpec:
@@ -44,6 +47,14 @@ def parse_metric(metric: Any) -> MetricSpec:
             raise AssayError(f"a preset name ({', '.join(list_presets())}) or an inline metric spec",
                              f"'{metric}'", "pick a preset or send the spec itself", code="invalid_metric")
     return load_metric(metric)
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 class Datasets:
@@ -72,11 +83,12 @@ class Datasets:
         spec = parse_metric(metric)
         fname = Path(filename or "upload").name
         fmt = detect_format(Path(fname))
-        with tempfile.TemporaryDirectory() as tmp:
+        tmp = private_temp_dir("upload")  # removed below, or at the next start if this process is killed
+        try:
             if isinstance(data, Path):  # an upload spooled to disk: never read whole into memory here
                 path = data
             else:
-                path = Path(tmp) / "upload"
+                path = tmp / "upload"
                 path.write_bytes(data)
             size = path.stat().st_size
             if not size:
@@ -84,15 +96,15 @@ class Datasets:
                                  code="empty_file")
             return self._add_file(proj.id, path, fname, fmt, size, spec=spec, kind=kind, columns=columns,
                                   label_map=label_map, name=name, seed_fraction=seed_fraction,
-                                  split_seed=split_seed, validate_only=validate_only)
+                                  split_seed=split_seed, validate_only=validate_only, tmp=tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _add_file(self, project_id: str, path: Path, fname: str, fmt: str, size: int, *, spec: MetricSpec,
                   kind: str, columns: Mapping[str, str] | None, label_map: Mapping[str, str] | None,
                   name: str | None, seed_fraction: float, split_seed: int,
-                  validate_only: bool) -> Dataset | Validated:
-        from ._ingest import ingest, split_input
-
-        rows_file = path.with_name(path.name + ".rows.jsonl")
+                  validate_only: bool, tmp: Path) -> Dataset | Validated:
+        rows_file = tmp / "rows.jsonl"
         try:
             v = ingest(path, fname, fmt, spec, labeled=kind != "unlabeled", columns=columns or {},
                        label_map=label_map or {}, rows_out=rows_file)
@@ -110,26 +122,54 @@ class Datasets:
             if not v.ok:
                 raise InvalidRows(fname, v.errors, v.rows_total)
             did = new_id("ds")
-            ext = Path(fname).suffix.lower()
-            original = self.core.storage.put_file(path, self.core.storage.url("datasets", did, f"original{ext}"))
-            location = self.core.storage.put_file(rows_file, self.core.storage.url("datasets", did, "rows.jsonl"))
+            folder = self.core.storage.url("datasets", did)
+            sha = _sha256(path)
+            try:  # a failed copy or insert leaves no folder behind
+                original = self.core.storage.put_file(path, f"{folder}/original{Path(fname).suffix.lower()}")
+                location = self.core.storage.put_file(rows_file, f"{folder}/rows.jsonl")
+                rows_file.unlink(missing_ok=True)
+                with self.core.tx() as conn:
+                    conn.execute(insert(t.datasets).values(
+                        id=did, project_id=project_id, name=name or Path(fname).stem, kind=kind, format=fmt,
+                        filename=fname, content_hash=v.content_hash, file_sha256=sha, size_bytes=size,
+                        row_count=v.kept, dropped_duplicates=v.dropped_duplicates,
+                        label_counts=dumps(v.label_counts), warnings=dumps(v.warnings), metric=dumps(spec.to_dict()),
+                        columns_map=dumps(dict(columns or {})),
+                        label_map=dumps({str(k): str(x) for k, x in (label_map or {}).items()}), location=location,
+                        original_location=original, created_at=self.core.now()))
+            except BaseException:
+                self.core.storage.remove_dir(folder)
+                raise
         finally:
             rows_file.unlink(missing_ok=True)
-        sha = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(chunk)
-        with self.core.tx() as conn:
-            conn.execute(insert(t.datasets).values(
-                id=did, project_id=project_id, name=name or Path(fname).stem, kind=kind, format=fmt, filename=fname,
-                content_hash=v.content_hash, file_sha256=sha.hexdigest(), size_bytes=size,
-                row_count=v.kept, dropped_duplicates=v.dropped_duplicates, label_counts=dumps(v.label_counts),
-                warnings=dumps(v.warnings), metric=dumps(spec.to_dict()), columns_map=dumps(dict(columns or {})),
-                label_map=dumps({str(k): str(x) for k, x in (label_map or {}).items()}), location=location,
-                original_location=original, created_at=self.core.now()))
         ds = self.get(did)
         ds.split = split
         return ds
+
+    def remove_orphans(self, older_than: float = ORPHAN_AGE) -> list[Path]:
+        """Remove the folders under ``datasets/`` that no dataset row names (a copy or an insert that
+        failed, or a process killed between the two), untouched for ``older_than`` seconds (a younger
+        one may be an insert under way in another process). Local storage only; returns them."""
+        storage = self.core.storage
+        root = Path(storage.root) / "datasets"
+        if not storage.local or not root.is_dir():
+            return []
+        old = []
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            try:
+                touched = max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+            except OSError:
+                continue
+            if time.time() - touched >= older_than:
+                old.append(folder)
+        if not old:
+            return []
+        with self.core.tx() as conn:  # read after the folders: an insert committed by now is seen
+            known = set(conn.execute(select(t.datasets.c.id)).scalars().all())
+        removed = [f for f in old if f.name not in known]
+        for folder in removed:
+            shutil.rmtree(folder, ignore_errors=True)
+        return removed
 
     def get(self, dataset_id: str) -> Dataset:
         with self.core.tx() as conn:

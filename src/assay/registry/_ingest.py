@@ -5,12 +5,23 @@ Records come from ``assay.data.iter_records`` (CSV, TSV and JSONL stream line by
 Parquet are whole-file formats). The result matches ``validate_rows`` over the whole file: problems
 with their row positions, exact duplicates dropped across chunks, label counts, the order-
 independent content hash; the canonical rows go to ``rows_out`` (JSONL).
+
+Uploads are read in private temporary folders named after their process (``private_temp_dir``, also
+used for a worker's run inputs); those of processes that are gone are removed at the next server or
+worker start (``remove_dead_temp_dirs``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +31,7 @@ from ..data import iter_records, to_rows, validate_rows
 from ..data._io import row_hash
 from ..errors import AssayError
 from ..metrics import MetricSpec
+from ._queue import pid_alive
 
 CHUNK = 2000
 MAX_PROBLEMS = 10000  # kept for the error report; a garbage file cannot fill memory with them
@@ -118,3 +130,46 @@ def split_input(rows_file: Path) -> list[dict[str, Any]]:
             r = json.loads(line)
             out.append({k: r[k] for k in (*CONTENT, "label") if k in r})
     return out
+
+
+# --- private temporary folders ----------------------------------------------------------------------
+# An upload being read, or a worker's run inputs, live in ``assay-<kind>-<host>-<pid>-XXXXXXXX`` under the
+# system's temporary folder; a process killed meanwhile leaves its folder, which the next server or
+# worker start on this host removes once that process is gone (remove_dead_temp_dirs).
+TEMP_KINDS = ("upload", "run")
+_TEMP = re.compile(r"^assay-(?:upload|run)-([0-9a-f]{8})-(\d+)-[A-Za-z0-9_]+$")
+_LEGACY_UPLOAD = re.compile(r"^assay-upload-[A-Za-z0-9_]{8}$")  # before the host and pid were in the name
+LEGACY_AGE = 3600.0  # seconds: no upload is read for that long
+
+
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def private_temp_dir(kind: str) -> Path:
+    """A new private (0700) temporary folder of this process, ``kind`` among ``TEMP_KINDS``."""
+    if kind not in TEMP_KINDS:
+        raise ValueError(f"kind must be one of {TEMP_KINDS}")
+    path = Path(tempfile.mkdtemp(prefix=f"assay-{kind}-{_host_tag()}-{os.getpid()}-"))
+    os.chmod(path, 0o700)
+    return path
+
+
+def remove_dead_temp_dirs(root: str | Path | None = None) -> list[Path]:
+    """Remove the private temporary folders (see ``private_temp_dir``) of processes on this host that
+    are gone, and upload folders of older assay versions untouched for ``LEGACY_AGE``; returns them."""
+    root = Path(root or tempfile.gettempdir())
+    host, removed = _host_tag(), []
+    for path in sorted(root.glob("assay-*")):
+        m = _TEMP.match(path.name)
+        try:
+            if m:
+                dead = m.group(1) == host and not pid_alive(int(m.group(2)))
+            else:
+                dead = bool(_LEGACY_UPLOAD.match(path.name)) and time.time() - path.stat().st_mtime > LEGACY_AGE
+            if dead and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed.append(path)
+        except (OSError, ValueError, OverflowError):  # gone meanwhile, not ours to remove, an odd pid
+            continue
+    return removed

@@ -1,16 +1,27 @@
 """The worker's side of runs (part of ``reg.runs``, see ``_runs.py``): claiming a queued run,
 heartbeats, stage progress, finishing, failing, recovering runs whose worker stopped, worker
-liveness and the queue. Status changes go only along allowed transitions."""
+liveness and the queue. Status changes go only along allowed transitions.
+
+**The reaper's rule** (:meth:`RunQueue.recover_stale`). A run is failed at once when its worker's
+process on this host is gone. A heartbeat older than ``stale_after`` fails it only once a reaper has
+*seen* the worker quiet for a while: the first reaper to find no heartbeat for ``stale_after / 2``
+writes a note in the run's log (a ``log`` event with stage ``QUIET``), and a reaper fails the run when
+the heartbeat is older than ``stale_after`` and that note, written after the last heartbeat, is at
+least ``stale_after / 2`` old. A worker that beats regularly is failed ``stale_after`` after it stops
+(the note came half-way); but when the reaper itself could not look (the database was locked by a long
+write, the reaper's process was starved), the worker whose beats were held up by the same stall gets
+``stale_after / 2`` after the stall to beat before anyone fails its run.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
 
 from . import _db as t
 from ._base import Core, dumps, not_found
@@ -22,6 +33,10 @@ STAGE_SPAN = {"preparing": (0.0, 0.05), "generating": (0.05, 0.35), "training": 
 # The run status each stage of assay.train.train implies.
 STAGE_STATUS = {"preparing": None, "generating": Status.generating_data, "training": Status.training,
                 "evaluating": Status.training, "saving": Status.training}
+
+
+# The run-log note a reaper writes when a run's worker has gone quiet (``run_events.stage`` of a ``log`` event).
+QUIET = "no-heartbeat"
 
 
 class RunLost(Exception):
@@ -103,14 +118,18 @@ class RunQueue:
             self._event(conn, rid, "log", message=f"claimed by worker {worker_id} (pid {pid or os.getpid()})")
         return self.get(rid)
 
-    def heartbeat(self, run_id: str, worker_id: str) -> bool:
-        """Record that the worker is alive; returns whether a cancel was requested."""
-        with self.core.tx() as conn:
+    def heartbeat(self, run_id: str, worker_id: str, *, engine: Engine | None = None, pid: int | None = None) -> bool:
+        """Record that the worker is alive; returns whether a cancel was requested. ``engine``: the
+        connection to beat through (the worker's heartbeat thread has its own, see ``_worker.py``);
+        with ``pid`` the worker's liveness row is refreshed in the same transaction."""
+        with (engine.begin() if engine is not None else self.core.tx()) as conn:
             res = conn.execute(update(t.runs).where(t.runs.c.id == run_id, t.runs.c.worker_id == worker_id,
                                                     t.runs.c.status.in_([s.value for s in CHAIN[:4]]))
                                .values(heartbeat_at=self.core.now()))
             if res.rowcount != 1:
                 raise RunLost(run_id)
+            if pid is not None:
+                self._touch_worker(conn, worker_id, pid=pid, host=None, run_id=run_id, stopped=False)
             return bool(conn.execute(select(t.runs.c.cancel_requested).where(t.runs.c.id == run_id)).scalar())
 
     def report_stage(self, run_id: str, worker_id: str, stage: str, fraction: float | None, message: str,
@@ -163,7 +182,7 @@ class RunQueue:
         """End a run as Failed (with its reason) or Cancelled; partial outputs stay where they are."""
         with self.core.tx() as conn:
             row = self._locked(conn, run_id)
-            if worker_id is not None and row["worker_id"] != worker_id:
+            if worker_id is not None and (row["worker_id"] != worker_id or not Status(row["status"]).active):
                 raise RunLost(run_id)
             values: dict[str, Any] = {"failure_reason": None if cancelled else reason}
             if artifact_location:
@@ -174,24 +193,21 @@ class RunQueue:
         return self.get(run_id)
 
     def recover_stale(self, stale_after: float = 60.0, *, exclude_worker: str | None = None) -> list[str]:
-        """Mark Failed every active run whose worker stopped: no heartbeat for ``stale_after``
-        seconds, or (same host) its process is gone. Returns the run ids it failed."""
+        """Mark Failed every active run whose worker stopped: its process (on this host) is gone, or
+        no heartbeat for ``stale_after`` seconds, confirmed as the module docstring says (a note in the
+        run's log first). Partial outputs are never touched. Returns the run ids it failed."""
         host = socket.gethostname()
         failed = []
         with self.core.tx() as conn:
             candidates = conn.execute(select(t.runs.c.id).where(
                 t.runs.c.status.in_([s.value for s in CHAIN[:4]]), t.runs.c.worker_id.is_not(None))).scalars().all()
         for rid in candidates:
-            with self.core.tx() as conn:
-                row = self._locked(conn, rid)
-                if not Status(row["status"]).active or row["worker_id"] in (None, exclude_worker):
+            with self.core.tx() as conn:  # a row locked right now (its worker mid-write) waits for the next round
+                row = conn.execute(select(t.runs).where(t.runs.c.id == rid).with_for_update(skip_locked=True)
+                                   ).mappings().first()
+                if row is None or not Status(row["status"]).active or row["worker_id"] in (None, exclude_worker):
                     continue
-                beat = row["heartbeat_at"] or row["started_at"] or 0.0
-                why = None
-                if row["worker_host"] == host and row["worker_pid"] and not pid_alive(row["worker_pid"]):
-                    why = f"its process (pid {row['worker_pid']} on {host}) is gone"
-                elif time.time() - beat > stale_after:
-                    why = f"no heartbeat since {_iso(beat)} (more than {stale_after:.0f}s)"
+                why = self._stopped(conn, row, stale_after, host)
                 if why is None:
                     continue
                 st = Status(row["status"])
@@ -203,18 +219,64 @@ class RunQueue:
                 failed.append(rid)
         return failed
 
+    def _stopped(self, conn: Any, row: Mapping[str, Any], stale_after: float, host: str) -> str | None:
+        """Why the run's worker counts as stopped (None: it does not, yet). Writes the quiet note."""
+        if row["worker_host"] == host and row["worker_pid"] and not pid_alive(row["worker_pid"]):
+            return f"its process (pid {row['worker_pid']} on {host}) is gone"
+        now = self.core.now()
+        beat = row["heartbeat_at"] or row["started_at"] or 0.0
+        if now - beat <= stale_after / 2:
+            return None
+        noted = conn.execute(select(func.min(t.run_events.c.at)).where(
+            t.run_events.c.run_id == row["id"], t.run_events.c.kind == "log", t.run_events.c.stage == QUIET,
+            t.run_events.c.at >= beat)).scalar()
+        if noted is None:
+            left = max(stale_after / 2, stale_after - (now - beat))
+            self._event(conn, row["id"], "log", stage=QUIET, message=(
+                f"no heartbeat from the worker {row['worker_id']} since {_iso(beat)} ({now - beat:.0f} s); "
+                f"the run is failed if none comes in the next {left:.0f} s"))
+            return None
+        if now - beat > stale_after and now - noted >= stale_after / 2:
+            return f"no heartbeat since {_iso(beat)} (more than {stale_after:.0f}s)"
+        return None
+
+    def late_result(self, run_id: str, worker_id: str, *, location: str, finished: bool) -> bool:
+        """A worker learned that its run was failed while it still ran it (a reaper found it quiet):
+        the run stays Failed and its log says what became of the work, kept at ``location``.
+        ``finished``: the worker completed the run (else it stopped it). False if the run is not this
+        worker's failed run."""
+        with self.core.tx() as conn:
+            row = self._locked(conn, run_id)
+            if row["worker_id"] != worker_id or Status(row["status"]) != Status.failed:
+                return False
+            now = self.core.now()
+            when = f"failed at {_iso(row['finished_at'])} ({row['failure_reason'] or row['message']})"
+            if finished:
+                message = (f"the worker {worker_id} finished this run at {_iso(now)}, after it had been {when}; "
+                           f"its result (evaluator and report) is kept at {location}. A failed run stays failed: "
+                           "start a new run to register a model")
+            else:
+                message = (f"the worker {worker_id} learned at {_iso(now)} that this run had been {when} and "
+                           f"stopped it; partial outputs are kept at {location}")
+            self._event(conn, run_id, "log", message=message)
+        return True
+
     # --- worker liveness and the queue -------------------------------------------------------
     def worker_seen(self, worker_id: str, *, pid: int | None = None, host: str | None = None,
                     run_id: str | None = None, stopped: bool = False) -> None:
         """A worker's own heartbeat, idle or busy (``GET /v1/health`` reports it)."""
+        with self.core.tx() as conn:
+            self._touch_worker(conn, worker_id, pid=pid, host=host, run_id=run_id, stopped=stopped)
+
+    def _touch_worker(self, conn: Any, worker_id: str, *, pid: int | None, host: str | None, run_id: str | None,
+                      stopped: bool) -> None:
         now = self.core.now()
         values = {"last_seen": now, "run_id": run_id, "stopped_at": now if stopped else None}
-        with self.core.tx() as conn:
-            res = conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(**values))
-            if res.rowcount == 0:
-                conn.execute(insert(t.workers).values(id=worker_id, host=host or socket.gethostname(),
-                                                      pid=pid if pid is not None else os.getpid(), started_at=now,
-                                                      **values))
+        res = conn.execute(update(t.workers).where(t.workers.c.id == worker_id).values(**values))
+        if res.rowcount == 0:
+            conn.execute(insert(t.workers).values(id=worker_id, host=host or socket.gethostname(),
+                                                  pid=pid if pid is not None else os.getpid(), started_at=now,
+                                                  **values))
 
     def worker_gone(self, pid: int, host: str | None = None) -> None:
         """A supervisor saw the worker process ``pid`` exit: its liveness row is closed."""

@@ -120,6 +120,15 @@ class Storage:
             self.write_bytes(url + "/" + f.relative_to(local_dir).as_posix(), f.read_bytes())
         return url
 
+    def remove_dir(self, url: str) -> None:
+        """Remove a folder and everything in it (nothing if it does not exist)."""
+        if _is_local(url):
+            shutil.rmtree(_strip(url), ignore_errors=True)
+            return
+        fs, path = self._fs(url)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
     def local_dir(self, url: str) -> Path:
         """A local folder with the contents of ``url`` (downloaded to the cache when remote)."""
         if _is_local(url):

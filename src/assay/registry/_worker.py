@@ -21,6 +21,21 @@ side's progress to ``on_status`` and polls ``should_stop`` until the remote run 
 
 In both cases the worker process stays the one place that talks to the registry, so
 heartbeats, crash recovery and status transitions work the same as for local runs.
+
+Heartbeats
+----------
+While a run executes, a thread of its own (:class:`_Beat`) beats every ``heartbeat_interval``
+seconds through a database connection of its own: never the work's connections, never between the
+work's steps, and a failed beat (a locked database, a dropped connection) is logged and retried at
+once instead of waiting for the next interval. Progress reports from the work are advisory: a
+database error there is logged, never fatal to the run. A worker whose process is stopped (SIGSTOP)
+or killed stops beating and is failed by the reaper (see ``_queue.py`` for its rule); one that is busy
+(pure-Python loops, a long write elsewhere in the database) keeps beating.
+
+A worker that learns its run was failed while it still ran it (the reaper found it quiet) stops the
+work at the next ``should_stop`` check, or, when the work ends first, keeps its result; either way
+what it wrote stays in the run's folder (uploaded when the storage is remote) and the run's log says
+where. The run stays Failed (statuses never go back).
 """
 
 from __future__ import annotations
@@ -30,7 +45,6 @@ import os
 import secrets
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import traceback
@@ -38,8 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 from ..config import Config
 from ..errors import AssayError, Cancelled
+from ._db import make_engine
+from ._ingest import private_temp_dir, remove_dead_temp_dirs
 from ._metrics import _summary
 from ._models import Run
 from ._queue import RunLost
@@ -49,6 +68,10 @@ log = logging.getLogger("assay.worker")
 
 OnStatus = Callable[[str, "float | None", str], None]
 ShouldStop = Callable[[], bool]
+
+BEAT_RETRY = 0.2  # seconds between tries of a heartbeat that failed (a locked database, a dropped connection)
+BEAT_LOG_EVERY = 10.0  # seconds between the log lines of a heartbeat that keeps failing
+BEATS_PER_STALE = 5  # at least this many heartbeats fit in ``stale_after``
 
 
 @dataclass
@@ -76,6 +99,16 @@ class LocalExecutor:
         return fn(job.config, progress=False, on_status=on_status, should_stop=should_stop)
 
 
+def _log_to_stderr() -> None:
+    """Where nothing configured logging (``assay worker``), the worker's own lines (a heartbeat held up,
+    a run failed) go to stderr: the run-log handler on ``assay`` would otherwise keep Python's
+    last-resort output from showing them while a run executes."""
+    if not any(logging.getLogger(name).handlers for name in ("assay.worker", "assay", "")):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logging.getLogger("assay.worker").addHandler(handler)
+
+
 def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, Cancelled)
 
@@ -85,24 +118,104 @@ class _RunLog(logging.Handler):
 
     def __init__(self, registry: Registry, run_id: str):
         super().__init__(logging.INFO)
-        self.registry, self.run_id, self._busy = registry, run_id, False
+        self.registry, self.run_id, self._local = registry, run_id, threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # before the handler's lock: the heartbeat thread's own lines never wait for a run-log write
+        return not record.name.startswith("assay.worker") and super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._busy or record.name.startswith("assay.worker"):
+        if getattr(self._local, "busy", False):
             return
-        self._busy = True
+        self._local.busy = True
         try:
             self.registry.runs.log(self.run_id, f"{record.levelname.lower()}: {record.getMessage()}")
         except Exception:  # never let logging break a run
             pass
         finally:
-            self._busy = False
+            self._local.busy = False
+
+
+def _lose(beat: "_Beat", run_id: str) -> None:
+    if not beat.lost.is_set():
+        log.warning("run %s is no longer this worker's (failed elsewhere?): stopping it", run_id)
+    beat.lost.set()
+
+
+class _Beat:
+    """A run's heartbeat: a daemon thread with its own database connection (engine), beating every
+    ``worker.heartbeat_interval`` seconds until stopped; ``cancel`` is set when a cancel is requested,
+    ``lost`` when the run is no longer the worker's (failed by a reaper)."""
+
+    def __init__(self, worker: "Worker", run_id: str):
+        self.worker, self.run_id = worker, run_id
+        self.cancel, self.lost, self.stop = threading.Event(), threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{run_id}")
+
+    def __enter__(self) -> "_Beat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def _engine(self) -> Engine | None:
+        """A connection of the heartbeat's own, that gives up waiting for a lock (SQLite: the database's,
+        PostgreSQL: the run's row) after a few seconds, so a beat held up is logged and tried again;
+        None (the registry's engine) for an in-memory SQLite database."""
+        url = self.worker.registry.url
+        if url.startswith("sqlite") and (url.rstrip("/").endswith(":memory:") or url.rstrip("/") == "sqlite:"):
+            return None
+        engine = make_engine(url)
+        wait_ms = int(min(max(self.worker.heartbeat_interval * 2, 1.0), 10.0) * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _lock_wait(dbapi_conn: Any, _record: Any) -> None:
+            if engine.dialect.name == "sqlite":
+                dbapi_conn.execute(f"PRAGMA busy_timeout={wait_ms}")
+            elif engine.dialect.name == "postgresql":
+                autocommit, dbapi_conn.autocommit = dbapi_conn.autocommit, True  # SET outside a transaction
+                dbapi_conn.execute(f"SET lock_timeout = {wait_ms}")
+                dbapi_conn.autocommit = autocommit
+
+        return engine
+
+    def _loop(self) -> None:
+        w, failing_since, logged = self.worker, 0.0, 0.0
+        engine = self._engine()
+        wait = w.heartbeat_interval
+        try:
+            while not self.stop.wait(wait):
+                try:
+                    if w.registry.runs.heartbeat(self.run_id, w.worker_id, engine=engine, pid=os.getpid()):
+                        self.cancel.set()
+                except RunLost:
+                    _lose(self, self.run_id)
+                    return
+                except Exception as exc:  # a locked database, a dropped connection: log, try again soon
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - logged >= BEAT_LOG_EVERY:
+                        logged = now
+                        log.warning("heartbeat for run %s not written for %.1f s (%s: %s); retrying", self.run_id,
+                                    now - failing_since, type(exc).__name__, (str(exc).splitlines() or [""])[0])
+                    wait = BEAT_RETRY
+                    continue
+                if failing_since:
+                    log.warning("heartbeat for run %s written again after %.1f s", self.run_id,
+                                time.monotonic() - failing_since)
+                failing_since, logged, wait = 0.0, 0.0, w.heartbeat_interval
+        finally:
+            if engine is not None:
+                engine.dispose()
 
 
 class Worker:
     """Claims and executes queued runs one at a time.
 
-    ``heartbeat_interval``: how often the run's heartbeat (and cancel flag) is refreshed;
+    ``heartbeat_interval``: how often the run's heartbeat (and cancel flag) is refreshed, at most
+    ``stale_after / 5`` (so a few late beats never look like a stopped worker);
     ``stale_after``: a run whose worker has not beaten for this long is failed by any worker.
     """
 
@@ -112,7 +225,10 @@ class Worker:
         self.executor = executor or LocalExecutor()
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.poll_interval = poll_interval
-        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_interval = min(heartbeat_interval, stale_after / BEATS_PER_STALE)
+        if self.heartbeat_interval < heartbeat_interval:
+            log.info("heartbeat every %.2f s (not %.2f s): %d beats within --stale-after %.0f s",
+                     self.heartbeat_interval, heartbeat_interval, BEATS_PER_STALE, stale_after)
         self.stale_after = stale_after
         self.stop_event = threading.Event()
 
@@ -121,6 +237,9 @@ class Worker:
         """Work until stopped (or, with ``once``, until the queue is empty). Returns runs executed."""
         done = 0
         last_recover = last_seen = 0.0
+        _log_to_stderr()
+        for path in remove_dead_temp_dirs():
+            log.warning("removed %s, left by a worker or server that is gone", path)
         try:
             while not self.stop_event.is_set():
                 if time.time() - last_seen > self.heartbeat_interval:
@@ -166,62 +285,90 @@ class Worker:
     def execute(self, run: Run) -> Run:
         reg, wid = self.registry, self.worker_id
         storage = reg.storage
-        workdir = Path(tempfile.mkdtemp(prefix=f"assay-{run.id}-"))
+        workdir = private_temp_dir("run")
         run_url = run.artifact_location or storage.url("runs", run.id)
         out = storage.local_dir(run_url) if storage.local else workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
-        cancel, lost, stop_beat = threading.Event(), threading.Event(), threading.Event()
-        beat = threading.Thread(target=self._beat, args=(run.id, cancel, lost, stop_beat), daemon=True,
-                                name=f"heartbeat-{run.id}")
-        beat.start()
         handler = _RunLog(reg, run.id)
         logging.getLogger("assay").addHandler(handler)
-        state = {"stage": None, "logged": 0.0, "saved": 0.0}
+        artifact: Path | None = None
+        try:
+            with _Beat(self, run.id) as beat:
+                try:
+                    if beat.cancel.is_set() or reg.runs.heartbeat(run.id, wid):
+                        raise Cancelled("cancelled before it started")
+                    reg.runs.report_stage(run.id, wid, "preparing", 0.0, "resolving datasets")
+                    cfg = reg.runs.resolve_config(run, workdir, out)
+                    result = self.executor.execute(RunJob(run.id, cfg, out, workdir), self._on_status(run.id, beat),
+                                                   lambda: beat.cancel.is_set() or beat.lost.is_set())
+                    artifact = Path(result.artifact_dir)
+                    if beat.lost.is_set():
+                        raise RunLost(run.id)
+                    if run.retrain_of:  # a retrain from reviews: the report compares it with the version it came from
+                        from ._retrain import add_comparison
+
+                        version = run.retrain_of.get("version")
+                        self._on_status(run.id, beat)("evaluating", 1.0, f"comparing with {version} on its held-out rows")
+                        add_comparison(reg, run, artifact, getattr(result, "evaluator", None), workdir)
+                    location = self._store(artifact, out, run_url)
+                    return reg.runs.finish(run.id, wid, artifact_location=location, summary=_summary(result.report))
+                except RunLost:
+                    return self._lost(run, artifact, out, run_url)
+                except BaseException as exc:
+                    if beat.lost.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        return self._lost(run, None, out, run_url)
+                    cancelled = _is_cancel(exc) or (beat.cancel.is_set() and not beat.lost.is_set())
+                    return self._fail(run, exc, cancelled=cancelled, out=out, run_url=run_url)
+        finally:
+            logging.getLogger("assay").removeHandler(handler)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _on_status(self, run_id: str, beat: _Beat) -> OnStatus:
+        """The work's progress callback: stored at most every 0.5 s (logged every 2 s or on a new stage).
+        Advisory: a database error is logged, and a run that is no longer ours sets ``beat.lost`` (the
+        work stops at its next ``should_stop`` check; a stage that does not check finishes and is kept)."""
+        reg, wid = self.registry, self.worker_id
+        state: dict[str, Any] = {"stage": None, "logged": 0.0, "saved": 0.0}
 
         def on_status(stage: str, fraction: float | None, message: str) -> None:
             now = time.time()
             new_stage = stage != state["stage"]
-            if not (new_stage or now - state["saved"] > 0.5 or (fraction is not None and fraction >= 1)):
+            if beat.lost.is_set() or not (new_stage or now - state["saved"] > 0.5
+                                          or (fraction is not None and fraction >= 1)):
                 return
             log_it = new_stage or now - state["logged"] > 2.0
-            reg.runs.report_stage(run.id, wid, stage, fraction, message or stage, log=log_it)
+            try:
+                reg.runs.report_stage(run_id, wid, stage, fraction, message or stage, log=log_it)
+            except RunLost:
+                _lose(beat, run_id)
+                return
+            except Exception as exc:  # progress is advisory; the heartbeat thread keeps the run alive
+                log.warning("progress of run %s not recorded (%s: %s)", run_id, type(exc).__name__, exc)
+                return
             state.update(stage=stage, saved=now, logged=now if log_it else state["logged"])
 
-        def should_stop() -> bool:
-            return cancel.is_set() or lost.is_set()
+        return on_status
 
+    def _store(self, artifact: Path, out: Path, run_url: str) -> str:
+        """The run's outputs at ``run_url`` (copied there unless the work wrote them in place)."""
+        storage = self.registry.storage
+        if storage.local and artifact.resolve() == out.resolve():
+            return run_url
+        return storage.put_dir(artifact, run_url)
+
+    def _lost(self, run: Run, artifact: Path | None, out: Path, run_url: str) -> Run:
+        """The run was failed while this worker ran it: keep what the work wrote (the result when it
+        finished, else its partial outputs) at the run's location and say so in the run's log."""
+        reg = self.registry
+        src = artifact if artifact is not None and artifact.exists() else out
         try:
-            if cancel.is_set() or reg.runs.heartbeat(run.id, wid):
-                raise Cancelled("cancelled before it started")
-            reg.runs.report_stage(run.id, wid, "preparing", 0.0, "resolving datasets")
-            cfg = reg.runs.resolve_config(run, workdir, out)
-            result = self.executor.execute(RunJob(run.id, cfg, out, workdir), on_status, should_stop)
-            if lost.is_set():
-                raise RunLost(run.id)
-            artifact = Path(result.artifact_dir)
-            if run.retrain_of:  # a retrain from reviews: the report compares it with the version it came from
-                from ._retrain import add_comparison
-
-                on_status("evaluating", 1.0, f"comparing with {run.retrain_of.get('version')} on its held-out rows")
-                add_comparison(reg, run, artifact, getattr(result, "evaluator", None), workdir)
-            location = run_url
-            if not (storage.local and artifact.resolve() == out.resolve()):
-                location = storage.put_dir(artifact, run_url)
-            return reg.runs.finish(run.id, wid, artifact_location=location, summary=_summary(result.report))
-        except RunLost:
-            log.warning("run %s is no longer ours (marked failed elsewhere?)", run.id)
-            return reg.runs.get(run.id)
-        except BaseException as exc:
-            if lost.is_set() and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                log.warning("run %s is no longer ours; stopped it", run.id)
-                return reg.runs.get(run.id)
-            return self._fail(run, exc, cancelled=_is_cancel(exc) or (cancel.is_set() and not lost.is_set()),
-                              out=out, run_url=run_url)
-        finally:
-            stop_beat.set()
-            beat.join(timeout=5)
-            logging.getLogger("assay").removeHandler(handler)
-            shutil.rmtree(workdir, ignore_errors=True)
+            location = self._store(src, out, run_url) if src.exists() and any(src.iterdir()) else run_url
+            reg.runs.late_result(run.id, self.worker_id, location=location, finished=artifact is not None)
+        except Exception as exc:  # the run is not ours: nothing else to record
+            log.warning("run %s: could not record what became of its work (%s)", run.id, exc)
+        log.warning("run %s was failed while this worker ran it; its %s kept at %s", run.id,
+                    "result is" if artifact is not None else "partial outputs are", run_url)
+        return reg.runs.get(run.id)
 
     def _fail(self, run: Run, exc: BaseException, *, cancelled: bool, out: Path, run_url: str) -> Run:
         reg = self.registry
@@ -239,21 +386,9 @@ class Worker:
                 location = reg.storage.put_dir(out, run_url)
             result = reg.runs.fail(run.id, "cancelled" if cancelled else reason, worker_id=self.worker_id,
                                    cancelled=cancelled, artifact_location=location)
-        except RunLost:
-            result = reg.runs.get(run.id)
+        except RunLost:  # failed elsewhere meanwhile: keep what it wrote and say so
+            result = self._lost(run, None, out, run_url)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise exc
         log.warning("run %s %s: %s", run.id, "cancelled" if cancelled else "failed", reason)
         return result
-
-    def _beat(self, run_id: str, cancel: threading.Event, lost: threading.Event, stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat_interval):
-            try:
-                self._seen(run_id)
-                if self.registry.runs.heartbeat(run_id, self.worker_id):
-                    cancel.set()
-            except RunLost:
-                lost.set()
-                return
-            except Exception as exc:  # a database hiccup: try again next beat
-                log.warning("heartbeat for %s failed: %s", run_id, exc)

@@ -3,7 +3,10 @@
 Every ``check_every`` seconds the supervisor polls each worker process (which also reaps an exited
 one, so no zombie is left), starts a replacement for one that died (with a growing delay if it
 keeps dying), and asks the registry to fail runs whose worker stopped: at once when the worker's
-process on this host is gone, else when its heartbeat is older than ``stale_after`` seconds.
+process on this host is gone, else when its heartbeat is older than ``stale_after`` seconds and a
+reaper noted the worker quiet at least ``stale_after / 2`` seconds before (see
+``assay.registry._queue``: a worker whose beats were held up by the same stall that held up the
+reaper, a long write locking the database, gets time to beat). A run's outputs are never removed.
 """
 
 from __future__ import annotations

@@ -4,19 +4,23 @@
 ``too_large``, before it is all received: by ``Content-Length`` at once, else, chunked, by
 counting); ``spool_upload`` copies the multipart file part to a private temporary file in 1 MiB
 chunks, so the handler never holds the file in memory. Parsing then reads the file
-incrementally (see ``Registry.datasets.add``).
+incrementally (see ``Registry.datasets.add``). The temporary folder is named after this process
+(``assay.registry._ingest.private_temp_dir``): one left by a killed server is removed at the next
+start (``clean_at_start``), with dataset folders that no database row names.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import AssayError
+from ..registry._ingest import private_temp_dir, remove_dead_temp_dirs
+
+log = logging.getLogger("assay.server")
 
 CHUNK = 1 << 20
 MULTIPART_SLACK = 1 << 20  # form fields and part headers around the file
@@ -102,9 +106,8 @@ class BodyLimit:
 @contextmanager
 def spool_upload(upload: Any, max_bytes: int) -> Iterator[Path]:
     """The uploaded file as a private temporary file (removed afterwards); 413 over ``max_bytes``."""
-    tmp = Path(tempfile.mkdtemp(prefix="assay-upload-"))
+    tmp = private_temp_dir("upload")
     try:
-        os.chmod(tmp, 0o700)
         path = tmp / "upload"
         n = 0
         src = upload.file
@@ -122,3 +125,16 @@ def spool_upload(upload: Any, max_bytes: int) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_at_start(registry: Any) -> None:
+    """At server start: remove the temporary folders of servers and workers on this host that are gone
+    (an upload being read when its server was killed) and dataset folders no database row names (a
+    failed insert); never fatal to the start."""
+    try:
+        for path in remove_dead_temp_dirs():
+            log.warning("removed %s, left by a server or worker that is gone", path)
+        for path in registry.datasets.remove_orphans():
+            log.warning("removed the dataset folder %s: no dataset row names it", path)
+    except Exception as exc:
+        log.warning("clean-up at start skipped: %s", exc)
