@@ -40,6 +40,17 @@ def browser():
 
 
 @contextmanager
+def launch_more(browser, *args: str):
+    """A second Chromium from the ``browser`` fixture's Playwright, with extra command-line ``args``
+    (e.g. ``--host-resolver-rules=MAP name 127.0.0.1``); closed at the end."""
+    b = browser.browser_type.launch(executable_path=CHROMIUM, args=[*ARGS, *args], headless=True)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@contextmanager
 def assay_serve(root: Path, *args: str, env: dict[str, str] | None = None, stop_timeout: float = 60) -> Iterator[str]:
     """`assay serve --port P ARGS...` with ``root/serve.log`` as its log; yields its URL once healthy."""
     port = free_port()

@@ -16,6 +16,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Starlette's TestClient sends `Host: testserver` (some httpx ASGI clients: `test`, `t`): the server's Host
+# check (assay.server._origin) lets them in as an operator names a proxy's host. Set for the whole session
+# (module-scoped apps too); tests of the default delete it.
+os.environ["ASSAY_ALLOWED_HOSTS"] = "testserver,test,t"
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers, for tests in any subfolder

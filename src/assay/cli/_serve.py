@@ -125,6 +125,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def _check_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--allowed-host values (each may be comma-separated), as host names without ports."""
+    if not value:
+        return ()
+    from ..server._origin import split_hosts
+
+    try:
+        return tuple(split_hosts(value))
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (expected a name like assay.example.com, or .example.com)") from None
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; non-loopback forces auth.")
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -144,6 +156,10 @@ def _die_with_parent() -> None:
 @click.option("--monitor-db", envvar="ASSAY_MONITOR_DB", default=None, type=click.Path(dir_okay=False),
               help="The monitor's SQLite store for the monitoring pages, review queue and drift "
                    "(default: $ASSAY_HOME/monitor.db, the one `assay monitor` writes).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, envvar="ASSAY_ALLOWED_HOSTS", callback=_check_hosts,
+              help="Another Host name clients use (a proxy's public name; .example.com: the domain and its "
+                   "subdomains); repeatable, or ASSAY_ALLOWED_HOSTS=a,b. Default: the --host name only (and "
+                   "127.0.0.1, localhost, ::1 on loopback).")
 @click.option("--worker-cmd", default=None, hidden=True, help="Tests: the command that starts a worker.")
 @precision_option
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
@@ -151,8 +167,8 @@ def _die_with_parent() -> None:
                    "so the event loop keeps a core).")
 def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: int, auth: bool | None,
           batch_rows: int, batch_ms: float, providers_file: str | None, stale_after: float,
-          monitor_db: str | None, worker_cmd: str | None, precision: str = "auto", threads: int | None = None
-          ) -> None:
+          monitor_db: str | None, allowed_hosts: tuple[str, ...], worker_cmd: str | None, precision: str = "auto",
+          threads: int | None = None) -> None:
     """Serve the REST API and web UI, with supervised worker processes for queued runs."""
     from ..errors import require
 
@@ -184,7 +200,8 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
                      stale_after=stale_after, check_every=min(2.0, max(stale_after / 10, 0.5))).start()
     click.echo(f"assay serving http://{host or '0.0.0.0'}:{port} (database {reg.dialect}, artifacts "
                f"{reg.storage.root}, auth {'on' if use_auth else 'off'}, {workers} worker{'s' * (workers != 1)}, "
-               f"providers: {', '.join(providers.names()) or 'none'}, precision {precision})", err=True)
+               f"providers: {', '.join(providers.names()) or 'none'}, precision {precision}"
+               f"{', allowed hosts: ' + ', '.join(allowed_hosts) if allowed_hosts else ''})", err=True)
     import signal
 
     # uvicorn re-raises SIGTERM after its shutdown: exit through `finally` to stop the workers.
@@ -192,7 +209,7 @@ def serve(host: str, port: int, db: str | None, artifacts: str | None, workers: 
     try:
         uvicorn.run(create_app(reg, auth=use_auth, batch_rows=batch_rows, batch_wait_ms=batch_ms,
                                providers=providers, stale_after=stale_after, supervisor=sup,
-                               monitor_db=monitor_db),
+                               monitor_db=monitor_db, host=host, allowed_hosts=allowed_hosts),
                     host=host, port=port, log_level="info")
     finally:
         sup.stop()

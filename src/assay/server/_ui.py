@@ -272,7 +272,8 @@ def do_login(request: Request, key: str = Form(...), next: str = Form("/projects
         return resp
     target = next if next.startswith("/") and not next.startswith("//") else "/projects"
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie("assay_key", key.strip(), httponly=True, samesite="strict")
+    # HTTP-only (no script reads it), SameSite=strict (no other site's page sends it), Secure behind TLS
+    resp.set_cookie("assay_key", key.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return resp
 
 
