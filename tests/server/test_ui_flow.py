@@ -110,11 +110,12 @@ def test_ui_whole_flow(browser, server, shared_data, tmp_path):  # noqa: F811
 
     # step 4: summary and launch
     page.wait_for_selector("#step-4:not([hidden])")
+    page.select_option("#budget", "fast")  # the time budget (train.budget) is the engineer's choice here too
     page.fill("#max-steps", "12")
     page.fill("#run-name", "pii ui run")
     preview = json.loads(page.inner_text("#config-preview"))
     assert preview["metric"] == "pii" and preview["data"]["train_set"].startswith("dataset:")
-    assert preview["train"]["max_steps"] == 12
+    assert preview["train"]["max_steps"] == 12 and preview["train"]["budget"] == "fast"
     shot("step4_summary")
     page.click("#launch")
     page.wait_for_url("**/runs/run_*")

@@ -169,13 +169,13 @@ function initNewRun() {
   const buildConfig = () => {
     const data = {test_set: `dataset:${state.testId}`, seed_fraction: Number($("#seed-fraction").value),
       split_seed: Number($("#split-seed").value)};
-    const cfg = {metric: state.metric, data, model: {family: $("#model-family").value}, train: {epochs: Number($("#epochs").value)}};
+    const cfg = {metric: state.metric, data, model: {family: $("#model-family").value}, train: {epochs: Number($("#epochs").value), budget: $("#budget").value}};
     if (state.mode === "generate") cfg.generate = {model: $("#gen-model").value.trim(), target_size: Number($("#gen-size").value)};
     else if (state.trainId) data.train_set = `dataset:${state.trainId}`;
     if ($("#max-steps").value) cfg.train.max_steps = Number($("#max-steps").value);
     return cfg;
   };
-  ["#model-family", "#epochs", "#max-steps"].forEach((s) => $(s).addEventListener("input", () => {
+  ["#model-family", "#budget", "#epochs", "#max-steps"].forEach((s) => $(s).addEventListener("input", () => {
     $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
   }));
   $("#launch").addEventListener("click", async () => {
