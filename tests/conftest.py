@@ -1,8 +1,8 @@
 """Shared test setup: offline hubs, a private ASSAY_HOME, paths to the real data.
 
 The tests mirror the package: ``tests/<stage>/`` holds the tests of ``assay.<stage>`` (``core/``: the
-ground floor: config, migrations, schema pins). Shared helpers (``_registry_util``, ``_synth_util``,
-``_train_util``) stay here, importable from every folder.
+top-level modules: config, migrations, schema pins; and the layering). Shared helpers (``_registry_util``,
+``_synth_util``, ``_train_util``) stay here, importable from every folder.
 """
 
 from __future__ import annotations

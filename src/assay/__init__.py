@@ -17,13 +17,12 @@ stays light (no torch until a model is needed).
 
 from typing import Any
 
+from ._version import __version__
 from .client import Client
 from .config import Config, load_config
 from .data import load_rows, prepare, split_rows, validate_rows
 from .errors import AssayError
 from .metrics import InputShape, MetricSpec, get_preset, list_presets, load_metric, render
-
-__version__ = "0.1.0"
 
 _LAZY = {"Evaluator": ("assay.evaluator", "Evaluator"), "evaluate": ("assay.report", "evaluate"),
          "Monitor": ("assay.monitor", "Monitor"), "train": ("assay.train", None),

@@ -100,7 +100,7 @@ class TrainingConfig(_Strict):
     threshold_target: float | None = Field(None, gt=0, lt=1)  # for precision/recall: the level to reach
     # Risk-controlled routing: the region of scores sent to people is chosen on the calibration rows so
     # that auto-accepted verdicts disagree with people at most review_target of the time, with
-    # confidence 1 - review_delta (see assay.train._risk).
+    # confidence 1 - review_delta (see assay.evaluator._risk).
     review_target: float = Field(0.05, gt=0, lt=1)
     review_delta: float = Field(0.1, gt=0, lt=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

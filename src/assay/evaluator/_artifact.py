@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._version import __version__
 from ..errors import AssayError
 
 FORMAT_VERSION = 1  # evaluator.json's layout; raised when a key changes meaning or moves (add a golden fixture)
@@ -191,8 +192,6 @@ def _check_version(version: Any, known: int, what: str, source: str | Path) -> N
     except (TypeError, ValueError):
         return  # not a number: the model's validation names it
     if newer:
-        from .. import __version__
-
         raise AssayError(f"{what} with format_version <= {known} (what assay {__version__} reads)",
                          f"format_version {version} in {source}",
                          "upgrade assay (pip install -U assay) to read files a newer assay wrote",

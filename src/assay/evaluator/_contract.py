@@ -68,7 +68,7 @@ class Calibration:
     nll_after: float | None = None
     prior: Mapping[str, Any] | None = None  # label shift: calibration / target priors and the per-label shift
     threshold_details: Mapping[str, Any] | None = None  # the objective's value (and precision / recall)
-    # risk-controlled routing (assay.train._risk.RiskControl.to_dict): the region of scores sent to people
+    # risk-controlled routing (assay.evaluator._risk.RiskControl.to_dict): the region of scores sent to people
     routing: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:

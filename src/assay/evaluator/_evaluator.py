@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._version import __version__
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
@@ -242,7 +243,6 @@ class Evaluator:
     # --- saving -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """The evaluator.json contents (format, versions, metric, model, calibration ...)."""
-        from .. import __version__
         from ._common import TRUNCATION_POLICY
 
         info = dict(self.info)

@@ -4,7 +4,7 @@ Feature blocks:
 
 - ``tfidf``: TF-IDF of word 1-2 grams and character 2-5 grams (sublinear tf, each block L2
   normalised) of the fields the metric reads, ``name: text`` per field (the TF-IDF baseline's
-  settings, :func:`assay.report.tfidf_vectorizers`). Stored as vocabulary (JSON, term lists in
+  settings, :func:`assay.evaluator._tfidf.tfidf_vectorizers`). Stored as vocabulary (JSON, term lists in
   column order) + idf weights (safetensors) + the analyzer settings, and rebuilt into sklearn
   vectorizers without pickle.
 - ``embed``: the frozen base encoder (MiniLM by default), mean-pooled over the row rendered like
@@ -40,6 +40,7 @@ from ..metrics import MetricSpec, swap_pair
 from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE
 from ._chunks import length_batches, padded_width
 from ._common import Encoded
+from ._tfidf import baseline_text, tfidf_vectorizers
 
 FEATURE_KINDS = ("tfidf", "embed", "contrastive")
 EMBED_KINDS = ("embed", "contrastive")  # blocks that run the base encoder
@@ -60,16 +61,12 @@ class TfidfFeatures:
     kind = "tfidf"
 
     def __init__(self, metric: MetricSpec, word: Any = None, char: Any = None):
-        from ..report._baselines import tfidf_vectorizers
-
         self.metric = metric
         if word is None or char is None:
             word, char = tfidf_vectorizers()
         self.word, self.char = word, char
 
     def texts(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-        from ..report._baselines import baseline_text
-
         return [baseline_text(self.metric, r) for r in rows]
 
     def fit(self, rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -404,8 +401,6 @@ class LinearModel(nn.Module):
         if self.embedder is not None:
             enc = self.embedder.encode(rows)
             return [RowEncoded(e.ids, e.tokens, e.truncated, row=r) for e, r in zip(enc, rows)]
-        from ..report._baselines import baseline_text
-
         return [RowEncoded([], len(baseline_text(self.metric, r).split()), False, row=r) for r in rows]
 
     def block_logits(self, name: str, encoded: Sequence[Encoded]) -> np.ndarray:

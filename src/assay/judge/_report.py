@@ -9,6 +9,7 @@ starting and the chosen prompt, measured once on the test part. ``write(folder)`
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ FORMAT_VERSION = 1
 FILES = {"metric": "metric.yaml", "report": "tune_report.json", "markdown": "tune_report.md"}
 
 
+def prompt_sha256(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()
+
+
 @dataclass
 class TuneResult:
     metric: MetricSpec  # the chosen prompt (the starting metric when nothing beat it)
@@ -41,8 +46,6 @@ class TuneResult:
               history: list[dict[str, Any]], split: "TuneSplit", final: Mapping[str, "Agreement"],
               shown_hashes: set[str], stop: str, provider: "Provider", cost_usd: float,
               budget_usd: float | None, settings: dict[str, Any]) -> "TuneResult":
-        from ._tune import prompt_sha256
-
         metric = chosen.metric or start
         manifest = split.manifest()
         test = set(manifest["test"]["hashes"])

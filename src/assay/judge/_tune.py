@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,12 +21,8 @@ from ..providers import Provider, ProviderError
 from ._candidates import (WRITER_SYSTEM, check_candidate, extract_prompt, fewshot_prompt, pick_disagreements,
                           writer_prompt)
 from ._measure import BOOTSTRAP, Agreement, measure_prompt
-from ._report import TuneResult
+from ._report import TuneResult, prompt_sha256
 from ._split import split_for_tuning
-
-
-def prompt_sha256(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode()).hexdigest()
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -200,37 +199,3 @@ def _fix_for(where: str) -> str:
                   + ", or leave it out to judge whole traces",
         "target.span_kind": "set target.span_kind to one of " + ", ".join(SPAN_KINDS),
     }.get(where, "correct that field of the metric (see `assay presets` for examples)")
-
-
-def load_metric(source: str | Path | dict[str, Any] | MetricSpec) -> MetricSpec:
-    """A metric from a preset name, a YAML file path, a mapping, or a MetricSpec."""
-    from ._presets import get_preset, list_presets
-
-    if isinstance(source, MetricSpec):
-        return source
-    if isinstance(source, dict):
-        if "preset" in source:
-            if not isinstance(source["preset"], str):
-                raise AssayError("metric.preset as a preset name", f"a {type(source['preset']).__name__}",
-                                 "use one of the presets " + ", ".join(list_presets()), code="invalid_metric")
-            base = get_preset(source["preset"]).to_dict()
-            base.update({k: v for k, v in source.items() if k != "preset"})
-            return metric_from_dict(base, f"metric (preset {source['preset']})")
-        return metric_from_dict(source)
-    text = str(source)
-    if text in list_presets():
-        return get_preset(text)
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        from .._files import read_yaml
-
-        data = read_yaml(path, "a metric YAML file")
-        if isinstance(data, dict) and "metric" in data and "prompt" not in data:
-            data = data["metric"]
-        return load_metric(data) if isinstance(data, dict) else metric_from_dict(data, str(path))
-    raise AssayError(
-        "a preset name or a metric YAML path",
-        f"'{text}'",
-        "use one of the presets " + ", ".join(list_presets()) + " or a path to a YAML file",
-        code="not_found",
-    )

@@ -18,6 +18,7 @@ from ._checks import Verdict, make_checks
 from ..stats import agreement_kappa
 from ._stats import histogram
 from ._store import Store
+from ._suites import Suite, make_suites, suite_verdicts
 
 TABULAR = (".csv", ".tsv", ".parquet", ".pq")
 
@@ -69,8 +70,6 @@ class Eval:
     def __init__(self, evaluators: Iterable[Any], dataset: Any, *, name: str | None = None, batch_size: int = 32,
                  suites: Iterable[Any] = ()):
         self.checks = make_checks(evaluators)
-        from ._suites import make_suites
-
         self.suites = make_suites(suites, self.checks)  # checks combined per trace (a metric block each)
         self.dataset = dataset
         self.name = name or (Path(dataset).stem if isinstance(dataset, (str, Path)) else "eval")
@@ -115,8 +114,6 @@ class Eval:
             if name not in flat:
                 metrics[name] = summarize([], entry["check"], skipped=entry["skipped"], max_failures=max_failures)
         if self.suites:
-            from ._suites import suite_verdicts, summarize_suite
-
             every = [v for entry in per_check.values() for vs in entry["results"] for v in vs]
             for s in self.suites:
                 metrics[s.name] = summarize_suite(suite_verdicts([s], every), s, max_failures=max_failures)
@@ -169,6 +166,22 @@ def summarize(verdicts: list[Verdict], check: Any, *, skipped: Mapping[str, int]
         out["agreement"] = {"n": n, "accuracy": round(sum(p == t for p, t in zip(pred, truth)) / n, 6),
                             "kappa": agreement_kappa(truth, pred, labs)}
     return out
+
+
+def summarize_suite(verdicts: Sequence[Verdict], suite: Suite, max_failures: int = 100) -> dict[str, Any]:
+    """A suite's block of the eval report: the standard block, the mean score and how often each member failed."""
+    block = summarize(list(verdicts), suite, max_failures=max_failures)
+    failed_by: dict[str, int] = {m: 0 for m in suite.weights}
+    for v in verdicts:
+        for m in v.details.get("failed_checks", []):
+            failed_by[m] = failed_by.get(m, 0) + 1
+    scores = [v.score for v in verdicts if v.score is not None]
+    block.update({"checks": dict(suite.weights), "rule": suite.config.rule(),
+                  "mean_score": round(sum(scores) / len(scores), 6) if scores else None,
+                  "check_failures": failed_by})
+    for f, v in zip(block["failures"], [v for v in verdicts if not v.passed]):
+        f["failed_checks"] = v.details.get("failed_checks", [])
+    return block
 
 
 def parse_bars(specs: Sequence[str]) -> dict[str, float]:

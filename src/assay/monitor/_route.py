@@ -3,7 +3,7 @@
 - ``review/uncertain``: by default the evaluator's **certified review region** (risk-controlled
   routing, chosen at training time on its calibration rows so that verdicts accepted automatically
   disagree with people at most ``train.review_target`` of the time, with confidence
-  ``1 - train.review_delta``; see ``assay.train._risk``): binary, P(positive) inside its band around
+  ``1 - train.review_delta``; see ``assay.evaluator._risk``): binary, P(positive) inside its band around
   the threshold; categorical, confidence below its cut. An evaluator without one (too few calibration
   rows, an older artifact, or a registered version that moved the threshold) falls back to a band
   within ``margin`` of its threshold in log-odds, where ``margin`` is given as the half-width of the

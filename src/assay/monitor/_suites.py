@@ -203,21 +203,3 @@ def suite_verdicts(suites: Sequence[Suite], verdicts: Iterable[Verdict], lookup:
             if v is not None:
                 out.append(v)
     return out
-
-
-def summarize_suite(verdicts: Sequence[Verdict], suite: Suite, max_failures: int = 100) -> dict[str, Any]:
-    """A suite's block of the eval report: the standard block, the mean score and how often each member failed."""
-    from ._eval import summarize
-
-    block = summarize(list(verdicts), suite, max_failures=max_failures)
-    failed_by: dict[str, int] = {m: 0 for m in suite.weights}
-    for v in verdicts:
-        for m in v.details.get("failed_checks", []):
-            failed_by[m] = failed_by.get(m, 0) + 1
-    scores = [v.score for v in verdicts if v.score is not None]
-    block.update({"checks": dict(suite.weights), "rule": suite.config.rule(),
-                  "mean_score": round(sum(scores) / len(scores), 6) if scores else None,
-                  "check_failures": failed_by})
-    for f, v in zip(block["failures"], [v for v in verdicts if not v.passed]):
-        f["failed_checks"] = v.details.get("failed_checks", [])
-    return block

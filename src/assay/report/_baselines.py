@@ -6,8 +6,8 @@
   boundaries, sublinear tf) -> logistic regression with balanced class weights, C picked
   by stratified CV (macro F1) on the training rows: 3 folds over C in 0.3/1/3/10, or, when
   the feature matrix is large (long contexts or tool schemas), 2 folds over C in 1/10.
-  Its text is the fields the
-  metric reads, each prefixed by its name. Binary threshold: 0.5 (the class weights
+  Its text is the fields the metric reads, each prefixed by its name (text and analyzers:
+  ``assay.evaluator._tfidf``, the ``tfidf`` candidate's features). Binary threshold: 0.5 (the class weights
   already balance the classes; the evaluator's tuned threshold is not reused).
 """
 
@@ -20,30 +20,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import require
-from ..metrics import MetricSpec, field_text
+from ..evaluator._tfidf import baseline_text, tfidf_vectorizers
+from ..metrics import MetricSpec
 from ._metrics import classification_metrics
 
 C_GRID = (0.3, 1.0, 3.0, 10.0)
 C_GRID_LARGE = (1.0, 10.0)
 LARGE_NNZ = 2_500_000  # non-zeros in the training matrix above which the smaller CV is used
-
-
-def baseline_text(metric: MetricSpec, row: Mapping[str, Any]) -> str:
-    """The fields the metric reads, each as 'name: text'."""
-    return "\n".join(f"{f}: {field_text(row.get(f))}" for f in metric.fields)
-
-
-WORD_TFIDF = dict(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=200_000)
-CHAR_TFIDF = dict(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=200_000)
-
-
-def tfidf_vectorizers(word_settings: Mapping[str, Any] | None = None, char_settings: Mapping[str, Any] | None = None):
-    """(word, char) TfidfVectorizers with the baseline's settings (shared by the ``tfidf`` candidate)."""
-    require("sklearn", "TF-IDF features", "train", package="scikit-learn")
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return (TfidfVectorizer(**(WORD_TFIDF if word_settings is None else word_settings)),
-            TfidfVectorizer(**(CHAR_TFIDF if char_settings is None else char_settings)))
 
 
 def _labeled(rows: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> tuple[list[Mapping[str, Any]], int]:

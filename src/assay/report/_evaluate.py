@@ -7,8 +7,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._version import __version__
 from ..config import ReportConfig
 from ..errors import AssayError
+from ..evaluator._risk import RiskControl, realised
 from ._baselines import run_baselines
 from ._metrics import classification_metrics, to_jsonable
 from ._speed import measure_speed
@@ -100,8 +102,6 @@ def _routing(evaluator: Any, probs: np.ndarray, y: list[Any], labels: list[str],
     routing = getattr(cal, "routing", None)
     if not routing:
         return None
-    from ..train._risk import RiskControl, realised
-
     control = RiskControl.from_dict(dict(routing))
     out = {"certified": dict(routing), "applies": cal.review_region(evaluator.threshold) is not None}
     if control is not None and control.met and out["applies"]:
@@ -165,6 +165,4 @@ def _device(evaluator: Any) -> str | None:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__

@@ -16,6 +16,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from .._version import __version__
 from ..config import ProviderConfig
 from ..data import SEED_FRACTION
 from ..errors import AssayError
@@ -34,31 +35,13 @@ from ..registry import (
 from ..registry._datasets import parse_metric
 from . import _access as acc
 from . import _guard
+from ._deps import _ERRORS, _dataset, _metric, _project, _reg, _run
 from ._limits import check_value, too_deep
+from ._uploads import spool_upload
 
 router = APIRouter(prefix="/v1")
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 MAX_EVENT_ID = 2**63 - 1  # the largest id a database integer column holds
-
-
-def _reg(request: Request) -> Registry:
-    return request.app.state.registry
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    expected: str
-    found: str
-    fix: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (400, 401, 403, 404, 409, 413, 422,
-                                                                                  500)}
 
 
 # --- health -------------------------------------------------------------------------------------
@@ -69,8 +52,6 @@ def health(request: Request) -> dict[str, Any]:
     and the artifact root only with authentication off or an operator key; the batching totals of the
     caller's own metrics for a key scoped to projects; aggregate status only without a key."""
     reg = _reg(request)
-    from .. import __version__
-
     app = request.app
     stale_after = app.state.stale_after
     workers = reg.runs.workers_status(stale_after)
@@ -155,34 +136,6 @@ def shown(request: Request, obj: Any) -> Any:
     return obj.model_copy(update=update) if update else obj
 
 
-def _visible(request: Request, kind: str, ref: str, need: str, get: Any) -> Any:
-    """``get(ref)``, if the caller may ``need`` it: 404 for strangers (names never leak), 403 for small roles."""
-    try:
-        obj = get(ref)
-    except AssayError as exc:
-        if exc.code != "not_found":
-            raise
-        raise acc.hidden(kind, ref) from None
-    acc.check(request, obj.project_id if kind != "project" else obj.id, need, kind, ref)
-    return obj
-
-
-def _project(request: Request, ref: str, need: str) -> Project:
-    return _visible(request, "project", ref, need, _reg(request).projects.get)
-
-
-def _dataset(request: Request, dataset_id: str, need: str) -> Dataset:
-    return _visible(request, "dataset", dataset_id, need, _reg(request).datasets.get)
-
-
-def _run(request: Request, run_id: str, need: str) -> Run:
-    return _visible(request, "run", run_id, need, _reg(request).runs.get)
-
-
-def _metric(request: Request, name: str, need: str) -> Metric:
-    return _visible(request, "metric", name, need, _reg(request).metrics.get)
-
-
 @router.get("/projects/{project}", response_model=Project, tags=["projects"], responses=_ERRORS)
 def get_project(project: str, request: Request) -> Project:
     return _project(request, project, "member")
@@ -229,8 +182,6 @@ def upload_dataset(
 ) -> Dataset | Validated:
     """Upload a data file; every bad row is reported in ``error.rows`` (nothing is stored then)."""
     p = _project(request, project, "edit")
-    from ._uploads import spool_upload
-
     spec = _metric_form(request, metric)
     cols, labels = _json_form(request, columns, "columns"), _json_form(request, label_map, "label_map")
     with spool_upload(file, MAX_UPLOAD_BYTES) as path:

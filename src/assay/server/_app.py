@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..errors import AssayError, require
 
 require("fastapi", "the assay server", extra="server")
@@ -21,72 +22,24 @@ from sqlalchemy import exc as sa_exc  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from ..registry import Registry  # noqa: E402
+from . import _api  # noqa: E402
 from ._batcher import ScoreBatcher  # noqa: E402
-from ._limits import LONE_SURROGATE, Limits, RequestLimits  # noqa: E402
-from ._uploads import clean_at_start  # noqa: E402
+from ._deps import error_body, shown_error, status_of  # noqa: E402
+from ._judge_api import router as judge_router  # noqa: E402
+from ._limits import Limits, RequestLimits  # noqa: E402
+from ._monitor_api import router as monitor_router  # noqa: E402
+from ._origin import HostOriginCheck  # noqa: E402
+from ._retrain import router as retrain_router  # noqa: E402
+from ._uploads import BodyLimit, clean_at_start  # noqa: E402
 
 log = logging.getLogger("assay.server")
 
-STATUS = {
-    "not_found": 404, "unauthorized": 401, "forbidden": 403, "conflict": 409, "name_taken": 409,
-    "provider_not_allowed": 400, "artifact_modified": 409, "invalid_upload": 400,
-    "already_registered": 409, "needs_confirmation": 409, "invalid_status": 409, "too_large": 413, "missing_dependency": 501,
-    "invalid_artifact": 500, "internal_error": 500, "database_unavailable": 503,
-}
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                413: "too_large", 415: "unsupported_media_type"}
 
 
-def error_body(code: str, expected: str, found: str, fix: str) -> dict[str, Any]:
-    return {"error": AssayError(expected, found, fix, code=code).to_dict()}
-
-
-def status_of(exc: AssayError) -> int:
-    """The HTTP status of an error, for the API and the UI pages alike."""
-    return STATUS.get(exc.code, 422 if exc.code.startswith(("invalid", "missing", "empty", "too_few")) else 400)
-
-
 def _assay_error(request: Request, exc: AssayError) -> JSONResponse:
     return JSONResponse(shown_error(request, exc.to_dict()), status_code=status_of(exc))
-
-
-MAX_ERROR_CHARS = 2000  # one text of an error (message, expected, found, fix); 300 in its lists (rows)
-
-
-def _server_settings(request: Request) -> list[tuple[str, str]]:
-    """(text, stand-in): the operator's settings an error may never show a caller who is not the operator:
-    provider endpoints and key variables, the database URL, the artifact root."""
-    from . import _access as acc
-
-    sc = acc.scope(request)
-    if sc is None or sc.global_role:
-        return []
-    reg = request.app.state.registry
-    out = [(str(reg.url), "<the server's database>"), (str(reg.storage.root), "<artifacts>")]
-    for entry in (getattr(reg.providers, "providers", None) or {}).values():
-        out += [(entry[k], f"<the server's {k}>") for k in ("base_url", "api_key_env")
-                if isinstance(entry.get(k), str) and len(entry[k]) > 2]
-    return sorted(out, key=lambda p: -len(p[0]))
-
-
-def _bounded(value: Any, hide: list[tuple[str, str]], limit: int = MAX_ERROR_CHARS) -> Any:
-    """An error's texts cut to ``limit`` characters (lists: 200 items), server settings hidden, lone
-    surrogates replaced (so the body always encodes as UTF-8)."""
-    if isinstance(value, str):
-        for text, stand_in in hide:
-            value = value.replace(text, stand_in)
-        value = LONE_SURROGATE.sub("\ufffd", value)
-        return value if len(value) <= limit else f"{value[:limit]}... ({len(value) - limit:,} more characters)"
-    if isinstance(value, dict):
-        return {_bounded(str(k), hide, 100): _bounded(v, hide, limit) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_bounded(v, hide, 300) for v in value[:200]]
-    return value
-
-
-def shown_error(request: Request, error: dict[str, Any]) -> dict[str, Any]:
-    """``{"error": error}`` as a caller may see it (see :func:`_bounded`)."""
-    return {"error": _bounded(error, _server_settings(request))}
 
 
 RETRY_AFTER_S = 5
@@ -311,20 +264,10 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
                 return unauthorized(request)
         return await call_next(request)
 
-    from ._api import MAX_UPLOAD_BYTES, router
-    from ._monitor_api import router as monitor_router
-    from ._uploads import BodyLimit
-
-    app.add_middleware(BodyLimit, max_bytes=MAX_UPLOAD_BYTES)
-    from ._origin import HostOriginCheck
-
+    app.add_middleware(BodyLimit, max_bytes=_api.MAX_UPLOAD_BYTES)
     app.add_middleware(HostOriginCheck, host=host, allowed_hosts=allowed_hosts)  # before the body and key checks
-    app.include_router(router)
-    from ._retrain import router as retrain_router
-
+    app.include_router(_api.router)
     app.include_router(retrain_router)
-    from ._judge_api import router as judge_router
-
     app.include_router(judge_router)
     app.include_router(monitor_router)
     if ui:
@@ -346,6 +289,4 @@ def _default_monitor_db() -> Path:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AssayError
 from . import _access as acc
-from ._api import _ERRORS, _dataset, _metric, _reg
+from ._deps import _ERRORS, _dataset, _metric, _reg, shown_error
 
 log = logging.getLogger("assay.server")
 api_router = APIRouter(prefix="/v1")
@@ -96,9 +96,7 @@ def _load(request: Request, job_id: str) -> TuneJob | None:
 
 def _shown(request: Request, job: TuneJob, **update: Any) -> TuneJob:
     """The job as the caller may see it: its error without the operator's settings (a provider's
-    endpoint or key variable; see ``_app.shown_error``)."""
-    from ._app import shown_error
-
+    endpoint or key variable; see ``_deps.shown_error``)."""
     if job.error:
         update["error"] = shown_error(request, job.error)["error"]
     return job.model_copy(update=update) if update else job

@@ -31,12 +31,13 @@ from typing import Any, Iterator
 from starlette.responses import JSONResponse
 
 from ..errors import AssayError
+from ._deps import LONE_SURROGATE, error_body, status_of
+from ._uploads import too_large_response
 
 ENV = {"text_chars": "ASSAY_MAX_TEXT_CHARS", "request_chars": "ASSAY_MAX_REQUEST_CHARS",
        "json_bytes": "ASSAY_MAX_JSON_BYTES", "json_depth": "ASSAY_MAX_JSON_DEPTH"}
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate (maybe paired)
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a parsed str: never part of a pair (json.loads joins pairs)
 _THREAD_BYTES = 1 << 20  # larger bodies are checked off the event loop
 
 
@@ -140,16 +141,12 @@ def check_json(body: bytes, limits: Limits) -> None:
 
 
 def _refusal(exc: AssayError, headers: dict[str, str] | None = None) -> JSONResponse:
-    from ._app import error_body, status_of
-
     return JSONResponse(error_body(exc.code, exc.expected, exc.found, exc.fix), status_code=status_of(exc),
                         headers=headers)
 
 
 def _body_too_large(scope: dict, limit: int, found: str, form: bool) -> Any:
     if form:  # a UI form post: a short page for a browser (see _uploads.too_large_response)
-        from ._uploads import too_large_response
-
         return too_large_response(scope, limit, found)
     exc = AssayError(f"a JSON or form body of at most {limit / 2**20:g} MiB (files: a multipart upload)", found,
                      "send fewer or shorter rows per request", code="too_large")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from ..monitor import Store, agreement_report, review_label
 from ..monitor import drift as monitor_drift
 from . import _access as acc
-from ._api import _ERRORS
+from ._deps import _ERRORS
 
 router = APIRouter(prefix="/v1")
 MAX_VERDICT_ID = 2**63 - 1

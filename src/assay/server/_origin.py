@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
 
-from ._app import error_body
+from ._deps import error_body
 
 ENV = "ASSAY_ALLOWED_HOSTS"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 
 from ..registry import Run
 from . import _access as acc
-from ._api import _ERRORS, _metric, _reg
+from ._deps import _ERRORS, _metric, _reg
 
 router = APIRouter(prefix="/v1")
 WHERE = "the server's monitor database"

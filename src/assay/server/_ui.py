@@ -17,9 +17,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import AssayError
-from . import _access as acc
 from ..metrics import InputShape, get_preset, list_presets, metric_from_dict
-from ..registry import Registry, Status
+from ..registry import Status
+from . import _access as acc
+from . import _monitor_api as mon
+from ._deps import _reg, status_of
+from ._retrain import retrain_metric, reviewed_count
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -33,10 +36,6 @@ def _utc(ts: float) -> str:
 
 
 templates.env.filters["utc"] = _utc
-
-
-def _reg(request: Request) -> Registry:
-    return request.app.state.registry
 
 
 def _page(request: Request, name: str, **ctx: Any) -> HTMLResponse:
@@ -70,8 +69,6 @@ def create_project(request: Request, name: str = Form(...), description: str = F
         acc.require_operator(request, "create a project")
         p = _reg(request).projects.create(name, description)
     except AssayError as exc:  # the form again, listing only the projects this caller may see
-        from ._app import status_of
-
         resp = _page(request, "projects.html", projects=_visible_projects(request), error=exc.to_dict())
         resp.status_code = status_of(exc)
         return resp
@@ -140,8 +137,6 @@ def metric_page(request: Request, name: str) -> HTMLResponse:
 
 
 def _metric_view(request: Request, name: str, retrain_error: dict[str, Any] | None = None) -> HTMLResponse:
-    from ._retrain import reviewed_count
-
     try:
         m = _reg(request).metrics.get(name)
         acc.check(request, m.project_id, "read", "metric", name)
@@ -159,9 +154,6 @@ def _metric_view(request: Request, name: str, retrain_error: dict[str, Any] | No
 @router.post("/metrics/{name}/retrain")
 def retrain_from_reviews(request: Request, name: str) -> Any:
     """The "Retrain from reviews" button: queue the retrain, then show the new run (or the error)."""
-    from ._app import status_of
-    from ._retrain import retrain_metric
-
     try:
         run = retrain_metric(request, name)
     except AssayError as exc:
@@ -175,17 +167,13 @@ def retrain_from_reviews(request: Request, name: str) -> Any:
 
 # --- monitoring: verdicts over time, the review queue, drift (the same code as /v1/monitor) ---------
 def _monitor_error(request: Request, exc: AssayError) -> HTMLResponse:
-    from ._app import status_of
-
     return _error_page(request, exc, status_of(exc))
 
 
 @router.get("/monitor", response_class=HTMLResponse)
 def monitor_page(request: Request, days: int = 14) -> HTMLResponse:
-    from ._monitor_api import summarize
-
     try:
-        out = summarize(request, None, min(max(days, 1), 366))
+        out = mon.summarize(request, None, min(max(days, 1), 366))
     except AssayError as exc:
         return _monitor_error(request, exc)
     top = max((d.verdicts for m in out.metrics for d in m.days), default=0)
@@ -194,11 +182,9 @@ def monitor_page(request: Request, days: int = 14) -> HTMLResponse:
 
 def _queue_page(request: Request, template: str, fetch: Any, metric: str | None, done: int | None) -> HTMLResponse:
     """A review queue page: the first 50 items ``fetch`` gives for the metric filter, and the metric picker."""
-    from ._monitor_api import visible_metrics
-
     try:
         items = fetch(request, metric or None, 50)
-        metrics = visible_metrics(request)
+        metrics = mon.visible_metrics(request)
     except AssayError as exc:
         return _monitor_error(request, exc)
     return _page(request, template, items=items, metrics=metrics, metric=metric or "", done=done)
@@ -207,17 +193,13 @@ def _queue_page(request: Request, template: str, fetch: Any, metric: str | None,
 @router.get("/monitor/review", response_class=HTMLResponse)
 def review_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
     """Routed verdicts (low confidence, audit sample) without a human label, oldest first."""
-    from ._monitor_api import queue
-
-    return _queue_page(request, "review_queue.html", queue, metric, done)
+    return _queue_page(request, "review_queue.html", mon.queue, metric, done)
 
 
 @router.get("/monitor/review/disagreements", response_class=HTMLResponse)
 def disagreements_page(request: Request, metric: str | None = None, done: int | None = None) -> HTMLResponse:
     """Verdicts whose reviewers are tied, each reviewer's label, and the buttons for a deciding review."""
-    from ._monitor_api import disagreement_queue
-
-    return _queue_page(request, "disagreements.html", disagreement_queue, metric, done)
+    return _queue_page(request, "disagreements.html", mon.disagreement_queue, metric, done)
 
 
 @router.post("/monitor/review/{verdict_id}")
@@ -227,10 +209,8 @@ def review_submit(request: Request, verdict_id: int, label: str = Form(...), rev
     (``back=disagreements``: to the disagreement queue; no other value, never a URL)."""
     from urllib.parse import urlencode
 
-    from ._monitor_api import ReviewIn, label_verdict
-
     try:
-        label_verdict(request, verdict_id, ReviewIn(label=label, reviewer=reviewer or None, note=note or None))
+        mon.label_verdict(request, verdict_id, mon.ReviewIn(label=label, reviewer=reviewer or None, note=note or None))
     except (AssayError, ValueError) as exc:
         err = exc if isinstance(exc, AssayError) else AssayError("a label, reviewer and note within their limits",
                                                                  str(exc).splitlines()[0], "shorten them",
@@ -243,11 +223,9 @@ def review_submit(request: Request, verdict_id: int, label: str = Form(...), rev
 
 @router.get("/monitor/drift", response_class=HTMLResponse)
 def drift_page(request: Request, metric: str | None = None, window: str = "1d") -> HTMLResponse:
-    from ._monitor_api import drift_of, visible_metrics
-
     try:
-        names = [metric] if metric else visible_metrics(request)
-        reports = [drift_of(request, n, window) for n in names]
+        names = [metric] if metric else mon.visible_metrics(request)
+        reports = [mon.drift_of(request, n, window) for n in names]
     except AssayError as exc:
         return _monitor_error(request, exc)
     return _page(request, "drift.html", reports=reports, window=window, metric=metric or "")

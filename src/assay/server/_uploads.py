@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from ..errors import AssayError
 from ..registry._ingest import private_temp_dir, remove_dead_temp_dirs
+from ._deps import error_body
 
 log = logging.getLogger("assay.server")
 
@@ -33,8 +34,6 @@ class _Overflow(Exception):
 def too_large_response(scope: dict, limit: int, found: str) -> Any:
     """413 ``too_large``: the one JSON error shape, or a short page for a browser's UI form post."""
     from starlette.responses import HTMLResponse, JSONResponse
-
-    from ._app import error_body
 
     body = error_body("too_large", f"a request body of at most {limit // 2**20} MiB", found,
                       "split the file or sample it")

@@ -15,7 +15,8 @@ The stage between an application's telemetry and anything that scores it (``assa
   the kind a span-targeted metric names (``target: {span_kind: tool}``), from ``Trace.span_items``.
 
 Layering: this package reads ``assay.data``, ``assay.metrics`` and ``assay.errors`` only; it never
-imports ``monitor``, ``registry``, ``server`` or ``cli`` (they import it).
+imports ``monitor``, ``registry``, ``server`` or ``cli`` (they import it; the whole order is in
+docs/architecture.md, checked by tests/core/test_layering.py).
 """
 
 from ._runs import is_run, spans_from_run

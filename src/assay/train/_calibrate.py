@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..evaluator._contract import FEW_ROWS, Calibration
-from ._risk import DELTA, TARGET, control_risk
+from ..evaluator._risk import DELTA, TARGET, control_risk
 
 MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
 # FEW_ROWS (assay.evaluator): fewer calibration rows than this: a warning, small_sample (and out-of-fold
@@ -132,7 +132,7 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     when ``logits`` are given). Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of its
     search range) are listed in ``warnings``. The review region (``routing``) is chosen on the same
     rows so that auto-accepted verdicts disagree with people at most ``review_target`` of the time
-    with confidence ``1 - review_delta`` (:func:`assay.train._risk.control_risk`). Returns :meth:`assay.evaluator.Calibration.to_dict`
+    with confidence ``1 - review_delta`` (:func:`assay.evaluator._risk.control_risk`). Returns :meth:`assay.evaluator.Calibration.to_dict`
     (what ``evaluator.json`` keeps under ``calibration``).
     """
     labels = list(evaluator.labels)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluator._contract import band_around, decide_rows
+from ._contract import band_around, decide_rows
 
 TARGET = 0.05  # disagreement allowed among auto-accepted verdicts
 DELTA = 0.1  # 1 - confidence

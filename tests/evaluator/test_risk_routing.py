@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assay.train._risk import RiskControl, control_risk, realised
+from assay.evaluator._risk import RiskControl, control_risk, realised
 
 LABELS = ["false", "true"]  # positive: "true" (index 1)
 FIXTURES = Path(__file__).parents[1] / "fixtures"
