@@ -44,7 +44,7 @@ def test_a_budget_bounds_the_example_and_the_report_names_what_it_cut(tmp_path):
     """train.budget N: the cheap candidates first, the encoder only in what is left (cut or skipped), the
     report's speed measurement shortened: the whole `assay train` takes about N seconds at most, and the
     report says what the budget cut."""
-    budget = 100
+    budget = 150
     t0 = time.perf_counter()
     out = CliRunner().invoke(cli, ["train", str(CONFIG), "--output", str(tmp_path / "toxicity"), "--json", "--quiet",
                                    "--budget", str(budget)])

@@ -143,6 +143,24 @@ def test_candidates_within_noise_ship_their_equal_weight_pool():
     assert choose(sel, ["tfidf"]) == "tfidf" and BLEND not in sel.candidates  # one candidate: nothing to pool
 
 
+def test_a_fitted_stack_must_beat_the_single_blocks_by_its_own_standard_error():
+    """hybrid's pool is a second fit on the blocks' out-of-fold scores of the same rows: its CV kappa carries
+    that fit's optimism (PII split 7: CV ahead, 0.00 held out against TF-IDF's 0.18). It ships only when it
+    leads the single blocks' winner by more than its own standard error."""
+    from assay.train._select import Candidate, choose
+
+    y = np.arange(200) % 2
+    sel = _sel(y)
+    sel.candidates = {"tfidf": Candidate("tfidf", _oof(y, 0.6, 1), {"features": 50}, cv_kappa=0.20, fold_kappas=[0.2] * 4),
+                      "embed": Candidate("embed", _oof(y, 0.8, 2), {"features": 384}, cv_kappa=0.60,
+                                         fold_kappas=[0.6] * 4),
+                      "hybrid": Candidate("hybrid", _oof(y, 0.85, 3), {"stacked": ["tfidf", "embed"]}, cv_kappa=0.66,
+                                          fold_kappas=[0.4, 0.9, 0.5, 0.84])}  # SE 0.12
+    assert choose(sel, ["tfidf", "embed", "hybrid"]) == "embed" and "does not beat it" in sel.reason
+    sel.candidates["hybrid"].fold_kappas = [0.65, 0.67, 0.66, 0.66]  # the same lead, steady folds: real
+    assert choose(sel, ["tfidf", "embed", "hybrid"]) == "hybrid" and "beats the single blocks' winner" in sel.reason
+
+
 def test_exact_ties_go_to_the_simpler_candidate():
     from assay.train._select import Candidate, choose
 
@@ -167,7 +185,7 @@ def test_the_report_states_the_rule():
                                          fold_kappas=[0.8] * 4)}
     choose(sel, ["tfidf"])
     text = _selection_text(sel.summary())
-    assert "The highest CV kappa wins" in text and "equal-weight pool" in text
+    assert "the highest CV kappa wins" in text and "equal-weight pool" in text and "hybrid" in text
 
 
 def test_tfidf_vocabulary_is_fitted_inside_each_fold():

@@ -123,10 +123,11 @@ def _candidate_rows(selection: Mapping[str, Any]) -> list[list[str]]:
 def _rule_text(selection: Mapping[str, Any]) -> str:
     tol, cost = selection.get("tie_tolerance"), " < ".join(selection.get("cost_order") or [])
     if str(selection.get("rule", "")).startswith("highest CV kappa"):
-        return ("The highest CV kappa wins; when two or more single blocks are within one standard error of it "
-                f"(the spread of its fold kappas / sqrt(folds), at least {tol}), their equal-weight pool (blend: "
-                "the mean of their out-of-fold log-probabilities, nothing fitted on top) is scored on the same rows "
-                f"and ships unless it is below the best by more than {tol}.")
+        return ("Among the single blocks the highest CV kappa wins; when two or more are within one standard error "
+                f"of it (the spread of its fold kappas / sqrt(folds), at least {tol}), their equal-weight pool "
+                "(blend: the mean of their out-of-fold log-probabilities, nothing fitted on top) is scored on the "
+                f"same rows and ships unless it is below the best by more than {tol}. The fitted stack (hybrid) "
+                "ships only when it beats that winner by more than its own standard error.")
     if selection.get("rule") != "one standard error":  # reports written before the one-SE rule
         return f"Ties (within {tol}) go to the cheaper candidate ({cost})."
     within = f"within one standard error of the best CV kappa (the spread of its fold kappas / sqrt(folds), at least {tol})"

@@ -25,10 +25,11 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   block down to 0, never against its own evidence.
 - Every candidate's CV kappa (argmax / P(positive) >= 0.5 on its out-of-fold predictions), a 95%
   bootstrap interval over the rows, and the kappa of each fold.
-- The winner (:func:`choose`): the highest CV kappa; when two or more single blocks are within one
-  standard error of it, their equal-weight pool (``blend``: the mean of their out-of-fold
-  log-probabilities, nothing fitted on top) when it scores at least as well less ``TIE``
-  (:func:`_cv_winner`); then the ``encoder`` against that winner on the encoder's validation slice.
+- The winner (:func:`choose`): among the single blocks the highest CV kappa; when two or more are
+  within one standard error of it, their equal-weight pool (``blend``: the mean of their out-of-fold
+  log-probabilities, nothing fitted on top) when it scores at least as well less ``TIE``; ``hybrid``
+  only when it beats that by more than its own standard error (:func:`_cv_winner`); then the
+  ``encoder`` against that winner on the encoder's validation slice.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
                 "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
-                "tie_tolerance": TIE, "rule": "highest CV kappa; within one standard error, the equal-weight pool",
+                "tie_tolerance": TIE, "rule": "highest CV kappa; within one standard error, the equal-weight pool; hybrid by more than its SE",
                 "cost_order": list(COST_ORDER), "notes": self.notes,
                 "order": "exact ties: fewest fitted parameters, then cost",
                 "fitted_parameters": {n: fitted_parameters(self, n) for n in self.candidates if n != "encoder"},
@@ -446,35 +447,61 @@ def blend(sel: Selection, members: Sequence[str]) -> Candidate:
 def _cv_winner(sel: Selection, scored: Mapping[str, float]) -> str:
     """The cross-validated candidates' winner, with ``sel.reason``.
 
+    First among the single blocks (:func:`_single_winner`: the highest CV kappa, or the equal-weight
+    pool of those within one standard error of it). A fitted stack (``hybrid``: a pool fitted on the
+    blocks' out-of-fold scores, a second level of fitting on the same ~100 rows) replaces it only when its
+    CV kappa is higher by more than its own standard error: its estimate carries that second fit's
+    optimism (PII, seeds regime, 8 splits: the highest-CV rule shipped hybrid on 4 splits, one at 0.00
+    held out against TF-IDF's 0.18; ``benchmarks/results/splits.md``).
+    """
+    singles = {n: k for n, k in scored.items() if n in FEATURE_BLOCKS}
+    stacks = {n: k for n, k in scored.items() if n not in FEATURE_BLOCKS}
+    if not singles:
+        top = max(stacks, key=lambda n: stacks[n])
+        sel.reason = f"{top} has the highest CV kappa ({stacks[top]:.3f})"
+        return top
+    winner = _single_winner(sel, singles)
+    best = sel.candidates[winner].cv_kappa or 0.0
+    for name in sorted(stacks, key=lambda n: -stacks[n]):
+        margin = max(TIE, standard_error(sel.candidates[name]))
+        if stacks[name] > best + margin:
+            sel.reason = (f"{name} ({stacks[name]:.3f}) beats the single blocks' winner, {winner} ({best:.3f}), by "
+                          f"more than its own standard error ({margin:.3f}); before that: {sel.reason}")
+            return name
+        sel.reason += (f"; {name} ({stacks[name]:.3f}) does not beat it by more than its own standard error "
+                       f"({margin:.3f})")
+    return winner
+
+
+def _single_winner(sel: Selection, scored: Mapping[str, float]) -> str:
+    """The single blocks' winner, with ``sel.reason``.
+
     ``top`` is the highest CV kappa. The candidates within one standard error of it (its fold kappas'
     spread / sqrt(k), at least ``TIE``) are within noise of each other: picking one of them by any fixed
     preference ships the worse one on some tasks (fewest parameters kept ``embed`` on a refusal task
     where TF-IDF led by less than one SE, 0.553 held out against TF-IDF's 0.654). When two or more
-    single blocks are within noise, their equal-weight pool (:func:`blend`) is scored on the same
-    out-of-fold rows and ships when its CV kappa is at least the top's less ``TIE``: two models of about
-    equal accuracy that read a row differently (n-grams, embeddings) err on different rows, and their
-    average is the safer bet on both kinds of task. Otherwise the top ships: a gap one way ships the
-    better candidate, never the worse one.
+    are within noise, their equal-weight pool (:func:`blend`) is scored on the same out-of-fold rows and
+    ships when its CV kappa is at least the top's less ``TIE``: two models of about equal accuracy that
+    read a row differently (n-grams, embeddings) err on different rows, and their average is the safer
+    bet on both kinds of task. Otherwise the top ships: a gap one way ships the better candidate, never
+    the worse one.
     """
     simple = _simplicity(sel, list(scored))
     top = max(scored, key=lambda n: (scored[n], tuple(-v for v in simple[n])))
     tol = max(TIE, standard_error(sel.candidates[top]))
-    tied = [n for n in scored if scored[n] >= scored[top] - tol]
+    tied = [n for n in COST_ORDER if n in scored and scored[n] >= scored[top] - tol]
     others = ", ".join(f"{n} {scored[n]:.3f}" for n in sorted(scored, key=lambda n: -scored[n]) if n != top)
     sel.reason = f"{top} has the highest CV kappa ({scored[top]:.3f}" + (f"; then {others})" if others else ")")
-    members = [n for n in COST_ORDER if n in tied and n in FEATURE_BLOCKS]
-    if len(members) < 2:
-        if len(tied) > 1:
-            sel.reason += f"; within one standard error ({tol:.3f}): {', '.join(n for n in tied if n != top)}"
+    if len(tied) < 2:
         return top
-    pool = blend(sel, members)
+    pool = blend(sel, tied)
     sel.candidates[BLEND] = pool
     if pool.cv_kappa is not None and pool.cv_kappa >= scored[top] - TIE:
-        sel.reason = (f"{', '.join(members)} are within one standard error ({tol:.3f}) of the best CV kappa "
+        sel.reason = (f"{', '.join(tied)} are within one standard error ({tol:.3f}) of the best CV kappa "
                       f"({top} {scored[top]:.3f}): their equal-weight pool scores {pool.cv_kappa:.3f} on the same "
                       f"out-of-fold rows and ships" + (f" (all: {others})" if others else ""))
         return BLEND
-    sel.reason += (f"; the equal-weight pool of {', '.join(members)} (within one standard error, {tol:.3f}) "
+    sel.reason += (f"; the equal-weight pool of {', '.join(tied)} (within one standard error, {tol:.3f}) "
                    f"scores {pool.cv_kappa:.3f}, below it by more than {TIE}")
     return top
 
