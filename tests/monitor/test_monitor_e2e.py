@@ -158,8 +158,17 @@ def test_monitor_end_to_end(trained):
 
 def test_batch_engines_identical_with_real_evaluator(trained):
     pytest.importorskip("ray.data")
+    torch = pytest.importorskip("torch")
     rows = [{"id": r["id"], "input": r["input"]} for r in trained["traffic"][:96]]
-    local = score_file(trained["artifact"], rows, engine="local", batch_size=32)
+    # each of the 2 Ray actors scores on num_cpus // concurrency = 1 thread; in bf16 (auto on a CPU with
+    # AMX / AVX512-BF16) oneDNN's sums depend on the thread count (up to ~0.003 in a probability), so the
+    # local engine scores on as many threads as an actor for the two to be compared exactly
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = score_file(trained["artifact"], rows, engine="local", batch_size=32)
+    finally:
+        torch.set_num_threads(threads)
     ray = score_file(str(trained["artifact"]), rows, engine="ray", batch_size=32, concurrency=2)
     assert len(local.scores) == 96 and ray.scores == local.scores
 
