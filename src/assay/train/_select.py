@@ -452,7 +452,8 @@ def _cv_winner(sel: Selection, scored: Mapping[str, float]) -> str:
     blocks' out-of-fold scores, a second level of fitting on the same ~100 rows) replaces it only when its
     CV kappa is higher by more than its own standard error: its estimate carries that second fit's
     optimism (PII, seeds regime, 8 splits: the highest-CV rule shipped hybrid on 4 splits, one at 0.00
-    held out against TF-IDF's 0.18; ``benchmarks/results/splits.md``).
+    held out against TF-IDF's 0.18; with the margin on 3, that one still among them:
+    ``benchmarks/results/splits.md``).
     """
     singles = {n: k for n, k in scored.items() if n in FEATURE_BLOCKS}
     stacks = {n: k for n, k in scored.items() if n not in FEATURE_BLOCKS}
