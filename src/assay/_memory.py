@@ -75,8 +75,7 @@ class StagePeaks:
             return {k: round(v / 2**20, 1) for k, v in self.peaks.items()}
 
     def stop(self) -> dict[str, float]:
-        self._record()
+        peaks = self.snapshot()
         self._done.set()
         self._thread.join(timeout=1.0)
-        with self._lock:
-            return {k: round(v / 2**20, 1) for k, v in self.peaks.items()}
+        return peaks

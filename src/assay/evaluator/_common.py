@@ -13,9 +13,9 @@ from torch import nn
 
 from ..config import LoraConfig as LoraSettings
 from ..errors import AssayError
-from ._chunks import padded_width
 from ..metrics import MetricSpec, render
 from ._artifact import ADAPTER_CONFIG_FILE, ADAPTER_FILE, FULL_FILE
+from ._chunks import padded_width
 
 TRUNCATION_POLICY = (
     "Fields are fitted to max_length tokens before scoring: the judged field (output; input for "

@@ -138,8 +138,8 @@ def train_loop(
 ) -> dict[str, Any]:
     """Fine-tune ``evaluator.model`` on labeled ``rows``; returns what happened (steps, losses, time).
 
-    ``deadline`` (a ``time.perf_counter()`` time, from ``train.budget``): after ``PROBE_STEPS`` steps the
-    planned steps are cut to what fits before it (:func:`steps_within`; :class:`OverBudget` when too few
+    ``deadline`` (a ``time.perf_counter()`` time, from ``train.budget``): once the steps in ``PROBE`` are
+    timed, the planned steps are cut to what fits before it (:func:`steps_within`; :class:`OverBudget` when too few
     fit), and training stops at it whatever the estimate said.
 
     With ``cfg.early_stopping`` a slice of ``rows`` (grouped by ``group_by``) is kept out of training
