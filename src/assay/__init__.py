@@ -3,16 +3,17 @@
 The main calls, from a config to a monitored evaluator::
 
     import assay
+    from assay.train import train
 
-    result = assay.train("config.yaml")                     # model selection, calibration, report
+    result = train("config.yaml")                            # model selection, calibration, report
     ev = assay.Evaluator.from_pretrained(result.artifact_dir)
     report = assay.evaluate(ev, rows)                        # kappa, F1, AUROC, ECE, speed
     assay.Monitor([ev], store).process(traces)                # score, route and store every trace
     assay.Client("http://127.0.0.1:8000").score("toxicity", rows)   # a served evaluator
     assay.retrain("toxicity")                                 # reviewed verdicts -> a new run of the metric
 
-``train``, ``Evaluator``, ``evaluate``, ``Monitor`` and ``retrain`` are imported on first use, so ``import assay``
-stays light (no torch until a model is needed).
+``train`` (the training package: ``assay.train.train`` is the pipeline), ``Evaluator``, ``evaluate``, ``Monitor``
+and ``retrain`` are imported on first use, so ``import assay`` stays light (no torch until a model is needed).
 """
 
 from typing import Any
@@ -38,7 +39,7 @@ def __getattr__(name: str) -> Any:
 
     module, attr = _LAZY[name]
     value = importlib.import_module(module)
-    return value if attr is None else getattr(value, attr)  # train: the package, callable as the pipeline
+    return value if attr is None else getattr(value, attr)  # train: the package (its train(): the pipeline)
 
 
 __all__ = [

@@ -24,6 +24,8 @@ import math
 import os
 from typing import Iterable
 
+from .errors import AssayError
+
 CPUINFO = "/proc/cpuinfo"
 CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" or "max <period>"
 CFS_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"  # cgroup v1: -1 for no quota
@@ -135,7 +137,6 @@ def serve_threads(usable: int | None = None) -> int | None:
         except ValueError:
             n = 0
         if n < 1:
-            from .errors import AssayError
 
             raise AssayError(f"{SERVE_THREADS_ENV}: a whole number of threads, at least 1", repr(raw),
                              f"unset {SERVE_THREADS_ENV} or set it to e.g. 1", code="invalid_config")

@@ -9,7 +9,9 @@ import socket
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from .errors import AssayError
+from .errors import AssayError, require
+from .evaluator._base_models import resolve_base
+from .providers import provider_from_config
 
 # A class with fewer labeled rows than ``data.min_rows_per_class`` is an error; below this many times
 # that minimum it is a warning (the seeds and the held-out rows of that class are thin).
@@ -39,8 +41,6 @@ def check_class_counts(label_counts: Mapping[str, int], minimum: int, source: st
 
 def check_base(cfg: Any) -> None:
     """The configured base model resolves (a preset's package, a local folder or a cached hub id)."""
-    from .errors import require
-    from .evaluator._base_models import resolve_base
 
     if cfg.model.base_name == "smollm2":
         require("gguf", "the decoder family's SmolLM2 base (a GGUF file)", extra="decoder")
@@ -62,7 +62,6 @@ def _reachable(url: str, timeout: float = 5.0) -> str | None:
 
 def check_providers(cfg: Any) -> None:
     """Each provider the run will call (generate:, judge:) is configured (key, endpoint) and reachable."""
-    from .providers import provider_from_config
 
     for section in ("generate", "judge"):
         pcfg = getattr(cfg, section, None)

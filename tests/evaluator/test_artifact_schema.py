@@ -33,12 +33,34 @@ def test_the_golden_evaluator_json_validates_with_typed_access():
     assert info.max_length == 32 and info.files == ["linear.safetensors", "vocab.json"]
     assert info.data is not None and info.data.counts["held_out"] == 16 and info.data.split_seed == 0
     assert set(info.data_hashes) == {"seeds", "held_out", "train_rows", "calibration_rows"}
-    assert info.calibration["threshold_objective"] == "f1" and info.config["metric"] == "toxicity"
+    assert info.calibration.objective == "f1" and info.config["metric"] == "toxicity"
     assert info.versions["python"] == "3.11.7" and info.report_summary["kappa"] == 0.5
-    assert info.selection["winner"] == "tfidf" and info.linear["kind"] == "tfidf"
-    # the file or its folder; read_info gives the same dict back (validated)
+    assert info.selection.winner == "tfidf" and info.linear.kind == "tfidf" and info.blocks == ["tfidf"]
+    assert info.training.rows == 40 and info.eval_batch_size == 32
+    # the file or its folder; read_info gives the same model (validated), its dict the file's object
     assert EvaluatorInfo.from_file(GOLDEN / INFO_FILE) == info
-    assert read_info(GOLDEN) == _json(GOLDEN / INFO_FILE)
+    assert read_info(GOLDEN) == info and read_info(GOLDEN).to_dict() == _json(GOLDEN / INFO_FILE)
+
+
+def test_read_info_returns_the_typed_model_with_calibration_as_calibration():
+    """read_info hands back EvaluatorInfo (not a dict): typed sections, Calibration for ``calibration``,
+    unknown keys kept; the decision it scores with is the top-level one."""
+    from assay.evaluator import Calibration
+    from assay.evaluator._artifact import LinearInfo, Selection, TrainingInfo
+
+    info = read_info(GOLDEN)
+    assert isinstance(info, EvaluatorInfo) and not isinstance(info, dict)
+    assert isinstance(info.calibration, Calibration) and isinstance(info.linear, LinearInfo)
+    assert isinstance(info.selection, Selection) and isinstance(info.training, TrainingInfo)
+    cal = info.calibration
+    assert cal.method == "out-of-fold" and cal.n_rows == 40 and cal.small_sample
+    assert cal.label_shift == {"true": 0.0, "false": 0.0}  # from its prior record
+    # the calibration entry written back has exactly the keys read (method / small_sample were inferred)
+    assert cal.to_dict() == _json(GOLDEN / INFO_FILE)["calibration"]
+    used = info.scoring_calibration()
+    assert used.threshold == info.threshold and used.temperature == info.temperature
+    assert used.operator == ">=" and used.calibrated_threshold is None
+    assert info.selection.candidates[0].params["features"] == 557 and info.training.model_extra["cv_folds"] == 3
 
 
 def test_evaluator_info_round_trips_without_losing_a_key():

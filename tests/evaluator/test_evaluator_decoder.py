@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from assay.config import ModelConfig, TrainingConfig  # noqa: E402
-from assay.evaluator import Evaluator  # noqa: E402
+from assay.evaluator import Calibration, Evaluator  # noqa: E402
 from assay.metrics import metric_from_dict  # noqa: E402
 from assay.train import train_loop  # noqa: E402
 
@@ -36,7 +36,7 @@ def decoder(tmp_path_factory):
     before = ev.predict_logits(ROWS)
     stats = train_loop(ev, ROWS, TrainingConfig(max_steps=3, batch_size=2, learning_rate=1e-3, seed=0),
                        progress=False)
-    ev.temperature, ev.threshold = 1.3, 0.4
+    ev.calibration = Calibration(temperature=1.3, threshold=0.4)
     out = tmp_path_factory.mktemp("dec") / "artifact"
     ev.save_pretrained(out)
     return ev, before, stats, out

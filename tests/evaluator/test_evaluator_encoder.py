@@ -39,6 +39,7 @@ def trained(tmp_path_factory):
     ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64), device="cpu")
     stats = train_loop(ev, rows[:48], TrainingConfig(max_steps=4, batch_size=8, seed=0), progress=False)
     cal = calibrate(ev, rows[48:] + rows[:8], "f1")
+    ev.calibration = cal
     out = tmp_path_factory.mktemp("enc") / "artifact"
     ev.save_pretrained(out)
     return ev, rows, stats, cal, out
@@ -64,7 +65,7 @@ def test_calibrated_probabilities_sum_to_one_and_scores_are_consistent(trained):
     probs = ev.predict_proba(rows[:10])
     assert probs.shape == (10, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
-    assert cal["temperature"] > 0 and cal["rows"] == len(rows[48:] + rows[:8])
+    assert cal.temperature > 0 and cal.n_rows == len(rows[48:] + rows[:8])
     scores = ev.score(rows[:10])
     assert all(isinstance(s, Score) for s in scores)
     for s, p in zip(scores, probs):

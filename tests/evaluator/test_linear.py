@@ -200,7 +200,7 @@ def test_embed_block_of_a_trace_metric_reads_the_trajectory_s_end_and_the_artifa
                             "report": {"bootstrap": 20, "latency_rows": 2}}, base_dir=tmp_path)
     result = train(cfg, progress=False)
     info = read_info(result.artifact_dir)
-    assert info["linear"]["keep_end"] == {"embed": True}
+    assert info.linear.keep_end == {"embed": True}
     rows = [row(i) for i in range(100, 104)]
     block = result.evaluator.model.blocks["embed"]
     text = block.tokenizer.decode(block.encode(rows[:1])[0].ids)
@@ -210,7 +210,8 @@ def test_embed_block_of_a_trace_metric_reads_the_trajectory_s_end_and_the_artifa
     assert [e.ids for e in loaded.model.blocks["embed"].encode(rows)] == [e.ids for e in block.encode(rows)]
     np.testing.assert_allclose(loaded.predict_proba(rows), result.evaluator.predict_proba(rows), rtol=1e-6, atol=1e-7)
 
-    del info["linear"]["keep_end"]  # an artifact written before the setting existed
-    (result.artifact_dir / "evaluator.json").write_text(json.dumps(info))
+    raw = info.to_dict()
+    del raw["linear"]["keep_end"]  # an artifact written before the setting existed
+    (result.artifact_dir / "evaluator.json").write_text(json.dumps(raw))
     old = Evaluator.from_pretrained(result.artifact_dir).model.blocks["embed"]
     assert not old.keep_end and "hello" in old.tokenizer.decode(old.encode(rows[:1])[0].ids)

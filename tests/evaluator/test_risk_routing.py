@@ -120,5 +120,5 @@ def test_trained_evaluator_on_real_rows_routes_within_the_target_on_held_out_row
     ev = Evaluator.from_pretrained(result.artifact_dir)
     check = ModelCheck(ev, source=result.artifact_dir)
     assert check.review_region is not None and tuple(check.review_region["band"]) == tuple(cert["band"])
-    ev.threshold = min(0.99, ev.threshold + 0.1)  # a registered version moved the threshold
+    ev.calibration = ev.calibration.with_decision(min(0.99, ev.threshold + 0.1))  # a registered version moved it
     assert ModelCheck(ev, source=result.artifact_dir).review_region is None

@@ -66,6 +66,47 @@ def test_a_registered_name_scores_in_eval_score_and_monitor(tmp_path, _assay_hom
     assert r.exit_code == 2 and "no registered metric" in r.output
 
 
+def test_open_evaluator_by_registered_name_applies_the_threshold_and_operator(_assay_home):
+    """One opener (monitor._checks.open_evaluator) for a folder or a registered name: a name decides with
+    its version's threshold and operator, set on the evaluator's one Calibration (the fitted threshold kept
+    for routing); the registry's own scoring, the monitor's check and a plain folder agree with it."""
+    from assay.evaluator import Evaluator
+    from assay.monitor._checks import ModelCheck, load_evaluator, open_evaluator
+    from assay.registry import LocalExecutor, Registry, Worker
+
+    rows = [{"id": f"r{i}", "input": text} for i, text in enumerate(["you idiot", "lovely day", "hello there"])]
+    plain = Evaluator.from_pretrained(GOLDEN)
+    tie = float(plain.predict_proba(rows)[0, 0])  # a threshold exactly at row 0's P(true)
+
+    def copy_train(cfg, **kw):
+        out = Path(cfg.output_dir())
+        shutil.copytree(GOLDEN, out, dirs_exist_ok=True)
+        return SimpleNamespace(artifact_dir=out, report=json.loads((out / "report.json").read_text()))
+
+    reg = Registry()
+    reg.projects.create("demo")
+    t, tr = add_binary_datasets(reg, "demo")
+    w = Worker(reg, LocalExecutor(copy_train), heartbeat_interval=0.2, stale_after=30)
+    for op in (">=", ">"):
+        run = reg.runs.create("demo", run_config(t, tr))
+        w.execute(reg.runs.claim(w.worker_id, run_id=run.id))
+        reg.metrics.register(run.id, "tox", threshold=tie, operator=op)
+    at, above = open_evaluator("tox-v1"), open_evaluator("tox")  # tox: the latest, v2 (">")
+    for ev, op in ((at, ">="), (above, ">")):
+        assert ev.threshold == tie and ev.calibration.operator == op
+        assert ev.calibration.calibrated_threshold == plain.threshold  # the fitted one, for routing
+    assert [s.label for s in at.score(rows)][0] == "true" and [s.label for s in above.score(rows)][0] == "false"
+    for name, ev in (("tox-v1", at), ("tox-v2", above)):  # the registry scores as the opener decides
+        assert [r.label for r in reg.metrics.score(name, rows)] == [s.label for s in ev.score(rows)]
+    assert load_evaluator("tox").calibration.operator == ">"
+    check = ModelCheck("tox")
+    assert check.evaluator.threshold == tie and check.evaluator.calibration.operator == ">"
+    assert check.verdict(rows[0], check.evaluator.score(rows[:1])[0]).label == "false"
+    folder = open_evaluator(GOLDEN)  # a folder: its own calibrated decision
+    assert folder.threshold == plain.threshold and folder.calibration.calibrated_threshold is None
+    reg.close()
+
+
 def test_an_edited_registered_artifact_is_refused(tmp_path, _assay_home):
     from assay.cli import cli
     from assay.registry import Registry

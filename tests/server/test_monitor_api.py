@@ -5,11 +5,14 @@ is 404 in the one error shape."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from _monitor_util import seed_monitor
 from _registry_util import add_binary_datasets, fake_worker, make_registry, run_config
 from _registry_util import error_of as _err
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from assay.server import create_app
 
@@ -273,3 +276,34 @@ def test_disagreement_page_and_people_agreement_on_the_drift_page(api):
     drift_page = c.get("/monitor/drift?metric=toxicity", headers=_h(keys, "a-view")).text
     assert 'class="list people-agreement"' in drift_page and 'class="human-vs-human"' in drift_page
     assert 'class="student-vs-human"' in drift_page and "judge:mock/j" in drift_page
+
+
+def test_prometheus_metrics_of_the_store_need_a_key_and_show_only_visible_metrics(api):
+    """GET /v1/monitor/metrics (issue 25): the store's verdict series in the Prometheus text format, behind
+    the key check like every /v1 path (only /v1/health is open), scoped like /v1/monitor/summary."""
+    c, store, keys = api
+
+    def scrape(who):
+        r = c.get("/v1/monitor/metrics", headers=_h(keys, who))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+        out = {}
+        for fam in text_string_to_metric_families(r.text):
+            for s in fam.samples:
+                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out
+
+    _err(c.get("/v1/monitor/metrics"), 401, "unauthorized")
+    m = scrape("ops")
+    assert {dict(k)["metric"] for k in m["assay_monitor_verdicts_total"]} == {"toxicity", "pii"}
+    stored = store.verdicts("toxicity")
+    by_label = Counter((str(v["label"]), str(bool(v["passed"])).lower()) for v in stored)
+    assert {(dict(k)["label"], dict(k)["passed"]): n for k, n in m["assay_monitor_verdicts_total"].items()
+            if dict(k)["metric"] == "toxicity"} == dict(by_label)
+    assert m["assay_monitor_pass_rate"][(("metric", "toxicity"),)] == pytest.approx(
+        sum(v["passed"] for v in stored) / len(stored))
+    routes = store.route_counts()["toxicity"]
+    assert m["assay_monitor_audited_total"][(("metric", "toxicity"),)] == routes["review:audit"]
+    assert m["assay_monitor_routed_to_review_total"][(("metric", "toxicity"), ("reason", "uncertain"))] == \
+        routes["review:uncertain"]
+    assert {dict(k)["metric"] for k in scrape("a-view")["assay_monitor_verdicts_total"]} == {"toxicity"}
+    assert "assay_monitor_verdicts_total" not in scrape("b-edit")

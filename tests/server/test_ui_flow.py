@@ -102,8 +102,11 @@ def test_ui_whole_flow(browser, server, shared_data, tmp_path):  # noqa: F811
     page.click("#train-upload")
     page.wait_for_selector("#review-table tbody tr >> nth=49")
     assert page.locator("#review-table tbody tr").count() == 50
-    page.locator("#review-table select.decision").nth(0).select_option("reject")
-    page.locator("#review-table select.decision").nth(1).select_option(index=2)  # relabel
+    first = page.locator("#review-table tbody tr").nth(0)
+    first.locator("select.decision").select_option("reject")  # a reject waits for its reason
+    first.locator("input.reason").fill("labels look wrong")
+    first.locator("button.save").click()
+    page.locator("#review-table select.decision").nth(1).select_option(index=3)  # relabel
     page.wait_for_selector("#review-table select.decision.saved >> nth=1")
     shot("step3_training_set_review")
     page.click("#train-next")

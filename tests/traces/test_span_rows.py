@@ -28,9 +28,9 @@ def trace():
 
 
 def test_trace_keeps_one_item_per_targetable_span(trace):
-    assert [(x["span_id"], x["kind"]) for x in trace.span_items] == [("llm1", "llm"), ("tool1", "tool"),
-                                                                    ("tool2", "tool")]
-    weather = trace.span_items[1]
+    assert [(x["span_id"], x["kind"]) for x in trace.span_items] == [("root", "agent"), ("llm1", "llm"),
+                                                                    ("tool1", "tool"), ("tool2", "tool")]
+    weather = trace.span_items[2]
     assert json.loads(weather["input"]) == {"city": "Paris"}
     assert json.loads(weather["output"]) == {"sky": "sunny", "celsius": 21}
     assert weather["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "c1"}]
@@ -60,7 +60,7 @@ def test_tools_shape_on_tool_spans_reads_request_schemas_and_the_call(trace):
 
 def test_llm_target_reads_the_llm_span(trace):
     rows, skipped = span_rows(trace, span_metric("llm", "message", "prompt_safety"))
-    assert skipped == {} and len(rows) == 1
+    assert not skipped and len(rows) == 1
     assert rows[0]["input"] == "Weather and time in Paris?" and rows[0]["meta"]["span_kind"] == "llm"
 
 
@@ -81,9 +81,9 @@ def test_trace_level_metrics_are_unchanged(trace):
 
 def test_target_validation_names_the_allowed_kinds():
     base = {"name": "m", "shape": "input_output", "prompt": "{input} {output}"}
-    with pytest.raises(AssayError, match=r"span_kind 'agent' is not one of \['llm', 'retriever', 'tool'\]") as e:
-        load_metric({**base, "target": {"span_kind": "agent"}})
-    assert e.value.code == "invalid_metric" and "llm, retriever, tool" in str(e.value)
+    with pytest.raises(AssayError, match=r"span_kind 'chain' is not one of \['llm', 'retriever', 'tool', 'agent'\]") as e:
+        load_metric({**base, "target": {"span_kind": "chain"}})
+    assert e.value.code == "invalid_metric" and "llm, retriever, tool, agent" in str(e.value)
     with pytest.raises(AssayError, match="not one of"):
         load_metric({**base, "target": "agents"})
     with pytest.raises(AssayError, match="reads one span"):
@@ -91,3 +91,11 @@ def test_target_validation_names_the_allowed_kinds():
     m = load_metric({**base, "target": "tool"})  # shorthand for {span_kind: tool}
     assert m.target.span_kind == "tool" and m.to_dict()["target"] == {"span_kind": "tool"}
     assert load_metric(m.to_dict()) == m
+
+
+def test_an_agent_span_is_a_target_its_task_in_its_final_answer_out(trace):
+    """Agent spans exist in real traces (OTel GenAI ``invoke_agent``): a metric may judge each one."""
+    rows, skipped = span_rows(trace, span_metric(kind="agent", shape="input_output", name="agent_answer_ok"))
+    assert not skipped and len(rows) == 1
+    assert rows[0]["input"] == "Weather and time in Paris?" and rows[0]["output"] == "Sunny, 21C; it is 14:05."
+    assert rows[0]["meta"]["span_id"] == "root"

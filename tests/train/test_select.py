@@ -176,6 +176,7 @@ def test_exact_ties_go_to_the_simpler_candidate():
 
 
 def test_the_report_states_the_rule():
+    from assay.evaluator._artifact import Selection
     from assay.report._render import _selection_text
     from assay.train._select import Candidate, choose
 
@@ -184,7 +185,7 @@ def test_the_report_states_the_rule():
     sel.candidates = {"tfidf": Candidate("tfidf", _oof(y, 0.9, 0), {"features": 50}, cv_kappa=0.8,
                                          fold_kappas=[0.8] * 4)}
     choose(sel, ["tfidf"])
-    text = _selection_text(sel.summary())
+    text = _selection_text(Selection.model_validate(sel.summary()))
     assert "the highest CV kappa wins" in text and "equal-weight pool" in text and "hybrid" in text
 
 
@@ -230,9 +231,9 @@ def test_seeds_only_calibrates_out_of_fold_and_says_so(tmp_path):
 
     make_data(tmp_path, n_test=120)
     r = train(config(tmp_path, ["tfidf", "embed"], train_set=False), progress=False)
-    cal = r.evaluator.info["calibration"]
-    assert cal["source"].startswith("out-of-fold") and cal["rows"] == r.data["counts"]["seeds"]
-    assert cal["rows"] < 50 and any("only" in w for w in cal["warnings"])
+    cal = r.evaluator.calibration
+    assert cal.source.startswith("out-of-fold") and cal.n_rows == r.data["counts"]["seeds"]
+    assert cal.n_rows < 50 and any("only" in w for w in cal.warnings)
     md = (r.artifact_dir / "report.md").read_text()
     card = (r.artifact_dir / "README.md").read_text()
     for text in (md, card):
@@ -258,10 +259,11 @@ def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
 
     rows = [{"label": metric.labels[i % 2]} for i in range(60)]
     cal = calibrate(wrong, rows)
-    assert any("bound" in w for w in cal["warnings"]), cal
-    notes = [f"calibration: {w}" for w in cal["warnings"]]
+    assert any("bound" in w for w in cal.warnings), cal
+    notes = [f"calibration: {w}" for w in cal.warnings]
     md = render_markdown({"metric": {"name": "toxicity"}, "notes": notes, "student": {}})
-    card = model_card({"metric": metric.to_dict(), "calibration": cal, "data": {"notes": notes}})
+    card = model_card({"metric": metric.to_dict(), "family": "linear", "calibration": cal.to_dict(),
+                       "data": {"notes": notes}})
     for text in (md, card):
         assert "at a bound of its search range" in text
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from assay.evaluator import Calibration
 from assay.metrics import metric_from_dict
 from assay.train import calibrate, choose_threshold, fit_temperature, smoothed_prior
 
@@ -50,12 +53,14 @@ def test_label_shift_moves_probabilities_to_the_target_mix_and_helps_accuracy_th
     test_rows, test_logits = _rows(rng, {"a": 100, "b": 450, "c": 450}, labels)  # the mix to be scored
     ev = _Fixed(metric, {**cal_logits, **test_logits})
     out = calibrate(ev, cal_rows, target_prior=target)
-    assert out["prior"]["target"] == pytest.approx(target)
+    assert out.prior["target"] == pytest.approx(target) and out.label_shift == out.prior["label_shift"]
+    assert ev.label_shift is None  # calibrate() returns the calibration; the evaluator is left as it was
+    ev.calibration = out
     assert ev.label_shift[0] < 0 < ev.label_shift[1]  # the rare label is pulled down
     z = ev.predict_logits(test_rows)
     y = np.array([labels.index(r["label"]) for r in test_rows])
     shifted = ev.calibrate(z)
-    ev.label_shift = None
+    ev.calibration = replace(out, label_shift=None)
     plain = ev.calibrate(z)
     assert shifted.mean(0)[0] < plain.mean(0)[0]
     assert abs(shifted.mean(0)[0] - 0.1) < abs(plain.mean(0)[0] - 0.1)
@@ -68,7 +73,28 @@ def test_no_target_prior_means_no_shift():
     rows, logits = _rows(rng, {"true": 50, "false": 50}, ["true", "false"])
     ev = _Fixed(metric, logits)
     out = calibrate(ev, rows)
-    assert ev.label_shift is None and "prior" not in out and 0 < ev.threshold < 1
+    assert out.label_shift is None and out.prior is None and "prior" not in out.to_dict() and 0 < out.threshold < 1
+
+
+def test_calibrate_returns_a_calibration_and_leaves_the_evaluator_alone():
+    """calibrate() fits and returns a Calibration; the evaluator's own calibration is untouched until
+    it is set whole, after which the evaluator decides with it (one stored threshold and temperature)."""
+    metric = metric_from_dict({"name": "m", "prompt": "{input}"})
+    rows, logits = _rows(np.random.default_rng(3), {"true": 60, "false": 60}, ["true", "false"], sep=1.0)
+    ev = _Fixed(metric, logits)
+    before = ev.calibration
+    out = calibrate(ev, rows, objective="kappa", target_prior={"true": 0.2, "false": 0.8})
+    assert isinstance(out, Calibration) and ev.calibration is before
+    assert ev.threshold is None and ev.temperature == 1.0 and ev.label_shift is None  # as it was
+    assert out.method == "slice" and out.n_rows == 120 and out.objective == "kappa" and out.routing is not None
+    assert out.temperature != 1.0 and 0 < out.threshold < 1 and out.label_shift["true"] < 0
+    ev.calibration = out
+    assert ev.calibration is out and ev.threshold == out.threshold and ev.temperature == out.temperature
+    assert ev.calibration.to_dict()["threshold"] == out.threshold
+    # too few rows: not calibrated, still a Calibration, still no mutation
+    other = _Fixed(metric, logits)
+    few = calibrate(other, rows[:5])
+    assert few.method == "none" and few.threshold == 0.5 and few.temperature == 1.0 and other.threshold is None
 
 
 def test_weighted_threshold_follows_the_weights():

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..errors import AssayError
+from ..errors import AssayError, require
 
 CANONICAL = ("id", "input", "output", "output_b", "context", "tools", "label", "meta")  # output_b: pairwise B
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
@@ -209,7 +209,6 @@ def _read_whole(path: Path, fmt: str, encoding: str | None, name: str) -> list[d
         _check_columns(max(map(len, records), default=0), name)
         _check_unicode(records, text, name, "")
         return records
-    from ..errors import require
 
     pq = require("pyarrow.parquet", "reading Parquet files", extra="data", package="pyarrow")
     try:

@@ -32,6 +32,7 @@ class Validation:
     warnings: list[str] = field(default_factory=list)
     dropped_duplicates: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
+    empty_fields: dict[str, int] = field(default_factory=dict)  # field -> rows kept with it empty (empty text)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,7 @@ class Validation:
             "errors": len(self.errors),
             "dropped_duplicates": self.dropped_duplicates,
             "label_counts": self.label_counts,
+            "empty_fields": self.empty_fields,
             "warnings": self.warnings,
         }
 
@@ -80,7 +82,12 @@ def validate_rows(
     min_per_class: int = 0,
     source: str = "data",
 ) -> Validation:
-    """Validate rows; exact duplicates (same content and label) are dropped and counted."""
+    """Validate rows; exact duplicates (same content and label) are dropped and counted.
+
+    An empty field (``""``, whitespace or null: a model that returned nothing, a trace without a
+    response) is data, kept as empty text and counted in ``empty_fields``. Refused: a row without a
+    field the metric reads at all (a mapping problem), and a row with no text in any of them (there is
+    nothing to judge)."""
     errors: list[RowProblem] = []
     kept: list[dict[str, Any]] = []
     seen: dict[str, str | None] = {}
@@ -89,14 +96,17 @@ def validate_rows(
     needed = set(REQUIRED_FIELDS[metric.shape]) | set(metric.fields)
     needed = [f for f in ("input", "output", "output_b", "context", "tools") if f in needed]
     _check_columns(rows, needed + (["label"] if labeled else []), source)
+    empty: Counter[str] = Counter()
     for i, row in enumerate(rows):
         rid = str(row.get("id", i))
-        bad = False
-        for f in needed:
-            if not field_text(row.get(f)).strip():
-                errors.append(RowProblem(i, rid, f, f"empty or missing '{f}'"))
-                bad = True
-                break
+        absent = [f for f in needed if f not in row]
+        blank = [f for f in needed if not field_text(row.get(f)).strip()]
+        bad = bool(absent) or len(blank) == len(needed)
+        if absent:
+            errors.append(RowProblem(i, rid, absent[0], f"missing '{absent[0]}'"))
+        elif bad:
+            errors.append(RowProblem(i, rid, needed[0], "no text in any of " + ", ".join(f"'{f}'" for f in needed)
+                                     if len(needed) > 1 else f"empty '{needed[0]}'"))
         label = row.get("label")
         if labeled:
             if label in (None, ""):
@@ -117,12 +127,15 @@ def validate_rows(
                 continue
             conflicts += 1
         seen[h] = label
+        empty.update(blank)
         kept.append(dict(row))
-    v = Validation(rows=kept, errors=errors, dropped_duplicates=dup)
+    v = Validation(rows=kept, errors=errors, dropped_duplicates=dup, empty_fields=dict(empty))
     counts = Counter(r.get("label") for r in kept if r.get("label") is not None)
     v.label_counts = {lab: counts.get(lab, 0) for lab in metric.labels} if labeled else dict(counts)
     if dup:
         v.warnings.append(f"{dup} exact duplicate rows were dropped from {source}")
+    for f, n in empty.items():
+        v.warnings.append(f"{n} rows of {source} have an empty '{f}': kept, read as empty text")
     if conflicts:
         v.warnings.append(f"{conflicts} rows repeat another row's content with a different label in {source}")
     if not errors and len(kept) < min_rows:

@@ -10,13 +10,15 @@ so reading and writing it back loses nothing. This module imports neither torch 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator
 
 from .._version import __version__
-from ..errors import AssayError
+from ..errors import AssayError, invalid
+from ._contract import Calibration
 
 FORMAT_VERSION = 1  # evaluator.json's layout; raised when a key changes meaning or moves (add a golden fixture)
 
@@ -42,6 +44,8 @@ WEIGHT_FILES = (ADAPTER_FILE, ADAPTER_CONFIG_FILE, FULL_FILE, HEAD_FILE, LINEAR_
 ARTIFACT_FILES = (INFO_FILE, CARD_FILE, CONFIG_FILE, SPLIT_FILE, REPORT_JSON, REPORT_MD, REPORT_HTML) + WEIGHT_FILES
 
 _FIX = "point at the directory `assay train` wrote, or re-run assay train"
+# evaluator.json's top-level keys whose values live in the evaluator's one Calibration
+CALIBRATION_KEYS = ("calibration", "temperature", "label_shift", "threshold", "operator")
 
 
 def _loose() -> ConfigDict:
@@ -75,6 +79,127 @@ class DataInfo(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class LinearInfo(BaseModel):
+    """``linear``: a linear / hybrid evaluator's feature blocks (``train/_fit.py``)."""
+
+    model_config = _loose()
+    kind: str | None = None  # the candidate that shipped: tfidf, embed, contrastive, blend, hybrid
+    blocks: list[str] = Field(default_factory=list)
+    max_lengths: dict[str, int] = Field(default_factory=dict)  # an embedding block may read fewer tokens
+    grounding: dict[str, Any] = Field(default_factory=dict)  # block -> the fields it grounds on
+    keep_end: dict[str, bool] = Field(default_factory=dict)  # block -> truncated from the start (absent: older)
+
+
+class TrainingInfo(BaseModel):
+    """``training``: the resolved ``train:`` settings plus what the fit recorded (``train/_pipeline.py``)."""
+
+    model_config = _loose()
+    rows: int | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    device: str | None = None
+    precision: str | None = None
+    eval_batch_size: int | None = None
+    learning_rate: float | None = None
+    prior: Any = None  # train.prior: seeds, training, or a label mix
+    resources: dict[str, Any] | None = None
+
+
+class Figures(BaseModel):
+    """One system's figures on the held-out rows (``student``, each baseline, each other system)."""
+
+    model_config = _loose()
+    n: int | None = None
+    kappa: float | dict[str, Any] | None = None
+    f1_macro: float | None = None
+    accuracy: float | None = None
+    auroc: float | None = None
+    auprc: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+    threshold: float | None = None
+    ci: dict[str, Any] | None = None  # n_boot, seed, and [lo, hi] per figure
+    skipped: str | None = None  # a baseline that did not run, and why
+    kind: str | None = None  # other systems: "probabilities" or "labels"
+    unanswered: int | None = None
+    # the student's detail (assay.report.classification_metrics)
+    labels: list[str] | None = None
+    ece_positive: float | None = None
+    confusion: list[list[int | float]] | None = None  # rows: true label; columns: predicted
+    per_class: dict[str, dict[str, Any]] | None = None  # label -> precision, recall, f1, support
+
+    @property
+    def is_skipped(self) -> bool:
+        return "skipped" in self.model_fields_set
+
+    @property
+    def kappa_value(self) -> float | None:
+        """``kappa`` as a number (also from a ``{"value"|"point"|"estimate": ...}`` entry)."""
+        k = self.kappa
+        if isinstance(k, Mapping):
+            k = k.get("value", k.get("point", k.get("estimate")))
+        return float(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else None
+
+    def ci_of(self, key: str) -> list[Any] | None:
+        ci = (self.ci or {}).get(key)
+        return ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+
+
+class Headline(BaseModel):
+    """The figures of ``report.json`` the model card shows; :class:`assay.report.Report` is the whole file."""
+
+    model_config = _loose()
+    student: Figures = Field(default_factory=Figures)
+    baselines: dict[str, Figures] | None = None  # majority, tfidf_logreg
+
+
+class Candidate(BaseModel):
+    """One model-selection candidate (``train/_select.py``)."""
+
+    model_config = _loose()
+    name: str | None = None
+    cv_kappa: float | None = None
+    ci: list[float | None] | None = None
+    fold_kappas: list[float | None] | None = None
+    validation_kappa: float | None = None
+    seconds: float | None = None
+    validated_on: str | None = None
+    params: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class Selection(BaseModel):
+    """How the shipped candidate was chosen (``evaluator.json`` and ``report.json`` ``selection``)."""
+
+    model_config = _loose()
+    winner: str | None = None
+    reason: str | None = None
+    compared_on: str | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+    group_by: str | None = None  # folds kept rows sharing it together (None: each distinct row)
+    seed: int | None = None
+    rule: str | None = None  # the selection rule, in words (absent from artifacts before it was recorded)
+    tie_tolerance: float | None = None
+    cost_order: list[str] | None = None
+    fitted_parameters: dict[str, int | None] | None = None  # candidate -> its fitted parameter count
+    notes: list[str] | None = None
+
+
+def _calibration_entry(value: Any) -> Calibration:
+    if isinstance(value, Calibration):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("a calibration object (Calibration.to_dict)")
+    try:
+        return Calibration.from_dict(value)
+    except (TypeError, ValueError):
+        raise ValueError("a calibration entry as Calibration.to_dict writes it") from None
+
+
+CalibrationEntry = Annotated[Calibration, PlainValidator(_calibration_entry),
+                             PlainSerializer(lambda c: c.to_dict(), return_type=dict)]
+
+
 class EvaluatorInfo(BaseModel):
     """``evaluator.json``: typed access to what an artifact records; unknown keys are kept.
 
@@ -97,20 +222,21 @@ class EvaluatorInfo(BaseModel):
     kind: str | None = None  # assay.testing.MockEvaluator artifacts
     base: BaseInfo | None = None
     model: dict[str, Any] | None = None  # ModelConfig, as trained
-    linear: dict[str, Any] | None = None  # linear / hybrid: kind, blocks, max_lengths
+    linear: LinearInfo | None = None  # linear / hybrid: kind, blocks, max_lengths
     network: dict[str, Any] | None = None  # the model's own describe()
     max_length: int | None = None
     truncation_policy: str | None = None
-    # calibration and the decision
+    # the decision (what the evaluator applies) and how it was calibrated: see scoring_calibration()
     temperature: float = 1.0
     label_shift: dict[str, float] | None = None
     threshold: float | None = None
-    calibration: dict[str, Any] | None = None  # assay.evaluator.Calibration.to_dict()
+    operator: str | None = None  # absent: ">=" (written only for another operator)
+    calibration: CalibrationEntry | None = None  # Calibration.to_dict()
     # how it was trained
-    training: dict[str, Any] | None = None
+    training: TrainingInfo | None = None
     data: DataInfo | None = None
     config: dict[str, Any] | None = None  # the resolved run config (also config.yaml)
-    selection: dict[str, Any] | None = None
+    selection: Selection | None = None
     judge: dict[str, Any] | None = None
     report_summary: dict[str, Any] | None = None
     versions: dict[str, str | None] | None = None
@@ -175,14 +301,34 @@ class EvaluatorInfo(BaseModel):
         """The labels, from ``labels`` or else the metric's."""
         return list(self.labels or self.metric.get("labels") or [])
 
+    @property
+    def blocks(self) -> list[str]:
+        """A linear / hybrid evaluator's feature blocks (empty for the other families)."""
+        return list(self.linear.blocks) if self.linear is not None else []
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The scoring batch size training recorded (32 when unrecorded)."""
+        size = self.training.eval_batch_size if self.training is not None else None
+        return int(size) if size is not None else 32
+
+    def scoring_calibration(self) -> Calibration:
+        """The calibration this artifact scores with: the ``calibration`` record (defaults when absent)
+        with the top-level temperature, label shift, threshold and operator, which the evaluator applies
+        (a top-level threshold other than the record's is a moved one: see ``Calibration.with_decision``)."""
+        cal = self.calibration if self.calibration is not None else Calibration()
+        cal = replace(cal, temperature=float(self.temperature), label_shift=self.label_shift,
+                      operator=self.operator or ">=")
+        if self.calibration is None or self.threshold is None:
+            return replace(cal, threshold=self.threshold)
+        return cal.with_decision(self.threshold)
+
 
 def _invalid(exc: ValidationError, name: str, source: str | Path, fix: str) -> AssayError:
     """A pydantic error on an artifact file as one ``invalid_artifact`` line: the key, what it should
     be, what it holds, the file."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return AssayError(f"{name} key '{where}': {err['msg'].removeprefix('Value error, ')}",
-                      f"{json.dumps(err.get('input'), default=str)[:80]} in {source}", fix, code="invalid_artifact")
+    return invalid(exc, f"{name} key '{{where}}': {{msg}}", fix, found=f"{{input}} in {source}",
+                   code="invalid_artifact", top="(top level)")
 
 
 def _check_version(version: Any, known: int, what: str, source: str | Path) -> None:
@@ -212,9 +358,8 @@ def _read_json(path: str | Path) -> tuple[Any, Path]:
                          code="invalid_artifact") from None
 
 
-def read_info(folder: str | Path) -> dict[str, Any]:
-    """The ``evaluator.json`` of an artifact directory as a dict, validated by :class:`EvaluatorInfo`
-    (one clear error when missing, not JSON, missing its essentials or newer than this assay)."""
-    data, file = _read_json(folder)
-    EvaluatorInfo.from_dict(data, file)
-    return data
+def read_info(folder: str | Path) -> EvaluatorInfo:
+    """The ``evaluator.json`` of an artifact directory (or the file) as :class:`EvaluatorInfo` (one clear
+    error when missing, not JSON, missing its essentials or newer than this assay); ``.to_dict()`` gives
+    the JSON object back, every key kept."""
+    return EvaluatorInfo.from_file(folder)

@@ -5,9 +5,11 @@ and the one decision rule.
   :class:`~assay.evaluator.Evaluator` and :class:`assay.testing.MockEvaluator` (the one test double)
   satisfy it; a test checks both.
 - :class:`Score`: one row's verdict (label, score, confidence, probabilities, tokens, truncation).
-- :class:`Calibration`: how an evaluator's probabilities and threshold were fitted (temperature,
-  threshold and its objective, the rows it was fitted on, warnings); ``evaluator.json`` keeps it
-  under ``calibration`` (:meth:`Calibration.to_dict` / :meth:`Calibration.from_dict`).
+- :class:`Calibration`: the one home of an evaluator's temperature, label shift, threshold and operator,
+  and how they were fitted (objective, rows, warnings, routing); ``evaluator.json`` keeps it under
+  ``calibration`` (:meth:`Calibration.to_dict` / :meth:`Calibration.from_dict`) and its decision at the
+  top level. ``assay.train.calibrate`` returns one; a registered version moves its decision with
+  :meth:`Calibration.with_decision`.
 - :func:`decide`: the label index of one row's probabilities. Binary metrics: the positive label
   when P(positive) >= threshold (``operator`` ``>`` for a strict comparison), else the other one;
   categorical metrics: the most probable label. The evaluator, the registry's per-version
@@ -22,7 +24,7 @@ and the one decision rule.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 FEW_ROWS = 50  # calibration fitted on fewer rows than this is flagged small_sample (a warning)
@@ -43,19 +45,33 @@ class Score:
         return asdict(self)
 
 
+_OWN: Any = object()  # review_region(): "this calibration's own decision threshold"
+_ENTRY_KEYS = ("rows", "source", "method", "threshold_objective", "threshold_target", "small_sample", "warnings",
+               "temperature", "nll_before", "nll_after", "prior", "threshold", "threshold_method",
+               "threshold_details", "routing")  # the evaluator.json ``calibration`` entry, in its order
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """How an evaluator was calibrated (``assay.train.calibrate`` fits it; ``evaluator.json`` stores
-    :meth:`to_dict` under ``calibration``).
+    """How an evaluator turns logits into a verdict, and how that was fitted: the one home of its
+    temperature, label shift, decision threshold and operator, and its risk-controlled routing.
 
+    ``assay.train.calibrate`` fits it and returns it; the evaluator holds one (``ev.calibration``;
+    ``ev.threshold`` / ``ev.temperature`` read it). ``evaluator.json`` keeps :meth:`to_dict` under
+    ``calibration`` and the decision (``temperature``, ``label_shift``, ``threshold``) at its top level.
     ``method``: ``"slice"`` (rows held back from the gradient steps), ``"out-of-fold"`` (the
     cross-validated scores of every training row, linear / hybrid families) or ``"none"`` (too few
     rows or labels: temperature 1, threshold 0.5). ``small_sample``: fitted on fewer than
     :data:`FEW_ROWS` rows, so temperature and threshold are rough (``warnings`` says so too).
+    A registered version may decide at another threshold / operator (:meth:`with_decision`); the
+    fitted threshold is then kept as ``calibrated_threshold``, the one routing was certified at.
     """
 
     temperature: float = 1.0
-    threshold: float | None = None  # binary: on calibrated P(positive); None: argmax (categorical)
+    threshold: float | None = None  # binary: decide on calibrated P(positive); None: argmax (categorical)
+    operator: str = ">="  # positive when P(positive) >= threshold (">": strictly above; a registered version's)
+    label_shift: Mapping[str, float] | None = None  # per label, added to the scaled logits (None: no shift)
+    calibrated_threshold: float | None = None  # set only once ``threshold`` was moved: the fitted one
     objective: str | None = None  # train.threshold_objective: f1, kappa, precision, recall, none
     target: float | None = None  # train.threshold_target (precision / recall objectives)
     threshold_method: str | None = None  # how the threshold was chosen, in words
@@ -70,33 +86,55 @@ class Calibration:
     threshold_details: Mapping[str, Any] | None = None  # the objective's value (and precision / recall)
     # risk-controlled routing (assay.evaluator._risk.RiskControl.to_dict): the region of scores sent to people
     routing: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] | None = None  # keys of a read ``calibration`` entry this class does not model
+    keys: frozenset[str] | None = field(default=None, compare=False, repr=False)  # the entry's keys, as read
+
+    @property
+    def fitted_threshold(self) -> float | None:
+        """The threshold calibration chose (routing was certified around it)."""
+        return self.threshold if self.calibrated_threshold is None else self.calibrated_threshold
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``calibration`` entry of ``evaluator.json``."""
-        out: dict[str, Any] = {
-            "rows": self.n_rows, "source": self.source, "method": self.method,
-            "threshold_objective": self.objective, "threshold_target": self.target,
-            "small_sample": self.small_sample, "warnings": list(self.warnings), "temperature": self.temperature,
-        }
-        for key in ("nll_before", "nll_after", "prior"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        out["threshold"] = self.threshold
-        out["threshold_method"] = self.threshold_method
-        if self.threshold_details is not None:
-            out["threshold_details"] = self.threshold_details
-        if self.routing is not None:
-            out["routing"] = dict(self.routing)
-        return out
+        """The ``calibration`` entry of ``evaluator.json`` (an entry read by :meth:`from_dict` keeps
+        exactly its keys, unknown ones included)."""
+        values = {"rows": self.n_rows, "source": self.source, "method": self.method,
+                  "threshold_objective": self.objective, "threshold_target": self.target,
+                  "small_sample": self.small_sample, "warnings": list(self.warnings),
+                  "temperature": self.temperature, "nll_before": self.nll_before, "nll_after": self.nll_after,
+                  "prior": self.prior, "threshold": self.fitted_threshold, "threshold_method": self.threshold_method,
+                  "threshold_details": self.threshold_details,
+                  "routing": dict(self.routing) if self.routing is not None else None}
+        optional = ("nll_before", "nll_after", "prior", "threshold_details", "routing")  # written when set
+        if self.keys is None:
+            out = {k: v for k, v in values.items() if k not in optional or v is not None}
+        else:
+            out = {k: v for k, v in values.items() if k in self.keys}
+        return {**out, **dict(self.extra or {})}
 
-    def review_region(self, threshold: float | None) -> Mapping[str, Any] | None:
+    def with_decision(self, threshold: float | None = None, operator: str | None = None) -> "Calibration":
+        """This calibration deciding at ``threshold`` with ``operator`` (a registered version's; None:
+        unchanged); the fitted threshold stays recorded (``calibrated_threshold``)."""
+        t = self.threshold if threshold is None else float(threshold)
+        fitted = self.fitted_threshold
+        return replace(self, threshold=t, operator=operator or self.operator,
+                       calibrated_threshold=None if t == fitted else fitted)
+
+    def for_labels(self, binary: bool) -> "Calibration":
+        """As an evaluator of a binary (threshold, 0.5 when unset) or categorical (argmax) metric holds it."""
+        if not binary:
+            return replace(self, threshold=None, calibrated_threshold=None)
+        return self if self.threshold is not None else replace(self, threshold=0.5)
+
+    def review_region(self, threshold: float | None = _OWN) -> Mapping[str, Any] | None:
         """The certified review region (``band`` or ``min_confidence``) when routing met its target
-        and the evaluator still decides at the threshold it was certified for; else None."""
+        and the evaluator still decides at the threshold it was certified for (``threshold``, by default
+        this calibration's own decision threshold); else None."""
         r = self.routing
         if not r or not r.get("met"):
             return None
-        if r.get("band") is not None and (threshold is None or self.threshold is None
-                                          or abs(float(threshold) - float(self.threshold)) > 1e-9):
+        t = self.threshold if threshold is _OWN else threshold
+        fitted = self.fitted_threshold
+        if r.get("band") is not None and (t is None or fitted is None or abs(float(t) - float(fitted)) > 1e-9):
             return None  # a registered version moved the threshold: the band was certified around another one
         return r
 
@@ -104,6 +142,7 @@ class Calibration:
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Calibration":
         """From an ``evaluator.json`` ``calibration`` entry (artifacts written before ``method`` and
         ``small_sample`` were recorded get them inferred from ``source`` and ``rows``)."""
+        keys = frozenset(d) if d is not None else None
         d = dict(d or {})
         n_rows = int(d.get("rows") or 0)
         source = d.get("source")
@@ -114,13 +153,16 @@ class Calibration:
             else:
                 method = "out-of-fold" if "out-of-fold" in str(source or "") else "slice"
         temperature = d.get("temperature")
+        prior = d.get("prior")
+        extra = {k: v for k, v in d.items() if k not in _ENTRY_KEYS}
         return cls(temperature=float(temperature) if temperature is not None else 1.0,
                    threshold=d.get("threshold"), objective=d.get("threshold_objective"),
                    target=d.get("threshold_target"), threshold_method=d.get("threshold_method"), method=method,
                    source=source, n_rows=n_rows, small_sample=bool(d.get("small_sample", n_rows < FEW_ROWS)),
                    warnings=tuple(d.get("warnings") or ()), nll_before=d.get("nll_before"),
-                   nll_after=d.get("nll_after"), prior=d.get("prior"), threshold_details=d.get("threshold_details"),
-                   routing=d.get("routing"))
+                   nll_after=d.get("nll_after"), prior=prior, threshold_details=d.get("threshold_details"),
+                   routing=d.get("routing"), extra=extra or None, keys=keys,
+                   label_shift=(prior or {}).get("label_shift") if isinstance(prior, Mapping) else None)
 
 
 def decide(p: Sequence[float], labels: Sequence[str], positive: str | None, threshold: float | None,
@@ -166,13 +208,14 @@ def band_around(threshold: float | None, half_width: float) -> tuple[float, floa
 
 
 def scores_from_probs(probs: Any, labels: Sequence[str], positive: str | None, threshold: float | None,
-                      tokens: Sequence[int] | None = None, truncated: Sequence[bool] | None = None) -> list[Score]:
-    """A :class:`Score` per row of ``probs`` [n_rows, n_labels]."""
+                      tokens: Sequence[int] | None = None, truncated: Sequence[bool] | None = None,
+                      operator: str = ">=") -> list[Score]:
+    """A :class:`Score` per row of ``probs`` [n_rows, n_labels], decided by :func:`decide`."""
     binary = len(labels) == 2 and positive in labels
     pos = list(labels).index(positive) if binary else None
     out = []
     for i, p in enumerate(probs):
-        k = decide(p, labels, positive, threshold if binary else None)
+        k = decide(p, labels, positive, threshold if binary else None, operator)
         out.append(Score(label=labels[k], score=float(p[pos] if pos is not None else p[k]), confidence=float(p[k]),
                          probabilities={lab: float(v) for lab, v in zip(labels, p)},
                          tokens=int(tokens[i]) if tokens is not None else 0,
@@ -186,11 +229,13 @@ class EvaluatorLike(Protocol):
 
     metric: Any  # MetricSpec
     labels: tuple[str, ...]
-    threshold: float | None
     info: dict[str, Any]
 
     @property
-    def calibration(self) -> Calibration: ...
+    def calibration(self) -> Calibration: ...  # the one home of temperature, threshold, operator, routing
+
+    @property
+    def threshold(self) -> float | None: ...  # calibration.threshold
 
     def predict_proba(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> Any: ...
 

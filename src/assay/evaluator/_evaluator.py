@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._cpu import apply_threads
 from .._version import __version__
 from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec, metric_from_dict
-from ._artifact import CARD_FILE, FORMAT_VERSION, INFO_FILE, REPORT_JSON, EvaluatorInfo, read_info
+from ._artifact import (CALIBRATION_KEYS, CARD_FILE, FORMAT_VERSION, INFO_FILE, REPORT_JSON, EvaluatorInfo, Headline,
+                        read_info)
+from ._base_models import BaseRef, resolve_base
+from ._card import model_card
 from ._chunks import length_batches
 from ._contract import Calibration, Score, calibrated_probs, decide, scores_from_probs
+from ._device import autocast, quantize_int8, select_device, select_dtype
+
 LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _linear.py)
 
 
@@ -46,29 +51,28 @@ class Evaluator:
     fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU, encoder family: dynamic quantisation of the
     Linear layers). The linear families run their embedding forward at this precision too (pooling and
     heads in fp32). ``training=True`` (:meth:`create`): the training precision, fp32 on a CPU under auto.
+
+    ``calibration``: the one home of temperature, label shift, threshold and operator (default: none
+    fitted, threshold 0.5 for binary metrics); ``ev.threshold`` / ``ev.temperature`` / ``ev.label_shift``
+    read it, and a new one is set whole (``ev.calibration = calibrate(ev, rows)``). ``info``: the other
+    ``evaluator.json`` sections to write back (its calibration keys are not kept: ``calibration`` is).
+    ``record_calibration``: write the ``calibration`` entry on save (default: when one was given or set).
     """
 
-    def __init__(self, metric: MetricSpec, model: Any, *, temperature: float = 1.0,
-                 threshold: float | None = None, info: dict[str, Any] | None = None,
-                 device: str | None = "auto", precision: str = "auto", training: bool = False):
-        from .._cpu import apply_threads
-        from ._device import quantize_int8, select_device, select_dtype
+    def __init__(self, metric: MetricSpec, model: Any, *, calibration: Calibration | None = None,
+                 info: dict[str, Any] | None = None, device: str | None = "auto", precision: str = "auto",
+                 training: bool = False, record_calibration: bool | None = None):
 
         self.metric = metric
         self.model = model
-        self.temperature = float(temperature)
-        # log(target prior / calibration prior) per label, added after temperature scaling (None: no shift)
-        shift = (info or {}).get("label_shift")
-        self.label_shift = (np.array([float(shift[lab]) for lab in metric.labels]) if shift else None)
-        self.threshold = threshold if metric.is_binary else None
-        if metric.is_binary and self.threshold is None:
-            self.threshold = 0.5
-        self.info: dict[str, Any] = dict(info or {})
+        self._calibration = (calibration or Calibration()).for_labels(metric.is_binary)
+        self._record_calibration = calibration is not None if record_calibration is None else record_calibration
+        self.info: dict[str, Any] = {k: v for k, v in (info or {}).items() if k not in CALIBRATION_KEYS}
         self.device = select_device(device)
         # scoring precision (auto: bf16 where the CPU or GPU does it natively); training: see select_dtype
         self.precision = precision
         self.dtype = select_dtype(precision, self.device, training=training)
-        self.batch_size = int(self.info.get("training", {}).get("eval_batch_size", 32))
+        self.batch_size = int((self.info.get("training") or {}).get("eval_batch_size", 32))
         if self.device.type == "cpu":
             apply_threads()  # torch threads at most the cores this process may use (assay._cpu)
         self.model.to(self.device)
@@ -92,7 +96,6 @@ class Evaluator:
     def create(cls, metric: MetricSpec, model_cfg: ModelConfig | None = None, *, device: str | None = "auto",
                precision: str = "auto") -> "Evaluator":
         """A new, untrained evaluator for ``metric`` (training starts from this)."""
-        from ._base_models import resolve_base
 
         model_cfg = model_cfg or ModelConfig()
         base = resolve_base(model_cfg.base_name)
@@ -107,45 +110,29 @@ class Evaluator:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | None = "auto", precision: str = "auto") -> "Evaluator":
         """Load an artifact directory written by :meth:`save_pretrained` (or ``assay train``)."""
-        from ._base_models import BaseRef
         from ._common import quiet_loading
 
         folder = Path(path).expanduser()
         info = read_info(folder)  # validated by EvaluatorInfo: essentials present, format_version known
-        metric = metric_from_dict(info["metric"], f"{INFO_FILE} metric")
-        if info.get("family") in LINEAR_FAMILIES:
-            return cls._load_linear(metric, folder, info, device=device, precision=precision)
-        saved = BaseRef(**info["base"])
-        base = _locate_base(saved)
-        model_cfg = ModelConfig.from_artifact(info["model"])
-        model = build_model(metric, base, model_cfg, info["family"])
-        with quiet_loading():
-            model.load_weights(folder)
-        if saved.files and base.files and saved.files != base.files:
-            warnings.warn(f"the base model {saved.name} at {base.path} differs from the one this evaluator "
-                          "was trained on (weight hashes differ); scores may not match", stacklevel=2)
-        return cls(metric, model, temperature=info.get("temperature", 1.0), threshold=info.get("threshold"),
-                   info=info, device=device, precision=precision)
+        metric = metric_from_dict(info.metric, f"{INFO_FILE} metric")
+        if info.family in LINEAR_FAMILIES:
+            model = cls._load_linear(metric, folder, info)
+        else:
+            base = _locate_base(info)
+            model = build_model(metric, base, ModelConfig.from_artifact(info.model or {}), info.family)
+            with quiet_loading():
+                model.load_weights(folder)
+        return cls(metric, model, calibration=info.scoring_calibration(), info=info.to_dict(),
+                   record_calibration=info.calibration is not None, device=device, precision=precision)
 
-    @classmethod
-    def _load_linear(cls, metric: MetricSpec, folder: Path, info: dict[str, Any], *, device: str | None,
-                     precision: str) -> "Evaluator":
-        """A linear / hybrid artifact: TF-IDF vocabulary + heads from the folder, the frozen base if it embeds."""
-        from ._base_models import BaseRef
-        from ._linear import LinearModel
+    @staticmethod
+    def _load_linear(metric: MetricSpec, folder: Path, info: EvaluatorInfo) -> Any:
+        """A linear / hybrid artifact's model: TF-IDF vocabulary + heads from the folder, the frozen base
+        if it embeds."""
+        from ._linear import EMBED_KINDS, LinearModel
 
-        base = None
-        from ._linear import EMBED_KINDS
-
-        if set(EMBED_KINDS) & set((info.get("linear") or {}).get("blocks") or []):
-            saved = BaseRef(**info["base"])
-            base = _locate_base(saved)
-            if saved.files and base.files and saved.files != base.files:
-                warnings.warn(f"the base model {saved.name} at {base.path} differs from the one this evaluator "
-                              "was trained on (weight hashes differ); scores may not match", stacklevel=3)
-        model = LinearModel.load(metric, folder, info, base)
-        return cls(metric, model, temperature=info.get("temperature", 1.0), threshold=info.get("threshold"),
-                   info=info, device=device, precision=precision)
+        base = _locate_base(info) if set(EMBED_KINDS) & set(info.blocks) else None
+        return LinearModel.load(metric, folder, info, base)
 
     # --- properties ---------------------------------------------------------------------------
     @property
@@ -158,11 +145,29 @@ class Evaluator:
 
     @property
     def calibration(self) -> Calibration:
-        """How this evaluator was calibrated (``evaluator.json`` ``calibration``), with its current
-        temperature; ``threshold`` is the calibrated one (``ev.threshold`` may have been moved since,
-        e.g. by a registered version)."""
-        cal = Calibration.from_dict(self.info.get("calibration"))
-        return replace(cal, temperature=self.temperature)
+        """The one home of this evaluator's temperature, label shift, threshold and operator, and of how
+        they were fitted (``evaluator.json`` ``calibration``); set a new one whole."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, cal: Calibration) -> None:
+        self._calibration = cal.for_labels(self.metric.is_binary)
+        self._record_calibration = True
+
+    @property
+    def temperature(self) -> float:
+        return float(self._calibration.temperature)
+
+    @property
+    def threshold(self) -> float | None:
+        """Binary metrics: positive when P(positive) >= threshold (``calibration.operator``); else None."""
+        return self._calibration.threshold
+
+    @property
+    def label_shift(self) -> np.ndarray | None:
+        """log(target prior / calibration prior) per label, added after temperature scaling (None: no shift)."""
+        shift = self._calibration.label_shift
+        return np.array([float(shift[lab]) for lab in self.metric.labels]) if shift else None
 
     # --- scoring ------------------------------------------------------------------------------
     def encode(self, rows: Sequence[Mapping[str, Any]]):
@@ -172,7 +177,6 @@ class Evaluator:
         """Raw label logits for encoded rows, batched by length; [n_rows, n_labels]."""
         import torch
 
-        from ._device import autocast
 
         if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features -> logistic regression
             # the embedding forward at the scoring precision (bf16 autocast under auto on a bf16 CPU);
@@ -196,7 +200,6 @@ class Evaluator:
         length as in scoring): the floor the report's speed section compares scoring with."""
         import torch
 
-        from ._device import autocast
 
         encoded = self.encode(list(rows))
         if hasattr(self.model, "logits_encoded"):  # linear / hybrid: features and heads, at the scoring precision
@@ -231,20 +234,22 @@ class Evaluator:
         """The label index per row (:func:`assay.evaluator.decide`: the threshold on P(positive) for
         binary metrics, argmax otherwise)."""
         positive = self.metric.positive if self.metric.is_binary else None
-        return [decide(p, self.labels, positive, self.threshold) for p in probs]
+        return [decide(p, self.labels, positive, self.threshold, self._calibration.operator) for p in probs]
 
     def score(self, rows: Sequence[Mapping[str, Any]], batch_size: int | None = None) -> list[Score]:
         """A :class:`Score` per row."""
         encoded = self.encode(list(rows))
         probs = self.calibrate(self.logits_of(encoded, batch_size))
         return scores_from_probs(probs, self.labels, self.metric.positive if self.metric.is_binary else None,
-                                 self.threshold, [e.tokens for e in encoded], [e.truncated for e in encoded])
+                                 self.threshold, [e.tokens for e in encoded], [e.truncated for e in encoded],
+                                 self._calibration.operator)
 
     # --- saving -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """The evaluator.json contents (format, versions, metric, model, calibration ...)."""
         from ._common import TRUNCATION_POLICY
 
+        cal = self._calibration
         info = dict(self.info)
         info.update({
             "format_version": FORMAT_VERSION,
@@ -262,11 +267,17 @@ class Evaluator:
             "network": self.model.describe(),
             "versions": _versions(),
         })
+        if cal.operator != ">=":
+            info["operator"] = cal.operator
+        if self._record_calibration:
+            info["calibration"] = cal.to_dict()
         return info
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the artifact: evaluator.json, adapter/head weights (safetensors) and README.md."""
-        from ._card import model_card
+    def save_pretrained(self, path: str | Path, report: Any = None) -> Path:
+        """Write the artifact: evaluator.json, adapter/head weights (safetensors) and README.md.
+
+        ``report``: the held-out report the model card shows (an ``assay.report.Report``; default: the
+        folder's ``report.json``, when there is one)."""
 
         if self.precision == "int8":
             raise AssayError("an fp32 evaluator to save", "one quantised to int8 for scoring",
@@ -276,30 +287,42 @@ class Evaluator:
         info = self.describe()
         info["files"] = self.model.save_weights(folder)
         # never write an evaluator.json that from_pretrained would refuse
-        EvaluatorInfo.from_dict(json.loads(json.dumps(info, default=str)), folder / INFO_FILE)
-        self.info = info
+        checked = EvaluatorInfo.from_dict(json.loads(json.dumps(info, default=str)), folder / INFO_FILE)
+        self.info = {k: v for k, v in info.items() if k not in CALIBRATION_KEYS}
         (folder / INFO_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str))
-        report = None
-        if (folder / REPORT_JSON).exists():  # written by assay train / assay evaluate
-            try:
-                report = json.loads((folder / REPORT_JSON).read_text())
-            except ValueError:
-                report = None
-        (folder / CARD_FILE).write_text(model_card(info, report))
+        if report is None and (folder / REPORT_JSON).exists():  # written by assay train / assay evaluate
+            report = _headline(folder / REPORT_JSON)
+        (folder / CARD_FILE).write_text(model_card(checked, report))
         return folder
 
     def __repr__(self) -> str:
         return f"Evaluator(metric={self.metric.name!r}, family={self.family!r}, labels={self.labels})"
 
 
-def _locate_base(saved: Any):
-    """The base recorded in an artifact: by preset/hub name, else by its recorded path."""
-    from ._base_models import BaseRef, resolve_base
+def _headline(file: Path) -> Headline | None:
+    """The figures of a report.json for the model card (None when it is not a JSON object of them)."""
+    try:
+        return Headline.model_validate(json.loads(file.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError):  # pydantic's ValidationError is a ValueError
+        return None
 
+
+def _locate_base(info: EvaluatorInfo):
+    """The base an artifact records (``base``): by preset/hub name, else by its recorded path; a warning
+    when its weights differ from the ones the evaluator was trained on."""
+
+    if info.base is None:
+        raise AssayError(f"a base model in {INFO_FILE}", f"no base for family {info.family}", "re-run assay train",
+                         code="invalid_artifact")
+    saved = BaseRef(**info.base.model_dump(exclude_unset=True))
     if saved.source == "local" and not Path(saved.name).expanduser().is_dir() and Path(saved.path).is_dir():
-        return resolve_base(saved.path)
-    ref: BaseRef = resolve_base(saved.name)
-    ref.name = saved.name
+        ref: BaseRef = resolve_base(saved.path)
+    else:
+        ref = resolve_base(saved.name)
+        ref.name = saved.name
+    if saved.files and ref.files and saved.files != ref.files:
+        warnings.warn(f"the base model {saved.name} at {ref.path} differs from the one this evaluator "
+                      "was trained on (weight hashes differ); scores may not match", stacklevel=3)
     return ref
 
 

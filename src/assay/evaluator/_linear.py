@@ -16,6 +16,8 @@ Feature blocks:
 - ``contrastive``: the same embeddings from a body fine-tuned on the training rows with contrastive
   pairs (same label: cosine 1, different labels: cosine 0; SetFit's recipe, see
   ``assay.train._contrastive``). Its body weights are stored (``contrastive.safetensors``).
+- ``lm``: mean-pooled hidden states of the decoder base's first third of layers (SmolLM2), standardised
+  on the training rows (``_lm_features``). Its standardisation is stored; the base comes from its package.
 
 A ``linear`` evaluator is one block and one head (weights ``[n_labels, n_features]``, bias
 ``[n_labels]``): logits = x W^T + b. A ``hybrid`` evaluator has a head per block and a stacking
@@ -37,12 +39,17 @@ from torch import nn
 
 from ..errors import AssayError, require
 from ..metrics import MetricSpec, swap_pair
-from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE
+from ..metrics._render import judged_field
+from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE, EvaluatorInfo, LinearInfo
+from ._base_models import resolve_base
 from ._chunks import length_batches, padded_width
-from ._common import Encoded
+from ._common import Encoded, load_full, quiet_loading, render_fitted, save_full, save_tensors
+from ._encoder import compact_metric
+from ._grounding import LEXICAL, context_fields, fit_standardiser, interactions, lexical, standardise
+from ._lm_features import LmFeatures
 from ._tfidf import baseline_text, tfidf_vectorizers
 
-FEATURE_KINDS = ("tfidf", "embed", "contrastive")
+FEATURE_KINDS = ("tfidf", "embed", "contrastive", "lm")
 EMBED_KINDS = ("embed", "contrastive")  # blocks that run the base encoder
 LOG_FLOOR = 1e-6  # log-probabilities fed to the stacking head are clipped here
 
@@ -131,15 +138,15 @@ class EmbedFeatures:
     # is in the key: training embeds in fp32, scoring at the evaluator's (bf16 autocast on a bf16 CPU);
     # a memo shared across them would hand a later fit bf16 rows among fp32 ones, which the product never does.
     cache: dict[tuple[str, str, tuple[int, ...]], np.ndarray] | None = None
+    # Set by ``evaluator._shared`` on the blocks of several evaluators that run this frozen body, for one
+    # scoring scope: ``shared(block, encoded)`` returns the embeddings another of them computed for the very
+    # same rows (token ids) at the same precision, else computes them with ``_embed``.
+    shared: Any = None
 
     def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
                  grounding: bool = False, keep_end: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
-        from ..metrics._render import judged_field
-        from ._common import quiet_loading
-        from ._encoder import compact_metric
-        from ._grounding import context_fields
 
         self.metric, self.base, self.max_length, self.batch_size = metric, base, max_length, batch_size
         # a judged field too long for max_length keeps its end, not head 2/3 + tail 1/3 (artifacts record it;
@@ -169,7 +176,6 @@ class EmbedFeatures:
         return self._encode_view(self.view, rows)
 
     def _encode_view(self, view: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
-        from ._common import render_fitted
 
         out: list[Encoded] = []
         for row in rows:
@@ -184,6 +190,8 @@ class EmbedFeatures:
         return out
 
     def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        if self.shared is not None:  # several metrics on this body (evaluator._shared)
+            return self.shared(self, encoded)
         cache = EmbedFeatures.cache if self.kind == "embed" else None  # a tuned body has embeddings of its own
         if cache is not None:
             precision = self._precision()
@@ -237,7 +245,6 @@ class EmbedFeatures:
 
     def grounding(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Embedding interactions and standardised lexical overlap of the judged field with each context field."""
-        from ._grounding import interactions, lexical, standardise
 
         if self.lex_mean is None or self.lex_std is None:
             raise AssayError("grounding features fitted on the training rows", "an unfitted block",
@@ -250,7 +257,6 @@ class EmbedFeatures:
 
     def fit_grounding(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """The lexical features' mean and standard deviation on the training rows (unsupervised)."""
-        from ._grounding import fit_standardiser, lexical
 
         if self.context:
             self.lex_mean, self.lex_std = fit_standardiser(lexical(self.metric, rows))
@@ -287,7 +293,6 @@ class EmbedFeatures:
 
     @property
     def size(self) -> int:
-        from ._grounding import LEXICAL
 
         hidden = int(self.net.config.hidden_size)
         return hidden + len(self.context) * (2 * hidden + 1 + len(LEXICAL))
@@ -297,7 +302,6 @@ class EmbedFeatures:
                "input_format": "fields only, judged field first: " + self.view.prompt, "features": self.size,
                "long_judged_field": "its end" if self.keep_end else "head 2/3 + tail 1/3"}
         if self.context:
-            from ._grounding import LEXICAL
 
             out["grounding"] = {"judged": self.judged, "against": self.context,
                                 "per_field": ["u*v", "|u-v|", "cos(u,v)", *LEXICAL]}
@@ -315,12 +319,10 @@ class ContrastiveFeatures(EmbedFeatures):
         self.tuning: dict[str, Any] = {}  # what the tuning did (steps, pairs, loss), for the report
 
     def save(self, folder: Path) -> list[str]:
-        from ._common import save_full
 
         return save_full(self.net, folder, CONTRASTIVE_FILE)
 
     def load(self, folder: Path) -> None:
-        from ._common import load_full
 
         load_full(self.net, folder, CONTRASTIVE_FILE)
         self.net.eval()
@@ -438,7 +440,6 @@ class LinearModel(nn.Module):
 
     # --- weights ------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> list[str]:
-        from ._common import save_tensors
 
         tensors: dict[str, torch.Tensor] = {}
         files = [LINEAR_FILE]
@@ -456,13 +457,16 @@ class LinearModel(nn.Module):
         for name in EMBED_KINDS:
             if name in self.blocks:
                 tensors.update(self.blocks[name].grounding_state(name))
+        if "lm" in self.blocks:
+            tensors.update(self.blocks["lm"].state("lm"))
         if "contrastive" in self.blocks:
             files += self.blocks["contrastive"].save(folder)
         save_tensors(tensors, folder / LINEAR_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
         return files
 
     @classmethod
-    def load(cls, metric: MetricSpec, folder: Path, info: Mapping[str, Any], base: Any = None) -> "LinearModel":
+    def load(cls, metric: MetricSpec, folder: Path, info: EvaluatorInfo, base: Any = None) -> "LinearModel":
+        """From an artifact folder and its ``evaluator.json`` (``linear``: the blocks and their lengths)."""
         from safetensors.torch import load_file
 
         path = folder / LINEAR_FILE
@@ -470,10 +474,10 @@ class LinearModel(nn.Module):
             raise AssayError(f"{LINEAR_FILE} in the artifact", f"no such file in {folder}",
                              "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
         tensors = load_file(str(path))
-        lin = info.get("linear") or {}
-        names = list(lin.get("blocks") or [])
-        max_length = int(info.get("max_length") or (info.get("model") or {}).get("max_length") or 256)
-        lengths = lin.get("max_lengths") or {}  # an embedding block may read fewer tokens than the model's max
+        lin = info.linear or LinearInfo()
+        names = list(lin.blocks)
+        max_length = int(info.max_length or (info.model or {}).get("max_length") or 256)
+        lengths = lin.max_lengths  # an embedding block may read fewer tokens than the model's max
         blocks: dict[str, Any] = {}
         for name in names:
             if name == "tfidf":
@@ -486,11 +490,13 @@ class LinearModel(nn.Module):
             elif name in EMBED_KINDS:
                 kind = EmbedFeatures if name == "embed" else ContrastiveFeatures
                 blocks[name] = kind(metric, base, int(lengths.get(name, max_length)),
-                                    grounding=bool((lin.get("grounding") or {}).get(name)),
-                                    keep_end=bool((lin.get("keep_end") or {}).get(name)))  # absent: older artifacts
+                                    grounding=bool(lin.grounding.get(name)),
+                                    keep_end=bool(lin.keep_end.get(name)))  # absent: older artifacts
                 blocks[name].load_grounding(name, tensors)
                 if name == "contrastive":
                     blocks[name].load(folder)
+            elif name == "lm":
+                blocks[name] = _load_lm(metric, lin, int(lengths.get(name, max_length)), tensors)
             else:
                 raise AssayError(f"feature blocks among {list(FEATURE_KINDS)}", f"'{name}'", "re-run assay train",
                                  code="invalid_artifact")
@@ -499,3 +505,16 @@ class LinearModel(nn.Module):
         stack = (LinearHead(tensors["stack.weight"].numpy(), tensors["stack.bias"].numpy())
                  if "stack.weight" in tensors else None)
         return cls(metric, blocks, heads, stack, max_length)
+
+
+def _load_lm(metric: MetricSpec, lin: LinearInfo, max_length: int, tensors: Mapping[str, torch.Tensor]) -> LmFeatures:
+    """The ``lm`` block of an artifact: its base by the name ``linear.lm`` records, its standardisation."""
+
+    rec = dict(getattr(lin, "lm", None) or {})
+    if not rec.get("base"):
+        raise AssayError("linear.lm.base in evaluator.json", "no base recorded for the lm block",
+                         "re-run assay train", code="invalid_artifact")
+    block = LmFeatures(metric, resolve_base(str(rec["base"]), hash_files=False), max_length,
+                       keep_end=bool(lin.keep_end.get("lm")), layers=int(rec.get("layers") or 0) or None)
+    block.load_state("lm", tensors)
+    return block

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import AssayError
+from ..errors import AssayError, require
+from ..metrics import MetricSpec
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -24,12 +25,10 @@ def embed_texts(texts: Sequence[str], encoder: str | Encoder = "minilm", *, max_
     if callable(encoder):
         x = np.asarray(encoder(list(texts)), dtype=np.float32)
     else:
-        from ..errors import require
 
         require("torch", "embedding failure descriptions", extra="train")
         from ..evaluator._base_models import resolve_base
         from ..evaluator._linear import EmbedFeatures
-        from ..metrics import MetricSpec
 
         view = MetricSpec(name="note", shape="message", prompt="{input}")
         block = EmbedFeatures(view, resolve_base(encoder, hash_files=False), max_length)

@@ -29,8 +29,10 @@ import numpy as np
 
 from ..errors import AssayError
 from ..metrics import InputShape, MetricSpec
-from ..stats import agreement_kappa, bootstrap_ci
+from ..providers import get_provider
+from ..stats import judge_agreement
 from ._cluster import Encoder, central, cluster_embeddings, embed_texts, top_terms
+from ._discover_report import markdown, write
 from ._normalize import categorize, mask_entities
 from ._propose import check_spec, propose
 from ._reviewed import Reviewed, read_reviewed
@@ -91,19 +93,16 @@ class Discovery:
                 "settings": self.settings, "provider": self.provider, "out_dir": self.out_dir}
 
     def to_markdown(self) -> str:
-        from ._discover_report import markdown
 
         return markdown(self)
 
     def write(self, out: str | Path, overwrite: bool = False) -> Path:
-        from ._discover_report import write
 
         return write(self, Path(out), overwrite)
 
 
 def _provider(provider: Any) -> Any:
     if isinstance(provider, str):
-        from ..providers import get_provider
 
         return get_provider(provider)
     if provider is None or not hasattr(provider, "judge") or not hasattr(provider, "generate"):
@@ -133,18 +132,17 @@ def measure(provider: Any, spec: MetricSpec, positives: Sequence[Mapping[str, An
             negatives: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]] = (), *,
             n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The check's agreement with the reviewed labels: positives (its cluster) say true, negatives
-    (passing rows) false; kappa with a bootstrap interval, precision, recall, and how often it fires
-    on failing rows of other clusters."""
+    (passing rows) false; kappa with a bootstrap interval and accuracy (a row the judge did not answer is a
+    disagreement: :func:`assay.stats.judge_agreement`, counted in ``unjudged``), precision and recall of the
+    judged rows, and how often it fires on failing rows of other clusters."""
     rows = list(positives) + list(negatives) + list(others)
     judged = provider.judge_many(spec, [{k: v for k, v in r.items() if k != "label"} for r in rows])
     labels = [getattr(j, "label", None) for j in judged]  # a ProviderError in place of a Judgment: unjudged
     n_pos, n_neg = len(positives), len(negatives)
     truth = ["true"] * n_pos + ["false"] * n_neg
+    agreement = judge_agreement(truth, labels[:n_pos + n_neg], LABELS, bootstrap=n_boot, seed=seed)
+    kappa, ci = agreement["kappa"], agreement["interval"]
     pairs = [(t, p) for t, p in zip(truth, labels[:n_pos + n_neg]) if p in LABELS]
-    y = np.array([LABELS.index(t) for t, _ in pairs], dtype=int)
-    pred = np.array([LABELS.index(p) for _, p in pairs], dtype=int)
-    kappa = agreement_kappa([t for t, _ in pairs], [p for _, p in pairs], list(LABELS))
-    ci = bootstrap_ci(y, pred, 2, n_boot=n_boot, seed=seed)["kappa"] if len(pairs) > 1 else None
     tp = sum(1 for t, p in pairs if t == "true" and p == "true")
     fp = sum(1 for t, p in pairs if t == "false" and p == "true")
     fn = sum(1 for t, p in pairs if t == "true" and p == "false")
@@ -155,7 +153,7 @@ def measure(provider: Any, spec: MetricSpec, positives: Sequence[Mapping[str, An
             "positives": n_pos, "negatives": n_neg, "unjudged": n_pos + n_neg - len(pairs),
             "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "precision": r4(tp / (tp + fp)) if tp + fp else None, "recall": r4(tp / (tp + fn)) if tp + fn else None,
-            "accuracy": r4((tp + tn) / len(pairs)) if pairs else None,
+            "accuracy": r4(agreement["accuracy"]),
             "other_failures": len(others), "other_fire_rate": r4(other.count("true") / len(other)) if other else None}
 
 
@@ -220,7 +218,7 @@ def discover(rows: Any, provider: Any, *, encoder: str | Encoder = "minilm", met
     say = progress or (lambda _m: None)
     if out is not None and (Path(out) / "discovery.json").exists() and not overwrite:  # before anything is spent
         raise AssayError("an output folder without an earlier discovery", f"{Path(out) / 'discovery.json'}",
-                         "pass another --out, or --overwrite to replace it", code="output_exists")
+                         "pass another --output, or --overwrite to replace it", code="output_exists")
     rev: Reviewed = read_reviewed(rows, fail_label=fail_label, metric=metric, note_field=note_field)
     shape = InputShape.trace if rev.shape == InputShape.session else rev.shape  # a check reads one row
     described = rev.described

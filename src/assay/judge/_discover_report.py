@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..errors import AssayError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._discover import Discovery, FoundCheck
 
@@ -56,12 +58,11 @@ def write(d: "Discovery", out: Path, overwrite: bool = False) -> Path:
     ``overwrite`` (its ``checks/`` folder is removed first, so no stale check stays behind)."""
     import shutil
 
-    from ..errors import AssayError
 
     if (out / "discovery.json").exists():
         if not overwrite:
             raise AssayError("an output folder without an earlier discovery", f"{out / 'discovery.json'}",
-                             "pass another --out, or --overwrite to replace it", code="output_exists")
+                             "pass another --output, or --overwrite to replace it", code="output_exists")
         if (out / "checks").is_dir():
             shutil.rmtree(out / "checks")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """One prompt's agreement with people on some rows: Cohen's kappa with a bootstrap interval.
 
 The judge runs at temperature 0 through ``Provider.judge_many`` (cached, retried, priced). A row the
-judge does not answer (unparseable, refused, failed) counts as a disagreement: it is an extra answer
-class in the confusion matrix, so a prompt cannot look better by making the judge refuse hard rows.
+judge does not answer (unparseable, refused, failed) counts as a disagreement (:func:`assay.stats.judge_agreement`,
+the rule of the report and ``measure_judge`` too), so a prompt cannot look better by making the judge refuse hard rows.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from ..metrics import MetricSpec
 from ..providers import Judgment, Provider
-from ..stats import bootstrap_ci, cohen_kappa
+from ..stats import judge_agreement
 
 BOOTSTRAP = 1000
 
@@ -44,20 +42,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def agreement_of(metric: MetricSpec, rows: Sequence[Mapping[str, Any]], verdicts: Sequence[str | None], *,
-                 bootstrap: int = BOOTSTRAP, seed: int = 0) -> tuple[float | None, list[float] | None, float | None]:
-    """(kappa, interval, accuracy) of ``verdicts`` against the rows' labels; None verdicts disagree."""
-    if not rows:
-        return None, None, None
-    idx = {lab: i for i, lab in enumerate(metric.labels)}
-    none = len(idx)  # the "no answer" class
-    y = np.array([idx[r["label"]] for r in rows])
-    p = np.array([idx.get(v, none) if v is not None else none for v in verdicts])
-    kappa = cohen_kappa(y, p, none + 1)
-    interval = bootstrap_ci(y, p, none + 1, n_boot=bootstrap, seed=seed)["kappa"]
-    return kappa, interval, float(np.mean(y == p))
-
-
 def measure_prompt(metric: MetricSpec, rows: Sequence[Mapping[str, Any]], provider: Provider, *,
                    bootstrap: int = BOOTSTRAP, seed: int = 0) -> Agreement:
     """Judge every row with ``metric``'s prompt and compare with the rows' human labels."""
@@ -65,7 +49,7 @@ def measure_prompt(metric: MetricSpec, rows: Sequence[Mapping[str, Any]], provid
     before = provider.stats.cost_usd
     judgments = provider.judge_many(metric, rows)
     judgments = [j if isinstance(j, Judgment) else Judgment(label=None, error=f"failed: {j}") for j in judgments]
-    kappa, interval, accuracy = agreement_of(metric, rows, [j.label for j in judgments], bootstrap=bootstrap,
-                                             seed=seed)
-    return Agreement(n=len(rows), answered=sum(j.ok for j in judgments), kappa=kappa, interval=interval,
-                     accuracy=accuracy, cost_usd=provider.stats.cost_usd - before, judgments=judgments)
+    a = judge_agreement([r["label"] for r in rows], [j.label for j in judgments], metric.labels,
+                        bootstrap=bootstrap, seed=seed)
+    return Agreement(n=a["n"], answered=a["answered"], kappa=a["kappa"], interval=a["interval"],
+                     accuracy=a["accuracy"], cost_usd=provider.stats.cost_usd - before, judgments=judgments)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..data import normalize_label, read_records
 from ..errors import AssayError
 from ..metrics import InputShape, MetricSpec, load_metric
 
@@ -142,7 +143,6 @@ def _build(records: list[tuple[dict[str, Any], str, str]], *, source: str, fail_
 
 def _from_records(recs: list[dict[str, Any]], source: str, fail_label: str | None, metric: MetricSpec | None,
                   note_field: str | None = None) -> Reviewed:
-    from ..data import normalize_label
 
     out, unlabeled = [], 0
     for i, rec in enumerate(recs):
@@ -213,7 +213,6 @@ def read_reviewed(source: Any, *, fail_label: str | None = None, metric: Any = N
                              code="not_found")
         if path.suffix.lower() in DB_SUFFIXES:
             return _from_store(path, fail_label, spec, metric_name if spec is None else spec.name)
-        from ..data import read_records
 
         return _from_records(read_records(path), path.name, fail_label, spec, note_field)
     if isinstance(source, Iterable):

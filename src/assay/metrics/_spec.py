@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import AssayError
+from ..errors import AssayError, invalid
 
 
 class InputShape(str, Enum):
@@ -42,7 +42,7 @@ PAIR_LABELS = ("a", "b")
 BOOLEAN_LABELS = ("true", "false")
 
 # Span kinds a metric may target (``target: {span_kind: tool}``): one verdict per matching span.
-SPAN_KINDS = ("llm", "retriever", "tool")
+SPAN_KINDS = ("llm", "retriever", "tool", "agent")  # agent: its task in, its final answer out
 # Shapes that read one span; trace, session and pairwise judge more than one span.
 SPAN_SHAPES = (InputShape.message, InputShape.input_output, InputShape.rag, InputShape.tools)
 
@@ -178,15 +178,8 @@ def metric_from_dict(data: dict[str, Any], source: str = "metric") -> MetricSpec
     try:
         return MetricSpec(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "metric"
-        found = err.get("msg", "invalid value").removeprefix("Value error, ")
-        raise AssayError(
-            f"a valid {where} in {source}",
-            found,
-            _fix_for(where),
-            code="invalid_metric",
-        ) from None
+        raise invalid(exc, f"a valid {{where}} in {source}", lambda p: _fix_for(p.where), found="{msg}",
+                      code="invalid_metric", top="metric") from None
 
 
 def _fix_for(where: str) -> str:

@@ -1,7 +1,8 @@
 """Checks: a trained evaluator (with its gates) or a standalone gate, producing Verdicts for rows.
 
 An evaluator is anything with ``metric`` and ``score(rows, batch_size=None) -> list[Score]``
-(``assay.evaluator.Evaluator``); an artifact directory is loaded with ``Evaluator.from_pretrained``.
+(``assay.evaluator.Evaluator``); an artifact directory or a registered metric name is opened with
+:func:`open_evaluator` (a registered version's threshold and operator apply).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..errors import AssayError, require
+from .._files import assay_home
+from ..errors import AssayError
+from ..evaluator import Evaluator
 from ..evaluator._artifact import INFO_FILE, REPORT_JSON
 from ..metrics import MetricSpec, judged_field
+from ..report import Report
+from ..report._schema import Bin
 from ..traces import MessageFrom, Trace, rows_for
 from ._gates import gate_from_dict, gates_from_list
 
@@ -82,7 +87,6 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
     if not p.exists() and "/" not in name and "\\" not in name:
         import os
 
-        from .._files import assay_home
 
         if os.environ.get("ASSAY_DATABASE_URL") or (assay_home() / "assay.db").exists():
             from ..registry import Registry
@@ -102,60 +106,69 @@ def resolve_artifact(ref: str | Path) -> tuple[Path, Any]:
                      code="not_found")
 
 
+def open_evaluator(name_or_path: str | Path, version: Any = None, precision: str = "auto") -> Any:
+    """The evaluator of an artifact directory or a registered metric name (``toxicity``, ``toxicity-v1``:
+    see :func:`resolve_artifact`) at the scoring ``precision``, deciding with the registered version's
+    threshold and operator when there is one (``version``: an already resolved one, ``name_or_path``
+    then its folder). The one opener of the monitor and the CLI; the registry's scoring shares its
+    decision rule (``assay.registry._metrics.open_version``)."""
+    path, version = (Path(name_or_path), version) if version is not None else resolve_artifact(name_or_path)
+    if version is not None:  # a registered version: the registry is installed
+        from ..registry._metrics import open_version
+
+        return open_version(path, version, precision=precision)
+    return Evaluator.from_pretrained(path, precision=precision)
+
+
 def load_evaluator(ref: str | Path, precision: str = "auto") -> Any:
-    """The evaluator of an artifact directory or of a registered metric (its version's threshold applies)."""
-    return open_evaluator(*resolve_artifact(ref), precision=precision)
+    """:func:`open_evaluator` of an artifact directory or a registered metric name."""
+    return open_evaluator(ref, precision=precision)
 
 
-def open_evaluator(path: Path, version: Any = None, precision: str = "auto") -> Any:
-    """The evaluator of a resolved artifact (see :func:`resolve_artifact`) at the scoring ``precision``,
-    with the registered version's threshold when there is one."""
-    mod = require("assay.evaluator", "loading trained evaluators", extra="train")
-    ev = mod.Evaluator.from_pretrained(path, precision=precision)
-    if version is not None and version.threshold is not None and ev.metric.is_binary:
-        ev.threshold = float(version.threshold)  # the registered version's decision threshold
-    return ev
-
-
-def read_report(path: str | Path | None) -> dict[str, Any]:
-    """The artifact's report.json, validated by :class:`assay.report.Report` (a newer format_version
-    or a mistyped section is an ``invalid_artifact`` error), or {} when there is none or it is not JSON."""
-    from ..report import Report
+def read_report(path: str | Path | None) -> Any:
+    """The artifact's report.json as :class:`assay.report.Report` (a newer format_version or a mistyped
+    section is an ``invalid_artifact`` error), or None when there is none or it is not a JSON object."""
 
     if path is None:
-        return {}
+        return None
     f = Path(path) / REPORT_JSON
     try:
-        data = json.loads(f.read_text()) if f.exists() else {}
+        data = json.loads(f.read_text()) if f.exists() else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    Report.from_dict(data, f)
-    return data
+        return None
+    return Report.from_dict(data, f) if isinstance(data, dict) else None
 
 
-def report_kappa(report: Mapping[str, Any]) -> float | None:
-    """The evaluation-time kappa (``student.kappa``) of an artifact report (``Report.kappa``)."""
-    from ..report import Report
+def report_kappa(report: Any) -> float | None:
+    """The evaluation-time kappa (``student.kappa``) of an artifact report (``Report.kappa``; a mapping
+    is read as one)."""
 
+    if report is None:
+        return None
     try:
         return Report.from_dict(report).kappa
     except AssayError:
         return None
 
 
-def report_baseline(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The held-out P(positive) distribution from a report: raw scores if recorded, else histogram bins."""
-    student = report.get("student") if isinstance(report.get("student"), Mapping) else {}
-    for scores in (student.get("scores"), (report.get("held_out") or {}).get("scores")
-                   if isinstance(report.get("held_out"), Mapping) else None):
+def report_baseline(report: Any) -> dict[str, Any] | None:
+    """The held-out P(positive) distribution from a report (``assay.report.Report``): raw scores if
+    recorded, else the P(positive) reliability bins."""
+
+    if report is None:
+        return None
+    held = (report.model_extra or {}).get("held_out")
+    for scores in ((report.student.model_extra or {}).get("scores"),
+                   held.get("scores") if isinstance(held, Mapping) else None):
         if isinstance(scores, list) and scores and all(isinstance(x, (int, float)) for x in scores):
             return {"scores": [float(x) for x in scores]}
-    rel = report.get("reliability") if isinstance(report.get("reliability"), Mapping) else {}
-    bins = rel.get("positive") or student.get("reliability_positive")
-    if isinstance(bins, list) and bins and all(isinstance(b, Mapping) and "count" in b for b in bins):
-        return {"bins": [{"lo": float(b["lo"]), "hi": float(b["hi"]), "count": int(b["count"])} for b in bins]}
+    bins = report.reliability.positive if report.reliability is not None else None
+    legacy = (report.student.model_extra or {}).get("reliability_positive")  # reports before `reliability`
+    if not bins and isinstance(legacy, list) and legacy and all(isinstance(b, Mapping) and "count" in b
+                                                                for b in legacy):
+        bins = [Bin.model_validate(b) for b in legacy]
+    if bins:
+        return {"bins": [{"lo": float(b.lo), "hi": float(b.hi), "count": int(b.count)} for b in bins]}
     return None
 
 
@@ -168,8 +181,9 @@ class ModelCheck:
                  source: str | Path | None = None, severity: str | None = None,
                  fail_labels: Iterable[str] | None = None, precision: str = "auto"):
         if isinstance(evaluator, (str, Path)):  # loaded at ``precision``; an evaluator object keeps its own
-            source = source or resolve_artifact(evaluator)[0]
-            evaluator = load_evaluator(evaluator, precision)
+            path, version = resolve_artifact(evaluator)
+            source = source or path
+            evaluator = open_evaluator(path, version, precision)
         if not hasattr(evaluator, "score") or not isinstance(getattr(evaluator, "metric", None), MetricSpec):
             raise AssayError("an evaluator with .metric and .score(rows)", f"a {type(evaluator).__name__}",
                              "pass an artifact directory or an assay.evaluator.Evaluator", code="invalid_input")
@@ -187,8 +201,7 @@ class ModelCheck:
                              "list labels of the metric that count as failing", code="invalid_config")
         self.report = read_report(self.source)
         cal = getattr(self.evaluator, "calibration", None)
-        self.review_region = (cal.review_region(getattr(self.evaluator, "threshold", None))
-                              if cal is not None and hasattr(cal, "review_region") else None)
+        self.review_region = cal.review_region() if cal is not None and hasattr(cal, "review_region") else None
         self.eval_kappa = report_kappa(self.report)
         self.baseline = report_baseline(self.report)
 

@@ -4,8 +4,8 @@
 - score shift: PSI (and KS when raw scores are known) of P(positive) against the training-time
   distribution (the artifact report's held-out scores, else the first window, recorded once);
 - agreement: Cohen's kappa between the evaluator and human reviews (a verdict's people's label: the
-  label most of its reviewers gave, see ``_consensus``; tied verdicts count as not reviewed, and
-  human-vs-human / judge-vs-human agreement is ``_agreement``). Reviews are a stratified
+  label most of its reviewers gave, see ``assay.review``; tied verdicts count as not reviewed, and
+  human-vs-human / judge-vs-human agreement is ``assay.review.agreement_report``). Reviews are a stratified
   sample (every uncertain / high-severity verdict, ``audit_rate`` of the confident passes), so
   each review is weighted by its stratum's size over its reviewed count to estimate the kappa on
   all traffic; the unweighted kappa on reviewed items is reported beside it.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import AssayError
@@ -26,6 +27,13 @@ from ._stats import EDGES, histogram, ks_pvalue, ks_statistic, psi, rebin
 from ._store import Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def iso_time(t: float | None) -> str:
+    """A window start (seconds since the epoch) as an ISO 8601 UTC time, e.g. 2025-06-01T14:00:00Z."""
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_window(w: str | float | int) -> float:
@@ -121,13 +129,13 @@ def drift(store: Store, metric: str, *, window: str | float = "1h", since: float
                 d = ks_statistic(baseline["scores"], scores)
                 w["ks"], w["ks_p"] = d, ks_pvalue(d, len(baseline["scores"]), len(scores))
             if w["psi"] is not None and w["psi"] > psi_warn:
-                warnings.append(f"{metric}: score distribution shifted in the window starting {start:.0f} "
+                warnings.append(f"{metric}: score distribution shifted in the window starting {iso_time(start)} "
                                 f"(PSI {w['psi']:.3f} > {psi_warn})")
         w.update(agreement(vs, labels))
         if (eval_kappa is not None and w["kappa"] is not None and w["reviews"] >= min_reviews
                 and w["kappa"] < eval_kappa - kappa_margin):
             warnings.append(f"{metric}: agreement with reviewers fell to kappa {w['kappa']:.3f} in the window "
-                            f"starting {start:.0f}, below the evaluation-time {eval_kappa:.3f} - {kappa_margin}")
+                            f"starting {iso_time(start)}, below the evaluation-time {eval_kappa:.3f} - {kappa_margin}")
         out_windows.append(w)
     overall = agreement(verdicts, labels)
     audit = _audit(overall, spec.get("routing"), metric, min_reviews, warnings)

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from ..errors import AssayError
+from ..errors import AssayError, invalid
 from ..metrics import field_text
 from ..traces import tool_call, tool_defs
 from ._schema import validate as validate_schema
@@ -309,11 +309,9 @@ def gate_from_dict(d: Any, source: str = "gates") -> Any:
                          "write each gate as {type: pii, ...} (see assay.monitor docs)", code="invalid_config")
     try:
         return _ADAPTER.validate_python(dict(d))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "gate"
-        raise AssayError(f"a valid '{where}' for the {d['type']} gate in {source}",
-                         err.get("msg", "invalid value"), f"fix {where} of that gate", code="invalid_config") from None
+    except ValidationError as exc:  # pydantic's key path starts with the gate's type
+        raise invalid(exc, f"a valid '{{where}}' for the {d['type']} gate in {source}",
+                      "fix {where} of that gate", found="{msg}", code="invalid_config", top="gate", skip=1) from None
 
 
 def gates_from_list(items: Any, source: str = "gates") -> list[Any]:

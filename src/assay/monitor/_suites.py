@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import AssayError
+from ..errors import AssayError, invalid
 from ._checks import Verdict
 
 KIND = "suite"
@@ -139,14 +139,9 @@ def suite_from_dict(item: Any) -> Suite:
     try:
         return Suite(SuiteConfig(**item))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "suite"
-        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            msg = f"an unknown key '{where}'"
-        raise AssayError(f"a valid suites.{where} (suite {item.get('name', '?')})", msg,
-                         "write name, checks (names or {check, weight}), and min_passed or min_score",
-                         code="invalid_config") from None
+        raise invalid(exc, f"a valid suites.{{where}} (suite {item.get('name', '?')})",
+                      "write name, checks (names or {check, weight}), and min_passed or min_score",
+                      code="invalid_config", top="suite") from None
 
 
 def make_suites(items: Iterable[Any], checks: Sequence[Any] = ()) -> list[Suite]:

@@ -7,7 +7,7 @@ and priced. ``label_rows`` and ``measure_judge`` use a provider as the teacher.
 
 from ._base import JUDGE_SYSTEM, Provider
 from ._cache import RequestCache, open_cache, request_key
-from ._judge import LabelResult, label_rows, measure_judge
+from ._judge import LabelResult, answer_counts, label_rows, measure_judge
 from ._parse import label_probabilities, label_words, parse_label
 from ._prices import DEFAULT_PRICES, PriceTable
 from ._registry import get_provider, provider_from_config, split_name
@@ -29,6 +29,7 @@ __all__ = [
     "ServerProviders",
     "Stats",
     "Usage",
+    "answer_counts",
     "assay_home",
     "default_cache_path",
     "get_provider",

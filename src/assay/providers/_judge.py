@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ..metrics import MetricSpec
-from ..stats import agreement_kappa
+from ..report import verdict_metrics
+from ..stats import judge_agreement
 from ._base import Provider
 from ._types import Judgment
 
@@ -64,42 +65,43 @@ def measure_judge(metric: MetricSpec, held_out_rows: Sequence[Mapping[str, Any]]
                   on_done: Callable[[int, Judgment], None] | None = None) -> dict[str, Any]:
     """The judge against the human labels of ``held_out_rows``: agreement (Cohen's kappa) and more.
 
-    Figures are computed on the rows the judge answered; unparseable and failed rows are
-    counted and ``coverage`` says what share was answered. With ``assay.report`` installed the
-    full report figures (intervals, calibration when logprobs exist) are added under ``report``.
+    A row the judge did not answer (unparseable, failed) counts as a disagreement in ``kappa``, its
+    ``interval`` and ``accuracy`` (:func:`assay.stats.judge_agreement`, the report's and ``tune_judge``'s
+    rule too); such rows are counted and ``coverage`` says what share was answered. ``confusion`` is of the
+    answered rows; ``report`` holds the report's figures (:func:`assay.report.verdict_metrics`: intervals,
+    calibration when logprobs exist).
     """
     rows = [r for r in held_out_rows if r.get("label") in metric.labels]
-    skipped = len(held_out_rows) - len(rows)
     judgments = provider.judge_many(metric, rows, on_done)
-    pairs = [(r["label"], j) for r, j in zip(rows, judgments) if j.ok]
-    y_true = [t for t, _ in pairs]
-    y_pred = [j.label for _, j in pairs]
+    truth = [r["label"] for r in rows]
+    verdicts = [j.label for j in judgments]
     labels = list(metric.labels)
+    agreement = judge_agreement(truth, verdicts, labels, bootstrap=bootstrap, seed=seed)
+    pairs = [(t, j) for t, j in zip(truth, judgments) if j.ok]
     out: dict[str, Any] = {
         "judge": provider.id,
         "n": len(rows),
-        "answered": len(pairs),
         "coverage": (len(pairs) / len(rows)) if rows else None,
-        "unparseable": sum(1 for j in judgments if not j.ok and (j.error or "").startswith("unparseable")),
-        "failed": sum(1 for j in judgments if not j.ok and not (j.error or "").startswith("unparseable")),
-        "rows_without_human_label": skipped,
-        "accuracy": (sum(a == b for a, b in zip(y_true, y_pred)) / len(pairs)) if pairs else None,
-        "kappa": agreement_kappa(y_true, y_pred),
-        "confusion": {t: {p: sum(1 for a, b in zip(y_true, y_pred) if a == t and b == p) for p in labels}
-                      for t in labels},
+        **answer_counts(judgments),
+        "rows_without_human_label": len(held_out_rows) - len(rows),
+        **{k: agreement[k] for k in ("accuracy", "kappa", "interval")},
+        "confusion": {t: {p: sum(1 for a, j in pairs if a == t and j.label == p) for p in labels} for t in labels},
         "label_source": "logprobs" if pairs and all(j.probabilities for _, j in pairs) else "parsed text",
         "provider": provider.stats.to_dict(),
     }
     if pairs:
-        try:
-            from ..report import classification_metrics
-        except ImportError:
-            classification_metrics = None  # type: ignore[assignment]
-        if classification_metrics is not None:
-            probs = [[(j.probabilities or {lab: float(lab == j.label) for lab in labels}).get(lab, 0.0)
-                      for lab in labels] for _, j in pairs]
-            out["report"] = classification_metrics(y_true, probs, labels, positive=metric.positive,
-                                                    bootstrap=bootstrap, seed=seed)
+        probs = [[(j.probabilities or {lab: float(lab == j.label) for lab in labels}).get(lab, 0.0)
+                  for lab in labels] for _, j in pairs]
+        out["report"] = verdict_metrics(truth, verdicts, labels, positive=metric.positive, probs=probs,
+                                        bootstrap=bootstrap, seed=seed)
     return out
+
+
+def answer_counts(judgments: Sequence[Judgment]) -> dict[str, int]:
+    """How many of the judge's answers named a label (``answered``), could not be read (``unparseable``)
+    or failed (``failed``)."""
+    answered = sum(1 for j in judgments if j.ok)
+    unparseable = sum(1 for j in judgments if not j.ok and (j.error or "").startswith("unparseable"))
+    return {"answered": answered, "unparseable": unparseable, "failed": len(judgments) - answered - unparseable}
 
 

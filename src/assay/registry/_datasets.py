@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
+from ..config import ProviderConfig
 from ..data import SEED_FRACTION, split_test_set
 from ..data._io import detect_format
-from ..errors import AssayError
-from ..metrics import MetricSpec, load_metric
+from ..errors import AssayError, invalid
+from ..metrics import MetricSpec, list_presets, load_metric
+from ..providers import label_rows, provider_from_config
+from ..review import DatasetReviews, check_decision, pick_for_review
 from . import _db as t
 from ._base import Core, InvalidRows, dumps, loads, new_id, not_found
 from ._ingest import ingest, private_temp_dir, split_input
@@ -23,7 +26,6 @@ from ._models import Dataset, ReviewItem, RowError, Validated, to_time
 from ._projects import Projects
 
 KINDS = ("test", "train", "unlabeled")
-DECISIONS = ("accept", "reject", "relabel")
 DATASET_REF = "dataset:"
 ORPHAN_AGE = 60.0  # seconds: a dataset folder without a row younger than this may be an insert under way
 
@@ -41,7 +43,6 @@ def parse_metric(metric: Any) -> MetricSpec:
 
         metric = yaml.safe_load(metric)
     if isinstance(metric, str):
-        from ..metrics import list_presets
 
         if metric not in list_presets():
             raise AssayError(f"a preset name ({', '.join(list_presets())}) or an inline metric spec",
@@ -64,6 +65,7 @@ class Datasets:
     def __init__(self, core: Core, projects: Projects):
         self.core = core
         self.projects = projects
+        self.review_store = DatasetReviews(core.tx, core.now, t.review_items, t.review_decisions)
 
     # --- datasets ---------------------------------------------------------------------------
     def add(self, project: str, data: bytes | Path, filename: str, *, metric: Any, kind: str = "test",
@@ -187,15 +189,18 @@ class Datasets:
 
     def rows(self, dataset_id: str, *, limit: int | None = None, apply_review: bool = False
              ) -> list[dict[str, Any]]:
-        """The stored canonical rows; with ``apply_review`` rejected rows are dropped and
-        relabelled rows carry the reviewer's label."""
+        """The stored canonical rows; with ``apply_review`` rejected rows are dropped, relabelled rows
+        carry the reviewer's label, and the rows regenerated in place of rejected ones (review items past
+        the file's rows, see :meth:`replace_item`) are added unless rejected in turn."""
         ds = self.get(dataset_id)
         text = self.core.storage.read_bytes(ds.location).decode("utf-8")
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         if apply_review:
-            decided = {i.position: i for i in self.review_items(dataset_id) if i.decision}
+            items = self.review_items(dataset_id)
+            decided = {i.position: i for i in items if i.decision}
+            added = [{**i.row, "label": i.proposed_label} for i in items if i.position >= len(rows)]
             kept = []
-            for pos, r in enumerate(rows):
+            for pos, r in enumerate(rows + added):
                 item = decided.get(pos)
                 if item and item.decision == "reject":
                     continue
@@ -221,16 +226,14 @@ class Datasets:
         new ``train`` dataset; rows the judge could not label are left out and counted."""
         from pydantic import ValidationError
 
-        from ..config import ProviderConfig
-        from ..providers import label_rows, provider_from_config
 
         if self.core.providers is not None:
             judge = self.core.providers.resolve(judge, "judge")
         try:
             judge_cfg = ProviderConfig.model_validate(judge)
         except ValidationError as exc:
-            raise AssayError("a judge model such as 'openai/gpt-4o-mini' (or a provider config)", f"{judge!r}",
-                             f"fix the judge ({exc.errors()[0].get('msg')})", code="invalid_config") from None
+            raise invalid(exc, "a judge model such as 'openai/gpt-4o-mini' (or a provider config)",
+                          "fix the judge ({msg})", found=repr(judge), code="invalid_config") from None
         ds = self.get(dataset_id)
         if not ds.metric:
             raise AssayError("a dataset validated against a metric", f"{dataset_id} has none",
@@ -254,63 +257,48 @@ class Datasets:
             out.warnings.append(f"the judge left {dropped} of {len(rows)} rows unlabeled; they were dropped")
         return out
 
-    # --- review -----------------------------------------------------------------------------
+    # --- review (the rows and decisions are kept by ``assay.review``'s store, ``self.review_store``) ---
     def start_review(self, dataset_id: str, n: int = 50) -> list[ReviewItem]:
         """Pick ``n`` rows of a dataset for a person to check (the same rows every time)."""
         self.get(dataset_id)
-        with self.core.tx() as conn:
-            have = conn.execute(select(func.count()).select_from(t.review_items)
-                                .where(t.review_items.c.dataset_id == dataset_id)).scalar()
-        if not have:
+        if not self.review_store.has_items(dataset_id):
             rows = self.rows(dataset_id)
-            order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(
-                f"{dataset_id}:{i}".encode()).hexdigest())[:max(1, n)]
-            with self.core.tx() as conn:
-                for pos in sorted(order):
-                    conn.execute(insert(t.review_items).values(
-                        id=new_id("rev"), dataset_id=dataset_id, position=pos, row_data=dumps(rows[pos]),
-                        proposed_label=rows[pos].get("label"), created_at=self.core.now()))
+            picked = {pos: rows[pos] for pos in pick_for_review(dataset_id, len(rows), n)}
+            self.review_store.add_items(dataset_id, picked, lambda: new_id("rev"))
         return self.review_items(dataset_id)
 
     def review_items(self, dataset_id: str) -> list[ReviewItem]:
-        with self.core.tx() as conn:
-            items = conn.execute(select(t.review_items).where(t.review_items.c.dataset_id == dataset_id)
-                                 .order_by(t.review_items.c.position)).mappings().all()
-            decisions = conn.execute(
-                select(t.review_decisions).join(t.review_items, t.review_items.c.id == t.review_decisions.c.item_id)
-                .where(t.review_items.c.dataset_id == dataset_id).order_by(t.review_decisions.c.id)).mappings().all()
-        latest = {d["item_id"]: d for d in decisions}
-        out = []
-        for it in items:
-            d = latest.get(it["id"])
-            out.append(ReviewItem(id=it["id"], dataset_id=it["dataset_id"], position=it["position"],
-                                  row=loads(it["row_data"], {}), proposed_label=it["proposed_label"],
-                                  decision=d["decision"] if d else None, label=d["label"] if d else None,
-                                  reviewer=d["reviewer"] if d else None, note=d["note"] if d else None))
-        return out
+        return [ReviewItem(**item) for item in self.review_store.items(dataset_id)]
 
     def review_item_dataset(self, item_id: str) -> str | None:
         """The dataset a review item belongs to (None: no such item)."""
-        with self.core.tx() as conn:
-            return conn.execute(select(t.review_items.c.dataset_id).where(t.review_items.c.id == item_id)).scalar()
+        return self.review_store.dataset_of(item_id)
 
     def decide(self, item_id: str, decision: str, *, label: str | None = None, reviewer: str = "",
                note: str = "") -> ReviewItem:
         """Record a reviewer's decision on one item (the latest decision counts)."""
-        if decision not in DECISIONS:
-            raise AssayError(f"a decision among {list(DECISIONS)}", f"'{decision}'",
-                             "accept the label, reject the row, or relabel it", code="invalid_input")
-        with self.core.tx() as conn:
-            item = conn.execute(select(t.review_items).where(t.review_items.c.id == item_id)).mappings().first()
-            if item is None:
-                raise not_found("review item", item_id, "start a review of the dataset first")
-            ds = conn.execute(select(t.datasets.c.metric).where(t.datasets.c.id == item["dataset_id"])).scalar()
-            labels = (loads(ds) or {}).get("labels") or []
-            if decision == "relabel" and label not in labels:
-                raise AssayError(f"a new label among {labels}", f"'{label}'", "pick one of the metric's labels",
-                                 code="invalid_input")
-            conn.execute(insert(t.review_decisions).values(
-                item_id=item_id, decision=decision, label=label if decision == "relabel" else None,
-                reviewer=reviewer or "", note=note or "", created_at=self.core.now()))
-            dataset_id = item["dataset_id"]
+        check_decision(decision)
+        dataset_id = self.review_store.dataset_of(item_id)
+        if dataset_id is None:
+            raise not_found("review item", item_id, "start a review of the dataset first")
+        labels = (self.get(dataset_id).metric or {}).get("labels") or []
+        if decision == "relabel" and label not in labels:
+            raise AssayError(f"a new label among {labels}", f"'{label}'", "pick one of the metric's labels",
+                             code="invalid_input")
+        self.review_store.record([item_id], decision, label=label, reviewer=reviewer, note=note)
         return next(i for i in self.review_items(dataset_id) if i.id == item_id)
+
+    def replace_item(self, item_id: str, row: Mapping[str, Any], *, reason: str, reviewer: str = "") -> ReviewItem:
+        """Reject a reviewed row with ``reason`` and put ``row`` (generated in its place) up for review as a
+        new item after the dataset's rows: training on the dataset (``rows(apply_review=True)``) uses it
+        unless it is rejected in turn. Returns the new item."""
+        if not reason.strip():
+            raise AssayError("a reason for regenerating the row", "none", "say what is wrong with it",
+                             code="invalid_input")
+        dataset_id = self.review_store.dataset_of(item_id)
+        if dataset_id is None:
+            raise not_found("review item", item_id, "start a review of the dataset first")
+        last = max([self.get(dataset_id).rows - 1] + [i.position for i in self.review_items(dataset_id)])
+        self.review_store.record([item_id], "reject", reviewer=reviewer, note=reason.strip())
+        self.review_store.add_items(dataset_id, {last + 1: dict(row)}, lambda: new_id("rev"))
+        return next(i for i in self.review_items(dataset_id) if i.position == last + 1)

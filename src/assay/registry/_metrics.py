@@ -11,9 +11,10 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..data import validate_rows
-from ..evaluator._contract import decide
 from ..errors import AssayError
+from ..evaluator._artifact import INFO_FILE, EvaluatorInfo
 from ..metrics import load_metric
+from ..report import Report
 from . import _db as t
 from ._base import Core, InvalidRows, dumps, loads, new_id, not_found
 from ._models import Metric, MetricVersion, ScoreResult, Status, to_time
@@ -26,19 +27,40 @@ OPERATORS = (">=", ">")
 MAX_SCORE_ROWS = 1000
 
 
+def open_version(path: str | Any, version: MetricVersion | None = None, *, precision: str = "auto",
+                 loader: Callable[[str], Any] | None = None) -> Any:
+    """The evaluator of an artifact folder (``loader(path)``, default ``Evaluator.from_pretrained`` at
+    ``precision``) deciding as the registered ``version`` does: its threshold and operator replace the
+    evaluator's (``Calibration.with_decision``; binary metrics). The one place a registered decision is
+    applied: the registry's scoring, ``assay.monitor`` and the CLI (``monitor._checks.open_evaluator``)."""
+    if loader is not None:
+        ev = loader(str(path))
+    else:
+        from ..evaluator import Evaluator
+
+        ev = Evaluator.from_pretrained(path, precision=precision)
+    if version is not None and version.threshold is not None and ev.metric.is_binary:
+        ev.calibration = ev.calibration.with_decision(float(version.threshold), version.operator or ">=")
+    return ev
+
+
 def _summary(report: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Headline figures of a report (see assay.report.evaluate) for listings."""
+    """Headline figures of a report (see assay.report.evaluate, read as ``assay.report.Report``) for
+    listings; None without a report (or with one its readers would refuse)."""
+
     if not report:
         return None
-    student = report.get("student") or {}
-    out = {k: student.get(k) for k in ("kappa", "f1_macro", "accuracy", "auroc", "ece") if k in student}
-    if report.get("n") is not None:
-        out["n_eval"] = report["n"]
-    base = report.get("baselines") or {}
-    if isinstance(base, Mapping):
-        best = {name: (m or {}).get("kappa") for name, m in base.items() if isinstance(m, Mapping)}
-        if best:
-            out["baseline_kappa"] = best
+    try:
+        rep = Report.from_dict(report)
+    except AssayError:
+        return None
+    s = rep.student
+    out = {k: getattr(s, k) for k in ("kappa", "f1_macro", "accuracy", "auroc", "ece") if k in s.model_fields_set}
+    if rep.n is not None:
+        out["n_eval"] = rep.n
+    best = {name: m.kappa for name, m in (rep.baselines or {}).items()}
+    if best:
+        out["baseline_kappa"] = best
     return out or None
 
 
@@ -102,8 +124,7 @@ class Metrics:
         digest = self.core.storage.dir_sha256(location)
         files = self.core.storage.file_hashes(location)
         if threshold is None:
-            info = self._evaluator_info(location)
-            threshold = info.get("threshold") if len(labels) == 2 else None
+            threshold = self._evaluator_info(location).threshold if len(labels) == 2 else None
         summary = run.metrics_summary
         try:
             with self.core.tx() as conn:
@@ -149,20 +170,20 @@ class Metrics:
             with self.core.tx() as c:
                 check(c)
 
-    def _evaluator_info(self, location: str) -> dict[str, Any]:
+    def _evaluator_info(self, location: str) -> EvaluatorInfo:
         import json
 
         try:
-            return json.loads(self.core.storage.read_bytes(f"{location}/evaluator.json"))
+            data = json.loads(self.core.storage.read_bytes(f"{location}/{INFO_FILE}"))
         except AssayError:
-            raise AssayError("an evaluator artifact with evaluator.json", f"none at {location}",
+            raise AssayError(f"an evaluator artifact with {INFO_FILE}", f"none at {location}",
                              "the run did not save its evaluator; train again", code="invalid_artifact") from None
+        return EvaluatorInfo.from_dict(data, f"{location}/{INFO_FILE}")
 
     # --- reading ----------------------------------------------------------------------------
     def below_baseline(self, run_id: str) -> dict[str, Any] | None:
         """{student, baseline, baseline_kappa, student_kappa} when the run's report shows the evaluator's
         held-out kappa below a baseline's; None otherwise (or when the report has no such figures)."""
-        from ..report import Report
 
         try:
             report = Report.from_dict(self.runs.report(run_id, "json"))
@@ -229,12 +250,7 @@ class Metrics:
                     self._evaluators.pop(next(iter(self._evaluators)))
                 self.verify_artifact(version)
                 path = str(self.core.storage.local_dir(version.artifact_location))
-                if self._load_evaluator is not None:
-                    ev = self._load_evaluator(path)
-                else:
-                    from ..evaluator import Evaluator
-
-                    ev = Evaluator.from_pretrained(path)
+                ev = open_version(path, version, loader=self._load_evaluator)  # deciding as registered
                 self._evaluators[version.full_name] = ev
         return ev
 
@@ -291,18 +307,12 @@ class Metrics:
 
     def score_rows(self, version: MetricVersion, rows: Sequence[dict[str, Any]]) -> list[ScoreResult]:
         """Score already-checked rows (the server's batcher calls this with many requests' rows)."""
-        ev = self.evaluator(version)
+        ev = self.evaluator(version)  # deciding with the version's threshold and operator (open_version)
         results = []
-        pos = version.spec.get("positive_label") or (version.labels[0] if version.labels else None)
         for s in ev.score(list(rows)):
             d = s.to_dict() if hasattr(s, "to_dict") else dict(s)
             probs = {str(k): float(x) for k, x in (d.get("probabilities") or {}).items()}
             label = d["label"]
-            if version.threshold is not None and len(version.labels) == 2 and pos in probs:
-                # the version's own threshold, decided by the evaluator's rule (assay.evaluator.decide)
-                labs = list(version.labels)
-                label = labs[decide([probs.get(lab, 0.0) for lab in labs], labs, pos, version.threshold,
-                                    version.operator)]
             results.append(ScoreResult(label=label, score=float(d["score"]),
                                        confidence=float(probs.get(label, d.get("confidence", 0.0))),
                                        probabilities=probs, tokens=int(d.get("tokens") or 0),

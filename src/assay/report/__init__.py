@@ -13,8 +13,9 @@ from ._metrics import (
     expected_calibration_error,
     kappa_of_confusion,
     reliability_bins,
+    verdict_metrics,
 )
-from ._render import FILES, render_html, render_markdown, summary_line, write_report
+from ._render import FILES, baseline_warnings, render_html, render_markdown, summary_line, write_report
 from ._schema import REPORT_FORMAT_VERSION, Candidate, Figures, Report, Selection, Speed
 from ._speed import machine_info, measure_speed
 
@@ -30,6 +31,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "baseline_text",
+    "baseline_warnings",
     "bootstrap_ci",
     "classification_metrics",
     "cohen_kappa",
@@ -43,6 +45,7 @@ __all__ = [
     "render_html",
     "render_markdown",
     "run_baselines",
+    "verdict_metrics",
     "summary_line",
     "write_report",
 ]

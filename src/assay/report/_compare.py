@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import rows_hash
 from ._metrics import classification_metrics, to_jsonable
+from ._schema import Comparison
 from ._schema import fmt as _f
 
 FIGURES = ("kappa", "f1_macro", "auroc", "accuracy")
@@ -66,42 +67,51 @@ def _delta(x: Any) -> str:
     return "–" if x is None else f"{x:+.3f}"
 
 
-def _sets(comparison: Mapping[str, Any]) -> list[tuple[str, list[list[str]]]]:
+def _sets(comparison: Comparison) -> list[tuple[str, list[list[str]]]]:
     """(title, table rows) per row set."""
     out = []
-    for name, s in (comparison.get("sets") or {}).items():
-        title = f"{_SET_TITLES.get(name, name)}: n={s.get('n')}, rows hash {str(s.get('rows_hash') or '')[:12]}"
-        rows = [[k, _f((s.get("previous") or {}).get(k)), _f((s.get("new") or {}).get(k)),
-                 _delta((s.get("delta") or {}).get(k))] for k in comparison.get("figures") or FIGURES]
+    for name, s in comparison.sets.items():
+        title = f"{_SET_TITLES.get(name, name)}: n={s.n}, rows hash {str(s.rows_hash or '')[:12]}"
+        rows = [[k, _f(getattr(s.previous, k, None)), _f(getattr(s.new, k, None)), _delta(s.delta.get(k))]
+                for k in comparison.figures or FIGURES]
         out.append((title, rows))
     return out
 
 
-def _intro(comparison: Mapping[str, Any]) -> str:
-    text = (f"{comparison.get('previous')} (previous) and {comparison.get('new')} (new), both scored here on the "
+def _intro(comparison: Comparison) -> str:
+    text = (f"{comparison.previous} (previous) and {comparison.new} (new), both scored here on the "
             "same rows; delta = new - previous.")
-    skipped = comparison.get("skipped")
-    if skipped:
-        text += f" Not compared: {skipped}."
+    if comparison.skipped:
+        text += f" Not compared: {comparison.skipped}."
     return text
 
 
-def comparison_markdown(comparison: Mapping[str, Any] | None, table: Any) -> list[str]:
+def _shown(comparison: Comparison | Mapping[str, Any] | None) -> Comparison | None:
+    """The section as a model, or None when there is none (an empty one included)."""
+    if comparison is None:
+        return None
+    model = comparison if isinstance(comparison, Comparison) else Comparison.model_validate(dict(comparison))
+    return model if model.model_fields_set else None
+
+
+def comparison_markdown(comparison: Comparison | Mapping[str, Any] | None, table: Any) -> list[str]:
     """The report's "Compared with the previous version" section (``table``: the markdown table helper)."""
-    if not comparison:
+    comparison = _shown(comparison)
+    if comparison is None:
         return []
     lines = ["## Compared with the previous version", "", _intro(comparison), ""]
     for title, rows in _sets(comparison):
         lines += [f"**{title}**", "", table(HEAD, rows), ""]
-    lines += [f"- {n}" for n in comparison.get("notes") or []]
-    return lines + ([""] if comparison.get("notes") else [])
+    lines += [f"- {n}" for n in comparison.notes or []]
+    return lines + ([""] if comparison.notes else [])
 
 
-def comparison_html(comparison: Mapping[str, Any] | None, table: Any) -> str:
-    if not comparison:
+def comparison_html(comparison: Comparison | Mapping[str, Any] | None, table: Any) -> str:
+    comparison = _shown(comparison)
+    if comparison is None:
         return ""
     e = html.escape
     sets = "".join(f"<p><strong>{e(title)}</strong></p>" + table(HEAD, rows) for title, rows in _sets(comparison))
-    notes = "".join(f"<li>{e(str(n))}</li>" for n in comparison.get("notes") or [])
+    notes = "".join(f"<li>{e(str(n))}</li>" for n in comparison.notes or [])
     return ("<h2>Compared with the previous version</h2>" + f"<p>{e(_intro(comparison))}</p>" + sets
             + (f'<ul class="note">{notes}</ul>' if notes else ""))

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import AssayError
 from ..evaluator._contract import decide_rows
-from ..stats import _confusion, agreement_kappa, bootstrap_ci, cohen_kappa, kappa_of_confusion  # noqa: F401
+from ..stats import (_confusion, agreement_kappa, bootstrap_ci, cohen_kappa, judge_agreement,  # noqa: F401
+                     kappa_of_confusion)
 
 ECE_BINS = 15
 
@@ -106,6 +107,29 @@ def classification_metrics(
             out["auprc"] = _mean_or_none(aps)
     out["ci"] = bootstrap_ci(y, pred, k, bootstrap, seed)
     return _clean(out)
+
+
+def verdict_metrics(y_true: Sequence[Any], verdicts: Sequence[str | None], labels: Sequence[str],
+                    positive: str | None = None, probs: Any = None, bootstrap: int = 1000, seed: int = 0
+                    ) -> dict[str, Any]:
+    """The figures of a system that answers with labels and may not answer (the LLM judge).
+
+    ``n``, ``kappa`` (and its interval under ``ci``) and ``accuracy`` are over every row, by the one rule
+    for rows it did not answer (:func:`assay.stats.judge_agreement`: a disagreement), with ``answered`` and
+    ``unanswered`` counted; the other figures (F1, AUROC, calibration, confusion) are
+    :func:`classification_metrics` of the answered rows, from ``probs`` (theirs, in order) or else one-hot verdicts.
+    """
+    labels = [str(x) for x in labels]
+    agreement = judge_agreement([str(t) for t in y_true], verdicts, labels, bootstrap=bootstrap, seed=seed)
+    keep = [i for i, v in enumerate(verdicts) if v in labels]
+    m: dict[str, Any] = {}
+    if keep:
+        p = np.eye(len(labels))[[labels.index(verdicts[i]) for i in keep]] if probs is None else probs
+        m = classification_metrics([y_true[i] for i in keep], p, labels, positive=positive,
+                                   threshold=0.5 if positive else None, bootstrap=bootstrap, seed=seed)
+        m["ci"]["kappa"] = agreement["interval"]
+    m.update(_clean({k: agreement[k] for k in ("n", "answered", "unanswered", "kappa", "accuracy")}))
+    return m
 
 
 # --- inputs ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import AssayError
-from ..evaluator._artifact import REPORT_JSON, _check_version, _invalid
+from ..evaluator._artifact import REPORT_JSON, Candidate, Figures, Headline, Selection, _check_version, _invalid
 
 REPORT_FORMAT_VERSION = 1  # report.json's layout; raised when a key changes meaning or moves
 
@@ -32,39 +32,16 @@ def _loose() -> ConfigDict:
     return ConfigDict(extra="allow", protected_namespaces=())
 
 
-class Figures(BaseModel):
-    """One system's figures on the held-out rows (``student``, each baseline, each other system)."""
+class SpeedBatch(BaseModel):
+    """Throughput and latency at one batch size."""
 
     model_config = _loose()
-    n: int | None = None
-    kappa: float | dict[str, Any] | None = None
-    f1_macro: float | None = None
-    accuracy: float | None = None
-    auroc: float | None = None
-    auprc: float | None = None
-    ece: float | None = None
-    brier: float | None = None
-    threshold: float | None = None
-    ci: dict[str, Any] | None = None  # n_boot, seed, and [lo, hi] per figure
-    skipped: str | None = None  # a baseline that did not run, and why
-    kind: str | None = None  # other systems: "probabilities" or "labels"
-    unanswered: int | None = None
-
-    @property
-    def is_skipped(self) -> bool:
-        return "skipped" in self.model_fields_set
-
-    @property
-    def kappa_value(self) -> float | None:
-        """``kappa`` as a number (also from a ``{"value"|"point"|"estimate": ...}`` entry)."""
-        k = self.kappa
-        if isinstance(k, Mapping):
-            k = k.get("value", k.get("point", k.get("estimate")))
-        return float(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else None
-
-    def ci_of(self, key: str) -> list[Any] | None:
-        ci = (self.ci or {}).get(key)
-        return ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+    batch_size: int | None = None
+    rows_per_s: float | None = None
+    floor_rows_per_s: float | None = None  # the bare model forward's rows/s
+    ratio_to_floor: float | None = None
+    row_latency_ms: dict[str, float | None] = Field(default_factory=dict)  # p50, p95
+    batch_latency_ms: dict[str, float | None] = Field(default_factory=dict)
 
 
 class Speed(BaseModel):
@@ -79,31 +56,72 @@ class Speed(BaseModel):
     judge_cost_per_eval: float | None = None
     judge_cost_per_1m: float | None = None
     cheaper_than_judge: float | None = None
+    ratio_to_floor: float | None = None  # scoring rows/s over the bare model forward's, at the best batch size
+    batches: list[SpeedBatch] = Field(default_factory=list)
+    machine: dict[str, Any] | None = None  # cpu, cores, torch threads and version, device, platform ...
 
 
-class Candidate(BaseModel):
-    """One model-selection candidate (``train/_select.py``)."""
+class Resources(BaseModel):
+    """What training took: its wall time, its budget and the peak memory (RSS) of each stage."""
 
     model_config = _loose()
-    name: str | None = None
-    cv_kappa: float | None = None
-    ci: list[float | None] | None = None
-    fold_kappas: list[float | None] | None = None
-    validation_kappa: float | None = None
     seconds: float | None = None
-    validated_on: str | None = None
-    params: dict[str, Any] | None = None
-    error: str | None = None
+    budget_seconds: float | None = None
+    peak_rss_mib: dict[str, float] | None = None
 
 
-class Selection(BaseModel):
-    """How the shipped candidate was chosen."""
+class Bin(BaseModel):
+    """One reliability-diagram bin: its edges, the mean confidence, the observed rate, the rows in it."""
 
     model_config = _loose()
-    winner: str | None = None
-    reason: str | None = None
-    compared_on: str | None = None
-    candidates: list[Candidate] = Field(default_factory=list)
+    lo: float
+    hi: float
+    confidence: float | None = None
+    accuracy: float | None = None
+    count: int = 0
+
+
+class Reliability(BaseModel):
+    """Reliability diagrams of the student: the predicted label's confidence, and P(positive) (binary)."""
+
+    model_config = _loose()
+    confidence: list[Bin] | None = None
+    positive: list[Bin] | None = None
+
+
+class Certified(BaseModel):
+    """The review region certified on the calibration rows (``assay.evaluator._risk.RiskControl``)."""
+
+    model_config = _loose()
+    target: float | None = None
+    delta: float | None = None
+    met: bool | None = None
+    n_rows: int | None = None
+    method: str | None = None
+    band: list[float] | None = None  # binary: P(positive) in [lo, hi] goes to people
+    min_confidence: float | None = None  # categorical: confidence below it goes to people
+    routed_share: float | None = None
+    accepted_disagreement: float | None = None
+
+
+class Realised(BaseModel):
+    """What the certified region does on the held-out rows."""
+
+    model_config = _loose()
+    rows: int | None = None
+    routed_share: float | None = None
+    accepted_disagreement: float | None = None
+    within_target: bool | None = None
+
+
+class Routing(BaseModel):
+    """Risk-controlled routing: the certified region, whether it applies (the threshold did not move),
+    and what it does on the held-out rows."""
+
+    model_config = _loose()
+    certified: Certified = Field(default_factory=Certified)
+    applies: bool | None = None
+    held_out: Realised | None = None
 
 
 class VersionFigures(BaseModel):
@@ -162,12 +180,14 @@ class Report(BaseModel):
     baselines: dict[str, Figures] | None = None  # majority, tfidf_logreg
     systems: dict[str, Figures] | None = None  # e.g. the LLM judge ("judge")
     speed: Speed | None = None
-    reliability: dict[str, Any] | None = None
+    reliability: Reliability | None = None
+    routing: Routing | None = None  # risk-controlled routing (assay.report.evaluate)
+    excluded_trained_rows: int | None = None  # assay evaluate: rows the artifact trained on, left out
     settings: dict[str, Any] | None = None  # ReportConfig
     selection: Selection | None = None
     notes: list[str] | None = None
     comparison: Comparison | None = None  # a retrain from reviews: against the previous version
-    resources: dict[str, Any] | None = None  # train: seconds, budget_seconds, peak_rss_mib per stage
+    resources: Resources | None = None  # train: seconds, budget_seconds, peak_rss_mib per stage
 
     # --- reading ----------------------------------------------------------------------------------
     @classmethod

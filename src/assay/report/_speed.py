@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._cpu import cpu_flags, usable_cores
 from ..errors import AssayError
 
 
@@ -50,37 +51,7 @@ def measure_speed(
         if time_limit is not None and batches and time.perf_counter() - started > time_limit:
             cut.append(b)
             continue
-        for start in range(0, n, b):  # warm-up at this batch size, like the floor's
-            score_fn(rows[start : start + b])
-        times = []
-        t_all = time.perf_counter()
-        for start in range(0, n, b):
-            chunk = rows[start : start + b]
-            t0 = time.perf_counter()
-            score_fn(chunk)
-            times.append((time.perf_counter() - t0, len(chunk)))
-        total = time.perf_counter() - t_all
-        call_ms = np.array([t for t, _ in times]) * 1000
-        row_ms = np.array([t / m for t, m in times]) * 1000
-        bare: dict[str, Any] = {}
-        if floor is not None:
-            run = floor(rows, b)
-            run()  # warm-up at this batch size
-            t0 = time.perf_counter()
-            run()
-            floor_s = time.perf_counter() - t0
-            floor_rps = n / floor_s if floor_s > 0 else None
-            bare = {"floor_rows_per_s": floor_rps,
-                    "ratio_to_floor": (n / total) / floor_rps if floor_rps and total > 0 else None}
-        batches.append({**bare, 
-            "batch_size": b,
-            "rows": n,
-            "calls": len(times),
-            "seconds": total,
-            "rows_per_s": n / total if total > 0 else None,
-            "batch_latency_ms": {"p50": float(np.percentile(call_ms, 50)), "p95": float(np.percentile(call_ms, 95))},
-            "row_latency_ms": {"p50": float(np.percentile(row_ms, 50)), "p95": float(np.percentile(row_ms, 95))},
-        })
+        batches.append(time_batches(score_fn, rows, b, floor))
     best = max(batches, key=lambda x: x["rows_per_s"] or 0.0)
     best_rps = best["rows_per_s"]
     single = next((x for x in batches if x["batch_size"] == 1), None)
@@ -107,6 +78,45 @@ def measure_speed(
     }
 
 
+def time_batches(score_fn: Callable[[list[Any]], Any], rows: list[Any], b: int,
+                 floor: Callable[[list[Any], int], Callable[[], Any]] | None = None) -> dict[str, Any]:
+    """``rows`` scored in batches of ``b`` after an untimed pass: rows/s, latency per call and per row,
+    and (with ``floor``) the bare forward's rows/s right after and the product's ratio to it."""
+    n = len(rows)
+    for start in range(0, n, b):  # warm-up at this batch size, like the floor's
+        score_fn(rows[start : start + b])
+    times = []
+    t_all = time.perf_counter()
+    for start in range(0, n, b):
+        chunk = rows[start : start + b]
+        t0 = time.perf_counter()
+        score_fn(chunk)
+        times.append((time.perf_counter() - t0, len(chunk)))
+    total = time.perf_counter() - t_all
+    call_ms = np.array([t for t, _ in times]) * 1000
+    row_ms = np.array([t / m for t, m in times]) * 1000
+    bare: dict[str, Any] = {}
+    if floor is not None:
+        run = floor(rows, b)
+        run()  # warm-up at this batch size
+        t0 = time.perf_counter()
+        run()
+        floor_s = time.perf_counter() - t0
+        floor_rps = n / floor_s if floor_s > 0 else None
+        bare = {"floor_rows_per_s": floor_rps,
+                "ratio_to_floor": (n / total) / floor_rps if floor_rps and total > 0 else None}
+    return {
+        **bare,
+        "batch_size": b,
+        "rows": n,
+        "calls": len(times),
+        "seconds": total,
+        "rows_per_s": n / total if total > 0 else None,
+        "batch_latency_ms": {"p50": float(np.percentile(call_ms, 50)), "p95": float(np.percentile(call_ms, 95))},
+        "row_latency_ms": {"p50": float(np.percentile(row_ms, 50)), "p95": float(np.percentile(row_ms, 95))},
+    }
+
+
 def _load() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -125,11 +135,7 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
                 device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
         except Exception:  # pragma: no cover - a torch without these calls
             pass
-    from .._cpu import usable_cores
-
     usable = usable_cores()  # affinity capped by the cgroup quota: what torch's threads default to
-    from .._cpu import cpu_flags
-
     simd = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
     return {
         "cpu": _cpu_model(),

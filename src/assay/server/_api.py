@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .._version import __version__
 from ..config import ProviderConfig
 from ..data import SEED_FRACTION
-from ..errors import AssayError
+from ..errors import AssayError, invalid
 from ..metrics import MetricSpec, load_metric
 from ..registry import (
     Dataset,
@@ -34,7 +34,7 @@ from ..registry import (
 )
 from ..registry._datasets import parse_metric
 from . import _access as acc
-from . import _guard
+from . import _generated, _guard
 from ._deps import _ERRORS, _dataset, _metric, _project, _reg, _run
 from ._limits import check_value, too_deep
 from ._uploads import spool_upload
@@ -240,7 +240,15 @@ def review_items(dataset_id: str, request: Request) -> list[ReviewItem]:
 
 @router.post("/review/{item_id}", response_model=ReviewItem, tags=["review"], responses=_ERRORS)
 def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
-    """Accept, reject or relabel a reviewed row; runs training on the dataset apply the decisions."""
+    """Accept, reject or relabel a reviewed row (``note``: the reason); runs training on the dataset apply
+    the decisions."""
+    _review_item_dataset(request, item_id)
+    return _reg(request).datasets.decide(item_id, body.decision, label=body.label, reviewer=body.reviewer,
+                                         note=body.note)
+
+
+def _review_item_dataset(request: Request, item_id: str) -> str:
+    """The dataset of a review item the caller may edit (404 for a stranger, as for no such item)."""
     ds_id = _reg(request).datasets.review_item_dataset(item_id)
     if ds_id is None:
         raise acc.hidden("review item", item_id)
@@ -250,8 +258,30 @@ def decide(item_id: str, body: DecisionIn, request: Request) -> ReviewItem:
         if exc.code == "not_found":
             raise acc.hidden("review item", item_id) from None
         raise
-    return _reg(request).datasets.decide(item_id, body.decision, label=body.label, reviewer=body.reviewer,
-                                         note=body.note)
+    return ds_id
+
+
+@router.post("/datasets/{dataset_id}/generate", response_model=Dataset, status_code=201, tags=["datasets"],
+             responses=_ERRORS)
+def generate_dataset(dataset_id: str, body: _generated.GenerateIn, request: Request) -> Dataset:
+    """Generate training rows from a test set's seed rows (the split a run with the same seed fraction and
+    split seed makes) with the generator, each labeled by the judge (both the server's providers, by name);
+    stored as a training dataset of the project. Review it (POST /v1/datasets/{id}/review) before training
+    on it (data.train_set: dataset:<id>). The request waits for the rows (at most
+    ``MAX_GENERATED_ROWS``)."""
+    test = _dataset(request, dataset_id, "edit")
+    return shown(request, _generated.generate_dataset(_reg(request), test, body))
+
+
+@router.post("/review/{item_id}/regenerate", response_model=ReviewItem, status_code=201, tags=["review"],
+             responses=_ERRORS)
+def regenerate(item_id: str, body: _generated.RegenerateIn, request: Request) -> ReviewItem:
+    """Reject a reviewed generated row with a reason and generate a row in its place (same label and
+    strategy; the reason is told to the generator): the new row is a new review item, trained on unless
+    rejected in turn. Send the test set, generator and judge the rows were generated with."""
+    _review_item_dataset(request, item_id)
+    test = _dataset(request, body.test_set, "read")
+    return _generated.regenerate_item(_reg(request), item_id, test, body)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -436,7 +466,8 @@ async def guard(body: GuardIn, request: Request) -> GuardOut:
         entry = next((policy[k] for k in (v.full_name, name, v.name, "default") if k in policy), None)
         pol = _guard.default_policy(failing) if entry is None else _guard.parse_policy(v.full_name, entry, v.labels)
         plans.append((v, pol, failing, reg.metrics.check_score_rows(v, [row])))
-    scored = await asyncio.gather(*(request.app.state.batcher.score(v, rows) for v, _, _, rows in plans))
+    # queued at once: metrics on one frozen body share its forward on the row (server/_batcher.py)
+    scored = await request.app.state.batcher.score_many([(v, rows) for v, _, _, rows in plans])
     verdicts = []
     for (v, pol, positive, _), (results, _batch) in zip(plans, scored):
         res = results[0]
@@ -475,11 +506,8 @@ def _check_judge(request: Request, judge: Any) -> None:
     try:
         ProviderConfig.model_validate(resolved)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in ("judge", *err.get("loc", ())))
-        raise AssayError("a judge: one of the server's providers by name (GET /v1/providers), with valid tuning "
-                         "fields", f"{where}: {err.get('msg', 'invalid')}", "fix the judge",
-                         code="invalid_config") from None
+        raise invalid(exc, "a judge: one of the server's providers by name (GET /v1/providers), with valid tuning "
+                      "fields", "fix the judge", found="{where}: {msg}", code="invalid_config", under="judge") from None
 
 
 @router.get("/providers", tags=["server"], responses=_ERRORS)

@@ -24,7 +24,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import AssayError
+from ..errors import AssayError, invalid
+from ..registry import Run
 from . import _access as acc
 from ._deps import _ERRORS, _dataset, _metric, _reg, shown_error
 
@@ -136,8 +137,8 @@ def _provider(request: Request, name: str) -> Any:
     try:
         return provider_from_config(ProviderConfig.model_validate(cfg))
     except ValidationError as exc:
-        raise AssayError("one of the server's providers", f"'{name}' ({exc.errors()[0].get('msg')})",
-                         "pick a provider by name", code="provider_not_allowed") from None
+        raise invalid(exc, "one of the server's providers", "pick a provider by name",
+                      found=f"'{name}' ({{msg}})", code="provider_not_allowed") from None
 
 
 def _run(job: TuneJob, spec: Any, rows: list[dict[str, Any]], provider: Any, body: TuneJudgeIn, reg: Any,
@@ -235,6 +236,34 @@ def list_tunings(name: str, request: Request) -> list[TuneJob]:
     return [_shown(request, j, report=None) for j in sorted(jobs, key=lambda j: -j.created_at)]
 
 
+class TunedRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="the run's name")
+
+
+@api_router.post("/judge-tunings/{job_id}/run", response_model=Run, status_code=201, tags=["metrics"],
+                 responses=_ERRORS)
+def run_tuned(job_id: str, request: Request, body: TunedRunIn | None = None) -> Run:
+    """Queue a training run with a finished tuning's judge prompt: the config of the run behind the tuned
+    metric version, with the tuned metric (its judge prompt) and, as its judge, the provider the prompt was
+    tuned with; the judge labels generated rows with the prompt and is measured on the held-out rows.
+    Needs ``edit`` on the project; a tuning not done yet: 409 ``invalid_status``."""
+    job = _load(request, job_id)
+    if job is None:
+        raise acc.hidden("judge tuning", job_id)
+    acc.check(request, job.project_id, "edit", "judge tuning", job_id)
+    if job.status != "done" or not job.metric_spec:
+        raise AssayError("a finished tuning with a tuned prompt (status done)", f"status {job.status}",
+                         "wait until it is done (GET /v1/judge-tunings/{id})", code="invalid_status")
+    reg = _reg(request)
+    version = reg.metrics.get(job.metric)
+    config = reg.runs.config_for_rerun(version.run_id)
+    config.update(metric=job.metric_spec, judge=job.provider)
+    name = (body.name if body is not None else None) or f"{version.name} with the judge prompt of {job.id}"
+    return reg.runs.create(job.project_id, config, name=name)
+
+
 @ui_router.get("/metrics/{name}/tune-judge", response_class=HTMLResponse)
 def tune_page(request: Request, name: str) -> HTMLResponse:
     """The UI: pick a provider and a dataset, start, and watch the job."""
@@ -246,12 +275,13 @@ def tune_page(request: Request, name: str) -> HTMLResponse:
         m = _reg(request).metrics.get(name)
         acc.check(request, m.project_id, "read", "metric", name)
         datasets = [d for d in _reg(request).datasets.list(m.project_id) if d.kind in ("test", "train")]
+        tunings = list_tunings(name, request)[:20]
     except AssayError as exc:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     providers = [n for n in _reg(request).providers.names() if n != "mock/<name>"]
     if _reg(request).providers.allow_mock:
         providers.append("mock/judge")
-    return _page(request, "judge_tune.html", metric=m, datasets=datasets, providers=providers)
+    return _page(request, "judge_tune.html", metric=m, datasets=datasets, providers=providers, tunings=tunings)
 
 
 # One router for the app to include: the API under /v1 and the page.

@@ -20,12 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from ..monitor import Store, agreement_report, review_label
+from ..monitor import Store
 from ..monitor import drift as monitor_drift
+from ..review import agreement_report
+from ..review import label as review_label
 from . import _access as acc
 from ._deps import _ERRORS
 
@@ -176,6 +178,18 @@ def summary(request: Request, metric: str | None = Query(None, max_length=300),
             days: int = Query(7, ge=1, le=366)) -> SummaryOut:
     """Verdicts per day per monitored metric: counts, pass rate, routed to review, audits, pending reviews."""
     return summarize(request, metric, days)
+
+
+@router.get("/monitor/metrics", tags=["monitor"], response_class=Response, responses=_ERRORS)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus series of the monitor store's verdicts, all time, for the metrics the caller may read
+    (``assay.monitor._prometheus``; needs assay[monitor]). With authentication on, a scraper sends a key
+    (Prometheus ``authorization: {credentials: KEY}``), as for every /v1 path; /v1/health stays open."""
+    from ..monitor._prometheus import store_exposition  # prometheus-client: the monitor extra
+
+    names = None if _is_unrestricted(request) else visible_metrics(request)
+    body, content_type = store_exposition(store_of(request), names, request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 # --- review queue and labels ----------------------------------------------------------------

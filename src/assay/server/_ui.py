@@ -17,16 +17,22 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import AssayError
-from ..metrics import InputShape, get_preset, list_presets, metric_from_dict
+from ..evaluator._artifact import read_info
+from ..metrics import InputShape, get_preset, list_presets, load_metric, metric_from_dict
 from ..registry import Status
+from ..report import Report
 from . import _access as acc
 from . import _monitor_api as mon
-from ._deps import _reg, status_of
+from ._deps import _reg, _run, status_of
+from ._generated import MAX_GENERATED_ROWS
 from ._retrain import retrain_metric, reviewed_count
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
+# A run whose CV kappa on its training rows is this far above its held-out kappa gets a warning: training
+# rows (generated ones above all) easier than the real rows it will score.
+KAPPA_GAP = 0.2
 
 
 def _utc(ts: float) -> str:
@@ -36,6 +42,7 @@ def _utc(ts: float) -> str:
 
 
 templates.env.filters["utc"] = _utc
+templates.env.filters["fig"] = lambda x, digits=3: "–" if x is None else f"{x:.{digits}f}"
 
 
 def _page(request: Request, name: str, **ctx: Any) -> HTMLResponse:
@@ -96,9 +103,14 @@ def new_run(request: Request, project: str) -> HTMLResponse:
         return _error_page(request, exc, 403 if exc.code == "forbidden" else 404)
     presets = [get_preset(n) for n in list_presets()]
     sp = _reg(request).providers
+    names = sorted(sp.providers) if sp is not None else []
+    allow_mock = sp is None or sp.allow_mock
+    choices = names + (["mock/generator", "mock/judge"] if allow_mock else [])  # generator and judge, by name
+    # by default a judge other than the generator: a generator labelling its own rows checks nothing
+    judge = next((j for j in choices[1:] if j != choices[0]), choices[0] if choices else "")
     return _page(request, "new_run.html", project=p, presets=presets, shapes=[s.value for s in InputShape],
-                 preset_specs={s.name: s.to_dict() for s in presets},
-                 providers=sorted(sp.providers) if sp is not None else [], allow_mock=sp is None or sp.allow_mock)
+                 preset_specs={s.name: s.to_dict() for s in presets}, providers=names, allow_mock=allow_mock,
+                 choices=choices, default_judge=judge, max_generated=MAX_GENERATED_ROWS)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -123,7 +135,64 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
                        "without a heartbeat.")
     return _page(request, "run.html", run=run, project=reg.projects.get(run.project_id),
                  active=[s.value for s in Status if s.active], queue_position=position, stale_warning=warning,
-                 stale_after=stale_after)
+                 stale_after=stale_after, gap=_run_gap(request, run))
+
+
+def kappa_gap(report: Any) -> dict[str, Any] | None:
+    """The warning figures when a report's shipped candidate scored a kappa on the training rows (cross-
+    validated, or on its validation slice) ``KAPPA_GAP`` or more above the held-out kappa; None when it
+    did not, or when the report lacks either figure."""
+    try:
+        rep = Report.from_dict(report)
+    except AssayError:
+        return None
+    held = rep.kappa
+    sel = rep.selection
+    win = next((c for c in rep.candidates if sel is not None and c.name == sel.winner), None)
+    if win is None or held is None:
+        return None
+    train = win.cv_kappa if win.cv_kappa is not None else win.validation_kappa
+    if train is None or train - held < KAPPA_GAP:
+        return None
+    return {"train_kappa": train, "held_out_kappa": held, "gap": train - held, "winner": win.name,
+            "validated_on": "cross-validation" if win.cv_kappa is not None else "its validation rows"}
+
+
+def _run_gap(request: Request, run: Any) -> dict[str, Any] | None:
+    if run.status not in (Status.fine_tuned, Status.registered):
+        return None
+    try:
+        gap = kappa_gap(_reg(request).runs.report(run.id))
+    except AssayError:
+        return None
+    if gap is not None:
+        train_set = ((run.config or {}).get("data") or {}).get("train_set")
+        gap["generated"] = bool((run.config or {}).get("generate")) or _generated_set(request, train_set)
+        gap["text"] = (
+            f"Kappa on the {'generated ' if gap['generated'] else ''}training rows ({gap['validated_on']}, "
+            f"{gap['winner']}) is {gap['train_kappa']:.2f}; on the held-out rows people labeled it is "
+            f"{gap['held_out_kappa']:.2f}, a gap of {gap['gap']:.2f}. The training rows are easier than the real "
+            "ones" + (" (generated rows may say what the generator or judge expects, not what people label)"
+                      if gap["generated"] else "") + ": trust the held-out figure, and review or regenerate "
+            "the training rows before registering.")
+    return gap
+
+
+def _generated_set(request: Request, ref: Any) -> bool:
+    """Whether a run's ``dataset:<id>`` training set holds generated rows (their ``meta.lineage``)."""
+    if not isinstance(ref, str) or not ref.startswith("dataset:"):
+        return False
+    try:
+        rows = _reg(request).datasets.rows(ref.removeprefix("dataset:"), limit=1)
+    except AssayError:
+        return False
+    return bool(rows) and isinstance(rows[0].get("meta"), dict) and "lineage" in rows[0]["meta"]
+
+
+@router.get("/ui/runs/{run_id}/gap")
+def run_gap(request: Request, run_id: str) -> dict[str, Any]:
+    """The run page's kappa-gap warning (``{"gap": null}``: none), read when a watched run finishes."""
+    return {"gap": _run_gap(request, _run(request, run_id, "read"))}
 
 
 @router.get("/metrics", response_class=HTMLResponse)
@@ -185,9 +254,47 @@ def _queue_page(request: Request, template: str, fetch: Any, metric: str | None,
     try:
         items = fetch(request, metric or None, 50)
         metrics = mon.visible_metrics(request)
+        rules = decision_rules(request, {it.metric for it in items})
     except AssayError as exc:
         return _monitor_error(request, exc)
-    return _page(request, template, items=items, metrics=metrics, metric=metric or "", done=done)
+    return _page(request, template, items=items, metrics=metrics, metric=metric or "", done=done, rules=rules)
+
+
+def decision_rules(request: Request, names: set[str]) -> dict[str, dict[str, Any]]:
+    """Metric -> the rule its binary evaluator decides a verdict's label with (``positive``, ``threshold``,
+    ``operator``; threshold None when it cannot be read), for the review cards: a registered version's
+    threshold and operator, else the artifact's calibrated ones (the monitor's check ``source``)."""
+    checks = mon.store_of(request).checks()
+    out = {}
+    for name in names:
+        check = checks.get(name) or {}
+        try:
+            metric = load_metric({k: v for k, v in (check.get("spec") or {}).items() if k != "routing"})
+        except (AssayError, TypeError, ValueError):
+            continue
+        if check.get("kind") != "evaluator" or not metric.is_binary:
+            continue
+        out[name] = {"positive": metric.positive, "threshold": None, "operator": ">="}
+        if check.get("source"):
+            out[name].update(_source_rule(request, str(check["source"])))
+    return out
+
+
+def _source_rule(request: Request, source: str) -> dict[str, Any]:
+    """{threshold, operator} of the evaluator at ``source`` (an artifact folder); {} when unreadable."""
+    reg = _reg(request)
+    where = Path(source).expanduser().resolve()
+    if reg.storage.local:
+        for m in reg.metrics.list():
+            for v in m.versions:
+                if v.threshold is not None and v.artifact_location and \
+                        Path(reg.storage.local_dir(v.artifact_location)).resolve() == where:
+                    return {"threshold": v.threshold, "operator": v.operator}
+    try:
+        cal = read_info(where).scoring_calibration()
+    except (AssayError, OSError):
+        return {}
+    return {"threshold": cal.threshold, "operator": cal.operator} if cal.threshold is not None else {}
 
 
 @router.get("/monitor/review", response_class=HTMLResponse)

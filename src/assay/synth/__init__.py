@@ -11,8 +11,10 @@ from ._generate import GenerationResult, generate_training_set
 from ._plan import Call, apportion, label_targets, plan_calls
 from ._prompts import EXPANSION, STRATEGIES, build_prompt, parse_rows
 from ._report import DROPPED_FILE, REPORT_FILE, REPORT_MD, TRAIN_FILE, report_markdown
-from ._review import DECISIONS, LOG_FILE, PRESET_REASONS, SAMPLE_FILE, Decision, ReviewLog, sample_for_review
 from ._stats import distribution_check, diversity_stats, length_stats
+
+# the review of generated rows is ``assay.review``'s (one review store); its names stay importable here
+from ..review import DECISIONS, LOG_FILE, PRESET_REASONS, SAMPLE_FILE, Decision, ReviewLog, sample_for_review
 
 __all__ = [
     "DECISIONS",

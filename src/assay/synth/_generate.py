@@ -16,12 +16,12 @@ from typing import Any, Callable, Mapping
 
 from ..errors import AssayError
 from ..providers import Completion, ProviderError, provider_from_config
+from ..review import ReviewLog
 from ._filter import RowFilter, to_row
 from ._plan import Call, SeedPicker, _rng, label_targets, plan_calls
 from ._prompts import build_prompt, parse_rows
 from ._report import REPORT_FILE, TRAIN_FILE, build_report, write_outputs, write_report
 from ._reuse import fingerprint, previous_rows
-from ._review import ReviewLog
 
 Status = Callable[[str, "float | None", str], None]
 MAX_TOP_UP = 4.0  # a top-up round asks for at most this many times the missing rows
@@ -100,8 +100,7 @@ def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: li
 
     A set already there from the same settings is kept, less the rows a reviewer rejected (see
     ``_reuse``): only the missing rows are generated."""
-    gen = config.generate
-    if gen is None:
+    if config.generate is None:
         raise AssayError("a `generate:` section in the config", "none", "add generate: {model: provider/model}",
                          code="invalid_config")
     metric = config.metric_spec()
@@ -109,140 +108,186 @@ def generate_training_set(config: Any, seeds: list[dict[str, Any]], held_out: li
     if not seeds:
         raise AssayError("labeled seed rows to generate from", "none", "add labeled rows to data.test_set",
                          code="too_few_rows")
-    t0 = time.monotonic()
-    generator = provider_from_config(gen, config.base_dir)
-    judge = provider_from_config(config.judge, config.base_dir) if config.judge else generator
-    providers = [generator] if judge is generator else [generator, judge]
-    data_dir = config.data_dir()
-    review = ReviewLog(data_dir)
-    feedback = [f for f in gen.feedback if f.strip()] + review.feedback()
-    targets = label_targets(gen.target_size, metric.labels, gen.label_distribution, seeds)
-    filt = RowFilter(metric, seeds, held_out, near_threshold=gen.near_duplicate_threshold,
-                     leakage_threshold=gen.leakage_threshold, excluded_hashes=review.excluded_hashes(),
-                     excluded_rows=review.excluded_rows())
-    picker = SeedPicker(seeds, gen.seed)
-    progress = _Progress(on_status, gen.target_size, lambda: sum(p.stats.cost_usd for p in providers))
-    fp = fingerprint(config, metric, seeds)
-    previous = previous_rows(data_dir, fp, review, TRAIN_FILE, REPORT_FILE)  # the last set, rejected rows out
-    for row in previous.rows:
-        filt.keep(row)  # new rows must not repeat the ones kept
-
-    kept: list[dict[str, Any]] = list(previous.rows)
-    dropped_rows: list[dict[str, Any]] = []
-    calls_info: Counter[str] = Counter()
-    agreement: Counter[tuple[str, str | None]] = Counter()
-    relabelled = 0
-    rounds: list[dict[str, Any]] = []
-    yields: dict[str, tuple[int, int]] = {}  # label -> (rows asked, rows kept) in its latest round
-    request = 0
+    run = _Generation(config, metric, seeds, held_out, on_status)
     try:
-        for rnd in range(1, gen.max_rounds + 1):
-            have = Counter(r["label"] for r in kept)
-            missing = {lab: targets[lab] - have[lab] for lab in metric.labels if targets[lab] > have[lab]}
-            if not missing:
+        for rnd in range(1, config.generate.max_rounds + 1):
+            if not run.run_round(rnd):
                 break
-            # top-up rounds ask for more when the filters and the judge kept few of the rows asked for
-            factor = {lab: _factor(gen.overgenerate, *yields.get(lab, (0, 0))) for lab in missing}
-            calls = plan_calls(missing, strategies=gen.strategies, picker=picker, rows_per_call=gen.rows_per_call,
-                               seeds_per_call=gen.seeds_per_call, overgenerate=factor, round_=rnd,
-                               first_request=request)
-            request += len(calls)
-            for c in calls:
-                c.prompt = build_prompt(metric, c.strategy, c.label, c.seeds, c.n, feedback, c.request)
-            progress.plan(len(calls), f"round {rnd}: generator calls", sum(missing.values()), 0)
-            answers = generator.map(lambda c: _ask(generator, c, gen), calls, lambda i, r: progress.tick())
-            filt.start_round()
-            candidates: list[dict[str, Any]] = []
-            parsed = 0
-            for c, ans in zip(calls, answers):
-                calls_info["planned"] += 1
-                calls_info["rows_requested"] += c.n
-                if isinstance(ans, Exception):
-                    calls_info["failed"] += 1
-                    dropped_rows.append({"reason": "generator_failed", "detail": str(ans)[:300], "row": None})
-                    continue
-                calls_info["cached"] += int(ans.cached)
-                items = parse_rows(ans.text)
-                if items is None:
-                    calls_info["unparseable"] += 1
-                    dropped_rows.append({"reason": "generator_unparseable", "detail": ans.text[:300], "row": None})
-                    continue
-                calls_info["answered"] += 1
-                for item in items:
-                    parsed += 1
-                    row, why = to_row(item, c, metric, generator.id)
-                    if row is None:
-                        dropped_rows.append(filt.drop("invalid_row", None, f"{why}: {str(item)[:200]}"))
-                        continue
-                    reason = filt.check(row)
-                    if reason:
-                        dropped_rows.append(filt.drop(reason, row))
-                    else:
-                        candidates.append(row)
-            calls_info["rows_parsed"] += parsed
-            progress.plan(len(candidates), f"round {rnd}: judging", sum(missing.values()), 1)
-            if gen.supervise and candidates:
-                judgments = judge.judge_many(metric, candidates, lambda i, j: progress.tick())
-            else:
-                judgments = [None] * len(candidates)
-            n_kept = 0
-            for row, j in zip(candidates, judgments):
-                intended = row["label"]
-                if j is not None:
-                    row["meta"]["judge"] = {"model": judge.id, "label": j.label, "probabilities": j.probabilities,
-                                            "error": j.error}
-                    if not j.ok:
-                        reason = "judge_unparseable" if (j.error or "").startswith("unparseable") else "judge_failed"
-                        dropped_rows.append(filt.drop(reason, row, j.text[:200] or j.error))
-                        continue
-                    agreement[(intended, j.label)] += 1
-                    if j.label != intended:
-                        if gen.on_disagreement == "drop":
-                            dropped_rows.append(filt.drop("judge_disagreed", row, j.label))
-                            continue
-                        row["label"] = j.label
-                        relabelled += 1
-                filt.keep(row)
-                kept.append(row)
-                n_kept += 1
-                progress.rows = len(kept)
-            kept_now = Counter(r["meta"]["lineage"]["intended_label"] for r in kept[len(kept) - n_kept:])
-            for lab in missing:
-                yields[lab] = (sum(c.n for c in calls if c.label == lab), kept_now[lab])
-            rounds.append({"round": rnd, "calls": len(calls), "rows_requested": sum(c.n for c in calls),
-                           "rows_parsed": parsed, "candidates": len(candidates), "kept": n_kept,
-                           "missing_before": missing, "overgenerate": {k: round(v, 3) for k, v in factor.items()}})
     except ProviderError as exc:  # fatal: a bad key or unknown model fails every request
         raise AssayError(exc.expected, exc.found, f"{exc.fix} (generate.model / judge.model in the config)",
                          code="provider_error") from None
+    return run.finish()
 
-    kept, surplus = _trim(kept, targets, gen.seed, keep_first=len(previous.rows))
-    dropped_rows += [filt.drop("surplus", row) for row in surplus]
-    review_rows, files = write_outputs(data_dir, kept, review, gen.review_size, gen.seed, dropped_rows,
-                                       reviewed=review.decided_hashes())
-    report = build_report(
-        config=config, metric=metric, seeds=seeds, held_out=held_out, rows=kept, targets=targets,
-        generator=generator, judge=judge, providers=providers, calls=calls_info, dropped=filt.dropped,
-        examples=filt.examples, relabelled=relabelled, agreement=agreement, rounds=rounds, feedback=feedback,
-        review_rows=len(review_rows), seconds=time.monotonic() - t0, files=files,
-    )
-    report["fingerprint"] = fp
-    report["reused"] = previous.summary()
-    write_report(report, data_dir)
-    if not kept:  # never train on the seeds alone as if generation had worked
-        cost = report["cost"]
-        raise AssayError(
-            "generated training rows that pass the filters and the judge",
-            f"0 usable rows of {calls_info['rows_requested']} requested ({calls_info['planned']} generator calls: "
-            f"{calls_info['answered']} answered, {calls_info['failed']} failed, {calls_info['unparseable']} "
-            f"unparseable; {calls_info['rows_parsed']} rows parsed; dropped {dict(filt.dropped) or 'none'}; "
-            f"{cost['requests']} HTTP requests incl. {cost['retries']} retries, {cost['failures']} failures)",
-            f"check generate.model and its endpoint, see {data_dir / 'data_report.md'} and dropped.jsonl",
-            code="generation_failed")
-    if on_status is not None:
-        on_status("generating", 1.0, f"{len(kept)}/{gen.target_size} rows, {sum(filt.dropped.values())} dropped, "
-                                     f"${report['cost']['total_usd']:.4f}, written to {data_dir}")
-    return GenerationResult(rows=kept, report=report, data_dir=data_dir, files=report["files"])
+
+class _Generation:
+    """One generation run: its settings, providers and filters, and what the rounds kept and dropped."""
+
+    def __init__(self, config: Any, metric: Any, seeds: list[dict[str, Any]], held_out: list[dict[str, Any]],
+                 on_status: Status | None):
+        self.config, self.metric, self.seeds, self.held_out, self.on_status = config, metric, seeds, held_out, on_status
+        self.t0 = time.monotonic()
+        self.gen = gen = config.generate
+        self.generator = provider_from_config(gen, config.base_dir)
+        self.judge = provider_from_config(config.judge, config.base_dir) if config.judge else self.generator
+        self.providers = [self.generator] if self.judge is self.generator else [self.generator, self.judge]
+        self.data_dir = config.data_dir()
+        self.review = ReviewLog(self.data_dir)
+        self.feedback = [f for f in gen.feedback if f.strip()] + self.review.feedback()
+        self.targets = label_targets(gen.target_size, metric.labels, gen.label_distribution, seeds)
+        self.filt = RowFilter(metric, seeds, held_out, near_threshold=gen.near_duplicate_threshold,
+                              leakage_threshold=gen.leakage_threshold, excluded_hashes=self.review.excluded_hashes(),
+                              excluded_rows=self.review.excluded_rows())
+        self.picker = SeedPicker(seeds, gen.seed)
+        self.progress = _Progress(on_status, gen.target_size, lambda: sum(p.stats.cost_usd for p in self.providers))
+        self.fp = fingerprint(config, metric, seeds)
+        # the last set, rejected rows out
+        self.previous = previous_rows(self.data_dir, self.fp, self.review, TRAIN_FILE, REPORT_FILE)
+        for row in self.previous.rows:
+            self.filt.keep(row)  # new rows must not repeat the ones kept
+        self.kept: list[dict[str, Any]] = list(self.previous.rows)
+        self.dropped_rows: list[dict[str, Any]] = []
+        self.calls: Counter[str] = Counter()
+        self.agreement: Counter[tuple[str, str | None]] = Counter()
+        self.relabelled = 0
+        self.rounds: list[dict[str, Any]] = []
+        self.yields: dict[str, tuple[int, int]] = {}  # label -> (rows asked, rows kept) in its latest round
+        self.request = 0
+
+    def run_round(self, rnd: int) -> bool:
+        """One round: plan calls for the missing rows, generate, filter, judge, keep. False: nothing was missing."""
+        have = Counter(r["label"] for r in self.kept)
+        missing = {lab: self.targets[lab] - have[lab] for lab in self.metric.labels if self.targets[lab] > have[lab]}
+        if not missing:
+            return False
+        # top-up rounds ask for more when the filters and the judge kept few of the rows asked for
+        factor = {lab: _factor(self.gen.overgenerate, *self.yields.get(lab, (0, 0))) for lab in missing}
+        calls = self.plan(rnd, missing, factor)
+        candidates, parsed = self.generate(rnd, calls, missing)
+        n_kept = self.judge_and_keep(rnd, candidates, missing)
+        kept_now = Counter(r["meta"]["lineage"]["intended_label"] for r in self.kept[len(self.kept) - n_kept:])
+        for lab in missing:
+            self.yields[lab] = (sum(c.n for c in calls if c.label == lab), kept_now[lab])
+        self.rounds.append({"round": rnd, "calls": len(calls), "rows_requested": sum(c.n for c in calls),
+                            "rows_parsed": parsed, "candidates": len(candidates), "kept": n_kept,
+                            "missing_before": missing, "overgenerate": {k: round(v, 3) for k, v in factor.items()}})
+        return True
+
+    def plan(self, rnd: int, missing: dict[str, int], factor: dict[str, float]) -> list[Call]:
+        """The round's generator calls, their prompts written."""
+        gen = self.gen
+        calls = plan_calls(missing, strategies=gen.strategies, picker=self.picker, rows_per_call=gen.rows_per_call,
+                           seeds_per_call=gen.seeds_per_call, overgenerate=factor, round_=rnd,
+                           first_request=self.request)
+        self.request += len(calls)
+        for c in calls:
+            c.prompt = build_prompt(self.metric, c.strategy, c.label, c.seeds, c.n, self.feedback, c.request)
+        return calls
+
+    def generate(self, rnd: int, calls: list[Call], missing: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
+        """(the rows the generator wrote that pass the filters, how many rows it wrote)."""
+        self.progress.plan(len(calls), f"round {rnd}: generator calls", sum(missing.values()), 0)
+        answers = self.generator.map(lambda c: _ask(self.generator, c, self.gen), calls,
+                                     lambda i, r: self.progress.tick())
+        self.filt.start_round()
+        candidates: list[dict[str, Any]] = []
+        parsed = 0
+        for c, ans in zip(calls, answers):
+            items = self.read_answer(c, ans)
+            for item in items:
+                parsed += 1
+                row, why = to_row(item, c, self.metric, self.generator.id)
+                if row is None:
+                    self.dropped_rows.append(self.filt.drop("invalid_row", None, f"{why}: {str(item)[:200]}"))
+                    continue
+                reason = self.filt.check(row)
+                if reason:
+                    self.dropped_rows.append(self.filt.drop(reason, row))
+                else:
+                    candidates.append(row)
+        self.calls["rows_parsed"] += parsed
+        return candidates, parsed
+
+    def read_answer(self, call: Call, ans: Completion | Exception) -> list[Any]:
+        """The rows in one generator answer ([] for a failed or unparseable one, counted and dropped)."""
+        self.calls["planned"] += 1
+        self.calls["rows_requested"] += call.n
+        if isinstance(ans, Exception):
+            self.calls["failed"] += 1
+            self.dropped_rows.append({"reason": "generator_failed", "detail": str(ans)[:300], "row": None})
+            return []
+        self.calls["cached"] += int(ans.cached)
+        items = parse_rows(ans.text)
+        if items is None:
+            self.calls["unparseable"] += 1
+            self.dropped_rows.append({"reason": "generator_unparseable", "detail": ans.text[:300], "row": None})
+            return []
+        self.calls["answered"] += 1
+        return items
+
+    def judge_and_keep(self, rnd: int, candidates: list[dict[str, Any]], missing: dict[str, int]) -> int:
+        """Judge the candidates (``generate.supervise``) and keep those the judge agrees with (or relabel them,
+        ``on_disagreement: relabel``); returns how many were kept."""
+        gen, judge = self.gen, self.judge
+        self.progress.plan(len(candidates), f"round {rnd}: judging", sum(missing.values()), 1)
+        if gen.supervise and candidates:
+            judgments = judge.judge_many(self.metric, candidates, lambda i, j: self.progress.tick())
+        else:
+            judgments = [None] * len(candidates)
+        n_kept = 0
+        for row, j in zip(candidates, judgments):
+            intended = row["label"]
+            if j is not None:
+                row["meta"]["judge"] = {"model": judge.id, "label": j.label, "probabilities": j.probabilities,
+                                        "error": j.error}
+                if not j.ok:
+                    reason = "judge_unparseable" if (j.error or "").startswith("unparseable") else "judge_failed"
+                    self.dropped_rows.append(self.filt.drop(reason, row, j.text[:200] or j.error))
+                    continue
+                self.agreement[(intended, j.label)] += 1
+                if j.label != intended:
+                    if gen.on_disagreement == "drop":
+                        self.dropped_rows.append(self.filt.drop("judge_disagreed", row, j.label))
+                        continue
+                    row["label"] = j.label
+                    self.relabelled += 1
+            self.filt.keep(row)
+            self.kept.append(row)
+            n_kept += 1
+            self.progress.rows = len(self.kept)
+        return n_kept
+
+    def finish(self) -> GenerationResult:
+        """Trim to the targets, write the rows, the review sample and the data report; an error for no rows."""
+        gen, filt, calls = self.gen, self.filt, self.calls
+        kept, surplus = _trim(self.kept, self.targets, gen.seed, keep_first=len(self.previous.rows))
+        self.dropped_rows += [filt.drop("surplus", row) for row in surplus]
+        review_rows, files = write_outputs(self.data_dir, kept, self.review, gen.review_size, gen.seed,
+                                           self.dropped_rows, reviewed=self.review.decided_hashes())
+        report = build_report(
+            config=self.config, metric=self.metric, seeds=self.seeds, held_out=self.held_out, rows=kept,
+            targets=self.targets, generator=self.generator, judge=self.judge, providers=self.providers, calls=calls,
+            dropped=filt.dropped, examples=filt.examples, relabelled=self.relabelled, agreement=self.agreement,
+            rounds=self.rounds, feedback=self.feedback, review_rows=len(review_rows),
+            seconds=time.monotonic() - self.t0, files=files,
+        )
+        report["fingerprint"] = self.fp
+        report["reused"] = self.previous.summary()
+        write_report(report, self.data_dir)
+        if not kept:  # never train on the seeds alone as if generation had worked
+            cost = report["cost"]
+            raise AssayError(
+                "generated training rows that pass the filters and the judge",
+                f"0 usable rows of {calls['rows_requested']} requested ({calls['planned']} generator calls: "
+                f"{calls['answered']} answered, {calls['failed']} failed, {calls['unparseable']} "
+                f"unparseable; {calls['rows_parsed']} rows parsed; dropped {dict(filt.dropped) or 'none'}; "
+                f"{cost['requests']} HTTP requests incl. {cost['retries']} retries, {cost['failures']} failures)",
+                f"check generate.model and its endpoint, see {self.data_dir / 'data_report.md'} and dropped.jsonl",
+                code="generation_failed")
+        if self.on_status is not None:
+            self.on_status("generating", 1.0, f"{len(kept)}/{gen.target_size} rows, "
+                           f"{sum(filt.dropped.values())} dropped, ${report['cost']['total_usd']:.4f}, "
+                           f"written to {self.data_dir}")
+        return GenerationResult(rows=kept, report=report, data_dir=self.data_dir, files=report["files"])
 
 
 def _factor(base: float, asked: int, kept: int) -> float:

@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 
 from ..data import row_hash, write_rows
 from ..metrics import MetricSpec
+from ..review import ReviewLog, sample_for_review
 from ._dedupe import key_text
-from ._review import ReviewLog, sample_for_review
 from ._stats import distribution_check, diversity_stats, length_stats
 
 TRAIN_FILE = "train.jsonl"

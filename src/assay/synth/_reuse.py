@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data import row_hash
-from ._review import ReviewLog
+from ..review import ReviewLog
 
 # settings that do not change which rows a generation yields
 VOLATILE = ("feedback", "review_size", "concurrency", "output", "timeout", "max_retries", "backoff", "max_backoff",

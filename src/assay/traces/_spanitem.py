@@ -1,4 +1,4 @@
-"""What one llm, retriever or tool span says, as a small JSON-safe record kept on its ``Trace``.
+"""What one llm, retriever, tool or agent span says, as a small JSON-safe record kept on its ``Trace``.
 
 ``Trace.span_items`` holds one record per span a metric may target (``assay.metrics.SPAN_KINDS``);
 ``assay.traces.span_rows`` turns them into one metric row per matching span. The records are
@@ -12,7 +12,7 @@ from typing import Any
 
 from ._spans import Span, content_text
 
-TARGET_KINDS = ("llm", "retriever", "tool")  # assay.metrics.SPAN_KINDS; traces must not need metrics here
+TARGET_KINDS = ("llm", "retriever", "tool", "agent")  # assay.metrics.SPAN_KINDS; traces must not need metrics here
 
 
 def _text(v: Any) -> str | None:
@@ -30,7 +30,7 @@ def _last(msgs: list[dict[str, Any]], role: str) -> dict[str, Any] | None:
 
 
 def span_item(s: Span) -> dict[str, Any] | None:
-    """The record of an llm / retriever / tool span (None for other kinds): ids, kind, name, and
+    """The record of an llm / retriever / tool / agent span (None for other kinds): ids, kind, name, and
     its ``input``, ``output``, ``context``, ``tools`` and ``tool_calls``."""
     if s.kind not in TARGET_KINDS:
         return None
@@ -38,7 +38,7 @@ def span_item(s: Span) -> dict[str, Any] | None:
     out: Any = None
     context: Any = s.documents or None
     calls: list[dict[str, Any]] = []
-    if s.kind == "llm":
+    if s.kind in ("llm", "agent"):  # an agent span: its task (or last user turn) in, its final answer out
         user = _last(s.input_messages, "user")
         inp = user["content"] if user and user.get("content") else _text(s.input_value)
         for m in s.output_messages:

@@ -451,7 +451,8 @@ def assemble(trace_id: str, spans: list[Span], warnings: Problems, where: str = 
     for s in spans:
         tools += [t for t in s.tool_defs if t.get("name") not in {x.get("name") for x in tools}]
     session = next((s.session_id for s in spans if s.session_id), None)
-    meta: dict[str, Any] = {"root": root.name, "errors": sum(s.error for s in spans)}
+    # root_span_id: what a verdict on the whole trace is parented to when it goes back out as a span
+    meta: dict[str, Any] = {"root": root.name, "root_span_id": root.span_id, "errors": sum(s.error for s in spans)}
     model = next((s.attributes.get(k) for s in spans for k in ("gen_ai.request.model", "llm.model_name",
                                                                   "gen_ai.response.model") if s.attributes.get(k)), None)
     if model:

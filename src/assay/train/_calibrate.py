@@ -21,13 +21,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluator._contract import FEW_ROWS, Calibration
+from ..evaluator._contract import FEW_ROWS, Calibration, calibrated_probs, decide_rows
 from ..evaluator._risk import DELTA, TARGET, control_risk
+from ..stats import kappa_of_confusion
 
 MIN_ROWS = 10  # fewer calibration rows than this: keep T = 1 and threshold 0.5
 # FEW_ROWS (assay.evaluator): fewer calibration rows than this: a warning, small_sample (and out-of-fold
 # scores where there are any)
 T_BOUNDS = (1e-2, 1e2)  # the temperature search range; a fit at either end is reported as a warning
+_PN = ("positive", "negative")  # choose_threshold decides on [P(positive), 1 - P(positive)] columns
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, beta: float) -> float:
@@ -61,15 +63,16 @@ def fit_temperature(logits: Any, y: Sequence[int], lo: float = 1e-2, hi: float =
     return {"temperature": 1.0 / beta, "nll_before": before, "nll_after": after}
 
 
-def _counts(p: np.ndarray, pos: np.ndarray, t: float, w: np.ndarray) -> tuple[float, float, float, float]:
-    pred = p >= t
+def _counts(p2: np.ndarray, pos: np.ndarray, t: float, w: np.ndarray) -> tuple[float, float, float, float]:
+    """Weighted (tp, fp, fn, tn) when rows ``p2`` [P(positive), 1 - P(positive)] are decided at ``t``
+    by the one rule (:func:`assay.evaluator.decide_rows`)."""
+    pred = decide_rows(p2, _PN, _PN[0], t) == 0
     return (float(w[pred & pos].sum()), float(w[pred & ~pos].sum()), float(w[~pred & pos].sum()),
             float(w[~pred & ~pos].sum()))
 
 
 def _objective(name: str, tp: float, fp: float, fn: float, tn: float) -> float:
     if name == "kappa":
-        from ..stats import kappa_of_confusion
 
         return kappa_of_confusion([[tn, fp], [fn, tp]]) or 0.0
     f_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
@@ -88,7 +91,8 @@ def choose_threshold(p_pos: Any, is_pos: Any, objective: str = "f1", target: flo
         return {"threshold": 0.5, "method": "fixed at 0.5"}
     u = np.unique(p)
     cuts = np.concatenate([[0.0], (u[:-1] + u[1:]) / 2, [min(1.0, u[-1] + 1e-9)]]) if len(u) > 1 else np.array([0.5])
-    stats = [(float(t), *_counts(p, pos, t, w)) for t in cuts]
+    p2 = np.column_stack([p, 1.0 - p])
+    stats = [(float(t), *_counts(p2, pos, t, w)) for t in cuts]
     if objective in ("f1", "kappa"):
         scored = [(_objective(objective, *s[1:]), -abs(s[0] - 0.5), s[0]) for s in stats]
         best = max(scored)
@@ -122,9 +126,10 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
               target: float | None = None, batch_size: int | None = None,
               target_prior: dict[str, float] | None = None, logits: Any = None,
               source: str = "a calibration slice of the training rows", method: str | None = None,
-              review_target: float = TARGET, review_delta: float = DELTA) -> dict[str, Any]:
+              review_target: float = TARGET, review_delta: float = DELTA) -> Calibration:
     """Fit temperature, the label shift towards ``target_prior`` (if given) and the threshold (binary
-    metrics) on ``rows``; sets them on ``evaluator``.
+    metrics) on ``rows``; returns them as a :class:`~assay.evaluator.Calibration` and leaves
+    ``evaluator`` as it was (apply it with ``evaluator.calibration = cal``).
 
     ``logits``: the rows' logits when they are already known (e.g. out-of-fold logits of a
     cross-validated linear model), else the evaluator computes them. ``source`` names where the
@@ -132,66 +137,63 @@ def calibrate(evaluator: Any, rows: Sequence[dict[str, Any]], objective: str = "
     when ``logits`` are given). Warnings (fewer than ``FEW_ROWS`` rows, a temperature at a bound of its
     search range) are listed in ``warnings``. The review region (``routing``) is chosen on the same
     rows so that auto-accepted verdicts disagree with people at most ``review_target`` of the time
-    with confidence ``1 - review_delta`` (:func:`assay.evaluator._risk.control_risk`). Returns :meth:`assay.evaluator.Calibration.to_dict`
-    (what ``evaluator.json`` keeps under ``calibration``).
+    with confidence ``1 - review_delta`` (:func:`assay.evaluator._risk.control_risk`).
+    ``Calibration.to_dict()`` is what ``evaluator.json`` keeps under ``calibration``.
     """
     labels = list(evaluator.labels)
+    metric = evaluator.metric
     y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
-    out: dict[str, Any] = {"rows": len(rows), "source": source, "threshold_objective": objective,
-                           "threshold_target": target, "warnings": [], "small_sample": len(rows) < FEW_ROWS,
-                           "method": method or ("out-of-fold" if logits is not None else "slice")}
+    warnings: list[str] = []
     if len(rows) < FEW_ROWS:
-        out["warnings"].append(f"calibration fitted on only {len(rows)} rows ({source}; fewer than {FEW_ROWS}): "
-                               "temperature and threshold are rough")
-    evaluator.label_shift = None
+        warnings.append(f"calibration fitted on only {len(rows)} rows ({source}; fewer than {FEW_ROWS}): "
+                        "temperature and threshold are rough")
+    common: dict[str, Any] = {"objective": objective, "target": target, "source": source, "n_rows": len(rows),
+                              "small_sample": len(rows) < FEW_ROWS,
+                              "method": method or ("out-of-fold" if logits is not None else "slice")}
     if len(rows) < MIN_ROWS or len(set(y.tolist())) < 2:
-        out.update({"temperature": 1.0, "threshold": 0.5 if evaluator.metric.is_binary else None,
-                    "threshold_method": f"not calibrated: {len(rows)} calibration rows of "
-                                        f"{len(set(y.tolist()))} label(s) (need {MIN_ROWS}+ rows of 2+ labels)",
-                    "method": "none"})
-        evaluator.temperature = 1.0
-        if evaluator.metric.is_binary:
-            evaluator.threshold = 0.5
-        return Calibration.from_dict(out).to_dict()
+        return Calibration(**{**common, "method": "none"}, temperature=1.0,
+                           threshold=0.5 if metric.is_binary else None, warnings=tuple(warnings),
+                           threshold_method=f"not calibrated: {len(rows)} calibration rows of "
+                                            f"{len(set(y.tolist()))} label(s) (need {MIN_ROWS}+ rows of 2+ labels)")
     logits = evaluator.predict_logits(rows, batch_size) if logits is None else np.asarray(logits, dtype=np.float64)
-    out.update(fit_temperature(logits, y, *T_BOUNDS))
+    fit = fit_temperature(logits, y, *T_BOUNDS)
     lo, hi = T_BOUNDS
-    if out["temperature"] <= lo * 1.02 or out["temperature"] >= hi / 1.02:
-        out["warnings"].append(f"the calibration temperature {out['temperature']:.4g} is at a bound of its search "
-                               f"range [{lo:g}, {hi:g}]: the model's scores barely separate the labels on the "
-                               "calibration rows; treat its probabilities with care")
-    evaluator.temperature = out["temperature"]
-    weights = None
-    if target_prior:
-        have = smoothed_prior([r["label"] for r in rows], labels)
-        want = np.array([max(float(target_prior.get(lab, 0.0)), 1e-6) for lab in labels])
-        want = want / want.sum()
-        shift = np.log(want) - np.log([have[lab] for lab in labels])
-        perm = evaluator.metric.swap_permutation()
-        if perm is not None:  # pairwise: which response came first carries no prior, so a and b shift alike
-            shift = (shift + shift[perm]) / 2.0
-        evaluator.label_shift = shift
-        weights = np.exp(shift)[y]
-        out["prior"] = {"calibration": have, "target": {lab: float(v) for lab, v in zip(labels, want)},
-                        "label_shift": {lab: float(v) for lab, v in zip(labels, shift)}}
-    if evaluator.metric.is_binary:
-        pos = labels.index(evaluator.metric.positive)
-        probs = evaluator.calibrate(logits)
-        t = choose_threshold(probs[:, pos], y == pos, objective, target, weights)
-        evaluator.threshold = t.pop("threshold")
-        out["threshold"] = evaluator.threshold
-        out["threshold_method"] = t.pop("method")
-        out["threshold_details"] = t
-    else:
-        out["threshold"] = None
-        out["threshold_method"] = "argmax (categorical)"
-    binary = evaluator.metric.is_binary
-    routing = control_risk(evaluator.calibrate(logits), y, labels, evaluator.metric.positive if binary else None,
-                           evaluator.threshold if binary else None, review_target, review_delta)
-    out["routing"] = routing.to_dict()
+    if fit["temperature"] <= lo * 1.02 or fit["temperature"] >= hi / 1.02:
+        warnings.append(f"the calibration temperature {fit['temperature']:.4g} is at a bound of its search "
+                        f"range [{lo:g}, {hi:g}]: the model's scores barely separate the labels on the "
+                        "calibration rows; treat its probabilities with care")
+    shift, prior = _label_shift(metric, labels, rows, target_prior)
+    probs = calibrated_probs(logits, fit["temperature"], shift)
+    positive = metric.positive if metric.is_binary else None
+    threshold, threshold_method, details = None, "argmax (categorical)", None
+    if metric.is_binary:
+        t = choose_threshold(probs[:, labels.index(positive)], y == labels.index(positive), objective, target,
+                             None if shift is None else np.exp(shift)[y])
+        threshold, threshold_method, details = t.pop("threshold"), t.pop("method"), t
+    routing = control_risk(probs, y, labels, positive, threshold, review_target, review_delta)
     if not routing.met:
-        out["warnings"].append(f"no review region certifies at most {review_target:.0%} disagreement among "
-                               f"auto-accepted verdicts (confidence {1 - review_delta:.0%}) on {len(rows)} "
-                               "calibration rows: the monitor keeps its default band; add rows or raise "
-                               "train.review_target")
-    return Calibration.from_dict(out).to_dict()
+        warnings.append(f"no review region certifies at most {review_target:.0%} disagreement among "
+                        f"auto-accepted verdicts (confidence {1 - review_delta:.0%}) on {len(rows)} "
+                        "calibration rows: the monitor keeps its default band; add rows or raise "
+                        "train.review_target")
+    return Calibration(**common, temperature=fit["temperature"], nll_before=fit["nll_before"],
+                       nll_after=fit["nll_after"], threshold=threshold, threshold_method=threshold_method,
+                       threshold_details=details, warnings=tuple(warnings), routing=routing.to_dict(),
+                       label_shift=None if prior is None else prior["label_shift"], prior=prior)
+
+
+def _label_shift(metric: Any, labels: list[str], rows: Sequence[dict[str, Any]],
+                 target_prior: dict[str, float] | None) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The per-label shift log(target) - log(calibration prior) and its ``prior`` record (None, None
+    without a target prior)."""
+    if not target_prior:
+        return None, None
+    have = smoothed_prior([r["label"] for r in rows], labels)
+    want = np.array([max(float(target_prior.get(lab, 0.0)), 1e-6) for lab in labels])
+    want = want / want.sum()
+    shift = np.log(want) - np.log([have[lab] for lab in labels])
+    perm = metric.swap_permutation()
+    if perm is not None:  # pairwise: which response came first carries no prior, so a and b shift alike
+        shift = (shift + shift[perm]) / 2.0
+    return shift, {"calibration": have, "target": {lab: float(v) for lab, v in zip(labels, want)},
+                   "label_shift": {lab: float(v) for lab, v in zip(labels, shift)}}

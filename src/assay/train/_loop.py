@@ -10,12 +10,18 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .._cpu import apply_threads
 from ..config import TrainingConfig
+from ..data import split_rows
 from ..errors import AssayError, Cancelled
+from ..evaluator._common import merge_lora
+from ..evaluator._device import autocast
 
 # Learning rates that work for the shipped bases (tuned on the examples; override with train.learning_rate).
 DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
@@ -117,8 +123,6 @@ def validation_slice(rows: Sequence[Mapping[str, Any]], cfg: TrainingConfig, gro
     es = cfg.early_stopping
     if es is None or round(es.validation_fraction * len(rows)) < es.min_validation_rows:
         return list(rows), []
-    from ..data import split_rows
-
     s = split_rows(rows, es.validation_fraction, cfg.seed + 1, group_by=group_by)
     if len({r["label"] for r in s.held_out}) < 2:
         return list(rows), []
@@ -147,35 +151,100 @@ def train_loop(
     and the weights of the best evaluation are restored.
     """
     import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from ..evaluator._device import autocast
-
-    from .._cpu import apply_threads
 
     apply_threads(cfg.num_threads)  # train.num_threads, else at most the cores this process may use
     seed_everything(cfg.seed)
-    model, device, dtype = evaluator.model, evaluator.device, evaluator.dtype
-    if hasattr(model, "net"):  # an evaluator loaded for scoring has its LoRA adapters merged: train them apart
-        from ..evaluator._common import merge_lora
+    model = evaluator.model
+    train_lora_apart(model)
+    data = _Data.of(evaluator, rows, cfg, group_by)  # a validation slice, tokenised once; class weights
+    opt, lr = adamw(model, cfg)
+
+    # --- schedule: linear warm-up, then linear / cosine decay to 0 over `total` (cut or not) ---------
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(data.fit_rows) / cfg.batch_size) / cfg.gradient_accumulation))
+    total = planned = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
+    budget = _Deadline(deadline)
+    early = _EarlyStopping(evaluator, data, cfg, steps_per_epoch)
+    next_batch = batches_forever([e.tokens for e in data.encoded], cfg.batch_size, random.Random(cfg.seed))
+
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="training", disable=not progress, unit="step")
+    step = -1
+    while step + 1 < total:
+        step += 1
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"stopped at step {step} of {total}")
+        total, stop = budget.check(step, total)
+        bar.total = total
+        if stop:
+            break
+        step_loss = train_step(evaluator, data, next_batch, opt, sched, cfg, step)
+        losses.append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
+        if on_status is not None:
+            eta = (time.perf_counter() - start) / (step + 1) * (total - step - 1)
+            on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}, about "
+                      f"{eta:.0f} s left")
+        if early.stops_after(step + 1, total):
+            break
+    bar.close()
+    early.restore_best(model, len(losses))
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {"steps": len(losses), "max_steps": total, "planned_steps": planned, "budget": budget.note,
+            **_summary(evaluator, data, cfg, early, losses, seconds, lr)}
+
+
+@dataclass
+class _Data:
+    """What the loop trains on: label indices, the fit / validation rows tokenised once, class weights."""
+
+    labels: list[str]
+    fit_rows: list[Mapping[str, Any]]
+    val_rows: list[Mapping[str, Any]]
+    y: list[int]
+    encoded: list[Any]
+    val_encoded: list[Any]
+    val_y: Any  # a tensor of the validation rows' label indices
+    weights: Any  # a tensor of per-label loss weights, on the model's device
+
+    @classmethod
+    def of(cls, evaluator: Any, rows: Sequence[Mapping[str, Any]], cfg: TrainingConfig,
+           group_by: str | None) -> "_Data":
+        import torch
+
+        labels = list(evaluator.labels)
+        y_all = [labels.index(r["label"]) for r in rows]
+        if len(set(y_all)) < 2:
+            raise AssayError("training rows of at least two labels",
+                             f"only '{labels[y_all[0]]}'" if y_all else "no rows",
+                             "add labeled rows of the other labels (or generate them)", code="too_few_rows")
+        fit_rows, val_rows = validation_slice(rows, cfg, group_by)
+        y = [labels.index(r["label"]) for r in fit_rows]
+        encoded = evaluator.encode(fit_rows)
+        val_encoded = evaluator.encode(val_rows) if val_rows else []
+        val_y = torch.tensor([labels.index(r["label"]) for r in val_rows], dtype=torch.long)
+        weights = torch.tensor(class_weights(y, len(labels), cfg.class_weighting), dtype=torch.float32,
+                               device=evaluator.device)
+        return cls(labels, fit_rows, val_rows, y, encoded, val_encoded, val_y, weights)
+
+
+def train_lora_apart(model: Any) -> None:
+    """An evaluator loaded for scoring has its LoRA adapters merged: train them apart."""
+    if hasattr(model, "net"):
 
         merge_lora(model.net, merged=False)
-    labels = list(evaluator.labels)
-    y_all = [labels.index(r["label"]) for r in rows]
-    if len(set(y_all)) < 2:
-        raise AssayError("training rows of at least two labels", f"only '{labels[y_all[0]]}'" if y_all else "no rows",
-                         "add labeled rows of the other labels (or generate them)", code="too_few_rows")
 
-    # --- data: a validation slice for early stopping, tokenised once --------------------------------
-    fit_rows, val_rows = validation_slice(rows, cfg, group_by)
-    y = [labels.index(r["label"]) for r in fit_rows]
-    encoded = evaluator.encode(fit_rows)
-    val_encoded = evaluator.encode(val_rows) if val_rows else []
-    val_y = torch.tensor([labels.index(r["label"]) for r in val_rows], dtype=torch.long)
-    weights = torch.tensor(class_weights(y, len(labels), cfg.class_weighting), dtype=torch.float32, device=device)
 
-    # --- optimizer: AdamW, no decay on biases and norms; the encoder head gets a higher rate ------------
+def adamw(model: Any, cfg: TrainingConfig) -> tuple[Any, float]:
+    """(AdamW, its base rate): no decay on biases and norms; the encoder's head gets ``HEAD_LR_SCALE``
+    times the rate."""
+    import torch
+
     lora = bool(getattr(model, "lora", None))
     lr = cfg.learning_rate or default_learning_rate(model.family, lora)
     head = getattr(model, "head", None)
@@ -189,122 +258,150 @@ def train_loop(
           "weight_decay": cfg.weight_decay if decay else 0.0} for (is_head, decay), ps in groups.items()],
         lr=lr,
     )
+    return opt, lr
 
-    # --- schedule: linear warm-up, then linear / cosine decay to 0 ------------------------------------
-    batches_per_epoch = math.ceil(len(fit_rows) / cfg.batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation))
-    total = planned = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
-    budget_note: str | None = None
-    probe_start = 0.0
-    eval_every = (max(1, steps_per_epoch // cfg.early_stopping.evaluations_per_epoch)
-                  if val_rows and cfg.early_stopping else 0)
 
-    rng = random.Random(cfg.seed)
-    lengths = [e.tokens for e in encoded]
+def batches_forever(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Callable[[], list[int]]:
+    """The next batch's row indices, endlessly: a fresh length-grouped shuffle at each epoch's end."""
     queue: list[list[int]] = []
 
-    def next_batch() -> list[int]:  # endless: a fresh shuffle at each epoch's end
-        nonlocal queue
+    def next_batch() -> list[int]:
         if not queue:
-            queue = length_grouped_batches(lengths, cfg.batch_size, rng)
+            queue.extend(length_grouped_batches(lengths, batch_size, rng))
         return queue.pop()
 
-    def validation_loss() -> float:
-        logits = torch.from_numpy(evaluator.logits_of(val_encoded, cfg.eval_batch_size))
-        model.train()
-        return float(F.cross_entropy(logits, val_y, weight=weights.cpu()))
+    return next_batch
 
-    model.train()
-    losses: list[float] = []
-    val_curve: list[tuple[int, float]] = []
-    best: tuple[float, int, dict[str, Any] | None] = (math.inf, 0, None)  # loss, step, weights
-    stopped_early = False
-    start = time.perf_counter()
-    bar = tqdm(total=total, desc="training", disable=not progress, unit="step")
-    step = -1
-    while step + 1 < total:
-        step += 1
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"stopped at step {step} of {total}")
-        if deadline is not None and step == PROBE[0]:
-            probe_start = time.perf_counter()
-        elif deadline is not None and step == PROBE[1] and budget_note is None:
+
+def train_step(evaluator: Any, data: _Data, next_batch: Callable[[], list[int]], opt: Any, sched: Any,
+               cfg: TrainingConfig, step: int) -> float:
+    """One optimizer step over ``cfg.gradient_accumulation`` batches: forward, weighted cross-entropy,
+    backward, clip to norm 1, AdamW, schedule. Returns the step's loss."""
+    import torch
+    import torch.nn.functional as F
+
+    model, device = evaluator.model, evaluator.device
+    step_loss = 0.0
+    for _ in range(cfg.gradient_accumulation):
+        idx = next_batch()
+        batch = model.collate([data.encoded[i] for i in idx], device)
+        target = torch.tensor([data.y[i] for i in idx], device=device)
+        with autocast(device, evaluator.dtype):
+            logits = model(**batch)
+        loss = F.cross_entropy(logits.float(), target, weight=data.weights) / cfg.gradient_accumulation
+        loss.backward()
+        step_loss += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    if not math.isfinite(step_loss):
+        raise AssayError("a finite training loss", f"{step_loss} at step {step + 1}",
+                         "lower train.learning_rate or use train.precision: fp32", code="training_diverged")
+    return step_loss
+
+
+class _Deadline:
+    """``train.budget`` inside the loop: the steps in ``PROBE`` are timed, the planned steps cut to what
+    fits (:func:`steps_within`), and the loop stopped at the deadline whatever the estimate said."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+        self.probe_start = 0.0
+        self.note: str | None = None  # what the budget did to the run (None: nothing)
+
+    def check(self, step: int, total: int) -> tuple[int, bool]:
+        """(the steps planned now, whether to stop before ``step``)."""
+        if self.deadline is None:
+            return total, False
+        if step == PROBE[0]:
+            self.probe_start = time.perf_counter()
+        elif step == PROBE[1] and self.note is None:
             now = time.perf_counter()
-            total, budget_note = steps_within(step, total, (now - probe_start) / (PROBE[1] - PROBE[0]), deadline - now)
-            bar.total = total
-        if deadline is not None and step > 0 and time.perf_counter() > deadline:
-            budget_note = f"stopped by train.budget at step {step} of {total}"
-            break
-        step_loss = 0.0
-        for _ in range(cfg.gradient_accumulation):
-            idx = next_batch()
-            batch = model.collate([encoded[i] for i in idx], device)
-            target = torch.tensor([y[i] for i in idx], device=device)
-            with autocast(device, dtype):
-                logits = model(**batch)
-            loss = F.cross_entropy(logits.float(), target, weight=weights) / cfg.gradient_accumulation
-            loss.backward()
-            step_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if not math.isfinite(step_loss):
-            raise AssayError("a finite training loss", f"{step_loss} at step {step + 1}",
-                             "lower train.learning_rate or use train.precision: fp32", code="training_diverged")
-        losses.append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.4f}")
-        if on_status is not None:
-            eta = (time.perf_counter() - start) / (step + 1) * (total - step - 1)
-            on_status("training", (step + 1) / total, f"step {step + 1}/{total} loss {step_loss:.4f}, about "
-                      f"{eta:.0f} s left")
-        # --- early stopping: validation loss, best weights kept -----------------------------------
-        if eval_every and ((step + 1) % eval_every == 0 or step + 1 == total):
-            v = validation_loss()
-            val_curve.append((step + 1, round(v, 5)))
-            if v < best[0]:
-                best = (v, step + 1, {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad})
-            elif len(val_curve) - 1 - [s for s, _ in val_curve].index(best[1]) >= cfg.early_stopping.patience:
-                stopped_early = True
-                break
-    bar.close()
-    if best[2] is not None and best[1] != len(losses):  # restore the best evaluation's weights
+            per_step = (now - self.probe_start) / (PROBE[1] - PROBE[0])
+            total, self.note = steps_within(step, total, per_step, self.deadline - now)
+        if step > 0 and time.perf_counter() > self.deadline:
+            self.note = f"stopped by train.budget at step {step} of {total}"
+            return total, True
+        return total, False
+
+
+class _EarlyStopping:
+    """The validation slice's loss every ``steps_per_epoch / evaluations_per_epoch`` steps (and at the
+    last); stop when it has not improved for ``patience`` evaluations; the best evaluation's weights are kept."""
+
+    def __init__(self, evaluator: Any, data: _Data, cfg: TrainingConfig, steps_per_epoch: int):
+        self.evaluator, self.data, self.cfg = evaluator, data, cfg
+        es = cfg.early_stopping
+        self.every = max(1, steps_per_epoch // es.evaluations_per_epoch) if data.val_rows and es else 0
+        self.curve: list[tuple[int, float]] = []
+        self.best: tuple[float, int, dict[str, Any] | None] = (math.inf, 0, None)  # loss, step, weights
+        self.stopped = False
+
+    def validation_loss(self) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        logits = torch.from_numpy(self.evaluator.logits_of(self.data.val_encoded, self.cfg.eval_batch_size))
+        self.evaluator.model.train()
+        return float(F.cross_entropy(logits, self.data.val_y, weight=self.data.weights.cpu()))
+
+    def stops_after(self, done: int, total: int) -> bool:
+        """Evaluate after ``done`` steps when one is due; True: stop training."""
+        if not self.every or not (done % self.every == 0 or done == total):
+            return False
+        v = self.validation_loss()
+        self.curve.append((done, round(v, 5)))
+        if v < self.best[0]:
+            model = self.evaluator.model
+            self.best = (v, done, {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad})
+        elif len(self.curve) - 1 - [s for s, _ in self.curve].index(self.best[1]) >= self.cfg.early_stopping.patience:
+            self.stopped = True
+        return self.stopped
+
+    def restore_best(self, model: Any, steps: int) -> None:
+        """Put back the best evaluation's weights (unless it was the last step's)."""
+        import torch
+
+        if self.best[2] is None or self.best[1] == steps:
+            return
         with torch.no_grad():
             for k, p in model.named_parameters():
-                if k in best[2]:
-                    p.copy_(best[2][k])
-    model.eval()
-    seconds = time.perf_counter() - start
-    steps = len(losses)
+                if k in self.best[2]:
+                    p.copy_(self.best[2][k])
+
+    def summary(self) -> dict[str, Any] | str:
+        if self.data.val_rows:
+            return {"best_step": self.best[1], "best_validation_loss": round(self.best[0], 5),
+                    "stopped_early": self.stopped, "validation_curve": self.curve}
+        if self.cfg.early_stopping is None:
+            return "off"
+        return f"off: fewer than {self.cfg.early_stopping.min_validation_rows} validation rows"
+
+
+def _summary(evaluator: Any, data: _Data, cfg: TrainingConfig, early: _EarlyStopping, losses: list[float],
+             seconds: float, lr: float) -> dict[str, Any]:
+    """train_loop's record of the run, after its step counts: epochs, rows, rates, losses, time, tokens."""
+    model, dtype, steps = evaluator.model, evaluator.dtype, len(losses)
+    lora = bool(getattr(model, "lora", None))
     return {
-        "steps": steps,
-        "max_steps": total,
-        "planned_steps": planned,
-        "budget": budget_note,
-        "epochs": round(steps * cfg.gradient_accumulation * cfg.batch_size / max(1, len(fit_rows)), 3),
-        "rows": len(fit_rows),
-        "validation_rows": len(val_rows),
-        "early_stopping": ({"best_step": best[1], "best_validation_loss": round(best[0], 5),
-                            "stopped_early": stopped_early, "validation_curve": val_curve}
-                           if val_rows else
-                           ("off" if cfg.early_stopping is None else
-                            f"off: fewer than {cfg.early_stopping.min_validation_rows} validation rows")),
+        "epochs": round(steps * cfg.gradient_accumulation * cfg.batch_size / max(1, len(data.fit_rows)), 3),
+        "rows": len(data.fit_rows),
+        "validation_rows": len(data.val_rows),
+        "early_stopping": early.summary(),
         "learning_rate": lr,
-        "head_learning_rate": lr * HEAD_LR_SCALE[lora] if head is not None else None,
-        "class_weights": dict(zip(labels, [round(float(w), 4) for w in weights.tolist()])),
+        "head_learning_rate": lr * HEAD_LR_SCALE[lora] if getattr(model, "head", None) is not None else None,
+        "class_weights": dict(zip(data.labels, [round(float(w), 4) for w in data.weights.tolist()])),
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "loss_curve": _downsample(losses, 50),
         "seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / steps, 4),
-        "device": str(device),
+        "device": str(evaluator.device),
         "precision": str(dtype).replace("torch.", "") if dtype is not None else "fp32",
-        "truncated_rows": sum(e.truncated for e in encoded),
-        "multi_window_rows": sum(len(e.sequences()) > 1 for e in encoded),
-        "mean_tokens": round(float(np.mean(lengths)), 1),
+        "truncated_rows": sum(e.truncated for e in data.encoded),
+        "multi_window_rows": sum(len(e.sequences()) > 1 for e in data.encoded),
+        "mean_tokens": round(float(np.mean([e.tokens for e in data.encoded])), 1),
     }
 
 

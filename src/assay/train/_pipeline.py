@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -12,16 +11,19 @@ from typing import Any, Callable
 
 import yaml
 
+from .. import synth
 from .._memory import StagePeaks
+from .._preflight import preflight
 from ..config import Config, budget_seconds, load_config
 from ..data import exclude_groups, held_out_overlap, load_rows, row_hash, rows_hash, split_rows
-from .._preflight import preflight
 from ..errors import AssayError
 from ..evaluator._artifact import CONFIG_FILE, INFO_FILE, SPLIT_FILE
+from ..providers import ProviderError, answer_counts, provider_from_config
+from ..report import Report, evaluate, write_report
 from ._calibrate import MIN_ROWS, smoothed_prior
 from ._fit import fit_and_select
+from ._loop import Cancelled
 
-log = logging.getLogger("assay.train")
 Status = Callable[[str, "float | None", str], None]
 
 
@@ -60,14 +62,7 @@ def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
 
 
 def _generate(cfg: Config, seeds: list[dict[str, Any]], held_out: list[dict[str, Any]], status: Status):
-    try:
-        from ..synth import generate_training_set
-    except ImportError:
-        raise AssayError("the assay.synth module for `generate:`", "it is not part of this install",
-                         "remove `generate:` from the config and give data.train_set, or upgrade assay",
-                         code="missing_dependency") from None
-
-    result = generate_training_set(cfg, seeds, held_out, on_status=status)
+    result = synth.generate_training_set(cfg, seeds, held_out, on_status=status)  # read at call time: tests stand in
     rows = getattr(result, "rows", result)
     details = result.summary() if hasattr(result, "summary") else (
         result.to_dict() if hasattr(result, "to_dict") else {})
@@ -104,7 +99,6 @@ def _measure_judge(cfg: Config, metric: Any, held_out: list[dict[str, Any]]) -> 
     """
     if cfg.judge is None:
         return None, {}
-    from ..providers import ProviderError, provider_from_config
 
     judge = provider_from_config(cfg.judge, cfg.base_dir)
     try:
@@ -113,10 +107,7 @@ def _measure_judge(cfg: Config, metric: Any, held_out: list[dict[str, Any]]) -> 
         raise AssayError(exc.expected, exc.found, f"{exc.fix} (judge: in the config)",
                          code="provider_error") from None
     labels = list(metric.labels)
-    info = {"model": judge.id, "rows": len(judgments), "answered": sum(j.ok for j in judgments),
-            "unparseable": sum(not j.ok and (j.error or "").startswith("unparseable") for j in judgments),
-            "provider": judge.stats.to_dict()}
-    info["failed"] = info["rows"] - info["answered"] - info["unparseable"]
+    info = {"model": judge.id, "rows": len(judgments), **answer_counts(judgments), "provider": judge.stats.to_dict()}
     if judgments and all(j.ok and j.probabilities for j in judgments):
         return [[j.probabilities.get(lab, 0.0) for lab in labels] for j in judgments], info  # type: ignore[union-attr]
     return [j.label for j in judgments], info
@@ -124,21 +115,16 @@ def _measure_judge(cfg: Config, metric: Any, held_out: list[dict[str, Any]]) -> 
 
 def _evaluate(evaluator: Any, held_out: list[dict[str, Any]], train_rows: list[dict[str, Any]], cfg: Config,
               judge: Any = None, speed_seconds: float | None = None):
-    try:
-        from ..report import evaluate
-    except ImportError:  # the report stage is not installed: keep the artifact, say so
-        log.warning("assay.report is not available: no held-out report written")
-        return {}
     extra = {"judge": judge} if judge is not None else None
     return evaluate(evaluator, held_out, train_rows=train_rows, config=cfg.report, extra_systems=extra,
                     speed_seconds=speed_seconds)
 
 
-def _headline(report: dict[str, Any]) -> dict[str, Any]:
-    """evaluator.json's ``report_summary`` (:meth:`assay.report.Report.summary`)."""
-    from ..report import Report
+def _report_model(report: dict[str, Any]) -> Any:
+    """The report as :class:`assay.report.Report` (its ``summary()`` is evaluator.json's ``report_summary``;
+    the model card shows its figures)."""
 
-    return Report.from_dict(report).summary()
+    return Report.from_dict(report)
 
 
 def _resolved_config(cfg: Config, out: Path) -> dict[str, Any]:
@@ -176,6 +162,12 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
         peaks.stop()
 
 
+def _count_empty(counts: dict[str, Any], empty: dict[str, int]) -> None:
+    """Rows kept with an empty field (read as empty text), per field, in the report's counts."""
+    for f, n in empty.items():
+        counts.setdefault("empty_fields", {})[f] = counts.get("empty_fields", {}).get(f, 0) + n
+
+
 def _training_rows(cfg: Config, metric: Any, test: Any, split: Any, status: Status,
                    counts: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every training row (uploaded, extra, seeds, generated), leaked and duplicate rows dropped."""
@@ -187,6 +179,7 @@ def _training_rows(cfg: Config, metric: Any, test: Any, split: Any, status: Stat
         train_rows += tv.rows
         counts["train_set"] = len(tv.rows)
         notes += tv.warnings
+        _count_empty(counts, tv.empty_fields)
     for extra in d.extra_train_sets:  # canonical labeled rows (e.g. reviewed verdicts): training only
         xv = load_rows(cfg.path(extra), metric, encoding=d.encoding)
         train_rows += xv.rows
@@ -257,6 +250,7 @@ def _train(cfg: Config, status: Status, *, progress: bool, should_stop: Callable
     notes: list[str] = list(test.warnings)
     notes += preflight(cfg, test)  # rows per class, base model, providers: before anything is spent
     counts: dict[str, Any] = {"test_set": len(test.rows), "seeds": len(split.seeds), "held_out": len(split.held_out)}
+    _count_empty(counts, test.empty_fields)
     train_rows, generation = _training_rows(cfg, metric, test, split, status, counts, notes)
     fit_rows, cal_rows = _calibration_split(train_rows, cfg.train.calibration_fraction, cfg.train.seed,
                                           split.group_by)
@@ -270,14 +264,13 @@ def _train(cfg: Config, status: Status, *, progress: bool, should_stop: Callable
     if ev.family in ("linear", "hybrid"):  # refit on every training row, calibrated out of fold
         counts.update(fit_rows=len(train_rows), calibration_rows=0)
         cal_rows = []
-    notes += [f"calibration: {w}" for w in cal.get("warnings") or []]
+    notes += [f"calibration: {w}" for w in cal.warnings]
     data_info = _data_info(cfg, test, split, train_rows, cal_rows, counts, notes, generation, metric)
-    ev.info.update({"training": {**cfg.train.model_dump(mode="json"), **stats}, "calibration": cal,
+    ev.info.update({"training": {**cfg.train.model_dump(mode="json"), **stats},
                     "data": data_info, "config": _resolved_config(cfg, out)})
     if selection is not None:
         ev.info["selection"] = selection
     if should_stop is not None and should_stop():
-        from ._loop import Cancelled
 
         raise Cancelled("stopped before evaluation")
 
@@ -304,18 +297,19 @@ def _save(ev: Any, out: Path, report: dict[str, Any], selection: dict[str, Any] 
     """The report, resolved config, split manifest and the evaluator's weights in ``out``."""
     d = cfg.data
     out.mkdir(parents=True, exist_ok=True)
+    model = None
     if report:
-        from ..report import write_report
 
         if selection is not None:
             report["selection"] = selection
         report["notes"] = list(notes)  # the seeds-only notice, calibration warnings, dropped rows ...
         report["resources"] = resources
         write_report(report, out)
-        ev.info["report_summary"] = _headline(report)
+        model = _report_model(report)
+        ev.info["report_summary"] = model.summary()
     (out / CONFIG_FILE).write_text(yaml.safe_dump(ev.info["config"], sort_keys=False, allow_unicode=True))
     manifest = {**split.manifest(), "trained_on": sorted({row_hash(r) for r in train_rows}),  # for `assay evaluate`
                 "seed_fraction": d.seed_fraction, "split_seed": d.split_seed,
                 "counts": counts}
     (out / SPLIT_FILE).write_text(json.dumps(manifest, indent=1))
-    ev.save_pretrained(out)
+    ev.save_pretrained(out, model)

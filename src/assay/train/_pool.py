@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..evaluator._linear import LinearHead
+
 
 def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> Any:
     """The hybrid's stacking head: logits = sum_b w_b z_b + bias, w_b >= 0 (one weight per block, shared by
@@ -24,7 +26,6 @@ def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> An
     """
     from scipy.optimize import minimize
 
-    from ..evaluator._linear import LinearHead
 
     z = np.asarray(z, dtype=np.float64)
     blocks = z.shape[1] // n_labels
@@ -56,7 +57,6 @@ def pool_head(z: np.ndarray, y: np.ndarray, n_labels: int, c: float = 1.0) -> An
 def equal_pool(blocks: int, n_labels: int) -> Any:
     """The blend's stacking head: logits = the mean of the blocks' log-probabilities (weight 1 / blocks on
     each block's own label column, no bias), as a :class:`LinearHead` in the hybrid's artifact format."""
-    from ..evaluator._linear import LinearHead
 
     weight = np.zeros((n_labels, blocks * n_labels))
     for b in range(blocks):

@@ -40,17 +40,22 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..data import group_key, row_hash
 from ..errors import require
+from ..evaluator._linear import LinearHead, LinearModel, TfidfFeatures, log_probs
+from ..metrics import swap_pair
 from ..metrics._render import keeps_end
 from ..stats import bootstrap_ci, cohen_kappa
 from ._calibrate import calibrate
+from ._contrastive import tune_body
 from ._pool import equal_pool, oof_logits, oof_pool, pool_head
 
-COST_ORDER = ("tfidf", "embed", "contrastive", "hybrid", "blend", "encoder")  # cheapest first: exact ties only
-FEATURE_BLOCKS = ("tfidf", "embed", "contrastive")  # single blocks, which a blend may pool
+COST_ORDER = ("tfidf", "embed", "lm", "contrastive", "hybrid", "blend", "encoder")  # cheapest first: exact ties only
+FEATURE_BLOCKS = ("tfidf", "embed", "lm", "contrastive")  # single blocks, which a blend may pool
 BLEND = "blend"  # the equal-weight pool of the single blocks within noise of the best (not configurable)
 TIE = 0.01  # kappa within this of the best counts as a tie
-C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0)}
+C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0),
+          "lm": (0.003, 0.01, 0.03, 0.1, 0.3)}  # lm: standardised features, so a stronger prior
 C_GRID_LARGE = (1.0, 10.0)  # tfidf with a large feature matrix (long contexts, tool schemas)
 LARGE_NNZ = 2_500_000
 STACK_C = 1.0
@@ -132,8 +137,6 @@ def make_folds(rows: Sequence[Mapping[str, Any]], y: np.ndarray, k: int, seed: i
     require("sklearn", "model selection", "train", package="scikit-learn")
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from ..data import row_hash
-
     notes = []
     present = np.bincount(y) if len(y) else np.zeros(1, dtype=int)
     smallest = int(present[present > 0].min()) if present.any() else 0
@@ -142,12 +145,7 @@ def make_folds(rows: Sequence[Mapping[str, Any]], y: np.ndarray, k: int, seed: i
         notes.append(f"cv_folds lowered from {k} to {k_eff}: the rarest label has {smallest} training rows")
     if k_eff < 2:
         return [], notes + ["no cross-validation: a label has fewer than 2 training rows"]
-    try:
-        from ..data import group_key
-
-        groups = [group_key(r, group_by) for r in rows]
-    except ImportError:  # pragma: no cover - older data module
-        groups = [row_hash(r) for r in rows]
+    groups = [group_key(r, group_by) for r in rows]
     cv = StratifiedGroupKFold(n_splits=k_eff, shuffle=True, random_state=seed)
     folds = [(tr, va) for tr, va in cv.split(np.zeros(len(y)), y, groups) if len(va)]
     return folds, notes
@@ -161,7 +159,6 @@ def _lr(c: float, seed: int) -> Any:
 
 def _oof(x: Any, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], c: float, n_labels: int,
          seed: int, per_fold: Sequence[tuple[Any, Any]] | None = None) -> np.ndarray:
-    from ..evaluator._linear import LinearHead
 
     return oof_logits(lambda xt, yt: LinearHead.from_sklearn(_lr(c, seed).fit(xt, yt), n_labels), x, y, folds,
                       n_labels, per_fold)
@@ -178,7 +175,6 @@ def _tfidf_per_fold(metric: Any, rows: Sequence[Mapping[str, Any]],
     kappa (toxicity, ~100 and ~400 training rows, 8 test-set draws); fitted inside the fold, as the refit
     model meets new rows, the gap narrowed in all 8 (on tau-bench, where the shared vocabulary had
     flattered some splits, it can fall instead)."""
-    from ..evaluator._linear import TfidfFeatures
 
     out = []
     for tr, va in folds:
@@ -198,15 +194,14 @@ def _score(cand: Candidate, sel: Selection) -> None:
 def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequence[str], *, folds: int, seed: int,
                    group_by: str | None, embed: Callable[[], Any] | None = None,
                    contrastive: Callable[[], Any] | None = None, tuning: Mapping[str, Any] | None = None,
+                   lm: Callable[[], Any] | None = None,
                    status: Status | None = None) -> Selection:
-    """Cross-validate the linear candidates (``tfidf``, ``embed``, ``contrastive``, ``hybrid``) on ``rows``.
+    """Cross-validate the linear candidates (``tfidf``, ``embed``, ``lm``, ``contrastive``, ``hybrid``) on ``rows``.
 
-    ``embed`` / ``contrastive`` make a fresh embedding block; ``tuning`` holds the contrastive
-    tuning's ``steps``, ``batch_size`` and ``lr``. Pairwise metrics: the blocks are fitted on every row in
+    ``embed`` / ``contrastive`` / ``lm`` make a fresh embedding block (``lm``: None when its base is
+    missing); ``tuning`` holds the contrastive tuning's ``steps``, ``batch_size`` and ``lr``. Pairwise metrics: the blocks are fitted on every row in
     both orders (:class:`Mirror`), and a row's out-of-fold logits are the mean of its two orders.
     """
-    from ..data import row_hash
-
     status = status or (lambda *a: None)
     labels = list(metric.labels)
     y = np.array([labels.index(r["label"]) for r in rows], dtype=int)
@@ -216,9 +211,10 @@ def cross_validate(metric: Any, rows: Sequence[Mapping[str, Any]], kinds: Sequen
     mirror = Mirror(metric, rows, y, fold_list)
     sel.fit_y = mirror.y
     need = set(kinds) | ({"tfidf", "embed"} if "hybrid" in kinds else set())
-    for kind in ("tfidf", "embed"):
-        if kind in need:
-            _cross_validate_block(sel, metric, mirror, kind, embed, status)
+    makers = {"tfidf": lambda: TfidfFeatures(metric), "embed": embed, "lm": lm}
+    for kind in ("tfidf", "embed", "lm"):
+        if kind in need and makers[kind] is not None:
+            _cross_validate_block(sel, metric, mirror, kind, makers[kind], status)
     if "contrastive" in kinds and contrastive is not None:
         _cross_validate_contrastive(sel, rows, contrastive, dict(tuning or {}), status)
     if "hybrid" in kinds:
@@ -238,7 +234,6 @@ class Mirror:
 
     def __init__(self, metric: Any, rows: Sequence[Mapping[str, Any]], y: np.ndarray,
                  folds: Sequence[tuple[np.ndarray, np.ndarray]]):
-        from ..metrics import swap_pair
 
         self.perm = metric.swap_permutation()
         self.n = len(rows)
@@ -256,21 +251,19 @@ class Mirror:
         return (logits[:self.n] + logits[self.n:][:, self.perm]) / 2.0
 
 
-def _cross_validate_block(sel: Selection, metric: Any, mirror: Mirror, kind: str, embed: Callable[[], Any] | None,
+def _cross_validate_block(sel: Selection, metric: Any, mirror: Mirror, kind: str, make: Callable[[], Any],
                           status: Status) -> None:
-    """One single-block candidate (``tfidf`` or ``embed``): its features, C (and for ``embed`` on shapes
-    with context, grounding or not) picked by the same folds' kappa, its out-of-fold logits."""
-    from ..evaluator._linear import TfidfFeatures
-
+    """One single-block candidate (``tfidf``, ``embed`` or ``lm``): its features, C (and for ``embed`` on
+    shapes with context, grounding or not) picked by the same folds' kappa, its out-of-fold logits."""
     t0 = time.perf_counter()
     rows, y, n, fold_list = mirror.rows, sel.y, len(sel.labels), sel.folds
     status("selecting", None, f"{kind}: features of {sel.rows} training rows")
-    block = TfidfFeatures(metric) if kind == "tfidf" else embed()  # type: ignore[misc]
+    block = make()
     x = block.fit(rows)
     sel.features[kind] = (block, x)
     cand = Candidate(kind, validated_on=f"{len(fold_list)}-fold CV" if fold_list else "not validated")
     if fold_list:
-        grid = C_GRID[kind] if kind == "embed" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
+        grid = C_GRID[kind] if kind != "tfidf" or x.nnz <= LARGE_NNZ else C_GRID_LARGE
         grounded = kind == "embed" and bool(block.context)
         variants = {"grounded": x, "plain": x[:, :block.plain_size]} if grounded else {"": x}
         per_fold = _tfidf_per_fold(metric, rows, mirror.folds) if kind == "tfidf" else None
@@ -304,12 +297,11 @@ def _cross_validate_block(sel: Selection, metric: Any, mirror: Mirror, kind: str
 def _cross_validate_hybrid(sel: Selection) -> None:
     """The ``hybrid`` candidate: the non-negative pool of its blocks' out-of-fold log-probabilities,
     cross-validated on the same folds."""
-    from ..evaluator._linear import log_probs
 
     t0 = time.perf_counter()
     fold_list = sel.folds
-    stacked = ["tfidf", "embed"] + (["contrastive"] if sel.candidates.get("contrastive") is not None
-                                    and sel.candidates["contrastive"].oof_logits is not None else [])
+    stacked = ["tfidf", "embed"] + [b for b in ("lm", "contrastive") if sel.candidates.get(b) is not None
+                                    and sel.candidates[b].oof_logits is not None]
     cand = Candidate("hybrid", params={"C": STACK_C, "stacked": stacked, "weights": "non-negative, one per block"},
                      validated_on=f"{len(fold_list)}-fold CV of the stack on out-of-fold probabilities"
                      if fold_list else "not validated")
@@ -325,7 +317,6 @@ def _cross_validate_hybrid(sel: Selection) -> None:
 def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]], make: Callable[[], Any],
                                 tuning: dict[str, Any], status: Status) -> None:
     """The ``contrastive`` candidate: the body tuned inside each fold on that fold's training part only."""
-    from ._contrastive import tune_body
 
     t0 = time.perf_counter()
     y, n, folds = sel.y, len(sel.labels), sel.folds
@@ -434,7 +425,6 @@ def blend(sel: Selection, members: Sequence[str]) -> Candidate:
     """The equal-weight log-linear pool of ``members`` (single feature blocks): logits = the mean of their
     log-probabilities. Nothing is fitted on top of the blocks, so its out-of-fold kappa is as honest as
     theirs (no second-level fit on the same folds, unlike ``hybrid``'s pool)."""
-    from ..evaluator._linear import log_probs
 
     oof = np.mean([log_probs(sel.candidates[m].oof_logits) for m in members], axis=0)
     cand = Candidate(BLEND, oof, params={"stacked": list(members), "weights": "equal, fixed"},
@@ -561,7 +551,6 @@ def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx
 
 def refit(metric: Any, sel: Selection, kind: str, max_length: int) -> Any:
     """The winner refit on all the selection's rows: a LinearModel (linear or hybrid)."""
-    from ..evaluator._linear import LinearHead, LinearModel
 
     n = len(sel.labels)
     heads, blocks = {}, {}

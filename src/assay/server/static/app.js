@@ -35,12 +35,116 @@ function datasetSummary(d) {
     `${d.dropped_duplicates ? ` · ${d.dropped_duplicates} duplicates dropped` : ""}</div>${warn}${errs}`;
 }
 
+/* ---------------------------------------------------------------- new run, step 3: the review sample
+   Each row shows the decision the API recorded (undecided until decided); accept and relabel are saved at
+   once, reject and regenerate wait for a reason. ``current()`` is the training set under review
+   ({id, generate, judge}); ``state.review`` keeps the items as the API last returned them. */
+function reviewTable(state, current) {
+  const lineage = (it) => ((it.row || {}).meta || {}).lineage || {};
+  const replacedIds = (items) => new Set(items.map((it) => lineage(it).replaces).filter(Boolean));
+  const recordedText = (it, replaced) => {
+    if (!it.decision) return "undecided";
+    const what = it.decision === "relabel" ? `relabel → ${it.label}` : (replaced ? "reject (regenerated)" : it.decision);
+    return it.note ? `${what}: ${it.note}` : what;
+  };
+  const ordered = (items) => {  // each regenerated row right after the row it replaced
+    const next = {}, out = [], seen = new Set();
+    items.forEach((it) => { if (lineage(it).replaces) next[lineage(it).replaces] = it; });
+    const add = (it) => { if (seen.has(it.id)) return; seen.add(it.id); out.push(it); if (next[it.id]) add(next[it.id]); };
+    items.filter((it) => !lineage(it).replaces).forEach(add);
+    items.forEach(add);
+    return out;
+  };
+  const rowHtml = (it, n, replaced, saved) => {
+    const labels = state.spec.labels || ["true", "false"];
+    const field = (state.spec.shape === "message" || !state.spec.shape) ? "input" : "output";
+    const chosen = replaced ? "regenerate" : it.decision === "relabel" ? `relabel:${it.label}` : (it.decision || "");
+    const opts = [["", "undecided"], ["accept", "accept"], ["reject", "reject"]];
+    if (current() && current().generate) opts.push(["regenerate", "regenerate"]);
+    labels.filter((l) => l !== it.proposed_label).forEach((l) => opts.push([`relabel:${l}`, `relabel → ${l}`]));
+    const off = replaced ? " disabled" : "";
+    const kind = lineage(it).replaces ? " replacement" : "";
+    return `<tr data-item="${esc(it.id)}" data-decision="${esc(it.decision || "undecided")}" class="${replaced ? "replaced" : ""}${kind}">
+      <td>${n}</td><td class="rowtext">${esc(String(it.row[field] ?? it.row.input ?? "").slice(0, 400))}</td>
+      <td>${esc(it.proposed_label)}</td><td class="recorded">${esc(recordedText(it, replaced))}</td>
+      <td><select class="decision${saved ? " saved" : ""}"${off}>${opts.map(([v, t]) =>
+        `<option value="${esc(v)}"${v === chosen ? " selected" : ""}${v === "" ? " disabled" : ""}>${esc(t)}</option>`).join("")}</select></td>
+      <td><input class="reason" maxlength="2000" placeholder="reason" value="${esc(it.note || "")}"${off}></td>
+      <td><button type="button" class="save secondary" hidden>Save</button></td></tr>`;
+  };
+  const showProgress = () => {
+    const items = state.review || [], gone = replacedIds(items);
+    const live = items.filter((it) => !gone.has(it.id));
+    const undecided = live.filter((it) => !it.decision).length;
+    $("#review-progress").textContent = `${live.length - undecided} of ${live.length} rows decided` +
+      (gone.size ? ` · ${gone.size} regenerated` : "") + (undecided ? ` · ${undecided} undecided` : "");
+    $("#review-progress").dataset.undecided = String(undecided);
+  };
+  const renderReview = (items, savedId) => {
+    state.review = items;
+    const gone = replacedIds(items);
+    $("#review-table tbody").innerHTML = ordered(items).map((it, i) => rowHtml(it, i + 1, gone.has(it.id), it.id === savedId)).join("");
+    showProgress();
+    $("#review").hidden = false;
+  };
+  const loadReview = async (savedId) => {
+    const set = current();
+    const items = await api("POST", `/v1/datasets/${set.id}/review`, {n: 50});  // the same 50 rows each time
+    renderReview(items, savedId);
+  };
+  const save = async (tr) => {
+    const sel = $("select.decision", tr), reason = $("input.reason", tr).value.trim(), button = $("button.save", tr);
+    const cut = sel.value.indexOf(":");  // relabel:<label> (a label may hold a colon)
+    const decision = cut < 0 ? sel.value : sel.value.slice(0, cut), label = cut < 0 ? null : sel.value.slice(cut + 1);
+    const fb = $("#train-feedback");
+    fb.innerHTML = "";
+    if ((decision === "reject" || decision === "regenerate") && !reason) {
+      tr.classList.add("needs-reason");
+      fb.innerHTML = `<div class="error" id="reason-needed">Give a reason to ${esc(decision)} row ${esc(tr.cells[0].textContent)}.</div>`;
+      $("input.reason", tr).focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      if (decision === "regenerate") {
+        button.textContent = "Regenerating…";
+        const set = current();
+        await api("POST", `/v1/review/${tr.dataset.item}/regenerate`, {reason, test_set: state.testId, generate: set.generate,
+          judge: set.judge, seed_fraction: Number($("#seed-fraction").value), split_seed: Number($("#split-seed").value)});
+        await loadReview(tr.dataset.item);
+        return;
+      }
+      const it = await api("POST", `/v1/review/${tr.dataset.item}`, {decision, label, note: reason});
+      state.review = state.review.map((x) => (x.id === it.id ? it : x));
+      tr.outerHTML = rowHtml(it, Number(tr.cells[0].textContent), false, true);
+      showProgress();
+    } catch (e) { showError(fb, e); button.disabled = false; button.textContent = "Save"; }
+  };
+  const tbody = $("#review-table tbody");
+  tbody.addEventListener("change", (ev) => {
+    if (!ev.target.matches("select.decision")) return;
+    const tr = ev.target.closest("tr"), v = ev.target.value, button = $("button.save", tr);
+    if (v === "reject" || v === "regenerate") {  // these wait for a reason
+      button.hidden = false;
+      button.textContent = v === "regenerate" ? "Regenerate" : "Reject";
+      $("input.reason", tr).placeholder = "reason (required)";
+      $("input.reason", tr).focus();
+    } else { button.hidden = true; save(tr); }
+  });
+  tbody.addEventListener("click", (ev) => { if (ev.target.matches("button.save")) save(ev.target.closest("tr")); });
+  tbody.addEventListener("keydown", (ev) => {
+    const tr = ev.target.closest("tr");
+    if (ev.key === "Enter" && ev.target.matches("input.reason") && !$("button.save", tr).hidden) save(tr);
+  });
+  return {load: loadReview, replacedIds};
+}
+
 /* ---------------------------------------------------------------- new run: the four steps */
 function initNewRun() {
   const flow = $("#flow");
   const project = flow.dataset.project;
   const presets = JSON.parse($("#preset-specs").textContent);
-  const state = {metric: null, spec: null, testId: null, trainId: null, mode: "upload"};
+  const state = {metric: null, spec: null, testId: null, mode: "upload", review: []};
 
   const go = (n) => {
     $$(".step").forEach((s) => (s.hidden = s.id !== `step-${n}`));
@@ -48,7 +152,10 @@ function initNewRun() {
       const k = Number(li.dataset.step);
       li.className = k === n ? "current" : k < n ? "done" : "";
     });
-    if (n === 4) $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
+    if (n === 4) {
+      $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
+      $("#launch-summary").textContent = launchSummary();
+    }
     window.scrollTo(0, 0);
   };
   $$("#steps li").forEach((li) => li.addEventListener("click", () => { if (li.classList.contains("done")) go(Number(li.dataset.step)); }));
@@ -113,54 +220,56 @@ function initNewRun() {
   $("#test-upload").addEventListener("click", () => sendTest(false));
   $("#test-next").addEventListener("click", () => go(3));
 
-  // step 3
+  // step 3: the training rows (uploaded, generated or judge-labeled), then their review sample
+  const sets = {};  // mode -> {id, judge, generate}: the training set each way gave
+  const current = () => sets[state.mode];
   $$("input[name=train-mode]").forEach((r) => r.addEventListener("change", () => {
     state.mode = r.value;
     for (const m of ["upload", "generate", "label"]) $(`#mode-${m}`).hidden = m !== r.value;
-    $("#train-next").disabled = r.value === "generate" ? false : !state.trainId;
+    $("#train-next").disabled = !current();
+    $("#train-feedback").innerHTML = "";
+    if (current()) loadReview().catch((e) => showError($("#train-feedback"), e)); else $("#review").hidden = true;
   }));
-  const review = async (datasetId) => {
-    const items = await api("POST", `/v1/datasets/${datasetId}/review`, {n: 50});
-    const labels = state.spec.labels || ["true", "false"];
-    const field = (state.spec.shape === "message" || !state.spec.shape) ? "input" : "output";
-    $("#review-table tbody").innerHTML = items.map((it) => `<tr data-item="${esc(it.id)}">
-      <td>${it.position + 1}</td><td class="rowtext">${esc(String(it.row[field] ?? it.row.input ?? "").slice(0, 400))}</td>
-      <td>${esc(it.proposed_label)}</td>
-      <td><select class="decision"><option value="accept">accept</option><option value="reject">reject</option>
-        ${labels.filter((l) => l !== it.proposed_label).map((l) => `<option value="relabel:${esc(l)}">relabel → ${esc(l)}</option>`).join("")}
-      </select></td></tr>`).join("");
-    $$("#review-table select.decision").forEach((sel) => sel.addEventListener("change", async () => {
-      const [decision, label] = sel.value.split(":");
-      try { await api("POST", `/v1/review/${sel.closest("tr").dataset.item}`, {decision, label: label || null}); sel.classList.add("saved"); }
-      catch (e) { showError($("#train-feedback"), e); }
-    }));
-    $("#review").hidden = false;
+  const sameJudge = () => { $("#gen-same-judge").hidden = $("#gen-model").value !== $("#gen-judge").value; };
+  $("#gen-model").addEventListener("change", sameJudge);
+  $("#gen-judge").addEventListener("change", sameJudge);
+  sameJudge();
+
+  const review = reviewTable(state, current);
+  const loadReview = review.load, replacedIds = review.replacedIds;
+  const useSet = async (d, extra = {}) => {
+    sets[state.mode] = {id: d.id, ...extra};
+    $("#train-feedback").innerHTML = datasetSummary(d);
+    $("#train-next").disabled = false;
+    await loadReview();
   };
   $("#train-upload").addEventListener("click", async () => {
     const fb = $("#train-feedback");
     const file = $("#train-file").files[0];
     if (!file) { fb.innerHTML = `<div class="error">Choose a file first.</div>`; return; }
     fb.innerHTML = `<p class="muted">Uploading ${esc(file.name)}…</p>`;
+    try { await useSet(await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "train", testExtra()))); }
+    catch (e) { showError(fb, e); }
+  });
+  $("#gen-run").addEventListener("click", async () => {
+    const fb = $("#train-feedback"), generate = $("#gen-model").value, judge = $("#gen-judge").value;
+    fb.innerHTML = `<p class="muted" id="gen-busy">Generating ${esc($("#gen-size").value)} rows with ${esc(generate)}, judged by ${esc(judge)}…</p>`;
+    $("#gen-run").disabled = true;
     try {
-      const d = await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "train", testExtra()));
-      state.trainId = d.id;
-      fb.innerHTML = datasetSummary(d);
-      $("#train-next").disabled = false;
-      await review(d.id);
+      const d = await api("POST", `/v1/datasets/${state.testId}/generate`, {generate, judge, target_size: Number($("#gen-size").value),
+        seed_fraction: Number($("#seed-fraction").value), split_seed: Number($("#split-seed").value)});
+      await useSet(d, {generate, judge});
     } catch (e) { showError(fb, e); }
+    $("#gen-run").disabled = false;
   });
   $("#label-run").addEventListener("click", async () => {
     const fb = $("#train-feedback");
-    const file = $("#unlabeled-file").files[0];
+    const file = $("#unlabeled-file").files[0], judge = $("#judge-model").value;
     if (!file) { fb.innerHTML = `<div class="error">Choose a file first.</div>`; return; }
-    fb.innerHTML = `<p class="muted">Uploading and labeling with ${esc($("#judge-model").value)}…</p>`;
+    fb.innerHTML = `<p class="muted">Uploading and labeling with ${esc(judge)}…</p>`;
     try {
       const u = await api("POST", `/v1/projects/${project}/datasets`, uploadForm(file, "unlabeled", testExtra()));
-      const d = await api("POST", `/v1/datasets/${u.id}/label`, {judge: $("#judge-model").value.trim()});
-      state.trainId = d.id;
-      fb.innerHTML = datasetSummary(d);
-      $("#train-next").disabled = false;
-      await review(d.id);
+      await useSet(await api("POST", `/v1/datasets/${u.id}/label`, {judge}), {judge});
     } catch (e) { showError(fb, e); }
   });
   $("#train-next").addEventListener("click", () => go(4));
@@ -170,10 +279,20 @@ function initNewRun() {
     const data = {test_set: `dataset:${state.testId}`, seed_fraction: Number($("#seed-fraction").value),
       split_seed: Number($("#split-seed").value)};
     const cfg = {metric: state.metric, data, model: {family: $("#model-family").value}, train: {epochs: Number($("#epochs").value), budget: $("#budget").value}};
-    if (state.mode === "generate") cfg.generate = {model: $("#gen-model").value.trim(), target_size: Number($("#gen-size").value)};
-    else if (state.trainId) data.train_set = `dataset:${state.trainId}`;
+    const set = current();
+    if (set) data.train_set = `dataset:${set.id}`;
+    if (set && set.judge) cfg.judge = set.judge;  // measured against the held-out rows in the report
     if ($("#max-steps").value) cfg.train.max_steps = Number($("#max-steps").value);
     return cfg;
+  };
+  const launchSummary = () => {
+    const set = current();
+    if (!set) return "Training rows: the seed rows only.";
+    const items = state.review || [], gone = replacedIds(items);
+    const count = (d) => items.filter((it) => !gone.has(it.id) && (it.decision || "undecided") === d).length;
+    return `Training rows: dataset ${set.id}` + (set.generate ? `, generated by ${set.generate}` : "") +
+      (set.judge ? `, labeled by the judge ${set.judge}` : "") + `. Review: ${count("accept")} accepted, ` +
+      `${count("reject")} rejected, ${count("relabel")} relabelled, ${gone.size} regenerated, ${count("undecided")} undecided.`;
   };
   ["#model-family", "#budget", "#epochs", "#max-steps"].forEach((s) => $(s).addEventListener("input", () => {
     $("#config-preview").textContent = JSON.stringify(buildConfig(), null, 2);
@@ -230,6 +349,10 @@ function initRun() {
       $("#report").hidden = false;
       $("#report-frame").src = `/v1/runs/${id}/report?format=html`;
       reportShown = true;
+      try {  // the kappa-gap warning, when the training rows scored far above the held-out rows
+        const g = (await api("GET", `/ui/runs/${id}/gap`)).gap;
+        if (g) { $("#run-gap").innerHTML = `<strong>Warning: kappa gap.</strong> ${esc(g.text)}`; $("#run-gap").hidden = false; }
+      } catch (e) { /* best effort: the page shows it when reloaded */ }
     }
     try {
       const events = await api("GET", `/v1/runs/${id}/logs?after=${lastEvent}`);

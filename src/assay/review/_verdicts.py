@@ -1,22 +1,44 @@
 """Human review of routed verdicts (trace, session or span verdicts), and export of reviewed rows as a golden set.
 
 A verdict may have several reviewers; whose label counts is ``_consensus``'s rule (each reviewer's
-latest label, the label most reviewers gave, ties left out and queued as disagreements)."""
+latest label, the label most reviewers gave, ties left out and queued as disagreements). The
+verdicts are the monitor's (``assay.monitor.Store``, a :class:`VerdictStore` here); their reviews are kept
+by ``_store.VerdictReviews``."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ..data import normalize_label, row_hash, write_rows
+from ..data import normalize_label, read_records, row_hash, to_rows, write_rows
 from ..errors import AssayError
 from ._consensus import ANONYMOUS, clean_reviewer, current_reviews, is_judge
-from ._store import Store
 
 
-def _labels_of(store: Store, metric: str) -> list[str]:
+class VerdictStore(Protocol):
+    """What review reads and writes of the monitor's store (``assay.monitor.Store``): the checks it
+    scored, its verdicts with their reviews summarized, and the reviews themselves."""
+
+    def checks(self) -> dict[str, dict[str, Any]]: ...
+
+    def verdict(self, verdict_id: int) -> dict[str, Any] | None: ...
+
+    def verdicts(self, metric: str | None = None, *, trace_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def reviewed(self, metric: str | None = None) -> list[dict[str, Any]]: ...
+
+    def disagreements(self, metric: str | None = None, *, pending: bool = True,
+                      limit: int | None = 50) -> list[dict[str, Any]]: ...
+
+    def reviews(self, verdict_id: int) -> list[dict[str, Any]]: ...
+
+    def add_review(self, verdict_id: int, label: str, reviewer: str | None = None,
+                   note: str | None = None) -> int: ...
+
+
+def _labels_of(store: VerdictStore, metric: str) -> list[str]:
     info = store.checks().get(metric)
     if info is None:
         raise AssayError("a metric the monitor scored", f"'{metric}'", "see `assay review list`", code="not_found")
@@ -25,7 +47,7 @@ def _labels_of(store: Store, metric: str) -> list[str]:
     return list((info.get("spec") or {}).get("labels") or [])
 
 
-def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dict[str, Any]:
+def find_verdict(store: VerdictStore, ref: str | int, metric: str | None = None) -> dict[str, Any]:
     """A verdict by trace id (with ``metric`` when the trace has several verdicts) or by verdict id
     (the only way to pick one span verdict when a metric judged several spans of the trace).
 
@@ -55,7 +77,7 @@ def find_verdict(store: Store, ref: str | int, metric: str | None = None) -> dic
     return _one_for_trace(store, text, metric, found)
 
 
-def _one_for_trace(store: Store, trace_id: str, metric: str | None,
+def _one_for_trace(store: VerdictStore, trace_id: str, metric: str | None,
                    found: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     found = store.verdicts(metric, trace_id=trace_id) if found is None else found
     if len(found) == 1:
@@ -71,7 +93,7 @@ def _one_for_trace(store: Store, trace_id: str, metric: str | None,
                      code="not_found")
 
 
-def label(store: Store, ref: str | int, value: str, *, metric: str | None = None, reviewer: str | None = None,
+def label(store: VerdictStore, ref: str | int, value: str, *, metric: str | None = None, reviewer: str | None = None,
           note: str | None = None) -> dict[str, Any]:
     """Store a reviewer's label for a verdict; the label must be one of the metric's labels.
 
@@ -96,7 +118,7 @@ def label(store: Store, ref: str | int, value: str, *, metric: str | None = None
             "review_status": after.get("review_status"), "reviewers": len(after.get("reviews") or [])}
 
 
-def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def golden_rows(store: VerdictStore, metric: str, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Reviewed rows of one metric as canonical rows with the people's label.
 
     The label of a verdict is its reviewers' consensus (each reviewer's latest label; the label more
@@ -134,7 +156,7 @@ def golden_rows(store: Store, metric: str, counts: dict[str, int] | None = None)
     return list(rows.values())
 
 
-def export(store: Store, metric: str | None = None, *, out: str | Path | None = None,
+def export(store: VerdictStore, metric: str | None = None, *, out: str | Path | None = None,
            append_to: str | Path | None = None) -> dict[str, Any]:
     """Write reviewed rows as a golden-set JSONL (``out``) and/or append them to a training file."""
     if metric is None:
@@ -145,7 +167,7 @@ def export(store: Store, metric: str | None = None, *, out: str | Path | None = 
                              code="invalid_input")
         metric = metrics[0]
     if out is None and append_to is None:
-        raise AssayError("--out FILE or --append FILE", "neither", "say where the golden set goes", code="invalid_input")
+        raise AssayError("--output FILE or --append FILE", "neither", "say where the golden set goes", code="invalid_input")
     counts = {"duplicates_merged": 0, "conflicting_labels": 0, "no_consensus": 0}
     rows = golden_rows(store, metric, counts)
     result: dict[str, Any] = {"metric": metric, "rows": len(rows), "labels": dict(Counter(r["label"] for r in rows)),
@@ -160,11 +182,9 @@ def export(store: Store, metric: str | None = None, *, out: str | Path | None = 
 def _append(rows: list[dict[str, Any]], path: Path) -> dict[str, Any]:
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         raise AssayError("a JSONL training file to append to", f"'{path.name}'",
-                         "export with --out and merge it yourself, or append to a .jsonl file", code="invalid_input")
+                         "export with --output and merge it yourself, or append to a .jsonl file", code="invalid_input")
     existing: dict[str, Any] = {}
     if path.exists():
-        from ..data import read_records, to_rows
-
         if path.stat().st_size:
             for r in to_rows(read_records(path), source=path.stem):
                 existing[row_hash(r)] = r.get("label")

@@ -27,9 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import AssayError
+from ..metrics import load_metric
+from ..providers import label_rows
 from ..stats import agreement_kappa, bootstrap_ci
 from ._consensus import TIE
-from ._store import Store
+from ._verdicts import VerdictStore
 
 __all__ = ["agreement_report", "krippendorff_alpha", "pairwise_agreement", "rater_agreement", "record_judge_labels"]
 
@@ -135,7 +137,7 @@ def _vs_reviewers(verdicts: list[dict[str, Any]], label_of: Any, labels: list[st
     return _r(sum(ks) / len(ks)) if ks else None
 
 
-def _labels(store: Store, metric: str) -> list[str]:
+def _labels(store: VerdictStore, metric: str) -> list[str]:
     checks = store.checks()
     if metric not in checks:
         raise AssayError(f"a metric the monitor has scored ({', '.join(checks) or 'none yet'})", f"'{metric}'",
@@ -144,7 +146,7 @@ def _labels(store: Store, metric: str) -> list[str]:
     return ["pass", "fail"] if info["kind"] == "gate" else list((info.get("spec") or {}).get("labels") or [])
 
 
-def agreement_report(store: Store, metric: str, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def agreement_report(store: VerdictStore, metric: str, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Human-vs-human, judge-vs-human and student-vs-human agreement of one metric's reviewed verdicts."""
     labels = _labels(store, metric)
     verdicts = [v for v in store.verdicts(metric) if v["reviews"] or v["judges"]]
@@ -178,13 +180,10 @@ def agreement_report(store: Store, metric: str, *, n_boot: int = 1000, seed: int
             "human_vs_human": people, "judge_vs_human": judges, "student_vs_human": student}
 
 
-def record_judge_labels(store: Store, metric: str, provider: Any, *, limit: int | None = None,
+def record_judge_labels(store: VerdictStore, metric: str, provider: Any, *, limit: int | None = None,
                         only_reviewed: bool = True) -> dict[str, Any]:
     """Ask an LLM judge (a ``providers`` Provider) for its label of the metric's verdicts and store each as
     a review by ``judge:<provider id>`` (only verdicts people reviewed, by default, and not judged yet)."""
-    from ..metrics import load_metric
-    from ..providers import label_rows
-
     info = store.checks().get(metric)
     if info is None or info["kind"] != "evaluator" or not info.get("spec"):
         raise AssayError("an evaluator metric the monitor scored", f"'{metric}'", "pick an evaluator metric",
