@@ -361,6 +361,8 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
            f"rows (split by train() itself), nothing else; 2k = the same seeds + {args.n_train} uploaded rows "
            "(fewer when the file has fewer)",
            f"- max_length {args.max_length}; torch threads {args.threads}; seed {args.seed}; bootstrap {args.bootstrap}",
+           "- process: " + ("every cell in one shared process (peak RSS: the whole run's)" if args.shared_process
+                            else "each cell in a fresh spawned process (peak RSS: the cell's own train())"),
            f"- threshold objective: {args.threshold_objective or 'the config default'}; contrastive candidate: "
            + (f"{args.contrastive_steps or 'default'} steps per tuning" if "contrastive" in args.candidates
               else "not run"),
@@ -399,13 +401,44 @@ def _assay_version() -> str:
     return assay.__version__
 
 
+def _cell_setup(threads: int) -> None:
+    import torch
+
+    from assay.evaluator._linear import EmbedFeatures
+    from assay.evaluator._lm_features import LmFeatures
+
+    torch.set_num_threads(threads)
+    EmbedFeatures.cache = {}  # each distinct row is embedded once per process
+    LmFeatures.cache = {}
+
+
+def _run_cell(ds: Dataset, regime: str, test: list[dict[str, Any]], uploaded: list[dict[str, Any]],
+              args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """One cell, by default in a fresh process of its own (spawned: nothing inherited), so its peak RSS
+    is the cell's own and no memo or allocator state of an earlier cell helps or hurts it."""
+    if args.shared_process:
+        return run_one(ds, regime, test, uploaded, args, work, log)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_cell_setup, initargs=(args.threads,)) as pool:
+        out = pool.submit(run_one, ds, regime, test, uploaded, args, work, _log).result()
+    out["process"] = "its own (spawned)"
+    return out
+
+
+def _log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: few rows, few steps")
     p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
     p.add_argument("--regimes", default=",".join(REGIMES))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the shared JSONL files")
-    p.add_argument("--candidates", default="tfidf,embed,hybrid", help="train.candidates of the shipped evaluator")
+    p.add_argument("--candidates", default="tfidf,embed,lm,hybrid", help="train.candidates of the shipped evaluator")
     p.add_argument("--encoder-datasets", default="toxicity,pii",
                    help="datasets where the encoder candidate (in the config default) joins --candidates")
     p.add_argument("--cv-folds", type=int, default=5)
@@ -426,16 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="keep data and artifacts in this folder")
     p.add_argument("--out", type=Path, default=None, help="Markdown output (default results/LATEST.md)")
+    p.add_argument("--shared-process", action="store_true",
+                   help="run every cell in this process (faster: one embedding memo) instead of one fresh "
+                        "process per cell; the peak RSS column is then the whole run's, not the cell's")
     args = p.parse_args(argv)
     if args.quick:
         args.n_eval, args.n_train, args.n_seeds, args.bootstrap = 60, 200, 40, 100
         args.setfit_steps, args.max_length, args.latency_rows = 4, 64, 8
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from assay.evaluator._linear import EmbedFeatures
-
-    EmbedFeatures.cache = {}  # each distinct row is embedded once per process
+    _cell_setup(args.threads)
     names = args.datasets.split(",")
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
@@ -467,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "error": f"not run: the {args.budget_minutes}-minute budget was spent"})
                     continue
                 try:
-                    r = run_one(ds, regime, test, uploaded, args, work, log)
+                    r = _run_cell(ds, regime, test, uploaded, args, work, log)
                     r["sampling"] = notes
                     results.append(r)
                     log(f"[{n}/{regime}] shipped {_f(r['student'].get('kappa'))} tfidf "

@@ -56,8 +56,17 @@ def test_retrain_then_register_in_two_commands(tmp_path):
     assert reg_out.exit_code == 0, reg_out.output
     assert json.loads(reg_out.stdout)["full_name"] == "toxicity-v2"
 
+    # the same reviews again: toxicity-v2 trained on all of them, so nothing is queued (issue 26)
+    same = runner.invoke(cli, [*base, "--yes"])
+    assert same.exit_code == 2 and "0 new of 12 reviewed verdicts" in same.stderr
+    assert "12 already training rows of toxicity-v2" in same.stderr and len(reg.runs.list()) == 2
+
     # the text form says what comes next; a second retrain starts from the new version
+    store = Store(tmp_path / "monitor.db")
+    add_reviews(store, rows=[("zqxreviewed one more", "true")])
+    store.close()
     again = runner.invoke(cli, [*base, "--yes"])
     assert again.exit_code == 0, again.output
-    assert "toxicity-v2's config + 12 reviewed verdicts" in again.stdout and "assay register run_" in again.stdout
+    assert "toxicity-v2's config + 1 new of 13 reviewed verdicts (12 already training rows of toxicity-v2" \
+        in again.stdout and "assay register run_" in again.stdout
     reg.close()

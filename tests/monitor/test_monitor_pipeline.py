@@ -223,8 +223,8 @@ def test_http_ingest_endpoint(tmp_path):
                 {"key": "output.value", "value": {"stringValue": "noted"}}]}]}]}]}
         code, out = post(json.dumps(otlp))
         assert code == 200 and [v["trace_id"] for v in out["verdicts"]] == ["otel-1"]
-        code, out = post("x", "application/x-protobuf")
-        assert code == 415 and "http/json" in out["error"]["fix"]
+        code, out = post("x", "application/x-protobuf")  # protobuf is decoded now (issue 25): this one is bad
+        assert code == 400 and out["error"]["code"] == "invalid_input" and "protobuf" in out["error"]["expected"]
         with urllib.request.urlopen(srv.url + "/health", timeout=10) as resp:
             assert json.loads(resp.read())["ok"] is True
     finally:

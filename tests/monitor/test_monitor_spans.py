@@ -14,8 +14,8 @@ from assay.cli import cli
 from assay.errors import AssayError
 from assay.metrics import MetricSpec, get_preset
 from assay.monitor import Monitor, RouteConfig, Store, Verdict, export_golden, review_label
-from assay.monitor._review import find_verdict
 from assay.monitor._store import MIGRATIONS
+from assay.review import find_verdict
 from assay.testing import MockEvaluator
 from assay.traces import read_traces, rows_for
 
@@ -142,7 +142,7 @@ def test_migrating_a_store_from_before_span_verdicts_keeps_verdicts_and_reviews(
     db.commit()
     db.close()
     store = Store(path)
-    assert store.version() == len(MIGRATIONS) == 3
+    assert store.version() == len(MIGRATIONS) >= 3  # step 3 and every later one applied
     rows = store.verdicts("pii")
     assert [(v["id"], v["trace_id"], v["span_id"], v["score"]) for v in rows] == [(1, "t1", None, 0.55),
                                                                                  (2, "t2", None, 0.1)]

@@ -144,7 +144,7 @@ def test_every_kappa_entry_point_is_the_one_implementation():
     import numpy as np
     from sklearn.metrics import cohen_kappa_score
 
-    from assay.providers import measure_judge  # noqa: F401 - the judge's kappa is agreement_kappa (below)
+    from assay.providers import measure_judge  # noqa: F401 - the judge's kappa: stats.judge_agreement (cohen_kappa)
     from assay.report import agreement_kappa, cohen_kappa, kappa_of_confusion
     from assay.train._calibrate import _objective
 

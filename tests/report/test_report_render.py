@@ -3,6 +3,7 @@
 import json
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def _mock(metric, threshold=None):
     else:
         rules = {"keywords": {"hate": [0.7, 0.2, 0.1], "idiot": [0.1, 0.8, 0.1]}, "default": [0.1, 0.1, 0.8]}
     ev = MockEvaluator(metric, threshold=threshold, info={"family": "encoder", "base": "fake"}, **rules)
-    ev.temperature = 1.3  # applied, as the real Evaluator's
+    ev.calibration = replace(ev.calibration, temperature=1.3)  # applied, as the real Evaluator's
     return ev
 
 
@@ -55,8 +56,9 @@ def test_evaluate_binary_report(tmp_path):
     assert s["n"] == 60 and s["threshold"] == 0.5 and s["kappa"] > 0.5
     assert sum(map(sum, s["confusion"])) == 60
     assert set(rep["baselines"]) == {"majority", "tfidf_logreg"}
-    assert rep["systems"]["judge"]["unanswered"] == 1 and rep["systems"]["judge"]["n"] == 59
-    assert rep["systems"]["judge"]["kappa"] == 1.0
+    j = rep["systems"]["judge"]  # the unanswered row counts as a disagreement (stats.judge_agreement)
+    assert j["unanswered"] == 1 and j["answered"] == 59 and j["n"] == 60 and sum(map(sum, j["confusion"])) == 59
+    assert 0.9 < j["kappa"] < 1.0 and j["accuracy"] == pytest.approx(59 / 60) and j["f1_macro"] == 1.0
     assert rep["reliability"]["confidence"] and rep["reliability"]["positive"]
     assert "reliability" not in s and "reliability" not in rep["baselines"]["majority"]
     assert rep["speed"]["rows_timed"] == 16 and rep["speed"]["best_rows_per_s"] > 0

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from assay.server import create_app
 from assay.server._judge_api import TuneJob
-from assay.server._ui import KAPPA_GAP, kappa_gap
+from assay.server._ui import KAPPA_GAP, overfit_gap
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "artifacts" / "toxicity-tfidf-v1"
 GEN = {"generate": "mock/generator", "judge": "mock/judge", "seed_fraction": 0.25}
@@ -123,7 +123,7 @@ def test_run_page_warns_when_training_kappa_is_far_above_held_out(reg):
         _set_report(reg, run_id, cv=0.74, held=0.74 - KAPPA_GAP / 2)
         assert "Warning: kappa gap." not in c.get(f"/runs/{run_id}").text
         assert c.get(f"/ui/runs/{run_id}/gap").json() == {"gap": None}
-    assert kappa_gap({"student": {"kappa": 0.1}}) is None  # no selection: no CV figure, no warning
+    assert overfit_gap({"student": {"kappa": 0.1}}) is None  # no selection: no CV figure, no warning
 
 
 def test_metric_page_links_tune_judge_and_a_finished_tuning_starts_a_run(reg):

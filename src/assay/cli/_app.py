@@ -45,6 +45,29 @@ class AssayGroup(click.Group):
         ctx.exit(2)
 
 
+class _HiddenAliases(click.Option):
+    """An option that also answers to names ``--help`` does not show (old spellings kept working)."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> Any:
+        shown = self.opts
+        self.opts = [o for o in shown if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+def output_option(help: str, name: str = "output", **kwargs: Any) -> Any:
+    """The one spelling of "where to write" on every command that writes a file or folder: ``--output``
+    (``-o``); ``--out`` is kept as a hidden alias. ``name``: the command's parameter name."""
+    return click.option("--output", "-o", "--out", name, cls=_HiddenAliases, hidden_aliases=("--out",),
+                        type=click.Path(), help=help, **kwargs)
+
+
 @click.group(cls=AssayGroup)
 @click.version_option(package_name="assay")
 def cli() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import AssayError
-from ._app import cli, emit
+from ._app import cli, emit, output_option
 from ._train import _pairs, apply_overrides
 
 
@@ -99,7 +99,7 @@ def generate_cmd(config_path: str, overrides: tuple[str, ...], as_json: bool, qu
 @click.option("--metric", "-m", "metric_ref", required=True, help="Preset name or metric YAML.")
 @click.option("--judge", "-j", "judge", required=True, help="The judge model as provider/model.")
 @click.option("--base-url", help="OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama...).")
-@click.option("--output", "-o", required=True, type=click.Path(), help="Labeled rows (.jsonl or .csv).")
+@output_option("Labeled rows (.jsonl or .csv).", required=True)
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Provider option (repeatable).")
@@ -158,7 +158,7 @@ def label_cmd(data: str, metric_ref: str, judge: str, base_url: str | None, outp
 
 # --- review of generated rows -------------------------------------------------------------------
 def _review_log(target: str) -> Any:
-    from ..synth import ReviewLog
+    from ..review import ReviewLog
 
     p = Path(target)
     folder = p if p.is_dir() else _config(target).data_dir()

@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from ._app import cli, emit
+from ._app import cli, emit, output_option
 
 
 @cli.command("discover", short_help="Failure modes from reviewer notes -> binary checks ready for `assay train`.")
 @click.argument("traces", type=click.Path())
 @click.option("--provider", "-p", "provider", required=True, metavar="NAME/MODEL",
               help="The LLM that names each failure mode, writes its check and judges rows (mock/... in tests).")
-@click.option("--out", "-o", "out", required=True, type=click.Path(), help="Folder for the report and the checks.")
+@output_option("Folder for the report and the checks.", name="out", required=True)
 @click.option("--metric", "-m", help="The reviewed metric (preset, YAML, or a check name in a monitor database): "
                                      "its failing label and shape.")
 @click.option("--note-field", help="Where the descriptions are when not in note/rationale/reason (a dotted path, "
@@ -31,7 +31,7 @@ from ._app import cli, emit
                                                      "categories.")
 @click.option("--encoder", default="minilm", show_default=True, help="Base model that embeds the descriptions.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace an earlier discovery in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier discovery in --output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def discover_cmd(traces: str, provider: str, out: str, metric: str | None, note_field: str | None,

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import AssayError
-from ._app import cli, emit
+from ._app import cli, emit, output_option
 
 
 def _load(config_path: str, judge: str | None) -> tuple[Any, Any, list[dict[str, Any]], Any]:
@@ -63,8 +63,8 @@ def _say(quiet: bool, as_json: bool):
                    "past it is not started.")
 @click.option("--judge", default=None, help="provider/model instead of the config's judge:.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", type=click.Path(), default=None,
-              help="Folder for metric.yaml, tune_report.json and tune_report.md (default: runs/<metric>-judge).")
+@output_option("Folder for metric.yaml, tune_report.json and tune_report.md (default: runs/<metric>-judge).",
+               name="out", default=None)
 @click.option("--overwrite", is_flag=True, help="Replace a tuning report already in the folder.")
 @click.option("--estimate", is_flag=True, help="Print the judge calls, tokens and dollars it would take; call nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -97,7 +97,7 @@ def tune_judge_cmd(config_path: str, rounds: int, candidates: int, budget: float
     folder = _out_dir(cfg, metric, out)
     if (folder / FILES["report"]).exists() and not overwrite:
         raise AssayError("a new folder for the tuning report", f"a tuning report already at {folder}",
-                         "pass --overwrite to replace it, or choose another folder with --out", code="output_exists")
+                         "pass --overwrite to replace it, or choose another folder with --output", code="output_exists")
     provider = _provider(cfg, pcfg)
     result = tune_judge(metric, seeds, provider, rounds=rounds, budget_usd=budget, seed=seed, candidates=candidates,
                         progress=_say(quiet, as_json))
@@ -129,8 +129,8 @@ def _k(a: dict[str, Any]) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Judge at most this many seed rows.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-questions", is_flag=True, help="Deterministic questions, no provider call for them.")
-@click.option("--out", "out", type=click.Path(), default=None,
-              help="Folder for ambiguous.jsonl and consistency.json (default: runs/<metric>-judge).")
+@output_option("Folder for ambiguous.jsonl and consistency.json (default: runs/<metric>-judge).", name="out",
+               default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def judge_consistency_cmd(config_path: str, samples: int, temperature: float, paraphrases: tuple[str, ...],
                           judge: str | None, limit: int | None, seed: int, no_questions: bool, out: str | None,

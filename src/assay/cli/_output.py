@@ -5,7 +5,8 @@ Libraries print progress bars (tqdm in transformers' GGUF conversion, "Loading w
 command runs inside :func:`captured`, anything written to ``sys.stderr`` by those libraries is
 kept in a buffer instead of reaching the terminal; assay's own lines go to the real stderr:
 
-- ``[stage] message``: one progress line per stage (none with ``--quiet``);
+- ``[stage] message``: one progress line per stage, on a terminal updated in place, elsewhere repeated
+  with the latest message every ``PROGRESS_EVERY`` seconds (none with ``--quiet``);
 - ``warning: message``: an assay warning (a ``warnings.warn`` from assay code or a record of
   the ``assay`` logger), once each (none with ``--quiet``: they are kept in the artifact's notes);
 - ``error: ...``: printed by the command group after the block ends.
@@ -20,11 +21,13 @@ import io
 import logging
 import os
 import sys
+import time
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 _KEEP = 200_000  # characters of library output kept for a crash
+PROGRESS_EVERY = 5.0  # seconds: the longest a stage's progress goes unprinted when stderr is not a terminal
 
 
 class _Sink(io.TextIOBase):
@@ -88,20 +91,23 @@ class Output:
         if not self.quiet:
             self.line(f"warning: {message}")
 
-    def status_printer(self) -> Callable[[str, "float | None", str], None]:
+    def status_printer(self, every: float | None = None) -> Callable[[str, "float | None", str], None]:
         """An ``on_status(stage, fraction, message)`` callback: one line per stage.
 
-        Within a stage later messages replace the line on a terminal; elsewhere only the
-        stage's first message and its final one (fraction 1) are printed.
+        Within a stage later messages replace the line on a terminal; elsewhere (a log, CI) the
+        stage's first message, then the latest one at most every ``every`` seconds (default
+        ``PROGRESS_EVERY``: training's step / loss / ETA keeps showing), and its final one (fraction 1).
         """
-        state: dict[str, object] = {"stage": None}
+        every = PROGRESS_EVERY if every is None else every
+        state: dict[str, Any] = {"stage": None, "printed": 0.0}
 
         def show(stage: str, fraction: float | None, message: str) -> None:
             if self.quiet:
                 return
             text = f"[{stage}] {message}"
+            now = time.monotonic()
             if stage != state["stage"]:
-                state["stage"] = stage
+                state["stage"], state["printed"] = stage, now
                 if self.tty and fraction is not None and fraction < 1:
                     self._close()
                     self.stream.write(text)
@@ -116,7 +122,8 @@ class Output:
                 self._open_line = True
                 if fraction is not None and fraction >= 1:
                     self._close()
-            elif fraction is not None and fraction >= 1:
+            elif (fraction is not None and fraction >= 1) or now - state["printed"] >= every:
+                state["printed"] = now
                 self.line(text)
 
         return show

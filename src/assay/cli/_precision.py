@@ -66,7 +66,7 @@ def artifact_family(folder: str | Path) -> str | None:
     from ..evaluator._artifact import read_info
 
     try:
-        return read_info(Path(folder)).get("family")
+        return read_info(Path(folder)).family
     except AssayError:
         return None
 
@@ -86,7 +86,8 @@ def check_artifact(precision: str, folder: str | Path, name: str | None = None) 
 
 def open_at(folder: str | Path, version: Any = None, precision: str = "auto") -> Any:
     """The evaluator of a resolved artifact at ``precision``, checked against this machine and the
-    artifact first, with the registered version's threshold (:func:`assay.monitor._checks.open_evaluator`)."""
+    artifact first, deciding with the registered version's threshold and operator
+    (:func:`assay.monitor._checks.open_evaluator`)."""
     from ..monitor._checks import open_evaluator
 
     check_machine(precision)

@@ -32,6 +32,7 @@ def _local(name: str, monitor_db: str | None, yes: bool, as_json: bool, db: str 
     from ..monitor import retrain, reviewed_rows
     from ..monitor._retrain import _open_store
     from ..registry import Registry
+    from ..registry._retrain import no_new_reviews, reviews_text, triage_reviews
 
     reg = Registry(db, artifacts, allow_local_paths=True)
     version = reg.metrics.get(name)
@@ -42,9 +43,12 @@ def _local(name: str, monitor_db: str | None, yes: bool, as_json: bool, db: str 
         if store is not None:
             store.close()
     if rows:  # none: retrain() below says so, with where it looked
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(str(r.get("label")) for r in rows).items()))
-        _confirm(f"Queue a new run of {version.full_name}'s config with {len(rows)} reviewed verdicts ({counts}) "
-                 "added as training rows?", yes, as_json)
+        kept, triage = triage_reviews(reg, version, rows)
+        if not triage["new"]:
+            raise no_new_reviews(version.full_name, triage)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(Counter(str(r.get("label")) for r in kept).items()))
+        _confirm(f"Queue a new run of {version.full_name}'s config with {reviews_text(triage, version.full_name)} "
+                 f"added as training rows ({counts})?", yes, as_json)
     return retrain(name, monitor_db=monitor_db, registry=reg).model_dump(mode="json")
 
 
@@ -72,9 +76,12 @@ def retrain_cmd(name: str, monitor_db: str | None, yes: bool, db: str | None, ar
         run = Client(url, api_key=api_key).retrain(name)
     else:
         run = _local(name, monitor_db, yes, as_json, db, artifacts)
+    from ..registry._retrain import reviews_text
+
     origin = run.get("retrain_of") or {}
+    added = (reviews_text(origin["reviews"], str(origin.get("version"))) if origin.get("reviews")
+             else f"{origin.get('reviewed_rows')} reviewed verdicts")
     emit(run, as_json,
-         f"queued run {run['id']} ({run['name']}): {origin.get('version')}'s config + {origin.get('reviewed_rows')} "
-         f"reviewed verdicts as training rows\n"
+         f"queued run {run['id']} ({run['name']}): {origin.get('version')}'s config + {added} as training rows\n"
          f"next: a worker trains it (`assay worker`); its report compares it with {origin.get('version')} on the "
          f"same held-out rows; then `assay register {run['id']}` makes the next version of {origin.get('metric')}")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import AssayError
-from ._app import cli, emit
+from ._app import cli, emit, output_option
 from ._precision import precision_option
 
 
@@ -54,6 +54,17 @@ def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[st
     return data
 
 
+def _warn(message: str) -> None:
+    """An assay warning on stderr (through the command's Output while library output is captured)."""
+    from ._output import current
+
+    out = current()
+    if out is not None:
+        out.warning(message)
+    else:
+        click.echo(f"warning: {message}", err=True)
+
+
 def _status_printer(quiet: bool):
     """One assay line per stage on stderr (see _output.py); nothing with --quiet."""
     from ._output import current
@@ -71,7 +82,7 @@ def _status_printer(quiet: bool):
 
 @cli.command("train")
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path())
-@click.option("--output", "-o", type=click.Path(), help="Artifact directory (overrides `output:`).")
+@output_option("Artifact directory (overrides `output:`).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a config value, e.g. --set train.max_steps=100 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -114,14 +125,9 @@ def train_cmd(config_path: str, output: str | None, overrides: tuple[str, ...], 
         "temperature": round(result.evaluator.temperature, 4),
         "report": result.evaluator.info.get("report_summary"),
     }
-    text = f"artifact: {result.artifact_dir}"
-    if result.report:
-        from ..report import summary_line
+    from ..report import summary_line
 
-        text += "\n" + summary_line(result.report)
-    else:
-        text += "\n(no held-out report: assay.report is not installed)"
-    emit(summary, as_json, text)
+    emit(summary, as_json, f"artifact: {result.artifact_dir}\n{summary_line(result.report)}")
 
 
 def _artifact_metric(artifact: str) -> Any:
@@ -129,27 +135,16 @@ def _artifact_metric(artifact: str) -> Any:
     from ..evaluator import read_info
     from ..metrics import load_metric
 
-    info = read_info(artifact)
-    if not isinstance(info.get("metric"), dict):
-        raise AssayError("a metric in evaluator.json", f"none in {artifact}", "re-run assay train",
-                         code="invalid_artifact")
-    return load_metric(info["metric"]), info
+    info = read_info(artifact)  # EvaluatorInfo: validated, its metric a mapping
+    return load_metric(info.metric), info
 
 
-def trained_row_hashes(artifact: str | Path, info: dict[str, Any] | None = None) -> set[str]:
-    """Content hashes of the rows an artifact trained on: split.json's ``trained_on`` (the training and
-    calibration rows), or for older artifacts its seeds when the run trained on them."""
-    from ..evaluator._artifact import SPLIT_FILE
+def trained_row_hashes(artifact: str | Path, info: Any = None) -> set[str]:
+    """Content hashes of the rows an artifact trained on (``assay.monitor._eval.trained_row_hashes``:
+    split.json's ``trained_on``, or for older artifacts its seeds when the run trained on them)."""
+    from ..monitor._eval import trained_row_hashes as read
 
-    path = Path(artifact) / SPLIT_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
-    if isinstance(manifest.get("trained_on"), list):
-        return set(manifest["trained_on"])
-    data_cfg = ((info or {}).get("config") or {}).get("data") or {}
-    return set(manifest.get("seeds") or []) if data_cfg.get("train_on_seeds", True) else set()
+    return read(artifact, info)
 
 
 class _WithProgress:
@@ -194,19 +189,20 @@ _ENCODING_HELP = "Text encoding of the data file (default UTF-8), e.g. latin-1 o
 
 
 @cli.command("evaluate", short_help="Agreement report of one artifact on labeled rows (kappa, F1, ECE).")
-@click.argument("artifact", type=click.Path())
+@click.argument("artifact")
 @click.argument("data", type=click.Path())
 @click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable).")
 @click.option("--label-map", "-l", multiple=True, help="file_label=metric_label (repeatable).")
 @click.option("--encoding", help=_ENCODING_HELP)
 @click.option("--include-trained", is_flag=True,
               help="Keep rows the artifact trained on (by default they are left out and counted).")
-@click.option("--output", "-o", type=click.Path(), help="Write report.json/.md/.html into this folder.")
+@output_option("Write report.json/.md/.html into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: tuple[str, ...], encoding: str | None,
                  include_trained: bool, output: str | None, as_json: bool, quiet: bool) -> None:
-    """Evaluate an artifact on labeled rows: agreement, calibration, speed.
+    """Evaluate an artifact (a folder or a registered metric name) on labeled rows: agreement,
+    calibration, speed.
 
     For pass rates of several evaluators and gates over traces (a CI gate), use `assay eval`.
 
@@ -214,15 +210,16 @@ def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: t
     split.json) are left out and counted: figures on them would not be held-out figures.
     """
     from ..data import row_hash
-    from ..evaluator import Evaluator
+    from ..monitor._checks import open_evaluator, resolve_artifact
     from ..report import evaluate, summary_line, write_report
 
     show = _status_printer(quiet)
-    metric, info = _artifact_metric(artifact)
+    folder, version = resolve_artifact(artifact)  # a folder or a registered name (its file hashes checked)
+    metric, info = _artifact_metric(str(folder))
     rows = _load_input(data, metric, column, label_map, encoding, labeled=True).rows
     excluded = 0
     if not include_trained:
-        trained = trained_row_hashes(artifact, info)
+        trained = trained_row_hashes(folder, info)
         kept = [r for r in rows if row_hash(r) not in trained]
         excluded = len(rows) - len(kept)
         if not kept:
@@ -233,7 +230,7 @@ def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: t
         if excluded:
             show("reading", None, f"left out {excluded} rows the artifact trained on; evaluating {len(rows)}")
     show("loading", None, f"loading the evaluator from {artifact}")
-    ev = Evaluator.from_pretrained(artifact)
+    ev = open_evaluator(folder, version)  # a registered version decides with its threshold and operator
     show("evaluating", 0.0, f"scoring {len(rows)} rows")
     report = evaluate(_WithProgress(ev, show, "evaluating"), rows)
     report["excluded_trained_rows"] = excluded
@@ -249,42 +246,29 @@ def evaluate_cmd(artifact: str, data: str, column: tuple[str, ...], label_map: t
     emit(report, as_json, text)
 
 
-def _rows_to_score(data: str, metric: Any, column: tuple[str, ...], encoding: str | None
-                   ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, Any]]:
-    """(rows, skipped, ingest summary) of a data file for the metric: canonical rows (after
-    --column), else, for a JSON/JSONL file without the metric's columns, its traces' rows."""
-    from ..data import read_records, to_rows, validate_rows
+def _rows_to_score(data: str, metric: Any, column: tuple[str, ...], encoding: str | None) -> Any:
+    """The rows of a data file for the metric (``assay.batch.read_rows``): canonical rows (after
+    --column), else, for a JSON/JSONL file without the metric's columns, its traces' rows (what
+    `assay traces` reads); lines that are not JSON are counted with their line numbers."""
+    from ..batch import read_rows
 
-    path = Path(data)
-    try:
-        # every row is scored, exact duplicates too: the validation only checks the fields
-        rows = to_rows(read_records(path, encoding=encoding), _pairs(column, "--column"), source=path.stem)
-        validate_rows(rows, metric, labeled=False, source=path.name).raise_for_errors(path.name)
-        return rows, {}, {}
-    except AssayError as exc:
-        if exc.code != "missing_column" or column or path.suffix.lower() not in (".json", ".jsonl", ".ndjson"):
-            raise
-        problem = exc
-    from ..monitor import load_dataset
-    from ..traces import rows_for
+    return read_rows(data, metric, columns=_pairs(column, "--column"), encoding=encoding)
 
-    try:
-        ing = load_dataset(path)
-        traced, skipped = rows_for(ing.traces, metric)
-    except AssayError:
-        traced = []
-    if not traced:
-        raise problem  # neither rows with the metric's columns nor traces: the missing column
-    return traced, dict(skipped), ing.summary()
 
+def _bad_lines_text(read: Any, data: str) -> str:
+    first = "; ".join(f"line {b['line']}: {b['error']}" for b in read.bad_lines)
+    more = f" (first {len(read.bad_lines)})" if read.bad > len(read.bad_lines) else ""
+    return f"{read.bad} lines of {Path(data).name} are not JSON objects and were not scored{more}: {first}"
+
+
+BAD_LINES_EXIT = 1  # `assay score`: every good row scored, but some lines of the file were not JSON
 
 _SCORE_OPTIONS = [
     click.argument("artifact"),
     click.argument("data", type=click.Path()),
     click.option("--column", "-c", multiple=True, help="canonical=column, e.g. input=text (repeatable)."),
     click.option("--encoding", help=_ENCODING_HELP),
-    click.option("--output", "--out", "-o", "output", type=click.Path(),
-                 help="Write scores to .jsonl or .csv (default: JSONL on stdout)."),
+    output_option("Write scores to .jsonl or .csv (default: JSONL on stdout)."),
     click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None, help="Rows per forward pass."),
     click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                  help="local: in this process; ray: a local Ray Data actor pool (pip install 'assay[ray]')."),
@@ -313,9 +297,12 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
     """Score rows (labels optional) with an artifact or a registered metric name: one record per row
     (id, trace_id, label, score, confidence, probabilities, tokens, truncated), in process or on Ray.
 
-    DATA is a CSV/JSONL/Parquet file of rows (map columns with --column) or a trace export."""
-    from ..monitor import score_file
-    from ..monitor._checks import resolve_artifact
+    DATA is a CSV/JSONL/Parquet file of rows (map columns with --column) or a trace export (what
+    `assay traces` reads: OTLP JSON, spans, runs, plain traces). Lines that are not JSON are counted
+    (their line numbers in the warning and in --json's bad_lines), the rest scored, and the exit
+    status is 1."""
+    from ..batch import score_file
+    from ..monitor._checks import load_evaluator, resolve_artifact
     from ._precision import check_artifact, check_machine, open_at
 
     show = _status_printer(quiet)
@@ -327,12 +314,15 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
         raise AssayError("--precision auto with --engine ray (each Ray actor loads the evaluator at auto)",
                          f"--precision {precision}", "drop --precision, or score with --engine local",
                          code="invalid_input")
-    rows, skipped, ingest = _rows_to_score(data, metric, column, encoding)  # checked before the model loads
+    read = _rows_to_score(data, metric, column, encoding)  # checked before the model loads
+    rows, skipped, ingest = read.rows, read.skipped, read.ingest
+    if read.bad:
+        _warn(_bad_lines_text(read, data))
     if engine == "ray":  # each actor loads the evaluator (hashes checked, the version's threshold applied)
         show("scoring", None, f"{len(rows)} rows on Ray ({concurrency} actors, {num_cpus} CPUs)")
         start = time.monotonic()
         records = score_file(artifact, rows, engine="ray", batch_size=batch_size or 64, concurrency=concurrency,
-                             num_cpus=num_cpus, num_gpus=num_gpus).scores
+                             num_cpus=num_cpus, num_gpus=num_gpus, load=load_evaluator).scores
     else:
         show("loading", None, f"loading the evaluator from {artifact}")
         ev = open_at(folder, version, precision)  # the registered version's threshold applies
@@ -348,6 +338,8 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
     if output is None:
         for rec in records:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if read.bad:
+            raise SystemExit(BAD_LINES_EXIT)
         return
     out = Path(output)
     if out.suffix.lower() == ".csv":
@@ -367,8 +359,12 @@ def score_cmd(artifact: str, data: str, column: tuple[str, ...], encoding: str |
     summary = {"rows": len(records), "output": str(out), "labels": counts,
                "truncated": sum(bool(r.get("truncated")) for r in records), "engine": engine,
                "seconds": round(seconds, 3), "rows_per_second": round(len(records) / seconds, 2) if seconds else None,
-               "skipped": skipped, "ingest": ingest, "precision": precision}
-    emit(summary, as_json, f"scored {len(records)} rows -> {out}  {counts}")
+               "skipped": skipped, "ingest": ingest, "precision": precision, "bad_lines": read.bad_summary()}
+    text = f"scored {len(records)} rows -> {out}  {counts}"
+    emit(summary, as_json, text + (f"\n{read.bad} bad lines not scored (exit status {BAD_LINES_EXIT})"
+                                   if read.bad else ""))
+    if read.bad:
+        raise SystemExit(BAD_LINES_EXIT)
 
 
 @cli.command("batch-score", hidden=True)
@@ -380,34 +376,82 @@ def batch_score_cmd(ctx: click.Context, **kwargs: Any) -> None:
     ctx.invoke(score_cmd, **kwargs)
 
 
+def _base_text(base: Any) -> str:
+    """A base model as ``name (source: path)``; ``none`` when none is recorded."""
+    if base is None or not getattr(base, "name", None):
+        return "none"
+    where = ": ".join(str(x) for x in (getattr(base, "source", None), getattr(base, "path", None)) if x)
+    return f"{base.name} ({where})" if where else str(base.name)
+
+
+def _blocks(info: Any) -> dict[str, str]:
+    """Each feature block of a linear / hybrid artifact and the base model it runs: TF-IDF none, the
+    embedding blocks the artifact's base (MiniLM by default), the ``lm`` block the one ``linear.lm`` names."""
+    lin = info.linear
+    out: dict[str, str] = {}
+    for name in (lin.blocks if lin is not None else []):
+        if name == "tfidf":
+            out[name] = "no base model (word and character n-grams)"
+        elif name in ("embed", "contrastive"):
+            tuned = ", fine-tuned on contrastive pairs (weights in the artifact)" if name == "contrastive" else ""
+            out[name] = f"base {_base_text(info.base)}{tuned}"
+        elif name == "lm":
+            rec = dict(getattr(lin, "lm", None) or {})
+            extra = ", ".join(f"{k} {rec[k]}" for k in ("package", "layers") if rec.get(k))
+            out[name] = f"base {rec.get('base') or 'not recorded'}" + (f" ({extra})" if extra else "")
+        else:
+            out[name] = "unknown block"
+    return out
+
+
+def _inspect_base(info: Any, blocks: dict[str, str]) -> str:
+    """The ``base`` line: the base model, or for a linear artifact which blocks run one."""
+    if info.family not in ("linear", "hybrid") or not blocks:
+        return _base_text(info.base)
+    with_base = [n for n, text in blocks.items() if text.startswith("base ")]
+    if not with_base:
+        return "none (" + ", ".join(blocks) + " features: no base model)"
+    return "; ".join(f"{n}: {blocks[n][len('base '):]}" for n in with_base)
+
+
 @cli.command("inspect")
-@click.argument("artifact", type=click.Path())
+@click.argument("artifact")
 @click.option("--json", "as_json", is_flag=True, help="Print evaluator.json.")
 def inspect_cmd(artifact: str, as_json: bool) -> None:
-    """Show what an artifact is: metric, base model, calibration, training data, results."""
+    """Show what an artifact (a folder or a registered metric name) is: metric, feature blocks and base
+    models, calibration, training data, results."""
     from ..evaluator import read_info
+    from ..monitor._checks import resolve_artifact
 
-    info = read_info(artifact)
+    folder, version = resolve_artifact(artifact)
+    info = read_info(folder)
     if as_json:
-        emit(info, True)
+        emit(info.to_dict(), True)
         return
-    metric, base = info.get("metric") or {}, info.get("base") or {}
-    training, cal = info.get("training") or {}, info.get("calibration") or {}
-    counts = (info.get("data") or {}).get("counts") or {}
-    summary = {
+    metric, training = info.metric, info.training
+    recorded = training.model_fields_set if training is not None else set()
+    blocks = _blocks(info)
+    summary: dict[str, Any] = {
         "metric": f"{metric.get('name')} ({metric.get('output')}, labels {metric.get('labels')})",
-        "family": info.get("family"),
-        "base": f"{base.get('name')} ({base.get('source')}: {base.get('path')})",
-        "max_length": info.get("max_length"),
-        "temperature": info.get("temperature"),
-        "threshold": info.get("threshold"),
-        "threshold_method": cal.get("threshold_method"),
-        "training": {k: training.get(k) for k in ("steps", "rows", "learning_rate", "seconds", "device",
-                                                  "precision", "loss_first", "loss_last") if k in training},
-        "data": counts,
-        "held_out": info.get("report_summary"),
-        "files": info.get("files"),
-        "created_at": info.get("created_at"),
-        "versions": info.get("versions"),
+        "family": f"{info.family}" + (f" ({info.linear.kind})" if info.linear is not None and info.linear.kind else ""),
+        "base": _inspect_base(info, blocks),
     }
+    if blocks:
+        summary["blocks"] = blocks
+    if version is not None:
+        summary["registered"] = (f"{version.full_name} at {folder}" + (
+            f", threshold {version.operator or '>='} {version.threshold}" if version.threshold is not None else ""))
+    summary.update({
+        "max_length": info.max_length,
+        "temperature": info.temperature,
+        "threshold": info.threshold,
+        "threshold_method": info.calibration.threshold_method if info.calibration is not None else None,
+        "training": {k: getattr(training, k) for k in ("steps", "rows", "learning_rate", "seconds", "device",
+                                                       "precision", "loss_first", "loss_last") if k in recorded},
+        "data": info.data.counts if info.data is not None else {},
+        "held_out": info.report_summary,
+        "files": info.files,
+        "created_at": info.created_at,
+        "versions": info.versions,
+    })
     emit(summary, False)

@@ -7,55 +7,79 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..batch import read_dataset
+from ..data import row_hash
 from ..errors import AssayError
-from ..traces import Ingest, Problems, Trace, read_traces
-from ._checks import Verdict, make_checks
+from ..evaluator._artifact import INFO_FILE, SPLIT_FILE
+from ..traces import Ingest, Problems, Trace
+from ._checks import Verdict, make_checks, subject
 from ..stats import agreement_kappa
 from ._stats import histogram
 from ._store import Store
 from ._suites import Suite, make_suites, suite_verdicts
 
-TABULAR = (".csv", ".tsv", ".parquet", ".pq")
+DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")  # a monitor database, read as the traffic it received
 
 
 def load_dataset(dataset: Any) -> Ingest:
     """Traces from a trace/golden-set file, a monitor database (live traffic), an Ingest, or an
-    iterable of rows/records/Traces."""
-    if isinstance(dataset, Ingest):
-        return dataset
+    iterable of rows/records/Traces (everything but the database is ``assay.batch.read_dataset``)."""
     if isinstance(dataset, Store):  # a live source: what the monitor has received
         traces = dataset.traces()
         return Ingest(traces, Problems(), Problems(), items=len(traces))
-    if isinstance(dataset, (str, Path)):
+    if isinstance(dataset, (str, Path)) and Path(dataset).suffix.lower() in DATABASE_SUFFIXES:
         path = Path(dataset)
-        if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
-            if not path.exists():
-                raise AssayError("a monitor database", f"no file at {path}", "check the path", code="not_found")
-            store = Store(path)
-            try:
-                return load_dataset(store)
-            finally:
-                store.close()
-        if path.suffix.lower() in TABULAR:
-            from ..data import read_records
+        if not path.exists():
+            raise AssayError("a monitor database", f"no file at {path}", "check the path", code="not_found")
+        store = Store(path)
+        try:
+            return load_dataset(store)
+        finally:
+            store.close()
+    return read_dataset(dataset)
 
-            return read_traces(read_records(path))
-        return read_traces(path)
-    if isinstance(dataset, Iterable):
-        items = list(dataset)
-        traces = [x for x in items if isinstance(x, Trace)]
-        rest = [x for x in items if not isinstance(x, Trace)]
-        ing = read_traces(rest) if rest else Ingest([], Problems(), Problems())
-        ing.traces = traces + ing.traces
-        ing.items += len(traces)
-        return ing
-    raise AssayError("a dataset: a trace or golden-set file, or a list of rows", f"a {type(dataset).__name__}",
-                     "pass a path or a list of dicts", code="invalid_input")
+
+def trained_row_hashes(artifact: str | Path, info: Any = None) -> set[str]:
+    """Content hashes of the rows an artifact trained on: split.json's ``trained_on`` (the training and
+    calibration rows), or for older artifacts its seeds when the run trained on them (``info``: its
+    ``EvaluatorInfo`` or an ``evaluator.json`` mapping; default: read from the folder)."""
+    folder = Path(artifact)
+    try:
+        manifest = json.loads((folder / SPLIT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if isinstance(manifest.get("trained_on"), list):
+        return set(manifest["trained_on"])
+    if info is None:
+        try:
+            info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}
+    config = info.config if hasattr(info, "config") else (info or {}).get("config")
+    data_cfg = (config or {}).get("data") or {}
+    return set(manifest.get("seeds") or []) if data_cfg.get("train_on_seeds", True) else set()
+
+
+def _trace_hash(t: Trace) -> str:
+    """The hash of a trace's whole content as a canonical row (a golden-set row read back as a trace)."""
+    return row_hash({"input": t.input, "output": t.output, "context": t.context, "tools": t.tools or None})
+
+
+def drop_trained(check: Any, rows: list[dict[str, Any]], traces: Sequence[Trace]) -> tuple[list[dict[str, Any]], int]:
+    """``rows`` minus those the check's evaluator artifact trained on (by content hash, as ``assay evaluate``
+    leaves them out), and how many were left out. A check without an artifact folder keeps every row."""
+    trained = trained_row_hashes(check.source) if getattr(check, "source", None) else set()
+    if not trained or not rows:
+        return rows, 0
+    whole = {t.trace_id: _trace_hash(t) for t in traces}
+    kept = [r for r in rows if row_hash(r) not in trained and whole.get(subject(r)) not in trained]
+    return kept, len(rows) - len(kept)
 
 
 def smoke_subset(traces: list[Trace], n: int, seed: int = 0) -> list[Trace]:
@@ -68,7 +92,10 @@ class Eval:
     """One or more evaluators (trained metrics or gates) run over one dataset."""
 
     def __init__(self, evaluators: Iterable[Any], dataset: Any, *, name: str | None = None, batch_size: int = 32,
-                 suites: Iterable[Any] = ()):
+                 suites: Iterable[Any] = (), include_trained: bool = False):
+        """``include_trained``: keep rows an evaluator's artifact trained on (by default they are left
+        out of that evaluator's figures and counted in its block's ``excluded_trained_rows``)."""
+        self.include_trained = include_trained
         self.checks = make_checks(evaluators)
         self.suites = make_suites(suites, self.checks)  # checks combined per trace (a metric block each)
         self.dataset = dataset
@@ -86,7 +113,10 @@ class Eval:
         per_check: dict[str, dict[str, Any]] = {}
         for c in self.checks:
             rows, skipped = c.rows(traces)
-            per_check[c.name] = {"check": c, "rows": rows, "skipped": skipped, "results": []}
+            excluded = None
+            if c.kind == "evaluator" and not self.include_trained:
+                rows, excluded = drop_trained(c, rows, traces)
+            per_check[c.name] = {"check": c, "rows": rows, "skipped": skipped, "results": [], "excluded": excluded}
             for start in range(0, len(rows), self.batch_size):
                 tasks.append((c.name, start, rows[start:start + self.batch_size]))
         workers = max(1, int(parallel))
@@ -113,6 +143,8 @@ class Eval:
                                             max_failures=max_failures)
             if name not in flat:
                 metrics[name] = summarize([], entry["check"], skipped=entry["skipped"], max_failures=max_failures)
+            if entry["excluded"] is not None:  # rows the evaluator trained on, left out of its figures
+                metrics[name]["excluded_trained_rows"] = entry["excluded"]
         if self.suites:
             every = [v for entry in per_check.values() for vs in entry["results"] for v in vs]
             for s in self.suites:
@@ -124,6 +156,7 @@ class Eval:
                 self.dataset).__name__, "traces": len(ing.traces), "evaluated": len(traces), "smoke": smoke,
                         "seed": seed, "ingest": ing.summary()},
             "checks": [c.describe() for c in self.checks] + [s.describe() for s in self.suites],
+            "included_trained_rows": self.include_trained,
             "metrics": metrics,
             "seconds": round(seconds, 3),
             "traces_per_second": round(len(traces) / seconds, 2) if seconds > 0 else None,

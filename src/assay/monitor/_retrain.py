@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import row_hash
-from ._review import golden_rows
+from ..review import golden_rows
+from ._sql import store_exists, store_target
 from ._store import Store, default_db
 
 __all__ = ["retrain", "reviewed_rows"]
@@ -66,8 +67,8 @@ def reviewed_rows(store: Store, version: Any, registry: Any = None, *, unowned: 
 
 
 def _open_store(monitor_db: str | Path | None) -> Store | None:
-    path = Path(monitor_db).expanduser() if monitor_db else default_db()
-    return Store(path) if path.exists() else None
+    target = store_target(monitor_db) if monitor_db else default_db()
+    return Store(target) if store_exists(target) else None
 
 
 def retrain(name: str, *, monitor_db: str | Path | None = None, store: Store | None = None,
@@ -79,7 +80,10 @@ def retrain(name: str, *, monitor_db: str | Path | None = None, store: Store | N
     ``registry``: default :class:`assay.registry.Registry` (``$ASSAY_DATABASE_URL`` or
     ``$ASSAY_HOME/assay.db``); ``where``: how messages and the run name the store (a server names no path);
     ``unowned``: also read reviews of a monitored metric no project owns (see :func:`reviewed_rows`).
-    No reviewed verdicts: an ``AssayError`` (code ``no_reviews``), and no run."""
+    No reviewed verdicts: an ``AssayError`` (code ``no_reviews``), and no run. Reviewed rows that repeat the
+    version's held-out rows are left out and those it already trained on add nothing
+    (:func:`assay.registry._retrain.triage_reviews`; the counts are the run's ``retrain_of["reviews"]``);
+    none new: ``no_new_reviews``, and no run."""
     from ..registry import Registry, queue_retrain
     from ..registry._retrain import no_reviews
 

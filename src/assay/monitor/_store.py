@@ -1,16 +1,26 @@
-"""The monitor's SQLite store: traces, verdicts with their route, human reviews, ingest problems.
+"""The monitor's store: traces, verdicts with their route, human reviews, ingest problems, and the
+queue of traces waiting for a worker (``_queue.TraceQueue``).
+
+One SQLite file (``monitor.db``, a path or ``sqlite:///path``) or one PostgreSQL database by URL
+(``postgresql://user@host/db``, the registry's forms; see ``_sql``): the same tables, the same steps.
 
 Reviews are append-only, several per verdict (several reviewers, replaced labels, judges' labels);
-which of them make a verdict's people's label is decided in ``_consensus``.
+the ``reviews`` table is read and written only through ``assay.review``'s store (``VerdictReviews``,
+``self.review_store``), and which reviews make a verdict's people's label is ``assay.review``'s
+consensus rule. This module keeps the table's schema (the migrations below).
 
 Migrations are append-only: never edit one that has shipped, add a new one at the end
 (tests/core/test_schema_pins.py pins the schema). The shared runner ``assay._migrate`` applies
-them and records them in the ``_migrations`` table.
+them and records them in the ``_migrations`` table. Steps 1-3 were written for SQLite only and are
+released: PostgreSQL runs them as :func:`postgres_steps` words them (same versions, names, tables,
+columns and indexes); every later step is written once in SQL both accept (``{serial}`` is the
+dialect's auto-increment key) and runs as it is on both.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -20,7 +30,8 @@ from typing import Any, Iterable, Mapping
 from .. import _migrate
 from .._migrate import Migration, split_script
 from ..errors import AssayError
-from ._consensus import MAJORITY, TIE, clean_reviewer, summarize_reviews
+from ..review import MAJORITY, TIE, VerdictReviews, summarize_reviews
+from ._sql import PgConnection, connect_postgres, is_postgres, sqlite_path
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", split_script("""
@@ -70,10 +81,48 @@ CREATE UNIQUE INDEX verdicts_subject ON verdicts (trace_id, COALESCE(span_id, ''
 CREATE INDEX verdicts_metric_time ON verdicts (metric, created_at);
 CREATE INDEX verdicts_route ON verdicts (route, metric);
 """)),
+    # The queue between the ingest side (``assay monitor --queue``) and workers (``assay monitor worker``):
+    # one row per enqueued trace until a worker has stored its verdicts. A worker claims a batch for
+    # ``lease_until``; a batch whose lease ran out (its worker died) is claimable again.
+    Migration(4, "trace_queue", split_script("""
+CREATE TABLE pending_traces (
+  id {serial}, trace_id TEXT NOT NULL, source TEXT, enqueued_at DOUBLE PRECISION NOT NULL, trace_json TEXT NOT NULL,
+  claimed_by TEXT, claimed_at DOUBLE PRECISION, lease_until DOUBLE PRECISION, attempts INTEGER NOT NULL DEFAULT 0,
+  error TEXT);
+CREATE INDEX pending_traces_lease ON pending_traces (lease_until);
+""")),
 ]
+SQLITE_ONLY = 3  # the last step written for SQLite alone (see postgres_steps)
+# Step 3 rebuilt the verdicts table because SQLite cannot drop an inline UNIQUE; PostgreSQL alters it
+# (its reviews keep their foreign key, the two indexes of step 1 stay).
+_PG_SPAN_VERDICTS = (
+    "ALTER TABLE verdicts ADD COLUMN span_id TEXT",
+    "ALTER TABLE verdicts DROP CONSTRAINT verdicts_trace_id_metric_key",
+    "CREATE UNIQUE INDEX verdicts_subject ON verdicts (trace_id, COALESCE(span_id, ''), metric)",
+)
 _TABLE = "_migrations"  # the monitor's version table since its first release
-# a person's review, not a judge's (reviewer ``judge:...``, see ``_consensus``); LIKE ignores ASCII case
-_HUMAN = "(reviewer IS NULL OR reviewer NOT LIKE 'judge:%')"
+
+
+def postgres_steps(steps: list[Migration] = MIGRATIONS) -> list[Migration]:
+    """The steps as PostgreSQL runs them: the SQLite-only steps (1-3) reworded (an autoincrement key is
+    ``{serial}``, ``REAL`` is ``DOUBLE PRECISION``, ``INTEGER`` is ``BIGINT``, no ``PRAGMA``; step 3 alters
+    the table it rebuilt), the later ones as they are."""
+    out = []
+    for step in steps:
+        if step.version > SQLITE_ONLY:
+            out.append(step)
+            continue
+        if step.name == "span_verdicts":
+            out.append(Migration(step.version, step.name, _PG_SPAN_VERDICTS))
+            continue
+        words = []
+        for sql in step.statements:
+            if sql.upper().startswith("PRAGMA"):
+                continue
+            sql = sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "{serial}")
+            words.append(re.sub(r"\bINTEGER\b", "BIGINT", re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)))
+        out.append(Migration(step.version, step.name, tuple(words)))
+    return out
 
 
 def default_db() -> Path:
@@ -91,29 +140,56 @@ def _unj(v: str | None) -> Any:
 
 
 class Store:
-    """One SQLite file; safe to share between the threads of one process."""
+    """One SQLite file or one PostgreSQL database; safe to share between the threads of one process.
+
+    ``path``: a file path, ``sqlite:///path`` or a ``postgresql://`` URL (default
+    ``$ASSAY_HOME/monitor.db``). Several processes (ingest, workers, the server) each open their own
+    ``Store`` on one database. ``path`` is then the URL without its password (what summaries show)."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_db()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        except sqlite3.Error as exc:
-            raise AssayError("a writable SQLite file for the monitor", f"{self.path} ({exc})",
-                             "pass --db with a writable path", code="invalid_input") from None
-        self.db.row_factory = sqlite3.Row
         self.lock = threading.RLock()
+        target = path if path not in (None, "") else default_db()
+        if is_postgres(target):
+            self.db, self._engine, where = connect_postgres(str(target))
+            self.path: Path | str = where
+        else:
+            self.path = sqlite_path(target)
+            self.db = self._open_sqlite(self.path)
+        self.review_store = VerdictReviews(self.db, self.lock)  # every read and write of the reviews table
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_sqlite(self, path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise AssayError("a writable SQLite file for the monitor", f"{path} ({exc})",
+                             "pass --db with a writable path", code="invalid_input") from None
+        db.row_factory = sqlite3.Row
         with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # durable with WAL up to the last checkpoint
-            self.db.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable with WAL up to the last checkpoint
+            db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether the store is a PostgreSQL database (else a SQLite file)."""
+        return isinstance(self.db, PgConnection)
 
     # --- schema ---------------------------------------------------------------------------------
+    def _migrator(self) -> Any:
+        """What the migration runner works on: the sqlite3 connection, or a SQLAlchemy engine."""
+        return getattr(self, "_engine", None) or self.db
+
     def version(self) -> int:
         """The schema version of this database (0: empty)."""
         with self.lock:
-            return _migrate.current_version(self.db, table=_TABLE)
+            return _migrate.current_version(self._migrator(), table=_TABLE)
 
     def migrate(self, upto: int | None = None) -> int:
         """Apply the migrations not applied yet (up to ``upto``); returns the schema version."""
@@ -123,12 +199,16 @@ class Store:
             if current > latest:
                 raise AssayError(f"a monitor database at schema version <= {latest}", f"version {current}",
                                  "upgrade assay, or use another --db", code="invalid_input")
-            _migrate.migrate(self.db, MIGRATIONS, table=_TABLE, upto=upto)
+            steps = postgres_steps() if self.is_postgres else MIGRATIONS
+            _migrate.migrate(self._migrator(), steps, table=_TABLE, upto=upto)
             return self.version()
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
+            engine = getattr(self, "_engine", None)
+            if engine is not None:
+                engine.dispose()
 
     def _exec(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
         with self.lock, self.db:
@@ -181,14 +261,22 @@ class Store:
         from ..traces import Trace
 
         sql = "SELECT trace_json FROM traces" + (" WHERE received_at>=?" if since is not None else "")
-        sql += " ORDER BY received_at, rowid" + (f" LIMIT {int(limit)}" if limit else "")
+        sql += f" ORDER BY received_at, {self._arrival}"
+        sql += f" LIMIT {int(limit)}" if limit else ""
         return [Trace.from_dict(json.loads(r["trace_json"])) for r in self._all(sql, [since] if since is not None else [])]
 
     def session_traces(self, session_id: str) -> list[Any]:
         from ..traces import Trace
 
         return [Trace.from_dict(json.loads(r["trace_json"]))
-                for r in self._all("SELECT trace_json FROM traces WHERE session_id=? ORDER BY rowid", (session_id,))]
+                for r in self._all("SELECT trace_json FROM traces WHERE session_id=? ORDER BY "
+                                   + ("received_at, trace_id" if self.is_postgres else "rowid"),
+                                   (session_id,))]
+
+    @property
+    def _arrival(self) -> str:
+        """Ties in ``received_at`` (one batch) in arrival order on SQLite; PostgreSQL has no rowid."""
+        return "trace_id" if self.is_postgres else "rowid"
 
     def has_verdict(self, trace_id: str, metric: str, span_id: str | None = None) -> bool:
         """Whether ``metric`` already judged the trace (``span_id``: that span of it)."""
@@ -250,28 +338,18 @@ class Store:
 
     def _verdict_rows(self, where: str, args: Iterable[Any], order: str = "ORDER BY v.id", limit: str = ""
                       ) -> list[dict[str, Any]]:
-        """Verdict rows with their reviews (see ``_consensus``): ``review_label`` is the people's label
+        """Verdict rows with their reviews (see ``assay.review``): ``review_label`` is the people's label
         (the consensus of each reviewer's latest label; None without one), ``review_status``,
         ``reviews`` (each person's current label), ``judges`` (judge -> label); ``reviewer``,
         ``review_note`` and ``reviewed_at`` are those of the latest person's review."""
         rows = self._all("SELECT v.* FROM verdicts v " + where + " " + order + " " + limit, args)
-        by_verdict = self._reviews_of([r["id"] for r in rows])
+        by_verdict = self.review_store.rows([r["id"] for r in rows])
         for r in rows:
             r["details"] = _unj(r.pop("details_json"))
             r["row"] = _unj(r.pop("row_json"))
             r["passed"] = bool(r["passed"])
             r.update(summarize_reviews(by_verdict.get(r["id"], [])))
         return rows
-
-    def _reviews_of(self, verdict_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-        out: dict[int, list[dict[str, Any]]] = {}
-        with self.lock:
-            for i in range(0, len(verdict_ids), 500):
-                part = verdict_ids[i:i + 500]
-                for r in self.db.execute(f"SELECT * FROM reviews WHERE verdict_id IN ({','.join('?' * len(part))})"
-                                         " ORDER BY id", part):
-                    out.setdefault(r["verdict_id"], []).append(dict(r))
-        return out
 
     def review_queue(self, metric: str | None = None, *, pending: bool = True, limit: int | None = 50
                      ) -> list[dict[str, Any]]:
@@ -283,24 +361,22 @@ class Store:
             where.append("v.metric=?")
             args.append(metric)
         if pending:
-            where.append(f"NOT EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id AND {_HUMAN})")
+            where.append("NOT " + VerdictReviews.PERSON_REVIEWED)
         return self._verdict_rows("WHERE " + " AND ".join(where), args,
                                   limit=f"LIMIT {int(limit)}" if limit else "")
 
     def add_review(self, verdict_id: int, label: str, reviewer: str | None = None, note: str | None = None) -> int:
         """Append a review (nothing is ever overwritten): a reviewer's latest review is their label."""
-        cur = self._exec("INSERT INTO reviews (verdict_id, label, reviewer, note, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (verdict_id, label, clean_reviewer(reviewer), note, time.time()))
-        return int(cur.lastrowid)
+        return self.review_store.add(verdict_id, label, reviewer, note)
 
     def reviews(self, verdict_id: int) -> list[dict[str, Any]]:
         """Every review of one verdict, replaced ones and judges' included, oldest first."""
-        return self._all("SELECT * FROM reviews WHERE verdict_id=? ORDER BY id", (verdict_id,))
+        return self.review_store.rows([verdict_id]).get(verdict_id, [])
 
     def reviewed(self, metric: str | None = None) -> list[dict[str, Any]]:
         """Verdicts with a people's label (the consensus of their reviewers), oldest first. A verdict
         whose reviewers are tied is left out (it is in :meth:`disagreements`)."""
-        where, args = f"WHERE EXISTS (SELECT 1 FROM reviews WHERE verdict_id=v.id AND {_HUMAN})", []
+        where, args = "WHERE " + VerdictReviews.PERSON_REVIEWED, []
         if metric:
             where += " AND v.metric=?"
             args.append(metric)
@@ -310,8 +386,7 @@ class Store:
                       ) -> list[dict[str, Any]]:
         """Verdicts whose reviewers disagree (oldest first): when ``pending``, only those without a
         consensus (a tie), which need a deciding review; else also those a majority settled."""
-        where = [f"v.id IN (SELECT verdict_id FROM reviews WHERE {_HUMAN} GROUP BY verdict_id"
-                 " HAVING COUNT(DISTINCT COALESCE(reviewer, '')) >= 2)"]
+        where = [VerdictReviews.DISPUTED]
         args: list[Any] = []
         if metric:
             where.append("v.metric=?")
@@ -327,7 +402,8 @@ class Store:
                        (source, reason, n, _j(problems.examples.get(reason, [])), time.time()))
 
     def problem_counts(self) -> dict[str, int]:
-        return {r["reason"]: r["n"] for r in self._all("SELECT reason, SUM(count) AS n FROM problems GROUP BY reason")}
+        rows = self._all("SELECT reason, SUM(count) AS n FROM problems GROUP BY reason")
+        return {r["reason"]: int(r["n"]) for r in rows}  # PostgreSQL's SUM is a numeric
 
     def start_run(self, settings: Mapping[str, Any]) -> int:
         return int(self._exec("INSERT INTO runs (started_at, settings_json) VALUES (?, ?)",

@@ -6,6 +6,12 @@ labels added as training rows, and (in the worker) compare the new evaluator wit
   (training rows only: never split, never held out). A dataset of reviews an earlier retrain added is
   replaced, since the rows given are all the reviews so far. The run records what it started from
   (``Run.retrain_of``); registering it without a name makes the next version of the same metric.
+- :func:`triage_reviews`: before queueing, each reviewed row is sorted against what the version held out
+  and trained on (rebuilt from its run's config, as training rebuilds it): one that repeats a held-out
+  row or shares its group is left out (training would drop it: it would leak into the held-out
+  figures), one the version already trained on with the same label adds nothing, the rest are new.
+  ``retrain_of["reviews"]`` keeps the counts; with nothing new no run is queued (``no_new_reviews``):
+  it would train on the same rows and give the same model.
 - :func:`add_comparison`: once the run has trained, both evaluators are scored on the previous
   version's held-out rows (rebuilt from its own config, checked against its ``split.json``), minus any
   row the new evaluator trained on; the figures go into the report's ``comparison`` section.
@@ -28,7 +34,7 @@ from ._runs import RETRAIN_OF
 
 log = logging.getLogger("assay.registry")
 
-__all__ = ["RETRAIN_OF", "add_comparison", "no_reviews", "queue_retrain"]
+__all__ = ["RETRAIN_OF", "add_comparison", "no_reviews", "queue_retrain", "reviews_text", "triage_reviews"]
 
 
 def no_reviews(metric: str, where: str) -> AssayError:
@@ -38,13 +44,94 @@ def no_reviews(metric: str, where: str) -> AssayError:
                       "then retrain", code="no_reviews")
 
 
+def _previous_rows(reg: Any, version: Any) -> dict[str, Any]:
+    """What ``version`` held out (rows, grouping) and trained on (``(row hash, label)`` pairs of its
+    training files and, when it trained on them, its seeds; plus split.json's ``trained_on`` hashes, which
+    also cover rows it generated), rebuilt from its run's config in a scratch folder."""
+    import tempfile
+
+    from ..data import load_rows, row_hash
+
+    with tempfile.TemporaryDirectory(prefix="assay-retrain-") as tmp:
+        cfg = reg.runs.resolve_config(reg.runs.get(version.run_id, history=False), Path(tmp), Path(tmp) / "out")
+        metric = cfg.metric_spec()
+        split = cfg.prepare_test_set(metric).split
+        d = cfg.data
+        trained = list(split.seeds) if d.train_on_seeds else []
+        if d.train_set:
+            trained += load_rows(cfg.path(d.train_set), metric, columns=d.columns, label_map=d.label_map,
+                                 limit=d.limit, encoding=d.encoding).rows
+        for extra in d.extra_train_sets:  # an earlier retrain's reviews among them
+            trained += load_rows(cfg.path(extra), metric, encoding=d.encoding).rows
+    hashes = _split_hashes(Path(reg.storage.local_dir(version.artifact_location)), "trained_on") \
+        if reg.storage.local else None
+    return {"held_out": list(split.held_out), "group_by": split.group_by,
+            "pairs": {(row_hash(r), str(r.get("label"))) for r in trained},
+            "labeled": {row_hash(r) for r in trained}, "hashes": hashes or set()}
+
+
+def triage_reviews(reg: Any, version: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                                        dict[str, Any]]:
+    """(the reviewed rows to add, the counts): see the module docstring. The counts: ``reviewed``,
+    ``new`` (rows the version did not train on), ``already_trained`` (it trained on the same content with
+    the same label), ``held_out`` (left out: a held-out row of the version, or its group); ``checked``:
+    False when the version's rows could not be rebuilt (every row is then added and counted as new)."""
+    from ..data import exclude_groups, row_hash
+
+    rows = [dict(r) for r in rows]
+    try:
+        prev = _previous_rows(reg, version)
+    except Exception as exc:  # noqa: BLE001 -- a version whose data cannot be rebuilt: add them all, say so
+        log.warning("retrain of %s: reviewed rows not checked against its rows: %s", version.full_name, exc)
+        return rows, {"reviewed": len(rows), "new": len(rows), "already_trained": 0, "held_out": 0,
+                      "checked": False}
+    kept, _ = exclude_groups(rows, prev["held_out"], prev["group_by"])
+    kept_hashes = {row_hash(r) for r in kept}
+    kept = [r for r in rows if row_hash(r) in kept_hashes]  # the rows as given, in their order
+
+    def trained(r: Mapping[str, Any]) -> bool:
+        h = row_hash(r)
+        return (h, str(r.get("label"))) in prev["pairs"] or (h in prev["hashes"] and h not in prev["labeled"])
+
+    old = sum(trained(r) for r in kept)
+    return kept, {"reviewed": len(rows), "new": len(kept) - old, "already_trained": old,
+                  "held_out": len(rows) - len(kept), "checked": True}
+
+
+def reviews_text(counts: Mapping[str, Any], version: str) -> str:
+    """The counts of :func:`triage_reviews` in words."""
+    if not counts:
+        return ""
+    text = f"{counts.get('new')} new of {counts.get('reviewed')} reviewed verdicts"
+    parts = []
+    if counts.get("already_trained"):
+        parts.append(f"{counts['already_trained']} already training rows of {version} (same content and label)")
+    if counts.get("held_out"):
+        parts.append(f"{counts['held_out']} left out: they repeat {version}'s held-out rows (or share their "
+                     "group) and would leak into the held-out figures")
+    if counts.get("checked") is False:
+        parts.append(f"not checked against {version}'s rows (its data could not be rebuilt)")
+    return text + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def no_new_reviews(version: str, counts: Mapping[str, Any]) -> AssayError:
+    return AssayError(f"reviewed verdicts {version} did not train on, to retrain it with",
+                      f"none: {reviews_text(counts, version)}; a retrain would train on the same rows and give "
+                      "the same model", "review other routed verdicts (`assay review list`), then retrain",
+                      code="no_new_reviews")
+
+
 def queue_retrain(reg: Any, name: str, rows: Sequence[Mapping[str, Any]], *, source: str = "reviewed verdicts"
                   ) -> Run:
     """Queue a new run of metric ``name`` (its latest version, or ``name-vN``) in its project, with
-    ``rows`` (canonical rows with the human label) as an extra training dataset."""
+    ``rows`` (canonical rows with the human label) as an extra training dataset: the rows
+    :func:`triage_reviews` keeps; none of them new: an ``AssayError`` (``no_new_reviews``), and no run."""
     version = reg.metrics.get(name)
     if not rows:
         raise no_reviews(version.name, source)
+    rows, counts = triage_reviews(reg, version, rows)
+    if not counts["new"]:
+        raise no_new_reviews(version.full_name, counts)
     spec = load_metric(version.spec)
     data = reg.runs.config_for_rerun(version.run_id)
     previous = (reg.runs.get(version.run_id, history=False).retrain_of or {}).get("reviewed_dataset")
@@ -56,7 +143,8 @@ def queue_retrain(reg: Any, name: str, rows: Sequence[Mapping[str, Any]], *, sou
     d["extra_train_sets"] = [*extras, f"dataset:{ds.id}"]
     origin = {"metric": version.name, "version": version.full_name, "metric_id": version.id,
               "run_id": version.run_id, "reviewed_dataset": ds.id, "reviewed_rows": ds.rows,
-              "reviewed_labels": dict(Counter(str(r.get("label")) for r in rows)), "source": source}
+              "reviewed_labels": dict(Counter(str(r.get("label")) for r in rows)), "reviews": counts,
+              "source": source}
     return reg.runs.create(version.project_id, data, name=f"{version.name} retrain from reviews",
                            retrain_of=origin)
 
@@ -95,10 +183,14 @@ def add_comparison(reg: Any, run: Run, artifact_dir: Path, new_evaluator: Any, w
     report_file = Path(artifact_dir) / "report.json"
     if not origin.get("version") or not report_file.exists():
         return
-    report = Report.from_file(report_file).to_dict()
+    model = Report.from_file(report_file)
+    report = model.to_dict()  # written back below, with the comparison section
+    reviews = _reviews_used(reg, origin, Path(artifact_dir))
+    reviews_note = _reviews_note(reviews, str(origin["version"]))
+    report["notes"] = [reviews_note, *(report.get("notes") or [])]  # what it trained on, never more
     try:
         version = reg.metrics.get(origin["version"])
-        previous = reg.metrics.evaluator(version)  # its files checked against the registered hashes
+        previous = reg.metrics.evaluator(version)  # files checked against the registered hashes; deciding as registered
         new = new_evaluator if new_evaluator is not None else _load(reg, artifact_dir)
         rows, notes = _previous_held_out(reg, version, Path(workdir))
         trained = _split_hashes(Path(artifact_dir), "trained_on")
@@ -109,25 +201,50 @@ def add_comparison(reg: Any, run: Run, artifact_dir: Path, new_evaluator: Any, w
                              "evaluator and were left out")
             rows = kept
         notes.append(f"compared on {version.full_name}'s held-out rows: rows neither version trained on (the "
-                     f"registry holds no other golden set); the {origin.get('reviewed_rows')} reviewed verdicts are "
-                     "not among them, since the new evaluator trained on them")
-        threshold = version.threshold if version.threshold is not None and len(version.labels) == 2 else None
+                     "registry holds no other golden set); no reviewed verdict is among them")
         report["comparison"] = compare_versions(
             previous, new, {"held_out": rows}, previous_name=version.full_name, new_name=f"run {run.id}",
-            previous_threshold=threshold, bootstrap=int((report.get("settings") or {}).get("bootstrap") or 0),
-            notes=notes)
+            bootstrap=int((model.settings or {}).get("bootstrap") or 0), notes=[reviews_note, *notes])
+        report["comparison"]["reviews"] = reviews
     except Exception as exc:  # noqa: BLE001 -- the run keeps its own report; the comparison says why it is missing
         reason = str(exc) if isinstance(exc, AssayError) else f"{type(exc).__name__}: {exc}"
         log.warning("run %s: no comparison with %s: %s", run.id, origin.get("version"), reason)
         report["comparison"] = {"previous": origin.get("version"), "new": f"run {run.id}", "sets": {},
-                                "skipped": reason}
+                                "skipped": reason, "reviews": reviews}
     write_report(report, artifact_dir)
 
 
-def _load(reg: Any, artifact_dir: Path) -> Any:
-    loader = reg.metrics._load_evaluator
-    if loader is not None:
-        return loader(str(artifact_dir))
-    from ..evaluator import Evaluator
+def _reviews_used(reg: Any, origin: Mapping[str, Any], artifact_dir: Path) -> dict[str, Any]:
+    """The queue-time counts of the reviewed rows (``retrain_of["reviews"]``), with, when the new artifact
+    records its training rows (split.json ``trained_on``), how many of the reviewed rows it trained on."""
+    from ..data import row_hash
 
-    return Evaluator.from_pretrained(artifact_dir)
+    counts = dict(origin.get("reviews") or {"reviewed": origin.get("reviewed_rows"), "new": None})
+    trained = _split_hashes(artifact_dir, "trained_on")
+    if trained is not None and origin.get("reviewed_dataset"):
+        try:
+            rows = reg.datasets.rows(origin["reviewed_dataset"])
+        except AssayError:
+            rows = None
+        if rows is not None:
+            counts["trained_on"] = sum(row_hash(r) in trained for r in rows)
+            counts["not_trained_on"] = len(rows) - counts["trained_on"]
+    return counts
+
+
+def _reviews_note(counts: Mapping[str, Any], version: str) -> str:
+    """What the retrain took from the reviews, in words (never more than it used)."""
+    if counts.get("new") is None:  # a run queued before the counts were kept
+        return f"{counts.get('reviewed')} reviewed verdicts were added to the training rows (not checked against " \
+               f"{version}'s rows)"
+    text = "retrain from reviews: " + reviews_text(counts, version)
+    if counts.get("not_trained_on"):
+        text += (f"; training left out {counts['not_trained_on']} of the reviewed rows it was given (they repeat a "
+                 "held-out row or share its group)")
+    return text
+
+
+def _load(reg: Any, artifact_dir: Path) -> Any:
+    from ._metrics import open_version
+
+    return open_version(artifact_dir, loader=reg.metrics._load_evaluator)

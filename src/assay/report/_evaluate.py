@@ -12,7 +12,8 @@ from ..config import ReportConfig
 from ..errors import AssayError
 from ..evaluator._risk import RiskControl, realised
 from ._baselines import run_baselines
-from ._metrics import classification_metrics, to_jsonable
+from ._metrics import classification_metrics, to_jsonable, verdict_metrics
+from ._render import baseline_warnings
 from ._speed import measure_speed
 
 _INFO_KEYS = ("family", "base", "max_length", "temperature", "threshold", "threshold_method")
@@ -31,8 +32,9 @@ def evaluate(
     """The report dict (JSON types only, no per-row predictions).
 
     ``extra_systems`` maps a name (e.g. "judge") to probabilities [n, n_labels] or to a list
-    of predicted labels (one-hot; ``None`` for a row the system did not answer: those rows are
-    left out of that system's figures and counted in its ``unanswered``). ``speed_seconds``: the speed
+    of predicted labels (``None`` for a row the system did not answer: it counts as a disagreement in
+    that system's kappa and accuracy and is counted in its ``unanswered``, see :func:`verdict_metrics`,
+    the rule ``measure_judge`` and ``tune_judge`` use too). ``speed_seconds``: the speed
     measurement moves on to no further batch size once it has taken this long (``train.budget``).
     """
     config = config or ReportConfig()
@@ -91,7 +93,9 @@ def evaluate(
         "routing": _routing(evaluator, probs, y, labels, positive),
         "settings": config.model_dump(mode="json"),
     }
-    return to_jsonable(report)
+    out = to_jsonable(report)
+    out["warnings"] = baseline_warnings(out)  # the student below a baseline beyond its interval
+    return out
 
 
 def _routing(evaluator: Any, probs: np.ndarray, y: list[Any], labels: list[str], positive: str | None
@@ -103,7 +107,7 @@ def _routing(evaluator: Any, probs: np.ndarray, y: list[Any], labels: list[str],
     if not routing:
         return None
     control = RiskControl.from_dict(dict(routing))
-    out = {"certified": dict(routing), "applies": cal.review_region(evaluator.threshold) is not None}
+    out = {"certified": dict(routing), "applies": cal.review_region() is not None}
     if control is not None and control.met and out["applies"]:
         idx = [labels.index(v) for v in y]
         out["held_out"] = realised(control, probs, idx, labels, positive, evaluator.threshold)
@@ -123,13 +127,7 @@ def _system(value: Any, y: list[Any], labels: list[str], positive: str | None, b
         if unknown:
             raise AssayError(f"predicted labels among {labels}", f"{unknown[:5]}",
                              "map the system's answers to the metric's labels", code="invalid_input")
-        keep = [i for i, v in enumerate(value) if v is not None]
-        probs = np.zeros((len(keep), len(labels)))
-        for j, i in enumerate(keep):
-            probs[j, labels.index(value[i])] = 1.0
-        m = classification_metrics([y[i] for i in keep], probs, labels, positive=positive,
-                                   threshold=0.5 if positive else None, bootstrap=bootstrap) if keep else {}
-        m["unanswered"] = len(value) - len(keep)
+        m = verdict_metrics(y, value, labels, positive=positive, bootstrap=bootstrap)
         m["kind"] = "labels"
         return m
     probs = np.asarray(value, dtype=float)
@@ -141,21 +139,25 @@ def _system(value: Any, y: list[Any], labels: list[str], positive: str | None, b
 
 
 def _evaluator_summary(evaluator: Any) -> dict[str, Any]:
-    """family, base, max_length, temperature, threshold (+ how it was chosen) from the evaluator."""
+    """family, base, max_length (the evaluator's ``info`` sections), temperature, threshold and how it was
+    chosen (its calibration)."""
     info = getattr(evaluator, "info", None) or {}
+    cal = getattr(evaluator, "calibration", None)
+    decision = {"temperature": getattr(evaluator, "temperature", None),
+                "threshold": getattr(evaluator, "threshold", None),
+                "threshold_method": getattr(cal, "threshold_method", None)}
     out: dict[str, Any] = {}
-    for scope in (info, info.get("model") or {}, info.get("calibration") or {}):
-        if not isinstance(scope, Mapping):
+    for key in _INFO_KEYS:
+        if key in ("temperature", "threshold") and hasattr(evaluator, key):
+            out[key] = decision[key]  # what the evaluator decides with, None included
             continue
-        for key in _INFO_KEYS:
-            value = scope.get(key)
+        for scope in (info, info.get("model") or {}, decision):
+            value = scope.get(key) if isinstance(scope, Mapping) else None
             if isinstance(value, Mapping) and key == "base":  # a BaseRef dict: keep its name
                 value = value.get("name")
-            if value is not None and key not in out and not isinstance(value, (Mapping, list)):
+            if value is not None and not isinstance(value, (Mapping, list)):
                 out[key] = value
-    for key in ("temperature", "threshold"):
-        if hasattr(evaluator, key):
-            out[key] = getattr(evaluator, key)
+                break
     return out
 
 

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from sqlalchemy import exc as sa_exc  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
+from ..monitor._sql import store_target  # noqa: E402
 from ..registry import Registry  # noqa: E402
 from . import _api  # noqa: E402
 from ._batcher import ScoreBatcher  # noqa: E402
@@ -234,7 +235,7 @@ def create_app(registry: Registry | None = None, *, auth: bool = False, ui: bool
     app.state.batcher = ScoreBatcher(registry, max_rows=batch_rows, max_wait_ms=batch_wait_ms)
     app.state.stale_after = stale_after
     app.state.supervisor = supervisor
-    app.state.monitor_db = Path(monitor_db or os.environ.get("ASSAY_MONITOR_DB") or _default_monitor_db())
+    app.state.monitor_db = store_target(monitor_db or os.environ.get("ASSAY_MONITOR_DB") or _default_monitor_db())
     app.state.monitor = None  # the monitor Store, opened by the first monitoring request
     app.state.limits = limits or Limits.from_env()
     _add_error_handlers(app)

@@ -43,14 +43,13 @@ def retrain_metric(request: Request, name: str) -> Run:
 
 def reviewed_count(request: Request, version: Any) -> int | None:
     """How many reviewed rows a retrain of ``version`` would add now (None: no monitor store yet)."""
-    from pathlib import Path
-
     from ..monitor import Store, default_db, reviewed_rows
+    from ..monitor._sql import store_exists, store_target
 
     src = monitor_source(request.app)
     store = src.get("store")
-    path = Path(src.get("monitor_db") or default_db())
-    if store is None and not path.exists():
+    path = store_target(src.get("monitor_db") or default_db())
+    if store is None and not store_exists(path):
         return None
     st = store or Store(path)
     try:
@@ -67,5 +66,7 @@ def retrain(name: str, request: Request) -> Run:
     config with the verdicts people reviewed in the server's monitor store added as a training dataset
     (never held out). Its report compares it with that version on the same held-out rows; register it
     with ``POST /v1/runs/{run_id}/register`` and no name to get the next version. No reviewed verdicts:
-    400 ``no_reviews``, and no run."""
+    400 ``no_reviews``; none the version did not already train on (or hold out): 400 ``no_new_reviews``;
+    either way no run. The run's ``retrain_of.reviews`` counts the reviewed rows: new, already trained
+    on, left out as held-out rows."""
     return retrain_metric(request, name)

@@ -138,7 +138,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
                  stale_after=stale_after, gap=_run_gap(request, run))
 
 
-def kappa_gap(report: Any) -> dict[str, Any] | None:
+def overfit_gap(report: Any) -> dict[str, Any] | None:
     """The warning figures when a report's shipped candidate scored a kappa on the training rows (cross-
     validated, or on its validation slice) ``KAPPA_GAP`` or more above the held-out kappa; None when it
     did not, or when the report lacks either figure."""
@@ -162,7 +162,7 @@ def _run_gap(request: Request, run: Any) -> dict[str, Any] | None:
     if run.status not in (Status.fine_tuned, Status.registered):
         return None
     try:
-        gap = kappa_gap(_reg(request).runs.report(run.id))
+        gap = overfit_gap(_reg(request).runs.report(run.id))
     except AssayError:
         return None
     if gap is not None:
