@@ -139,8 +139,8 @@ class EmbedFeatures:
     # a memo shared across them would hand a later fit bf16 rows among fp32 ones, which the product never does.
     cache: dict[tuple[str, str, tuple[int, ...]], np.ndarray] | None = None
     # Set by ``evaluator._shared`` on the blocks of several evaluators that run this frozen body, for one
-    # scoring scope: ``shared(block, encoded)`` returns the embeddings another of them computed for the very
-    # same rows (token ids) at the same precision, else computes them with ``_embed``.
+    # scoring scope: ``shared.encode`` renders and tokenises each distinct row once, ``shared.embed`` returns
+    # the embeddings another of them computed for the very same rows (token ids) at the same precision.
     shared: Any = None
 
     def __init__(self, metric: MetricSpec, base: Any, max_length: int, batch_size: int = 32,
@@ -173,6 +173,8 @@ class EmbedFeatures:
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
         """The rows rendered (fields only, judged field first) and tokenised; each keeps its row."""
+        if self.shared is not None:  # several metrics on this body (evaluator._shared)
+            return self.shared.encode(self, rows, lambda todo: self._encode_view(self.view, todo))
         return self._encode_view(self.view, rows)
 
     def _encode_view(self, view: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
@@ -191,7 +193,7 @@ class EmbedFeatures:
 
     def embed_encoded(self, encoded: Sequence[Encoded]) -> np.ndarray:
         if self.shared is not None:  # several metrics on this body (evaluator._shared)
-            return self.shared(self, encoded)
+            return self.shared.embed(self, encoded)
         cache = EmbedFeatures.cache if self.kind == "embed" else None  # a tuned body has embeddings of its own
         if cache is not None:
             precision = self._precision()

@@ -76,6 +76,11 @@ class LmFeatures:
 
     # --- rows -> features -----------------------------------------------------------------------
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        if self.shared is not None:  # several metrics on this body (evaluator._shared)
+            return self.shared.encode(self, rows, self._encode)
+        return self._encode(rows)
+
+    def _encode(self, rows: Sequence[Mapping[str, Any]]) -> list[Encoded]:
         out: list[Encoded] = []
         for row in rows:
             text, cut = render_fitted(self.view, row, self.max_length, self.tokenizer, self.keep_end)
@@ -109,7 +114,7 @@ class LmFeatures:
 
     def raw(self, encoded: Sequence[Encoded]) -> np.ndarray:
         if self.shared is not None:  # several metrics on this body (evaluator._shared)
-            return self.shared(self, encoded)
+            return self.shared.embed(self, encoded)
         cache = LmFeatures.cache
         if cache is None:
             return self._raw(encoded)

@@ -15,6 +15,12 @@ parsing and answering requests: the next call used to wait behind it, 50 ms per 
 and hands each caller its results with ``call_soon_threadsafe``. Its torch intra-op threads are the
 usable cores less one (``assay._cpu.serve_threads``), so the event loop keeps a core.
 
+Several metrics, one body: when a call is taken, the queued requests of other versions whose evaluators
+run the same frozen body (MiniLM, SmolLM2: ``evaluator._shared``) ride in the same round, one evaluator
+call per version inside one shared-body scope, so the body runs once per distinct text; each version's
+callers are answered as soon as its own call ends. ``score_many`` queues one request per version at once
+(``POST /v1/guard`` with several metrics), so they are always taken together.
+
 Memory: every evaluator call runs on that one thread (not asyncio's default pool, where each of
 many threads got its own malloc arena and the arenas kept the freed tensors' pages: server RSS grew
 with every batch and was not returned). When the queues go idle the process hands free heap pages
@@ -33,6 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..evaluator._shared import SharedScorer, body_keys
 from ..registry import MetricVersion, Registry, ScoreResult
 
 LOAD_GAP_S = 0.1  # a queue whose last multi-request call ended longer ago than this is idle: no window
@@ -51,6 +58,7 @@ class BatchStats:
     scoring_ms: int = 0  # wall time inside the evaluator calls, on the scoring thread
     scoring_cpu_ms: int = 0  # that thread's CPU time in them (less than scoring_ms: waits for the GIL or cores)
     dispatch_ms: int = 0  # from a call's end to the next call's start while requests were queued (window included)
+    shared: int = 0  # calls scored in one shared-body round with other versions' calls (evaluator._shared)
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -97,19 +105,28 @@ class ScoreBatcher:
 
     async def score(self, version: MetricVersion, rows: list[dict[str, Any]]) -> tuple[list[ScoreResult], dict]:
         """Score ``rows``; returns the results and the size of the batch they rode in."""
+        (out,) = await self.score_many([(version, rows)])
+        return out
+
+    async def score_many(self, items: list[tuple[MetricVersion, list[dict[str, Any]]]]) -> list[tuple[list[ScoreResult],
+                                                                                                     dict]]:
+        """Score each (version, rows), queued at once so that versions on one frozen body share its forward;
+        returns each item's results and the size of the batch they rode in, in order."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
+        futs: list[asyncio.Future] = []
         with self._cond:
             self._check_open()
-            q = self._queues.get(version.full_name)
-            if q is None or q.loop is not loop:
-                stats = q.stats if q is not None else BatchStats()
-                q = self._queues[version.full_name] = _Queue(version=version, loop=loop, stats=stats)
-            self._arrivals += 1
-            q.pending.append((rows, fut, self._arrivals))
+            for version, rows in items:
+                q = self._queues.get(version.full_name)
+                if q is None or q.loop is not loop:
+                    stats = q.stats if q is not None else BatchStats()
+                    q = self._queues[version.full_name] = _Queue(version=version, loop=loop, stats=stats)
+                self._arrivals += 1
+                futs.append(loop.create_future())
+                q.pending.append((rows, futs[-1], self._arrivals))
             self._start()
             self._cond.notify()
-        return await fut
+        return list(await asyncio.gather(*futs))
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Run ``fn()`` on the scoring thread (between evaluator calls); a concurrent Future of its result."""
@@ -168,7 +185,7 @@ class ScoreBatcher:
                         out.set_exception(exc)
                 continue
             if taken is not None:
-                self._score(*taken)
+                self._score_round(*taken)
             self._maybe_trim()
 
     def _ready(self) -> bool:
@@ -193,6 +210,10 @@ class ScoreBatcher:
                 if wait <= 0:
                     break
                 self._cond.wait(wait)
+        return q, self._pop(q, windowed)
+
+    def _pop(self, q: _Queue, windowed: bool = False) -> list:
+        """The next call's requests of ``q`` (up to ``max_rows`` rows), counted in its stats (under the lock)."""
         batch: list = []
         n = 0
         while q.pending and (not batch or n + len(q.pending[0][0]) <= self.max_rows):
@@ -209,7 +230,42 @@ class ScoreBatcher:
             s.windowed += 1
         else:
             s.immediate += 1
-        return q, batch
+        return batch
+
+    def _evaluator(self, version: MetricVersion) -> Any:
+        """The version's evaluator as the registry keeps it (None: it cannot say; the call reports why)."""
+        get = getattr(self.registry.metrics, "evaluator", None)
+        try:
+            return get(version) if get is not None else None
+        except Exception:  # noqa: BLE001 - scoring the version raises it to its callers
+            return None
+
+    def _score_round(self, q: _Queue, batch: list) -> None:
+        """``q``'s call and, in one shared-body scope, a call for every other version with queued requests
+        whose evaluator runs one of the same frozen bodies (evaluator._shared), oldest request first."""
+        ev = self._evaluator(q.version)
+        keys = body_keys(ev) if ev is not None else frozenset()
+        if not keys:
+            self._score(q, batch)
+            return
+        with self._cond:
+            others = sorted((o for o in self._queues.values() if o is not q and o.pending),
+                            key=lambda o: o.pending[0][2])
+        calls = [(q, batch, ev)]
+        for o in others:
+            other = self._evaluator(o.version)
+            if other is None or not body_keys(other) & keys:
+                continue
+            with self._cond:
+                if o.pending:
+                    calls.append((o, self._pop(o), other))
+        if len(calls) > 1:
+            with self._cond:
+                for o, _, _ in calls:
+                    o.stats.shared += 1
+        with SharedScorer(e for _, _, e in calls):
+            for o, b, _ in calls:
+                self._score(o, b)
 
     def _score(self, q: _Queue, batch: list) -> None:
         rows = [r for item in batch for r in item[0]]

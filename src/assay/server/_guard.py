@@ -4,7 +4,8 @@ decision, ``block`` / ``flag`` / ``allow``.
 A policy maps a metric (the name as requested, its base name or ``name-vN``) or ``default`` to a
 list of rules, or to ``{"rules": [...], "uncertain": action}``. Rules are tried in order; the first
 whose ``label`` equals the verdict's label and whose ``min_confidence`` (default 0) is at most its
-confidence gives the action; none matching: ``allow``. A verdict in the evaluator's review region
+confidence gives the action; none matching: ``allow``. The row is queued for every metric at once
+(``ScoreBatcher.score_many``), so metrics on one frozen body (MiniLM, SmolLM2) run it once on the row. A verdict in the evaluator's review region
 (certified at training time; without one, the monitor's band of margin 0.2 around the registered
 threshold, or confidence below 0.6 for categorical metrics) gets the ``uncertain`` action (default
 ``flag``) instead. Without a policy for a metric: its failing label with any confidence blocks.
