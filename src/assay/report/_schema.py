@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import AssayError
-from ..evaluator._artifact import REPORT_JSON, Candidate, Figures, Headline, Selection, _check_version, _invalid
+from ..evaluator._artifact import REPORT_JSON, Candidate, Figures, Selection, _check_version, _invalid
 
 REPORT_FORMAT_VERSION = 1  # report.json's layout; raised when a key changes meaning or moves
 

@@ -21,17 +21,7 @@ from ..config import ProviderConfig
 from ..data import SEED_FRACTION
 from ..errors import AssayError, invalid
 from ..metrics import MetricSpec, load_metric
-from ..registry import (
-    Dataset,
-    Metric,
-    Project,
-    Registry,
-    ReviewItem,
-    Run,
-    RunEvent,
-    ScoreResult,
-    Validated,
-)
+from ..registry import Dataset, Metric, Project, ReviewItem, Run, RunEvent, ScoreResult, Validated
 from ..registry._datasets import parse_metric
 from . import _access as acc
 from . import _generated, _guard

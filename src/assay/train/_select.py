@@ -44,10 +44,8 @@ from ..data import group_key, row_hash
 from ..errors import require
 from ..evaluator._linear import LinearHead, LinearModel, TfidfFeatures, log_probs
 from ..metrics import swap_pair
-from ..metrics._render import keeps_end
 from ..stats import bootstrap_ci, cohen_kappa
-from ._calibrate import calibrate
-from ._contrastive import tune_body
+from . import _contrastive
 from ._pool import equal_pool, oof_logits, oof_pool, pool_head
 
 COST_ORDER = ("tfidf", "embed", "lm", "contrastive", "hybrid", "blend", "encoder")  # cheapest first: exact ties only
@@ -335,7 +333,7 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
         for f, (tr, va) in enumerate(folds):
             status("selecting", None, f"contrastive: tuning the body for fold {f + 1} of {len(folds)}")
             block = first if f == 0 else make()
-            tuned.append(tune_body(block, [encoded[i] for i in tr], y[tr], seed=sel.seed + f, **tuning))
+            tuned.append(_contrastive.tune_body(block, [encoded[i] for i in tr], y[tr], seed=sel.seed + f, **tuning))
             block.fit_grounding(rows)
             full = block.features(encoded)
             for v in names:
@@ -364,7 +362,7 @@ def _cross_validate_contrastive(sel: Selection, rows: Sequence[Mapping[str, Any]
 
     def fit_all() -> tuple[Any, np.ndarray]:
         block = make()
-        block.tuning = tune_body(block, encoded, y, seed=sel.seed, **tuning)
+        block.tuning = _contrastive.tune_body(block, encoded, y, seed=sel.seed, **tuning)
         if use_grounding:
             block.fit_grounding(rows)
         else:
