@@ -96,12 +96,9 @@ def reg(tmp_path):
     r.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_db(request, tmp_path):
-    """A fresh, empty registry database URL: SQLite in tmp_path, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'assay.db'}"
-        return
+@pytest.fixture
+def pg_database(request):
+    """A fresh, empty PostgreSQL database URL on the test server (dropped afterwards)."""
     import secrets
 
     import psycopg
@@ -113,3 +110,11 @@ def registry_db(request, tmp_path):
     yield f"{server}/{name}"
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_db(request, tmp_path):
+    """A fresh, empty registry database URL: SQLite in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'assay.db'}"
+    return request.getfixturevalue("pg_database")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -34,17 +33,9 @@ ROUTE = RouteConfig(band=(0.3, 0.7), audit_rate=0.5, seed=0)
 
 
 @pytest.fixture
-def pg_url(request):
-    """A fresh, empty PostgreSQL database (dropped afterwards)."""
-    import psycopg
-
-    server = request.getfixturevalue("postgres_server")
-    name = "m_" + secrets.token_hex(6)
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"{server}/{name}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def pg_url(pg_database):
+    """A fresh, empty PostgreSQL database (tests/conftest.py's ``pg_database``)."""
+    return pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,8 +6,9 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -250,3 +251,14 @@ def load_full(model: nn.Module, folder: Path, name: str = FULL_FILE) -> None:
         raise AssayError(f"{name} in the artifact", f"no such file in {folder}",
                          "point at a complete artifact directory (re-run assay train)", code="invalid_artifact")
     load_model(model, str(path), strict=True)
+
+
+def memoised(cache: dict[Any, np.ndarray], keys: Sequence[Hashable], encoded: Sequence[Any],
+             compute: Callable[[Sequence[Any]], np.ndarray], dim: int) -> np.ndarray:
+    """The rows' vectors from ``cache`` by ``keys`` (one per row of ``encoded``); the rows not in it are
+    computed in one ``compute`` call and stored. The feature blocks' opt-in memos (benchmarks)."""
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo:
+        for i, v in zip(todo, compute([encoded[i] for i in todo])):
+            cache[keys[i]] = v
+    return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), dtype=np.float32)

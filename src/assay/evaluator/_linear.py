@@ -43,7 +43,7 @@ from ..metrics._render import judged_field
 from ._artifact import CONTRASTIVE_FILE, LINEAR_FILE, VOCAB_FILE, EvaluatorInfo, LinearInfo
 from ._base_models import resolve_base
 from ._chunks import length_batches, padded_width
-from ._common import Encoded, load_full, quiet_loading, render_fitted, save_full, save_tensors
+from ._common import Encoded, load_full, memoised, quiet_loading, render_fitted, save_full, save_tensors
 from ._encoder import compact_metric
 from ._grounding import LEXICAL, context_fields, fit_standardiser, interactions, lexical, standardise
 from ._lm_features import LmFeatures
@@ -198,13 +198,7 @@ class EmbedFeatures:
         if cache is not None:
             precision = self._precision()
             keys = [(str(self.base.path), precision, tuple(e.ids)) for e in encoded]
-            todo = [i for i, k in enumerate(keys) if k not in cache]
-            if todo:
-                fresh = self._embed([encoded[i] for i in todo])
-                for i, v in zip(todo, fresh):
-                    cache[keys[i]] = v
-            dim = int(self.net.config.hidden_size)
-            return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), dtype=np.float32)
+            return memoised(cache, keys, encoded, self._embed, int(self.net.config.hidden_size))
         return self._embed(encoded)
 
     def _precision(self) -> str:

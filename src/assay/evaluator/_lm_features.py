@@ -30,7 +30,7 @@ from torch import nn
 
 from ..metrics import MetricSpec, judged_field
 from ._chunks import length_batches, padded_width
-from ._common import Encoded, quiet_loading, render_fitted
+from ._common import Encoded, memoised, quiet_loading, render_fitted
 from ._encoder import compact_metric
 
 LAYER_FRACTION = 1 / 3  # the hidden state after this share of the decoder's layers
@@ -119,11 +119,7 @@ class LmFeatures:
         if cache is None:
             return self._raw(encoded)
         keys = [(str(self.base.path), self.layers, tuple(e.ids)) for e in encoded]
-        todo = [i for i, k in enumerate(keys) if k not in cache]
-        if todo:
-            for i, v in zip(todo, self._raw([encoded[i] for i in todo])):
-                cache[keys[i]] = v
-        return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, self.size), dtype=np.float32)
+        return memoised(cache, keys, encoded, self._raw, self.size)
 
     def features(self, encoded: Sequence[Encoded]) -> np.ndarray:
         x = self.raw(encoded)

@@ -164,8 +164,10 @@ def train(config: Config | str | Path, *, progress: bool = True, on_status: Stat
 
 def _count_empty(counts: dict[str, Any], empty: dict[str, int]) -> None:
     """Rows kept with an empty field (read as empty text), per field, in the report's counts."""
-    for f, n in empty.items():
-        counts.setdefault("empty_fields", {})[f] = counts.get("empty_fields", {}).get(f, 0) + n
+    if empty:
+        into = counts.setdefault("empty_fields", {})
+        for f, n in empty.items():
+            into[f] = into.get(f, 0) + n
 
 
 def _training_rows(cfg: Config, metric: Any, test: Any, split: Any, status: Status,
