@@ -8,7 +8,7 @@ held-out splits, grouped and stratified by ``assay.train`` itself) and compares,
 held-out rows:
 
 - shipped: ``assay.train._fit.fit_and_select``, the product's selection (the config default's
-  candidates without ``encoder``: tfidf, embed, hybrid; cross-validated on the seed rows only, the
+  candidates without ``encoder``: tfidf, embed, lm, hybrid; cross-validated on the seed rows only, the
   winner refit and calibrated on its out-of-fold scores), the same code ``assay train`` runs;
 - TF-IDF + LR: the report's baseline (``assay.report.run_baselines``), fitted on the same seed rows.
 
@@ -39,7 +39,9 @@ import numpy as np  # noqa: E402
 
 import bench_evaluators as bench  # noqa: E402
 
-CANDIDATES = ["tfidf", "embed", "hybrid"]
+from assay.config import TrainingConfig  # noqa: E402
+
+CANDIDATES = [c for c in TrainingConfig().candidates if c != "encoder"]  # the config default's, without encoder
 
 
 def run(name: str, splits: int, data: Path, work: Path, log) -> list[dict]:
@@ -133,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from assay.evaluator._linear import EmbedFeatures
+    from assay.evaluator._lm_features import LmFeatures
 
     torch.set_num_threads(1)
     EmbedFeatures.cache = {}  # every split embeds the same test-set rows once
+    LmFeatures.cache = {}
     started, t0, env = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), time.perf_counter(), bench._env()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as work:

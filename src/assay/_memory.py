@@ -9,6 +9,7 @@ while each stage was current.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import sys
@@ -79,3 +80,32 @@ class StagePeaks:
         self._done.set()
         self._thread.join(timeout=1.0)
         return peaks
+
+
+_LIBC: Any = None  # glibc's handle once looked up (False: not glibc, nothing to release)
+_AFTER_TRIM = [0]  # the resident size after the last trim
+
+
+def release_heap(slack: int = 0) -> bool:
+    """Give the allocator's free heap pages back to the system (glibc ``malloc_trim(0)``) when the resident
+    size has grown by more than ``slack`` bytes since the last trim; True when it trimmed (False also where
+    the C library is not glibc). Training allocates tensors of a different shape for every batch of varying
+    lengths; glibc keeps what they free for reuse, and the heap of a long fine-tune grew to several times
+    what any one step holds (MiniLM, 256 tokens: 915 MiB after loading, 2.9 GiB by step 73 on the toxicity
+    2k rows). Trimming after every step cost about 15% of the step time in page faults (the next step
+    faults the pages in again: 40 MiniLM steps of 8 rows x 24-128 tokens, 24.2 s against 21.1 s); with a
+    slack of a few hundred MiB it trims only when the heap has really grown, at no measurable cost."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                _LIBC = libc if hasattr(libc, "malloc_trim") else False
+            except OSError:
+                _LIBC = False
+    if not _LIBC or (slack and rss_bytes() < _AFTER_TRIM[0] + slack):
+        return False
+    _LIBC.malloc_trim(0)
+    _AFTER_TRIM[0] = rss_bytes()
+    return True

@@ -125,3 +125,15 @@ def test_tests_mirror_the_package():
     assert not list(tests.glob("test_*.py")), "tests at the top level: move them into tests/<stage>/"
     folders = {p.parent.name for p in tests.glob("*/test_*.py")}
     assert folders <= packages | {"core"}, folders - packages
+
+
+def test_release_heap_trims_only_past_its_slack():
+    """glibc: the freed heap is given back when the resident size grew past the slack (and always with none)."""
+    import sys
+
+    from assay import _memory
+
+    if not _memory.release_heap():  # no slack: trims, where the C library is glibc
+        assert _memory._LIBC is False and not sys.platform.startswith("darwin") or sys.platform != "linux"
+        return
+    assert _memory.release_heap(1 << 40) is False  # nothing grew by a terabyte since

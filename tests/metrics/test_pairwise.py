@@ -103,21 +103,29 @@ def _real_pairs(n: int) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("family,candidates", [("linear", ["tfidf"]), ("linear", ["embed"]),
                                                 ("linear", ["tfidf", "embed", "hybrid"]),
-                                                ("encoder", ["encoder"]), ("decoder", ["encoder"])])
-def test_every_family_scores_pairs_order_invariant_on_real_rows(tmp_path, family, candidates):
+                                                ("encoder", ["encoder"]), ("decoder", ["encoder"]),
+                                                ("pooled", ["encoder", "tfidf"])])
+def test_every_family_scores_pairs_order_invariant_on_real_rows(tmp_path, monkeypatch, family, candidates):
     """P(a | A, B) = P(b | B, A) and P(tie) the same, exactly (to float precision), after calibration with a
-    label-prior shift, for every family assay ships."""
+    label-prior shift, for every family assay ships (``pooled``: the encoder pooled with TF-IDF)."""
     from assay.config import config_from_dict
+    from assay.train import _select
     from assay.train._fit import fit_and_select
 
+    if family == "pooled":  # the pool is shipped whatever the rule says (tests/train/test_select.py tests the rule)
+        real = _select._encoder_against
+        monkeypatch.setattr(_select, "POOL_MIN_ROWS", 1)
+        monkeypatch.setattr(_select, "_encoder_against", lambda *a: (real(*a), _select.POOLED)[1])
+
     metric = get_preset("pairwise_preference")
-    rows = _real_pairs(150 if family == "linear" else 48)
+    rows = _real_pairs(150 if family in ("linear", "pooled") else 48)
     model = {"family": "decoder" if family == "decoder" else "encoder", "max_length": 96}
     cfg = config_from_dict({"metric": "pairwise_preference", "data": {"test_set": "unused.jsonl"}, "model": model,
                             "train": {"candidates": candidates, "cv_folds": 3, "seed": 0, "max_steps": 2,
                                       "batch_size": 4, "early_stopping": None}}, base_dir=tmp_path)
     prior = {"a": 0.5, "b": 0.3, "tie": 0.2}  # a skewed target prior: the shift must not favour a position
-    ev, _, _, _ = fit_and_select(cfg, metric, rows, rows[:-16], rows[-16:], prior, progress=False)
+    ev, _, _, summary = fit_and_select(cfg, metric, rows, rows[:-16], rows[-16:], prior, progress=False)
+    assert family != "pooled" or list(ev.model.blocks) == ["tfidf", "encoder"]
     scored = rows[:24]
     p = ev.predict_proba(scored)
     q = ev.predict_proba([swap_pair(r) for r in scored])

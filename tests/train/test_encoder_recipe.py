@@ -183,3 +183,57 @@ def test_full_fine_tune_trains_saves_and_reloads(tmp_path, rag_rows):
     assert (out / "model.safetensors").exists() and not (out / "adapter_model.safetensors").exists()
     again = Evaluator.from_pretrained(out, device="cpu", precision="fp32")  # auto: bf16 on some CPUs
     np.testing.assert_allclose(again.predict_proba(rows), ev.predict_proba(rows), atol=1e-5)
+
+
+def test_a_long_batch_trains_in_parts_with_the_same_gradient():
+    """A batch over ``TRAIN_MAX_TOKENS`` padded tokens runs in parts (a 16 x 256-token MiniLM step held
+    2.3 GB); each part's summed loss over the whole batch's weight gives the very gradient of the batch."""
+    from assay.train._loop import TRAIN_MAX_TOKENS, _Data, token_parts, train_step
+
+    tokens = dict(zip(range(10, 26), [256] * 8 + [40] * 8))
+    parts = token_parts(list(tokens), list(tokens.values()), max_tokens=1024)
+    assert sorted(i for p in parts for i in p) == list(tokens)  # every row once
+    assert all(len(p) * max(tokens[i] for i in p) <= 1024 for p in parts) and len(parts) == 3  # 8 short, 4 + 4 long
+    assert token_parts([1, 2], [5000, 5000], max_tokens=1024) == [[1], [2]]  # a row over the limit goes alone
+    assert TRAIN_MAX_TOKENS >= 512
+
+    metric = get_preset("toxicity_3class")
+    ev = Evaluator.create(metric, ModelConfig(max_length=64, lora=None), device="cpu", precision="fp32")
+    words = "you are such a terrible and hateful person who nobody likes at all ".split()
+    rows = [{"input": " ".join(words[: 3 + 3 * i]) * (1 + i % 3), "label": metric.labels[i % 3]} for i in range(12)]
+    encoded = ev.encode(rows)
+    y = [metric.labels.index(r["label"]) for r in rows]
+    data = _Data(list(metric.labels), rows, [], y, encoded, [], torch.tensor([]),
+                 torch.tensor([1.0, 2.0, 0.5]))
+    params = [p for p in ev.model.parameters() if p.requires_grad]
+
+    class Record:  # an optimizer that keeps the step's gradients
+        param_groups = [{"params": params}]
+        grads: list = []
+
+        def step(self):
+            self.grads = [None if p.grad is None else p.grad.clone() for p in params]
+
+        def zero_grad(self, set_to_none=True):
+            for p in params:
+                p.grad = None
+
+    ev.model.eval()  # no dropout: the two runs must see the same network
+    cfg = TrainingConfig(gradient_accumulation=1)
+    whole, split = Record(), Record()
+    import assay.train._loop as loop
+
+    loss_whole = train_step(ev, data, lambda: list(range(12)), whole, SimpleNamespace(step=lambda: None), cfg, 0)
+    old = loop.TRAIN_MAX_TOKENS
+    loop.TRAIN_MAX_TOKENS = 40  # every row or two its own part
+    try:
+        loss_split = train_step(ev, data, lambda: list(range(12)), split, SimpleNamespace(step=lambda: None), cfg, 0)
+    finally:
+        loop.TRAIN_MAX_TOKENS = old
+    assert len(token_parts(list(range(12)), [e.tokens for e in encoded], max_tokens=40)) > 3
+    assert loss_split == pytest.approx(loss_whole, rel=1e-5)
+    assert sum(g is not None for g in whole.grads) > 10
+    for a, b in zip(whole.grads, split.grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

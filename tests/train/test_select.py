@@ -328,3 +328,88 @@ def test_a_phrase_driven_task_does_not_ship_the_worse_candidate():
     worse = min(singles, key=singles.get)
     assert winner != worse, sel.reason
     assert held_out(winner) >= singles[worse]
+
+
+def test_an_encoder_within_noise_of_the_winner_ships_their_pool():
+    """The shipped example's case: the fine-tuned encoder and TF-IDF within noise on the validation slice,
+    erring on different rows. Their equal-weight pool (the encoder's logits there with TF-IDF's out-of-fold
+    ones) scores above both and ships; an encoder far ahead ships alone; too few validation rows: no pool."""
+    from assay.train._select import POOL_MIN_ROWS, POOLED, Candidate, choose
+
+    def confident_when_right(y: np.ndarray, seed: int) -> np.ndarray:  # right on 80% of rows, unsure when wrong
+        rng = np.random.default_rng(seed)
+        hit = rng.permutation(len(y)) < round(0.8 * len(y))
+        return np.where(hit[:, None], np.eye(2)[y] * 3.0, np.eye(2)[1 - y] * 0.5)
+
+    y = np.arange(300) % 2
+    val = np.arange(100, 300)
+    sel = _sel(y)
+    lin = confident_when_right(y, 1)
+    lin[val] = confident_when_right(y[val], 3)  # right on 80% of the validation rows too
+    enc_logits = confident_when_right(y[val], 2)  # as accurate, on other rows
+    kappa = lambda z, yy: float(np.mean(z.argmax(1) == yy)) * 2 - 1  # noqa: E731 - balanced binary kappa
+    sel.candidates = {"tfidf": Candidate("tfidf", lin, cv_kappa=0.6, fold_kappas=[0.55, 0.6, 0.65, 0.6]),
+                      "encoder": Candidate("encoder", val_kappa=kappa(enc_logits, y[val]), ci=[0.5, 0.7],
+                                           val_logits=enc_logits)}
+    assert choose(sel, ["encoder", "tfidf"], val) == POOLED and "within noise" in sel.reason
+    pool = sel.candidates[POOLED]
+    assert pool.params["members"] == ["encoder", "tfidf"]
+    assert pool.val_kappa > max(sel.candidates["encoder"].val_kappa, sel.candidates["tfidf"].val_kappa)
+    ahead = np.eye(2)[y[val]] * 5.0  # an encoder always right there: far ahead, alone
+    sel.candidates["encoder"] = Candidate("encoder", val_kappa=1.0, ci=[0.98, 1.0], val_logits=ahead)
+    assert choose(sel, ["encoder", "tfidf"], val) == "encoder"
+    few = val[:POOL_MIN_ROWS - 1]
+    sel.candidates["encoder"] = Candidate("encoder", val_kappa=kappa(enc_logits[:len(few)], y[few]), ci=[0.4, 0.8],
+                                          val_logits=enc_logits[:len(few)])
+    assert choose(sel, ["encoder", "tfidf"], few) != POOLED and POOLED not in sel.candidates
+
+
+@pytest.mark.slow
+def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
+    """The pooled winner is one artifact: the refit linear blocks, the network's own weight files, and a
+    stacking head that averages the two; from_pretrained gives the same probabilities, and the ONNX export
+    refuses it with a clear error rather than writing a graph that leaves the network out."""
+    from conftest import FIXTURE_DATA
+
+    from assay import AssayError
+    from assay.config import config_from_dict
+    from assay.evaluator import Evaluator
+    from assay.evaluator._export import export_onnx
+    from assay.evaluator._linear import log_probs
+    from assay.metrics import get_preset
+    from assay.train import _select
+    from assay.train._fit import fit_and_select
+
+    rows = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()][:260]
+    metric = get_preset("toxicity_3class")
+    cfg = config_from_dict({"metric": "toxicity_3class", "data": {"test_set": "unused.jsonl"},
+                            "model": {"family": "encoder", "max_length": 48},
+                            "train": {"candidates": ["encoder", "tfidf"], "cv_folds": 3, "seed": 0, "max_steps": 6,
+                                      "batch_size": 8, "early_stopping": None}}, base_dir=tmp_path)
+    real = _select._encoder_against
+
+    def pooled_always(sel, enc, winner, val_idx):  # the rule is tested above; here the artifact
+        real(sel, enc, winner, val_idx)
+        return _select.POOLED
+
+    fit_rows, cal_rows = rows[:-120], rows[-120:]
+    try:
+        _select._encoder_against = pooled_always
+        ev, stats, cal, summary = fit_and_select(cfg, metric, rows, fit_rows, cal_rows, None, progress=False)
+    finally:
+        _select._encoder_against = real
+    assert summary["winner"] == "pooled" and list(ev.model.blocks) == ["tfidf", "encoder"]
+    assert ev.info["linear"]["neural"]["family"] == "encoder" and stats["member"] == "tfidf"
+    assert cal.n_rows == len(cal_rows) and cal.method == "slice"
+    out = ev.save_pretrained(tmp_path / "pooled")
+    assert {"linear.safetensors", "vocab.json", "adapter_model.safetensors", "head.safetensors"} <= {
+        p.name for p in out.iterdir()}
+    again = Evaluator.from_pretrained(out, device="cpu")  # the precision the trained one scores at (auto)
+    np.testing.assert_allclose(again.predict_proba(rows[:30]), ev.predict_proba(rows[:30]), atol=1e-6)
+    lin = ev.model.blocks["tfidf"].transform(rows[:30]) @ ev.model.heads["tfidf"].weight.T + ev.model.heads["tfidf"].bias
+    net = ev.model.blocks["encoder"].transform(rows[:30])
+    want = (log_probs(np.asarray(lin)) + log_probs(net)) / 2  # the pool, by hand: the mean of the log-probabilities
+    got = ev.model.logits_encoded(ev.model.encode(rows[:30]))
+    np.testing.assert_allclose(log_probs(got), log_probs(want), atol=1e-4)
+    with pytest.raises(AssayError, match="pooled evaluator"):
+        export_onnx(again, tmp_path / "x.onnx")

@@ -399,6 +399,11 @@ def _blocks(info: Any) -> dict[str, str]:
             rec = dict(getattr(lin, "lm", None) or {})
             extra = ", ".join(f"{k} {rec[k]}" for k in ("package", "layers") if rec.get(k))
             out[name] = f"base {rec.get('base') or 'not recorded'}" + (f" ({extra})" if extra else "")
+        elif name == "encoder":
+            rec = dict(getattr(lin, "neural", None) or {})
+            lora = "LoRA" if (rec.get("model") or {}).get("lora") else "full"
+            out[name] = (f"the {rec.get('family', 'encoder')} family fine-tuned ({lora}, weights in the artifact) on "
+                         f"base {(rec.get('base') or {}).get('name', 'not recorded')}, pooled at equal weight")
         else:
             out[name] = "unknown block"
     return out

@@ -88,6 +88,7 @@ class LinearInfo(BaseModel):
     max_lengths: dict[str, int] = Field(default_factory=dict)  # an embedding block may read fewer tokens
     grounding: dict[str, Any] = Field(default_factory=dict)  # block -> the fields it grounds on
     keep_end: dict[str, bool] = Field(default_factory=dict)  # block -> truncated from the start (absent: older)
+    neural: dict[str, Any] | None = None  # the fine-tuned network pooled in (block "encoder"): family, base, model
 
 
 class TrainingInfo(BaseModel):

@@ -66,8 +66,11 @@ def _model(info: EvaluatorInfo) -> list[str]:
            f"- family: {info.family} — base `{info.base_name}`"
            + (f" (package {base.package} {base.package_version})" if base is not None and base.package else "")]
     if linear:
-        out.append(f"- features: {', '.join(info.blocks)} -> logistic regression"
+        out.append(f"- features: {', '.join(b for b in info.blocks if b != 'encoder')} -> logistic regression"
                    + (" (stacked)" if info.family == "hybrid" else "") + f"; max_length {info.max_length} tokens")
+        if "encoder" in info.blocks:
+            out.append("- pooled at equal weight with the fine-tuned network (the `encoder` block: "
+                       f"{'LoRA' if (info.model or {}).get('lora') else 'full fine-tune'}, weights in the artifact)")
     else:
         out.append(f"- adapter: {'LoRA' if (info.model or {}).get('lora') else 'full fine-tune'}; "
                    f"max_length {info.max_length} tokens")

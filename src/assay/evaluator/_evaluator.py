@@ -30,18 +30,12 @@ LINEAR_FAMILIES = ("linear", "hybrid")  # features -> logistic regression (see _
 def build_model(metric: MetricSpec, base: Any, model_cfg: ModelConfig, family: str):
     """The family's network on top of a resolved base (``BaseRef``)."""
     from ._common import quiet_loading
+    from ._neural_block import build_network  # torch: loaded when a network is built (see the module's imports)
 
-    if family == "decoder":
-        from ._decoder import DecoderModel
-
-        with quiet_loading():
-            return DecoderModel(metric, base, model_cfg)
-    if family == "encoder":
-        from ._encoder import EncoderModel
-
-        with quiet_loading():
-            return EncoderModel(metric, base, model_cfg)
-    raise AssayError("model.family encoder or decoder", f"'{family}'", "set model.family", code="invalid_config")
+    if family not in ("encoder", "decoder"):
+        raise AssayError("model.family encoder or decoder", f"'{family}'", "set model.family", code="invalid_config")
+    with quiet_loading():
+        return build_network(metric, base, model_cfg, family)
 
 
 class Evaluator:

@@ -110,6 +110,12 @@ def export_onnx(ev: Any, out: str | Path, opset: int = OPSET) -> dict[str, Any]:
     if getattr(ev, "precision", "auto") == "int8":
         raise AssayError("an fp32 evaluator to export", "one quantised to int8",
                          "load the artifact with precision fp32 to export it", code="invalid_input")
+    if "encoder" in (getattr(ev.model, "blocks", None) or {}):
+        raise AssayError("an evaluator of one network or of feature blocks to export",
+                         "a pooled evaluator (a fine-tuned network averaged with feature blocks), which the ONNX "
+                         "export does not cover yet",
+                         "score it with assay score / serve / the Python API, or train an exportable one with "
+                         "train.candidates [encoder] alone or without encoder", code="invalid_input")
     out = _target(out)
     if ev.family in ("encoder", "decoder"):
         meta = _export_sequence(ev, out, opset)

@@ -47,9 +47,10 @@ from ._common import Encoded, load_full, memoised, quiet_loading, render_fitted,
 from ._encoder import compact_metric
 from ._grounding import LEXICAL, context_fields, fit_standardiser, interactions, lexical, standardise
 from ._lm_features import LmFeatures
+from ._neural_block import NEURAL, NeuralBlock
 from ._tfidf import baseline_text, tfidf_vectorizers
 
-FEATURE_KINDS = ("tfidf", "embed", "contrastive", "lm")
+FEATURE_KINDS = ("tfidf", "embed", "contrastive", "lm", NEURAL)  # NEURAL: the fine-tuned network (_neural_block)
 EMBED_KINDS = ("embed", "contrastive")  # blocks that run the base encoder
 LOG_FLOOR = 1e-6  # log-probabilities fed to the stacking head are clipped here
 
@@ -362,6 +363,19 @@ class LinearHead:
         return cls(w, b)
 
 
+def pool_with(model: "LinearModel", block: NeuralBlock) -> "LinearModel":
+    """``model`` (a linear model, or a hybrid / blend stack) pooled at equal weight with a fine-tuned network:
+    logits = (model's logits + the network's label log-probabilities) / 2, as one hybrid LinearModel (its
+    blocks and the network's; the old stacking head, or the single block's log-probabilities, scaled by one
+    half beside the network's). A model's logits and its log-probabilities differ by one constant per row, so
+    this is the equal-weight log-linear pool of the two members' probabilities."""
+    n = len(model.metric.labels)
+    old = model.stack if model.stack is not None else LinearHead(np.eye(n), np.zeros(n))
+    stack = LinearHead(np.hstack([0.5 * old.weight, 0.5 * np.eye(n)]), 0.5 * old.bias)
+    heads = {**model.heads, NEURAL: LinearHead(np.eye(n), np.zeros(n))}  # the network's logits are its features
+    return LinearModel(model.metric, {**model.blocks, NEURAL: block}, heads, stack, model.max_length)
+
+
 def log_probs(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -385,6 +399,8 @@ class LinearModel(nn.Module):
         self.max_length = max_length
         self.embedder = next((self.blocks[n] for n in EMBED_KINDS if n in self.blocks), None)  # encodes the rows
         self.tokenizer = getattr(self.embedder, "tokenizer", None)
+        if NEURAL in self.blocks:  # a registered submodule: moved to the scoring device with the model
+            self.neural = self.blocks[NEURAL].model
 
     @property
     def family(self) -> str:
@@ -457,6 +473,8 @@ class LinearModel(nn.Module):
             tensors.update(self.blocks["lm"].state("lm"))
         if "contrastive" in self.blocks:
             files += self.blocks["contrastive"].save(folder)
+        if NEURAL in self.blocks:
+            files += self.blocks[NEURAL].save(folder)
         save_tensors(tensors, folder / LINEAR_FILE, {"format": "pt", "blocks": ",".join(self.blocks)})
         return files
 
@@ -493,6 +511,8 @@ class LinearModel(nn.Module):
                     blocks[name].load(folder)
             elif name == "lm":
                 blocks[name] = _load_lm(metric, lin, int(lengths.get(name, max_length)), tensors)
+            elif name == NEURAL:
+                blocks[name] = NeuralBlock.load(metric, folder, lin.neural)
             else:
                 raise AssayError(f"feature blocks among {list(FEATURE_KINDS)}", f"'{name}'", "re-run assay train",
                                  code="invalid_artifact")

@@ -13,14 +13,15 @@ from .._cpu import apply_threads
 from ..data import row_hash
 from ..errors import AssayError
 from ..evaluator import Evaluator
-from ..evaluator._base_models import resolve_base
-from ..evaluator._linear import EMBED_KINDS, ContrastiveFeatures, EmbedFeatures
+from ..evaluator._base_models import BaseRef, resolve_base
+from ..evaluator._linear import EMBED_KINDS, ContrastiveFeatures, EmbedFeatures, pool_with
 from ..evaluator._lm_features import LmFeatures
+from ..evaluator._neural_block import NeuralBlock
 from ..metrics._render import keeps_end
 from ._calibrate import calibrate
 from ._loop import OverBudget, seed_everything, train_loop
-from ._select import (Candidate, Selection, Status, _review, choose, cross_validate, decide, refit, selection_interval,
-                      selection_score)
+from ._select import (POOLED, Candidate, Selection, Status, _review, choose, cross_validate, decide, refit,
+                      selection_interval, selection_score)
 
 LM_BASE = "smollm2"  # the decoder we ship: the ``lm`` candidate's body
 LM_PROBE_ROWS = 16  # rows timed to project the lm block's cost against train.budget
@@ -84,6 +85,9 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     winner = choose(sel, kinds, val_idx)
     if winner == "encoder":
         return neural, stats, _calibrate_neural(cfg, neural, cal_rows, target_prior, stats), sel.summary()
+    if winner == POOLED:
+        ev, stats = _ship_pooled(cfg, metric, sel, neural, stats, train_rows, cal_rows, target_prior, status)
+        return ev, stats, ev.calibration, sel.summary()
     ev, stats = _ship_linear(cfg, metric, sel, winner, train_rows, status)
     oof = sel.candidates[winner].oof_logits
     if oof is not None:
@@ -190,7 +194,8 @@ def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit
     if len(cal_rows) >= 2:
         k = len(metric.labels)
         yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
-        pv = decide(neural.predict_logits(cal_rows, t.eval_batch_size))
+        cand.val_logits = neural.predict_logits(cal_rows, t.eval_batch_size)
+        pv = decide(cand.val_logits)
         cand.val_kappa = cand.cv_kappa = selection_score(yv, pv, k)
         cand.ci = selection_interval(yv, pv, k, t.seed)
     else:
@@ -247,4 +252,31 @@ def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows:
     stats = {"family": model.family, "kind": winner, "rows": len(train_rows), "steps": 0,
              "seconds": round(time.perf_counter() - t0, 2), "eval_batch_size": t.eval_batch_size,
              "device": "cpu", "selection_seconds": round(sum(c.seconds for c in sel.candidates.values()), 2)}
+    return ev, stats
+
+
+def _ship_pooled(cfg: Any, metric: Any, sel: Selection, neural: Any, neural_stats: dict[str, Any],
+                 train_rows: list[dict[str, Any]], cal_rows: list[dict[str, Any]],
+                 target_prior: dict[str, float] | None, status: Status) -> tuple[Any, dict[str, Any]]:
+    """The ``POOLED`` winner: the cross-validated winner refit on every training row, pooled at equal weight
+    with the trained encoder (``evaluator._linear.pool_with``), calibrated on the encoder's validation rows
+    with the pooled logits selection scored there (the encoder's own and the winner's out-of-fold ones)."""
+    t = cfg.train
+    pooled = sel.candidates[POOLED]
+    member = pooled.params["members"][1]
+    lin, stats = _ship_linear(cfg, metric, sel, member, train_rows, status)
+    block = NeuralBlock(metric, neural.model, cfg.model.family, BaseRef(**neural.info["base"]),
+                        cfg.model.model_dump(mode="json"), t.eval_batch_size)
+    info = dict(lin.info)
+    info["family"] = "hybrid"
+    info["linear"] = {**info["linear"], "kind": POOLED, "blocks": [*info["linear"]["blocks"], "encoder"],
+                      "member": member, "neural": block.record()}
+    info.setdefault("base", block.base.to_dict())
+    ev = Evaluator(metric, pool_with(lin.model, block), info=info, device=str(neural.device))
+    ev.calibration = calibrate(ev, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
+                               target_prior, logits=pooled.val_logits, method="slice",
+                               source=f"the encoder's validation slice ({len(cal_rows)} training rows): the "
+                                      f"encoder's logits pooled with {member}'s out-of-fold logits", **_review(t))
+    stats = {**neural_stats, "kind": POOLED, "member": member, "member_refit_seconds": stats["seconds"],
+             "selection_seconds": stats["selection_seconds"], "eval_batch_size": t.eval_batch_size}
     return ev, stats

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._cpu import apply_threads
+from .._memory import release_heap
 from ..config import TrainingConfig
 from ..data import split_rows
 from ..errors import AssayError, Cancelled
@@ -28,6 +29,12 @@ DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
               ("decoder", True): 2e-4, ("decoder", False): 2e-5}
 PROBE = (2, 8)  # steps timed (the 3rd to the 8th: the first ones also build kernels) before the loop decides
 # how many steps fit a deadline
+# At most this many padded tokens in one training forward + backward. MiniLM's full fine-tune took about 0.7 MB
+# of activations and gradients per padded token (toxicity 2k rows: a 16 x 256-token batch peaked at 3.4 GB RSS,
+# 16 x 123 at 1.8 GB; eager and sdpa attention alike), so a longer batch runs in parts (train_step): 1,024
+# tokens keep a step under about 0.7 GB above the model, and change the step's memory, not its result.
+TRAIN_MAX_TOKENS = 1024
+HEAP_SLACK = 384 << 20  # the freed heap is given back once the resident size has grown by this much
 MIN_SHARE = 0.25  # fewer of the planned steps fitting the deadline: the candidate is skipped, not undertrained
 
 
@@ -182,6 +189,7 @@ def train_loop(
         if stop:
             break
         step_loss = train_step(evaluator, data, next_batch, opt, sched, cfg, step)
+        release_heap(HEAP_SLACK)  # each batch shape leaves freed heap behind: give it back (assay._memory)
         losses.append(step_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}")
@@ -276,7 +284,11 @@ def batches_forever(lengths: Sequence[int], batch_size: int, rng: random.Random)
 def train_step(evaluator: Any, data: _Data, next_batch: Callable[[], list[int]], opt: Any, sched: Any,
                cfg: TrainingConfig, step: int) -> float:
     """One optimizer step over ``cfg.gradient_accumulation`` batches: forward, weighted cross-entropy,
-    backward, clip to norm 1, AdamW, schedule. Returns the step's loss."""
+    backward, clip to norm 1, AdamW, schedule. Returns the step's loss.
+
+    A batch is run in parts of at most ``TRAIN_MAX_TOKENS`` padded tokens (:func:`token_parts`), each part's
+    summed loss divided by the whole batch's weight: the gradient of the batch's weighted mean, whatever the
+    split, with the activations of one part in memory at a time."""
     import torch
     import torch.nn.functional as F
 
@@ -284,13 +296,16 @@ def train_step(evaluator: Any, data: _Data, next_batch: Callable[[], list[int]],
     step_loss = 0.0
     for _ in range(cfg.gradient_accumulation):
         idx = next_batch()
-        batch = model.collate([data.encoded[i] for i in idx], device)
-        target = torch.tensor([data.y[i] for i in idx], device=device)
-        with autocast(device, evaluator.dtype):
-            logits = model(**batch)
-        loss = F.cross_entropy(logits.float(), target, weight=data.weights) / cfg.gradient_accumulation
-        loss.backward()
-        step_loss += float(loss.detach())
+        labels = torch.tensor([data.y[i] for i in idx], device=device)
+        total = float(data.weights[labels].sum()) * cfg.gradient_accumulation  # the batch's weighted-mean divisor
+        for part in token_parts(idx, [data.encoded[i].tokens for i in idx]):
+            batch = model.collate([data.encoded[i] for i in part], device)
+            target = torch.tensor([data.y[i] for i in part], device=device)
+            with autocast(device, evaluator.dtype):
+                logits = model(**batch)
+            loss = F.cross_entropy(logits.float(), target, weight=data.weights, reduction="sum") / total
+            loss.backward()
+            step_loss += float(loss.detach())
     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
     opt.step()
     sched.step()
@@ -299,6 +314,19 @@ def train_step(evaluator: Any, data: _Data, next_batch: Callable[[], list[int]],
         raise AssayError("a finite training loss", f"{step_loss} at step {step + 1}",
                          "lower train.learning_rate or use train.precision: fp32", code="training_diverged")
     return step_loss
+
+
+def token_parts(idx: Sequence[int], tokens: Sequence[int], max_tokens: int | None = None) -> list[list[int]]:
+    """``idx`` cut into as few parts as keep each one's padded tokens (rows x its longest row's tokens) within
+    ``max_tokens`` (default ``TRAIN_MAX_TOKENS``), rows sorted by length so that each part pads little."""
+    limit = max_tokens or TRAIN_MAX_TOKENS
+    order = sorted(range(len(idx)), key=lambda j: tokens[j])
+    parts: list[list[int]] = [[]]
+    for j in order:  # ascending: the row joining a part is its longest so far
+        if parts[-1] and (len(parts[-1]) + 1) * tokens[j] > limit:
+            parts.append([])
+        parts[-1].append(idx[j])
+    return parts
 
 
 class _Deadline:
