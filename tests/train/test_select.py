@@ -413,3 +413,10 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
     np.testing.assert_allclose(log_probs(got), log_probs(want), atol=1e-4)
     with pytest.raises(AssayError, match="pooled evaluator"):
         export_onnx(again, tmp_path / "x.onnx")
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    shown = CliRunner().invoke(cli, ["inspect", str(out)])
+    assert shown.exit_code == 0 and "family: hybrid (pooled)" in shown.output
+    assert "encoder: base minilm, fine-tuned as the encoder family" in shown.output

@@ -402,8 +402,8 @@ def _blocks(info: Any) -> dict[str, str]:
         elif name == "encoder":
             rec = dict(getattr(lin, "neural", None) or {})
             lora = "LoRA" if (rec.get("model") or {}).get("lora") else "full"
-            out[name] = (f"the {rec.get('family', 'encoder')} family fine-tuned ({lora}, weights in the artifact) on "
-                         f"base {(rec.get('base') or {}).get('name', 'not recorded')}, pooled at equal weight")
+            out[name] = (f"base {(rec.get('base') or {}).get('name', 'not recorded')}, fine-tuned as the "
+                         f"{rec.get('family', 'encoder')} family ({lora}; weights in the artifact), pooled at equal weight")
         else:
             out[name] = "unknown block"
     return out

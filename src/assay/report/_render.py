@@ -204,7 +204,10 @@ def _rule_text(selection: Selection) -> str:
                 f"of it (the spread of its fold kappas / sqrt(folds), at least {tol}), their equal-weight pool "
                 "(blend: the mean of their out-of-fold log-probabilities, nothing fitted on top) is scored on the "
                 f"same rows and ships unless it is below the best by more than {tol}. The fitted stack (hybrid) "
-                "ships only when it beats that winner by more than its own standard error.")
+                "ships only when it beats that winner by more than its own standard error. The fine-tuned encoder "
+                f"(trained once) ships alone when it beats that winner on its validation rows by more than {tol}; "
+                "when the two are within noise there, their equal-weight pool (pooled) ships unless it is below the "
+                f"better one by more than {tol}.")
     if selection.rule != "one standard error":  # reports written before the one-SE rule
         return f"Ties (within {tol}) go to the cheaper candidate ({cost})."
     within = f"within one standard error of the best CV kappa (the spread of its fold kappas / sqrt(folds), at least {tol})"

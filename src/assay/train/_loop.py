@@ -29,11 +29,11 @@ DEFAULT_LR = {("encoder", True): 1e-3, ("encoder", False): 5e-5,
               ("decoder", True): 2e-4, ("decoder", False): 2e-5}
 PROBE = (2, 8)  # steps timed (the 3rd to the 8th: the first ones also build kernels) before the loop decides
 # how many steps fit a deadline
-# At most this many padded tokens in one training forward + backward. MiniLM's full fine-tune took about 0.7 MB
-# of activations and gradients per padded token (toxicity 2k rows: a 16 x 256-token batch peaked at 3.4 GB RSS,
-# 16 x 123 at 1.8 GB; eager and sdpa attention alike), so a longer batch runs in parts (train_step): 1,024
-# tokens keep a step under about 0.7 GB above the model, and change the step's memory, not its result.
-TRAIN_MAX_TOKENS = 1024
+# At most this many padded tokens in one training forward + backward. MiniLM's full fine-tune peaked at 3.4 GB RSS on
+# a 16 x 256-token batch of the toxicity 2k rows (eager and sdpa attention alike; attention grows with the square of
+# the width), so a longer batch runs in parts (train_step). Parts of 2 x 256 tokens held 450 MiB above the model
+# against 800 MiB for 4 x 256, at the same step time (3.7 s for the 16 rows); the result is the whole batch's.
+TRAIN_MAX_TOKENS = 512
 HEAP_SLACK = 384 << 20  # the freed heap is given back once the resident size has grown by this much
 MIN_SHARE = 0.25  # fewer of the planned steps fitting the deadline: the candidate is skipped, not undertrained
 
