@@ -28,7 +28,8 @@ def test_shipped_example_beats_the_tfidf_baseline(tmp_path):
     # the report shows the model selection: every configured candidate with its kappa, and why the winner won
     sel = report["selection"]
     names = {c["name"] for c in sel["candidates"]}
-    assert {"encoder", "tfidf", "embed", "hybrid"} <= names <= {"encoder", "tfidf", "embed", "hybrid", "blend"}
+    allowed = {"encoder", "tfidf", "embed", "hybrid", "blend", "pooled"}
+    assert {"encoder", "tfidf", "embed", "hybrid"} <= names <= allowed
     assert sel["winner"] in names and sel["reason"]
     assert all(c["cv_kappa"] is not None for c in sel["candidates"] if not c.get("skipped"))
     # the run's time against its budget, and the peak memory of each stage, measured
