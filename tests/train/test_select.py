@@ -406,7 +406,8 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
         p.name for p in out.iterdir()}
     again = Evaluator.from_pretrained(out, device="cpu")  # the precision the trained one scores at (auto)
     np.testing.assert_allclose(again.predict_proba(rows[:30]), ev.predict_proba(rows[:30]), atol=1e-6)
-    lin = ev.model.blocks["tfidf"].transform(rows[:30]) @ ev.model.heads["tfidf"].weight.T + ev.model.heads["tfidf"].bias
+    head = ev.model.heads["tfidf"]
+    lin = ev.model.blocks["tfidf"].transform(rows[:30]) @ head.weight.T + head.bias
     net = ev.model.blocks["encoder"].transform(rows[:30])
     want = (log_probs(np.asarray(lin)) + log_probs(net)) / 2  # the pool, by hand: the mean of the log-probabilities
     got = ev.model.logits_encoded(ev.model.encode(rows[:30]))

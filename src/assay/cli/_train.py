@@ -403,7 +403,8 @@ def _blocks(info: Any) -> dict[str, str]:
             rec = dict(getattr(lin, "neural", None) or {})
             lora = "LoRA" if (rec.get("model") or {}).get("lora") else "full"
             out[name] = (f"base {(rec.get('base') or {}).get('name', 'not recorded')}, fine-tuned as the "
-                         f"{rec.get('family', 'encoder')} family ({lora}; weights in the artifact), pooled at equal weight")
+                         f"{rec.get('family', 'encoder')} family ({lora}; weights in the artifact), "
+                         "pooled at equal weight")
         else:
             out[name] = "unknown block"
     return out
