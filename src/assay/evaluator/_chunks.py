@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 
 CHUNK_COST_TOKENS = 64  # one more forward call costs about as much as this many padded tokens
 # At most this many padded tokens in one scoring forward (a row's windows and both pairwise orders count):
@@ -56,3 +58,13 @@ def padded_width(width: int, cap: int | None = None, multiple: int = PAD_MULTIPL
     below ``width``. Only for right padding: left padding would move a decoder's last token."""
     rounded = -(-width // multiple) * multiple
     return max(width, min(rounded, cap)) if cap is not None else rounded
+
+
+def network_logits(model: Any, encoded: Sequence[Any], batch_size: int, device: Any, n_labels: int) -> np.ndarray:
+    """An encoder / decoder network's label logits of encoded rows [n_rows, n_labels], float32: batched by
+    :func:`length_batches`, collated by the network, on ``device``. The caller holds inference mode and the
+    scoring precision's autocast (the Evaluator's family scoring, the pooled evaluator's ``encoder`` block)."""
+    out = np.zeros((len(encoded), n_labels), dtype=np.float32)
+    for idx in length_batches(encoded, batch_size):
+        out[idx] = model(**model.collate([encoded[i] for i in idx], device)).float().cpu().numpy()
+    return out

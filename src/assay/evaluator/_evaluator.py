@@ -20,7 +20,7 @@ from ._artifact import (CALIBRATION_KEYS, CARD_FILE, FORMAT_VERSION, INFO_FILE, 
                         read_info)
 from ._base_models import BaseRef, resolve_base
 from ._card import model_card
-from ._chunks import length_batches
+from ._chunks import length_batches, network_logits
 from ._contract import Calibration, Score, calibrated_probs, decide, scores_from_probs
 from ._device import autocast, quantize_int8, select_device, select_dtype
 
@@ -177,17 +177,11 @@ class Evaluator:
             # pooling, normalisation and the heads stay fp32
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 return np.asarray(self.model.logits_encoded(encoded), dtype=np.float32)
-        n = len(encoded)
-        out = np.zeros((n, len(self.labels)), dtype=np.float32)
-        if n == 0:
-            return out
-        bs = batch_size or self.batch_size
+        if not encoded:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         self.model.eval()
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            for idx in length_batches(encoded, bs):
-                batch = self.model.collate([encoded[i] for i in idx], self.device)
-                out[idx] = self.model(**batch).float().cpu().numpy()
-        return out
+            return network_logits(self.model, encoded, batch_size or self.batch_size, self.device, len(self.labels))
 
     def forward_runner(self, rows: Sequence[Mapping[str, Any]], batch_size: int) -> Any:
         """A runner of the bare model forward over ``rows``, tokenised and padded now (batched by

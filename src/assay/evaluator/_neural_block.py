@@ -26,7 +26,7 @@ from ..config import ModelConfig
 from ..errors import AssayError
 from ..metrics import MetricSpec
 from ._base_models import BaseRef, resolve_base
-from ._chunks import length_batches
+from ._chunks import network_logits
 from ._common import merge_lora, quiet_loading
 
 NEURAL = "encoder"  # the block's name: the neural candidate's name in train.candidates
@@ -52,14 +52,9 @@ class NeuralBlock:
         """The network's raw label logits of ``rows`` [n_rows, n_labels] (batched by length, on the
         network's device, at the precision of the caller's autocast)."""
         encoded = self.model.encode(list(rows))
-        device = next(self.model.parameters()).device
-        out: np.ndarray | None = None
         with torch.inference_mode():
-            for idx in length_batches(encoded, self.batch_size):
-                z = self.model(**self.model.collate([encoded[i] for i in idx], device)).float().cpu().numpy()
-                out = np.zeros((len(encoded), z.shape[1]), dtype=np.float64) if out is None else out
-                out[idx] = z
-        return out if out is not None else np.zeros((0, self.size), dtype=np.float64)
+            z = network_logits(self.model, encoded, self.batch_size, next(self.model.parameters()).device, self.size)
+        return z.astype(np.float64)
 
     @property
     def size(self) -> int:
