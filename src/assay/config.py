@@ -104,7 +104,8 @@ class TrainingConfig(_Strict):
     review_target: float = Field(0.05, gt=0, lt=1)
     review_delta: float = Field(0.1, gt=0, lt=1)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # training precision; auto: bf16 on a GPU that has it, fp32 on the CPU (scoring: Evaluator precision=)
+    # training precision; auto: bf16 on a GPU that has it and on a CPU with AMX / AVX512-BF16, else fp32;
+    # fp32: the same weights on every CPU (scoring: Evaluator precision=)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_batch_size: int = Field(32, ge=1)
     num_threads: int | None = None  # torch CPU threads; None: the cores this process may use (assay._cpu)

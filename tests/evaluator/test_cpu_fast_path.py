@@ -61,13 +61,15 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert _cpu.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
-def test_auto_precision_is_bf16_for_scoring_only_where_the_cpu_has_it(monkeypatch):
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(_cpu, "native_bf16", lambda flags=None: True)
     assert select_dtype("auto", cpu) == torch.bfloat16
-    assert select_dtype("auto", cpu, training=True) is None  # training stays fp32 on the CPU
+    assert select_dtype("auto", cpu, training=True) == torch.bfloat16  # training too, on such a CPU
+    assert select_dtype("fp32", cpu, training=True) is None
     monkeypatch.setattr(_cpu, "native_bf16", lambda flags=None: False)
     assert select_dtype("auto", cpu) is None
+    assert select_dtype("auto", cpu, training=True) is None  # emulated bf16 would be slower than fp32
     assert select_dtype("int8", cpu) is None  # fp32 autocast-wise; the Linear layers are quantised
     for bad, kw in (("int8", {"training": True}), ("fp16", {}), ("fp8", {})):
         with pytest.raises(AssayError) as err:

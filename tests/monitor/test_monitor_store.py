@@ -7,9 +7,8 @@ import sqlite3
 import pytest
 
 from assay.errors import AssayError
-from assay.monitor import MIGRATIONS, Store, Verdict
+from assay.monitor import MIGRATIONS, Store
 from assay.monitor._store import default_db
-from assay.traces import Problems
 
 
 def _schema(db: sqlite3.Connection) -> dict[str, list[str]]:
@@ -66,31 +65,4 @@ def test_default_db_under_assay_home(tmp_path, monkeypatch):
     s.close()
 
 
-def test_verdicts_reviews_and_queue(tmp_path):
-    s = Store(tmp_path / "m.db")
-    s.register_check("pii", "evaluator", spec={"labels": ["true", "false"]}, eval_kappa=0.8)
-    s.register_check("pii", "evaluator", spec={"labels": ["true", "false"]})  # keeps the kappa
-    assert s.checks()["pii"]["eval_kappa"] == 0.8
-    v = Verdict("t1", "pii", "evaluator", "true", False, score=0.55, confidence=0.55,
-                probabilities={"true": 0.55, "false": 0.45}, row={"id": "t1", "input": "x"})
-    vid = s.add_verdict(v, "review", "uncertain", created_at=100.0)
-    assert s.add_verdict(v, "review", "uncertain") is None  # one verdict per (trace, metric)
-    assert s.has_verdict("t1", "pii") and not s.has_verdict("t2", "pii")
-    s.add_verdict(Verdict("t2", "pii", "evaluator", "false", True, score=0.1, confidence=0.9), "recorded", "pass")
-    queue = s.review_queue()
-    assert [q["id"] for q in queue] == [vid] and queue[0]["details"]["probabilities"]["true"] == 0.55
-    s.add_review(vid, "false", "ana")
-    s.add_review(vid, "true", "ana")  # a reviewer's latest label replaces theirs (both are kept)
-    assert s.review_queue() == []
-    got = s.reviewed("pii")
-    assert len(got) == 1 and got[0]["review_label"] == "true" and got[0]["reviewer"] == "ana"
-    s.add_review(vid, "false", "bo")  # another reviewer disagrees: a tie, no people's label (see test_agreement)
-    assert s.reviewed("pii") == [] and [v["id"] for v in s.disagreements("pii")] == [vid]
-    assert len(s.reviews(vid)) == 3
-    assert s.route_counts() == {"pii": {"review:uncertain": 1, "recorded": 1}}
-    p = Problems()
-    p.add("invalid_json", "f:1", "bad")
-    p.add("invalid_json", "f:2", "bad")
-    s.add_problems("f", p)
-    assert s.problem_counts() == {"invalid_json": 2}
-    s.close()
+# the store's API on SQLite and PostgreSQL: test_monitor_workers.py::test_store_api

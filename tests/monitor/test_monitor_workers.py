@@ -26,6 +26,7 @@ from assay.monitor._queue import CLAIM_POSTGRES
 from assay.monitor._store import postgres_steps
 from assay.review import agreement_report
 from assay.review import label as review_label
+from assay.traces import Problems
 from assay.testing import MockEvaluator
 
 METRICS = ("toxicity", "pii")
@@ -126,9 +127,9 @@ def test_postgres_store_has_the_sqlite_schema(pg_url, tmp_path):
     again.close()
 
 
-def test_store_api_on_postgres(pg_url):
-    """What the monitor, the review commands and the server call, on PostgreSQL."""
-    s = Store(pg_url)
+def test_store_api(store_url):
+    """What the monitor, the review commands and the server call, on SQLite and on PostgreSQL alike."""
+    s = Store(store_url)
     s.register_check("pii", "evaluator", spec={"labels": ["true", "false"]}, eval_kappa=0.8)
     s.register_check("pii", "evaluator", spec={"labels": ["true", "false"]})  # keeps the kappa
     assert s.checks()["pii"]["eval_kappa"] == 0.8
@@ -136,26 +137,38 @@ def test_store_api_on_postgres(pg_url):
                 probabilities={"true": 0.55, "false": 0.45}, row={"id": "t1", "input": "x 100%"})
     vid = s.add_verdict(v, "review", "uncertain", created_at=100.0)
     assert isinstance(vid, int) and s.add_verdict(v, "review", "uncertain") is None  # one per (trace, metric)
+    assert s.has_verdict("t1", "pii") and not s.has_verdict("t2", "pii")
     span = Verdict("t1", "pii", "evaluator", "false", True, score=0.1, confidence=0.9, span_id="s1")
     assert s.add_verdict(span, "recorded", "pass") is not None  # a span of it is another subject
     assert s.scored("pii", ["t1", ("t1", "s1"), ("t1", "s2"), "t2"]) == {"t1", ("t1", "s1")}
-    assert [q["id"] for q in s.review_queue()] == [vid]
+    queue = s.review_queue()
+    assert [q["id"] for q in queue] == [vid] and queue[0]["details"]["probabilities"]["true"] == 0.55
     s.add_review(vid, "true", reviewer="Judge:gpt")  # a judge (any case): still pending for people
     assert [q["id"] for q in s.review_queue()] == [vid]
-    s.add_review(vid, "true", reviewer="ana", note="ok")
+    s.add_review(vid, "false", reviewer="ana")
+    s.add_review(vid, "true", reviewer="ana", note="ok")  # a reviewer's latest label replaces theirs (both kept)
+    assert s.review_queue() == []
+    got = s.reviewed("pii")
+    assert len(got) == 1 and got[0]["review_label"] == "true" and got[0]["reviewer"] == "ana"
+    assert got[0]["row"]["input"] == "x 100%" and got[0]["passed"] is False
     s.add_review(vid, "false", reviewer="bo")
-    assert s.review_queue() == [] and s.reviewed() == []  # tied: in the disagreements
-    assert [d["id"] for d in s.disagreements()] == [vid]
+    assert s.review_queue() == [] and s.reviewed() == []  # tied: in the disagreements (see test_agreement)
+    assert [d["id"] for d in s.disagreements("pii")] == [vid]
     s.add_review(vid, "true", reviewer="cy")
-    got = s.reviewed("pii")[0]
-    assert got["review_label"] == "true" and got["row"]["input"] == "x 100%" and got["passed"] is False
-    assert [r["reviewer"] for r in s.reviews(vid)] == ["Judge:gpt", "ana", "bo", "cy"]
+    assert s.reviewed("pii")[0]["review_label"] == "true"
+    assert [r["reviewer"] for r in s.reviews(vid)] == ["Judge:gpt", "ana", "ana", "bo", "cy"]
     assert s.route_counts() == {"pii": {"review:uncertain": 1, "recorded": 1}}
     run = s.start_run({"source": "x"})
     s.finish_run(run, {"traces": 0})
     assert isinstance(run, int)
-    with pytest.raises(AssayError, match="NUL"):  # PostgreSQL cannot store it: refused as bad input
-        s.add_traces([{"trace_id": "a\x00b"}])
+    p = Problems()
+    p.add("invalid_json", "f:1", "bad")
+    p.add("invalid_json", "f:2", "bad")
+    s.add_problems("f", p)
+    assert s.problem_counts() == {"invalid_json": 2}
+    if not store_url.endswith(".db"):
+        with pytest.raises(AssayError, match="NUL"):  # PostgreSQL cannot store it: refused as bad input
+            s.add_traces([{"trace_id": "a\x00b"}])
     s.close()
 
 

@@ -128,7 +128,8 @@ def _contains(seq, sub):
 def test_pair_encoding_reads_a_long_context_in_windows_the_same_way_in_training_and_scoring(rag_rows):
     judged, long, short = rag_rows
     metric = get_preset("context_adherence")
-    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64, context_chunks=8), device="cpu")
+    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64, context_chunks=8), device="cpu",
+                          precision="fp32")  # the pooling arithmetic, compared with the bare fp32 forward below
     tok = ev.model.tokenizer
     e_long, e_short = ev.encode([long, short])
     views = e_long.sequences()
@@ -173,7 +174,8 @@ def test_full_fine_tune_trains_saves_and_reloads(tmp_path, rag_rows):
     rows = [dict(short, id=f"s{i}", output=f"Hello there {i}.") for i in range(8)] + \
            [dict(long, id=f"l{i}", output=f"It was built in {1880 + i}.") for i in range(8)]
     metric = get_preset("context_adherence")
-    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64, lora=None), device="cpu")
+    ev = Evaluator.create(metric, ModelConfig(family="encoder", max_length=64, lora=None), device="cpu",
+                          precision="fp32")  # auto trains in bf16 on some CPUs: the reload is compared in fp32
     before = {k: p.detach().clone() for k, p in ev.model.net.named_parameters()}
     stats = train_loop(ev, rows, TrainingConfig(max_steps=2, batch_size=8, seed=0), progress=False)
     assert stats["learning_rate"] == pytest.approx(5e-5) and stats["head_learning_rate"] == pytest.approx(1e-3)

@@ -44,7 +44,7 @@ class Evaluator:
     ``precision`` (scoring): ``auto`` (bf16 on a GPU that has it or a CPU with AMX / AVX512-BF16, else
     fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU, encoder family: dynamic quantisation of the
     Linear layers). The linear families run their embedding forward at this precision too (pooling and
-    heads in fp32). ``training=True`` (:meth:`create`): the training precision, fp32 on a CPU under auto.
+    heads in fp32). ``training=True`` (:meth:`create`): the training precision, the same choice under auto.
 
     ``calibration``: the one home of temperature, label shift, threshold and operator (default: none
     fitted, threshold 0.5 for binary metrics); ``ev.threshold`` / ``ev.temperature`` / ``ev.label_shift``
