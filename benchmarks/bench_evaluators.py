@@ -251,6 +251,16 @@ def people_ceiling(rows: list[dict[str, Any]], labels: list[str], draws: int = 2
             "method": f"one annotator's vote (drawn per row) against the majority label, mean of {draws} draws"}
 
 
+def _training_precision() -> str:
+    """What ``train.precision: auto`` trains the encoder at on this machine's CPU."""
+    import torch
+
+    from assay.evaluator._device import select_dtype
+
+    dtype = select_dtype("auto", torch.device("cpu"), training=True)
+    return "bf16 (the CPU does bf16 natively)" if dtype is not None else "fp32 (no native bf16)"
+
+
 def _names(csv: str | None) -> set[str]:
     return {x.strip() for x in (csv or "").split(",") if x.strip()}
 
@@ -360,7 +370,8 @@ def render_table(results: list[dict[str, Any]], args: argparse.Namespace, starte
            f"- regimes: seeds = ~{args.n_seeds} seed rows of a labeled test set of ~{args.n_seeds + args.n_eval} "
            f"rows (split by train() itself), nothing else; 2k = the same seeds + {args.n_train} uploaded rows "
            "(fewer when the file has fewer)",
-           f"- max_length {args.max_length}; torch threads {args.threads}; seed {args.seed}; bootstrap {args.bootstrap}",
+           f"- max_length {args.max_length}; torch threads {args.threads}; seed {args.seed}; bootstrap {args.bootstrap}; "
+           f"training precision: the config default, auto ({_training_precision()} on this CPU)",
            "- process: " + ("every cell in one shared process (peak RSS: the whole run's)" if args.shared_process
                             else "each cell in a fresh spawned process (peak RSS: the cell's own train())"),
            f"- threshold objective: {args.threshold_objective or 'the config default'}; contrastive candidate: "
