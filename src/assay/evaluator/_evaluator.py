@@ -177,10 +177,8 @@ class Evaluator:
             # pooling, normalisation and the heads stay fp32
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 return np.asarray(self.model.logits_encoded(encoded), dtype=np.float32)
-        if not encoded:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
         self.model.eval()
-        with torch.inference_mode(), autocast(self.device, self.dtype):
+        with torch.inference_mode(), autocast(self.device, self.dtype):  # no rows: a [0, n_labels] array
             return network_logits(self.model, encoded, batch_size or self.batch_size, self.device, len(self.labels))
 
     def forward_runner(self, rows: Sequence[Mapping[str, Any]], batch_size: int) -> Any:
