@@ -81,6 +81,9 @@ class EarlyStoppingConfig(_Strict):
 class TrainingConfig(_Strict):
     epochs: float = Field(3, gt=0)
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (overrides epochs)
+    # At least this many optimizer steps when `epochs` give fewer (a small training set: 3 epochs of 100 rows
+    # are 21 steps, too few for a new head and adapters to learn anything; 0: epochs alone decide)
+    min_steps: int = Field(70, ge=0)
     batch_size: int = Field(16, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     learning_rate: float | None = Field(None, gt=0)  # None: the family's default
@@ -111,8 +114,8 @@ class TrainingConfig(_Strict):
     num_threads: int | None = None  # torch CPU threads; None: the cores this process may use (assay._cpu)
     # Model selection: candidates fitted and compared by k-fold cross-validated kappa on the training rows
     # (never the held-out rows); the best is refit on all training rows and shipped. "encoder": the neural
-    # family in model: (encoder or decoder; validated on one held-back slice, the calibration rows, since
-    # k fine-tunes cost too much), "tfidf": TF-IDF word + char n-grams -> logistic regression, "embed":
+    # family in model: (encoder or decoder; cross-validated up to encoder_cv_rows training rows, above that
+    # validated on one held-back slice, the calibration rows, since k fine-tunes cost too much), "tfidf": TF-IDF word + char n-grams -> logistic regression, "embed":
     # frozen mean-pooled embeddings of the base encoder -> logistic regression, "hybrid": logistic
     # regression stacked on the out-of-fold probabilities of tfidf and embed (and contrastive when it is a
     # candidate), "contrastive": the base encoder fine-tuned on contrastive pairs of the training rows
@@ -121,6 +124,10 @@ class TrainingConfig(_Strict):
     # installed, or when its features would not fit the budget) -> logistic regression. One candidate: no selection.
     candidates: list[Literal["encoder", "tfidf", "embed", "lm", "contrastive", "hybrid"]] = Field(
         default_factory=lambda: ["encoder", "tfidf", "embed", "lm", "hybrid"], min_length=1)
+    # At most this many training rows: the encoder is cross-validated on the selection's folds like the other
+    # candidates (k + 1 fine-tunes: one per fold, one on every row), compared and pooled on its out-of-fold
+    # logits of every training row and calibrated on them, instead of on one held-back slice. 0: always the slice.
+    encoder_cv_rows: int = Field(300, ge=0)
     cv_folds: int = Field(5, ge=2, le=20)  # k of the k-fold selection CV (stratified, grouped by data.group_by)
     # The contrastive candidate tunes the body k + 1 times (once per fold, once on all rows): on a 2-core CPU
     # about 1-3 s a step at 128 tokens, so 64 steps x 6 tunings is 6-20 minutes. Not in the default list.

@@ -385,7 +385,8 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
     cfg = config_from_dict({"metric": "toxicity_3class", "data": {"test_set": "unused.jsonl"},
                             "model": {"family": "encoder", "max_length": 48},
                             "train": {"candidates": ["encoder", "tfidf"], "cv_folds": 3, "seed": 0, "max_steps": 6,
-                                      "batch_size": 8, "early_stopping": None}}, base_dir=tmp_path)
+                                      "batch_size": 8, "early_stopping": None,
+                                      "encoder_cv_rows": 0}}, base_dir=tmp_path)  # the slice path
     real = _select._encoder_against
 
     def pooled_always(sel, enc, winner, val_idx):  # the rule is tested above; here the artifact
@@ -421,3 +422,65 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
     shown = CliRunner().invoke(cli, ["inspect", str(out)])
     assert shown.exit_code == 0 and "family: hybrid (pooled)" in shown.output
     assert "encoder: base minilm, fine-tuned as the encoder family" in shown.output
+
+
+@pytest.mark.slow
+def test_a_small_training_set_cross_validates_the_encoder(tmp_path, monkeypatch):
+    """Up to train.encoder_cv_rows training rows the encoder is cross-validated on the linear candidates' own
+    folds: a fresh encoder trained on each fold's training part scores that fold's other rows, and the
+    shipped one trains on every row. Its kappa is read on those out-of-fold logits of every training row,
+    and a shipped encoder is calibrated on them (no held-back slice)."""
+    from conftest import FIXTURE_DATA
+
+    from assay.config import config_from_dict
+    from assay.data import row_hash
+    from assay.metrics import get_preset
+    from assay.stats import cohen_kappa
+    from assay.train import _fit, _select
+
+    rows = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()][:120]
+    metric = get_preset("toxicity_3class")
+    cfg = config_from_dict({"metric": "toxicity_3class", "data": {"test_set": "unused.jsonl"},
+                            "model": {"family": "encoder", "max_length": 32},
+                            "train": {"candidates": ["encoder", "tfidf"], "cv_folds": 3, "seed": 0, "max_steps": 3,
+                                      "batch_size": 8, "early_stopping": None}}, base_dir=tmp_path)
+    trained: list[set[str]] = []
+    real_loop, real_against = _fit.train_loop, _select._encoder_against
+
+    def loop(ev, fit, *args, **kwargs):
+        trained.append({row_hash(r) for r in fit})
+        return real_loop(ev, fit, *args, **kwargs)
+
+    oof: dict[str, np.ndarray] = {}
+
+    def encoder_wins(sel, enc, winner, val_idx):  # the rule is tested above; here the validation and calibration
+        oof["logits"], oof["idx"] = enc.val_logits, val_idx
+        real_against(sel, enc, winner, val_idx)
+        return "encoder"
+
+    monkeypatch.setattr(_fit, "train_loop", loop)
+    monkeypatch.setattr(_select, "_encoder_against", encoder_wins)
+    fit_rows, cal_rows = rows[:100], rows[100:]  # what a slice would be: unused here
+    ev, stats, cal, summary = _fit.fit_and_select(cfg, metric, rows, fit_rows, cal_rows, None, progress=False)
+
+    everyone = {row_hash(r) for r in rows}
+    assert len(trained) == 4 and trained[-1] == everyone  # 3 folds, then every row
+    left_out = [everyone - t for t in trained[:3]]
+    assert all(left_out) and set().union(*left_out) == everyone and sum(map(len, left_out)) == len(everyone)
+    enc = next(c for c in summary["candidates"] if c["name"] == "encoder")
+    assert enc["params"]["validation"] == "out-of-fold" and len(enc["fold_kappas"]) == 3
+    assert "out-of-fold" in enc["validated_on"] and "out-of-fold predictions of every training row" in summary[
+        "compared_on"]
+    y = np.array([metric.labels.index(r["label"]) for r in rows])
+    assert np.array_equal(oof["idx"], np.arange(len(rows))) and oof["logits"].shape == (len(rows), 3)
+    assert enc["validation_kappa"] == pytest.approx(cohen_kappa(y, oof["logits"].argmax(1), 3) or 0.0)
+    assert stats["validation"] == "out-of-fold" and summary["winner"] == "encoder"
+    assert cal.method == "out-of-fold" and cal.n_rows == len(rows) and "cross-validation" in cal.source
+    # the shipped encoder is not one of the fold models: on its own training rows it differs from their out-of-fold logits
+    assert not np.allclose(ev.predict_logits(rows), oof["logits"], atol=1e-3)
+    # above the limit: one held-back slice, as before
+    trained.clear()
+    cfg.train.encoder_cv_rows = 100
+    ev, stats, cal, summary = _fit.fit_and_select(cfg, metric, rows, fit_rows, cal_rows, None, progress=False)
+    assert len(trained) == 1 and trained[0] == {row_hash(r) for r in fit_rows}
+    assert "validation" not in stats and cal.n_rows == len(cal_rows) and cal.method == "slice"

@@ -204,10 +204,7 @@ def _rule_text(selection: Selection) -> str:
                 f"of it (the spread of its fold kappas / sqrt(folds), at least {tol}), their equal-weight pool "
                 "(blend: the mean of their out-of-fold log-probabilities, nothing fitted on top) is scored on the "
                 f"same rows and ships unless it is below the best by more than {tol}. The fitted stack (hybrid) "
-                "ships only when it beats that winner by more than its own standard error. The fine-tuned encoder "
-                f"(trained once) ships alone when it beats that winner on its validation rows by more than {tol}; "
-                "when the two are within noise there, their equal-weight pool (pooled) ships unless it is below the "
-                f"better one by more than {tol}.")
+                "ships only when it beats that winner by more than its own standard error. " + _encoder_rule(selection))
     if selection.rule != "one standard error":  # reports written before the one-SE rule
         return f"Ties (within {tol}) go to the cheaper candidate ({cost})."
     within = f"within one standard error of the best CV kappa (the spread of its fold kappas / sqrt(folds), at least {tol})"
@@ -219,6 +216,23 @@ def _rule_text(selection: Selection) -> str:
             f"({cost}).")
 
 
+def _encoder_cross_validated(selection: Selection) -> bool:
+    return any(c.name == "encoder" and (c.params or {}).get("validation") == "out-of-fold"
+               for c in selection.candidates)
+
+
+def _encoder_rule(selection: Selection) -> str:
+    tol, band = selection.tie_tolerance, selection.encoder_band
+    if band is None:  # reports written before the band
+        return (f"The fine-tuned encoder (trained once) ships alone when it beats that winner on its validation rows "
+                f"by more than {tol}; when the two are within noise there, their equal-weight pool (pooled) ships "
+                f"unless it is below the better one by more than {tol}.")
+    return (f"The fine-tuned encoder ships alone when it beats that winner on its validation rows (its out-of-fold "
+            f"predictions when it was cross-validated, else a held-back slice) by more than {tol}; when the two are "
+            f"within {band:g} of the encoder's standard errors there (at least {tol}), their equal-weight pool "
+            f"(pooled) ships unless it is below the better one by more than that.")
+
+
 def _selection_text(selection: Selection) -> str:
     return (f"Winner: **{selection.winner}**: {selection.reason}. Compared on "
             f"{selection.compared_on}. Folds: stratified by label, grouped by "
@@ -226,8 +240,9 @@ def _selection_text(selection: Selection) -> str:
             "never the held-out rows. Kappa from argmax (binary: P >= 0.5) of the out-of-fold predictions; "
             "intervals: bootstrap over those rows. C of the logistic regressions is picked on the same folds "
             "(slightly optimistic for tuned candidates). "
-            + _rule_text(selection) + " The winner is refit on "
-            "all training rows (the encoder: trained once, on the rows outside its validation slice)."
+            + _rule_text(selection) + " The winner is refit on all training rows (the encoder: "
+            + ("trained on every one, its fold models set aside)." if _encoder_cross_validated(selection)
+               else "trained once, on the rows outside its validation slice).")
             + ("".join(f" Note: {n}." for n in selection.notes or [])))
 
 

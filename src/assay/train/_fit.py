@@ -48,9 +48,11 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     """Train the configured candidates on the training rows, pick one, calibrate it.
 
     Returns (evaluator, training stats, its :class:`~assay.evaluator.Calibration` (set on the evaluator),
-    selection summary or None when there was one candidate). The neural candidate (``encoder``: the family in ``model:``) trains on ``fit_rows`` and
-    is validated and calibrated on ``cal_rows``; linear candidates are cross-validated on all
-    ``train_rows``, the winner refit on all of them and calibrated on its out-of-fold logits.
+    selection summary or None when there was one candidate). The neural candidate (``encoder``: the family in
+    ``model:``) trains on ``fit_rows`` and is validated and calibrated on ``cal_rows``, or, up to
+    ``train.encoder_cv_rows`` training rows, is cross-validated on the linear candidates' folds and trains on
+    every row (:func:`_train_neural_cv`); linear candidates are cross-validated on all ``train_rows``, the
+    winner refit on all of them and calibrated on its out-of-fold logits.
     ``deadline`` (``time.perf_counter()``, from ``train.budget``): the linear candidates run first; the
     neural one trains in the time left before it, or is skipped with the reason in the summary.
     """
@@ -73,7 +75,12 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
         neural = Evaluator.create(metric, cfg.model, device=t.device, precision=t.precision)
     sel = _select_linear(cfg, metric, train_rows, linear, group_by, status, deadline) if linear else None
     stats: dict[str, Any] = {}
-    if neural is not None:
+    if neural is not None and _cross_validates_encoder(cfg, sel, train_rows):
+        stats = _train_neural_cv(cfg, metric, neural, sel, train_rows, progress=progress, status=status,
+                                 should_stop=should_stop, deadline=deadline)
+        if stats.get("validation") == "out-of-fold":  # validated and calibrated on every training row
+            fit_rows = cal_rows = train_rows
+    if neural is not None and not stats:
         stats = _train_neural(cfg, metric, neural, sel, fit_rows, cal_rows, progress=progress, status=status,
                               should_stop=should_stop, deadline=deadline)
     if sel is None:  # the encoder alone: no selection
@@ -84,7 +91,8 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
         kinds = [k for k in kinds if k != "hybrid"] or ["tfidf"]
     winner = choose(sel, kinds, val_idx)
     if winner == "encoder":
-        return neural, stats, _calibrate_neural(cfg, neural, cal_rows, target_prior, stats), sel.summary()
+        enc = sel.candidates["encoder"]
+        return neural, stats, _calibrate_neural(cfg, neural, cal_rows, target_prior, stats, enc), sel.summary()
     if winner == POOLED:
         ev, stats = _ship_pooled(cfg, metric, sel, neural, stats, train_rows, cal_rows, target_prior, status)
         return ev, stats, ev.calibration, sel.summary()
@@ -204,13 +212,87 @@ def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit
     return stats
 
 
+def _cross_validates_encoder(cfg: Any, sel: Selection | None, train_rows: list[dict[str, Any]]) -> bool:
+    """Whether the encoder is cross-validated on the selection's folds: there are folds, they index the
+    training rows, and there are at most ``train.encoder_cv_rows`` of them."""
+    return (sel is not None and bool(sel.folds) and len(sel.y) == len(train_rows)
+            and len(train_rows) <= cfg.train.encoder_cv_rows)
+
+
+def _train_neural_cv(cfg: Any, metric: Any, neural: Any, sel: Selection, train_rows: list[dict[str, Any]], *,
+                     progress: bool, status: Status, should_stop: Callable[[], bool] | None,
+                     deadline: float | None) -> dict[str, Any]:
+    """The encoder cross-validated like the linear candidates (recorded in ``sel``): a fresh one fine-tuned on
+    each fold's training part and scored on its other rows (out-of-fold logits of every training row), then
+    ``neural`` fine-tuned on all of them to ship. Each of the k + 1 fine-tunes gets an equal share of the time
+    left before ``deadline``. {} when a fold's does not fit its share (the caller falls back to one held-back
+    slice; ``sel.notes`` says why); the encoder skipped when the last one does not."""
+    t = cfg.train
+    k, runs = len(metric.labels), len(sel.folds) + 1
+    oof = np.zeros((len(train_rows), k), dtype=np.float32)
+    t0 = time.perf_counter()
+    try:
+        for i, (fit, val) in enumerate(sel.folds):
+            set_seeds(t.seed)  # each fold's encoder starts where the shipped one does
+            fold = Evaluator.create(metric, cfg.model, device=t.device, precision=t.precision)
+            train_loop(fold, [train_rows[j] for j in fit], t, progress=False, should_stop=should_stop,
+                       on_status=_run_status(status, f"encoder fold {i + 1}/{runs - 1}", i, runs),
+                       deadline=_share(deadline, runs - i))
+            oof[val] = fold.predict_logits([train_rows[j] for j in val], t.eval_batch_size)
+            del fold
+    except OverBudget as exc:
+        sel.notes.append(f"the encoder was not cross-validated ({runs} fine-tunes): {exc.found}; it was validated "
+                         "on one held-back slice instead")
+        return {}
+    set_seeds(t.seed)
+    try:
+        stats = train_loop(neural, train_rows, t, progress=progress, should_stop=should_stop, deadline=deadline,
+                           on_status=_run_status(status, "encoder on every training row", runs - 1, runs))
+    except OverBudget as exc:  # the folds used the budget: no encoder to ship
+        sel.candidates["encoder"] = Candidate("encoder", skipped=exc.found, seconds=time.perf_counter() - t0,
+                                              error=f"skipped by train.budget: {exc.found}")
+        return {"skipped": exc.found}
+    cand = Candidate("encoder", params={"family": cfg.model.family, "lora": bool(cfg.model.lora),
+                                        "validation": "out-of-fold", "folds": runs - 1},
+                     validated_on=f"out-of-fold predictions of the same {runs - 1}-fold cross-validation (every "
+                                  f"training row; {runs - 1} fine-tunes on the folds' training parts, then one on "
+                                  "all of them, which ships)",
+                     seconds=time.perf_counter() - t0, oof_logits=None, val_logits=oof)
+    pred = decide(oof)
+    cand.val_kappa = cand.cv_kappa = selection_score(sel.y, pred, k)
+    cand.ci = selection_interval(sel.y, pred, k, t.seed)
+    cand.fold_kappas = [selection_score(sel.y[val], pred[val], k) for _, val in sel.folds]
+    if stats.get("budget"):
+        cand.params["budget"] = stats["budget"]
+    sel.candidates["encoder"] = cand
+    return {**stats, "validation": "out-of-fold", "folds": runs - 1}
+
+
+def _share(deadline: float | None, runs_left: int) -> float | None:
+    """The deadline of the next of ``runs_left`` fine-tunes that share the time left equally."""
+    if deadline is None:
+        return None
+    now = time.perf_counter()
+    return now + max(0.0, deadline - now) / runs_left
+
+
+def _run_status(status: Status, what: str, i: int, runs: int) -> Callable[[str, float | None, str], None]:
+    """``status`` for the ``i``-th of ``runs`` fine-tunes: progress over all of them, the message prefixed."""
+    return lambda stage, frac, msg: status(stage, None if frac is None else (i + frac) / runs, f"{what}: {msg}")
+
+
 def _calibrate_neural(cfg: Any, neural: Any, cal_rows: list[dict[str, Any]], target_prior: dict[str, float] | None,
-                      stats: dict[str, Any]) -> Any:
-    """The neural candidate calibrated on ``cal_rows``: its Calibration, set on it."""
+                      stats: dict[str, Any], enc: Candidate | None = None) -> Any:
+    """The neural candidate calibrated on ``cal_rows``: its Calibration, set on it. Cross-validated (``enc``'s
+    out-of-fold logits, ``cal_rows`` every training row): on those logits, as the linear candidates are."""
     t = cfg.train
     stats["eval_batch_size"] = t.eval_batch_size
+    extra: dict[str, Any] = {}
+    if enc is not None and stats.get("validation") == "out-of-fold":
+        extra = {"logits": enc.val_logits, "source": f"out-of-fold scores of the encoder's {enc.params['folds']}-"
+                                                     f"fold cross-validation (every training row)"}
     neural.calibration = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
-                                   target_prior, **_review(t))
+                                   target_prior, **extra, **_review(t))
     return neural.calibration
 
 
@@ -220,6 +302,8 @@ def _validation_index(sel: Selection, train_rows: list[dict[str, Any]], cal_rows
     enc = sel.candidates.get("encoder")
     if enc is None or enc.val_kappa is None:
         return None
+    if enc.params.get("validation") == "out-of-fold":
+        return np.arange(len(train_rows))
     pos = {row_hash(r): i for i, r in enumerate(train_rows)}
     return np.array([pos[row_hash(r)] for r in cal_rows if row_hash(r) in pos], dtype=int)
 
@@ -255,12 +339,20 @@ def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows:
     return ev, stats
 
 
+def _validation_rows(neural_stats: dict[str, Any], cal_rows: list[dict[str, Any]]) -> str:
+    """Where the encoder was validated, in words."""
+    if neural_stats.get("validation") == "out-of-fold":
+        return f"out-of-fold scores of the {neural_stats['folds']}-fold cross-validation ({len(cal_rows)} training rows)"
+    return f"the encoder's validation slice ({len(cal_rows)} training rows)"
+
+
 def _ship_pooled(cfg: Any, metric: Any, sel: Selection, neural: Any, neural_stats: dict[str, Any],
                  train_rows: list[dict[str, Any]], cal_rows: list[dict[str, Any]],
                  target_prior: dict[str, float] | None, status: Status) -> tuple[Any, dict[str, Any]]:
     """The ``POOLED`` winner: the cross-validated winner refit on every training row, pooled at equal weight
     with the trained encoder (``evaluator._linear.pool_with``), calibrated on the encoder's validation rows
-    with the pooled logits selection scored there (the encoder's own and the winner's out-of-fold ones)."""
+    with the pooled logits selection scored there (the encoder's own, out of fold when it was cross-validated,
+    and the winner's out-of-fold ones)."""
     t = cfg.train
     pooled = sel.candidates[POOLED]
     member = pooled.params["members"][1]
@@ -274,9 +366,10 @@ def _ship_pooled(cfg: Any, metric: Any, sel: Selection, neural: Any, neural_stat
     info.setdefault("base", block.base.to_dict())
     ev = Evaluator(metric, pool_with(lin.model, block), info=info, device=str(neural.device))
     ev.calibration = calibrate(ev, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
-                               target_prior, logits=pooled.val_logits, method="slice",
-                               source=f"the encoder's validation slice ({len(cal_rows)} training rows): the "
-                                      f"encoder's logits pooled with {member}'s out-of-fold logits", **_review(t))
+                               target_prior, logits=pooled.val_logits,
+                               method="out-of-fold" if neural_stats.get("validation") == "out-of-fold" else "slice",
+                               source=f"{_validation_rows(neural_stats, cal_rows)}: the encoder's logits pooled "
+                                      f"with {member}'s out-of-fold logits", **_review(t))
     stats = {**neural_stats, "kind": POOLED, "member": member, "member_refit_seconds": stats["seconds"],
              "selection_seconds": stats["selection_seconds"], "eval_batch_size": t.eval_batch_size}
     return ev, stats

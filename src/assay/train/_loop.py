@@ -168,7 +168,7 @@ def train_loop(
 
     # --- schedule: linear warm-up, then linear / cosine decay to 0 over `total` (cut or not) ---------
     steps_per_epoch = max(1, math.ceil(math.ceil(len(data.fit_rows) / cfg.batch_size) / cfg.gradient_accumulation))
-    total = planned = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = planned = cfg.max_steps or max(1, cfg.min_steps, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.lr_schedule))
     budget = _Deadline(deadline)

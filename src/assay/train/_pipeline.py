@@ -265,7 +265,8 @@ def _train(cfg: Config, status: Status, *, progress: bool, should_stop: Callable
     ev, stats, cal, selection = fit_and_select(
         cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
         group_by=split.group_by, progress=progress, status=status, should_stop=should_stop, deadline=deadline)
-    if ev.family in ("linear", "hybrid") and "encoder" not in ev.model.blocks:  # refit on every row, out of fold
+    if (ev.family in ("linear", "hybrid") and "encoder" not in ev.model.blocks  # refit on every row, out of fold
+            or stats.get("validation") == "out-of-fold"):  # the encoder cross-validated: trained on every row too
         counts.update(fit_rows=len(train_rows), calibration_rows=0)
         cal_rows = []
     notes += [f"calibration: {w}" for w in cal.warnings]
