@@ -484,3 +484,34 @@ def test_a_small_training_set_cross_validates_the_encoder(tmp_path, monkeypatch)
     ev, stats, cal, summary = _fit.fit_and_select(cfg, metric, rows, fit_rows, cal_rows, None, progress=False)
     assert len(trained) == 1 and trained[0] == {row_hash(r) for r in fit_rows}
     assert "validation" not in stats and cal.n_rows == len(cal_rows) and cal.method == "slice"
+
+
+def test_the_encoder_s_cross_validation_shares_the_budget_and_falls_back_when_it_is_spent(monkeypatch):
+    """Each of the k + 1 fine-tunes gets an equal share of the time left; with none left the encoder is not
+    cross-validated (the slice path then records it as skipped by the budget)."""
+    import time
+    from pathlib import Path
+
+    from assay.train import _fit
+
+    now = time.perf_counter()
+    assert _fit._share(None, 3) is None
+    share = _fit._share(now + 60.0, 3)
+    assert share is not None and 19.0 < share - now <= 20.5
+    assert _fit._share(now - 5.0, 2) <= time.perf_counter()  # already past: no time, never negative
+    sel = _sel(np.arange(40) % 2)
+    sel.folds = [(np.arange(20, 40), np.arange(20)), (np.arange(20), np.arange(20, 40))]
+
+    def never(*a, **k):
+        raise AssertionError("no fine-tune may start after the deadline")
+
+    monkeypatch.setattr(_fit, "train_loop", never)
+    monkeypatch.setattr(_fit.Evaluator, "create", never)
+
+    from assay.config import config_from_dict
+    from assay.metrics import get_preset
+
+    cfg = config_from_dict({"metric": "toxicity", "data": {"test_set": "unused.jsonl"}}, base_dir=Path("."))
+    out = _fit._train_neural_cv(cfg, get_preset("toxicity"), None, sel, [{}] * 40, progress=False,
+                                status=lambda *a: None, should_stop=None, deadline=time.perf_counter() - 1.0)
+    assert out == {} and "encoder" not in sel.candidates

@@ -229,6 +229,8 @@ def _train_neural_cv(cfg: Any, metric: Any, neural: Any, sel: Selection, train_r
     slice; ``sel.notes`` says why); the encoder skipped when the last one does not."""
     t = cfg.train
     k, runs = len(metric.labels), len(sel.folds) + 1
+    if deadline is not None and deadline <= time.perf_counter():
+        return {}  # the cheaper candidates used the budget: the slice path records the encoder as skipped
     oof = np.zeros((len(train_rows), k), dtype=np.float32)
     t0 = time.perf_counter()
     try:
