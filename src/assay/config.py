@@ -116,7 +116,8 @@ class TrainingConfig(_Strict):
     # Model selection: candidates fitted and compared by k-fold cross-validated kappa on the training rows
     # (never the held-out rows); the best is refit on all training rows and shipped. "encoder": the neural
     # family in model: (encoder or decoder; cross-validated up to encoder_cv_rows training rows, above that
-    # validated on one held-back slice, the calibration rows, since k fine-tunes cost too much), "tfidf": TF-IDF word + char n-grams -> logistic regression, "embed":
+    # validated on one held-back slice, the calibration rows, since k fine-tunes cost too much), "tfidf":
+    # TF-IDF word + char n-grams -> logistic regression, "embed":
     # frozen mean-pooled embeddings of the base encoder -> logistic regression, "hybrid": logistic
     # regression stacked on the out-of-fold probabilities of tfidf and embed (and contrastive when it is a
     # candidate), "contrastive": the base encoder fine-tuned on contrastive pairs of the training rows

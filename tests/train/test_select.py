@@ -476,7 +476,8 @@ def test_a_small_training_set_cross_validates_the_encoder(tmp_path, monkeypatch)
     assert enc["validation_kappa"] == pytest.approx(cohen_kappa(y, oof["logits"].argmax(1), 3) or 0.0)
     assert stats["validation"] == "out-of-fold" and summary["winner"] == "encoder"
     assert cal.method == "out-of-fold" and cal.n_rows == len(rows) and "cross-validation" in cal.source
-    # the shipped encoder is not one of the fold models: on its own training rows it differs from their out-of-fold logits
+    # the shipped encoder is not one of the fold models: on its own training rows it differs from their
+    # out-of-fold logits
     assert not np.allclose(ev.predict_logits(rows), oof["logits"], atol=1e-3)
     # above the limit: one held-back slice, as before
     trained.clear()

@@ -20,8 +20,8 @@ from ..evaluator._neural_block import NeuralBlock
 from ..metrics._render import keeps_end
 from ._calibrate import calibrate
 from ._loop import OverBudget, seed_everything, train_loop
-from ._select import (POOLED, Candidate, Selection, Status, _review, choose, cross_validate, decide, refit,
-                      selection_interval, selection_score)
+from ._select import (OUT_OF_FOLD, POOLED, Candidate, Selection, Status, _review, choose, cross_validate, decide,
+                      refit, selection_interval, selection_score)
 
 LM_BASE = "smollm2"  # the decoder we ship: the ``lm`` candidate's body
 LM_PROBE_ROWS = 16  # rows timed to project the lm block's cost against train.budget
@@ -78,7 +78,7 @@ def fit_and_select(cfg: Any, metric: Any, train_rows: list[dict[str, Any]], fit_
     if neural is not None and _cross_validates_encoder(cfg, sel, train_rows):
         stats = _train_neural_cv(cfg, metric, neural, sel, train_rows, progress=progress, status=status,
                                  should_stop=should_stop, deadline=deadline)
-        if stats.get("validation") == "out-of-fold":  # validated and calibrated on every training row
+        if out_of_fold(stats):  # validated and calibrated on every training row
             fit_rows = cal_rows = train_rows
     if neural is not None and not stats:
         stats = _train_neural(cfg, metric, neural, sel, fit_rows, cal_rows, progress=progress, status=status,
@@ -200,16 +200,18 @@ def _train_neural(cfg: Any, metric: Any, neural: Any, sel: Selection | None, fit
     if sel is None:
         return stats
     if len(cal_rows) >= 2:
-        k = len(metric.labels)
         yv = np.array([list(metric.labels).index(r["label"]) for r in cal_rows])
-        cand.val_logits = neural.predict_logits(cal_rows, t.eval_batch_size)
-        pv = decide(cand.val_logits)
-        cand.val_kappa = cand.cv_kappa = selection_score(yv, pv, k)
-        cand.ci = selection_interval(yv, pv, k, t.seed)
+        _score_validation(cand, yv, neural.predict_logits(cal_rows, t.eval_batch_size), t.seed)
     else:
         cand.error = "no validation rows (too few training rows for a calibration slice)"
     sel.candidates["encoder"] = cand
     return stats
+
+
+def out_of_fold(neural_stats: dict[str, Any]) -> bool:
+    """Whether the neural candidate was cross-validated (its training stats say so): validated and calibrated
+    on out-of-fold logits of every training row, and trained on all of them."""
+    return neural_stats.get("validation") == OUT_OF_FOLD
 
 
 def _cross_validates_encoder(cfg: Any, sel: Selection | None, train_rows: list[dict[str, Any]]) -> bool:
@@ -255,19 +257,26 @@ def _train_neural_cv(cfg: Any, metric: Any, neural: Any, sel: Selection, train_r
                                               error=f"skipped by train.budget: {exc.found}")
         return {"skipped": exc.found}
     cand = Candidate("encoder", params={"family": cfg.model.family, "lora": bool(cfg.model.lora),
-                                        "validation": "out-of-fold", "folds": runs - 1},
+                                        "validation": OUT_OF_FOLD, "folds": runs - 1},
                      validated_on=f"out-of-fold predictions of the same {runs - 1}-fold cross-validation (every "
                                   f"training row; {runs - 1} fine-tunes on the folds' training parts, then one on "
                                   "all of them, which ships)",
-                     seconds=time.perf_counter() - t0, oof_logits=None, val_logits=oof)
-    pred = decide(oof)
-    cand.val_kappa = cand.cv_kappa = selection_score(sel.y, pred, k)
-    cand.ci = selection_interval(sel.y, pred, k, t.seed)
+                     seconds=time.perf_counter() - t0)
+    pred = _score_validation(cand, sel.y, oof, t.seed)
     cand.fold_kappas = [selection_score(sel.y[val], pred[val], k) for _, val in sel.folds]
     if stats.get("budget"):
         cand.params["budget"] = stats["budget"]
     sel.candidates["encoder"] = cand
-    return {**stats, "validation": "out-of-fold", "folds": runs - 1}
+    return {**stats, "validation": OUT_OF_FOLD, "folds": runs - 1}
+
+
+def _score_validation(cand: Candidate, y: np.ndarray, logits: np.ndarray, seed: int) -> np.ndarray:
+    """The encoder's kappa and its interval on its validation rows (``logits``, labels ``y``), set on
+    ``cand``; returns the decisions."""
+    cand.val_logits, pred = logits, decide(logits)
+    cand.val_kappa = cand.cv_kappa = selection_score(y, pred, logits.shape[1])
+    cand.ci = selection_interval(y, pred, logits.shape[1], seed)
+    return pred
 
 
 def _share(deadline: float | None, runs_left: int) -> float | None:
@@ -290,7 +299,7 @@ def _calibrate_neural(cfg: Any, neural: Any, cal_rows: list[dict[str, Any]], tar
     t = cfg.train
     stats["eval_batch_size"] = t.eval_batch_size
     extra: dict[str, Any] = {}
-    if enc is not None and stats.get("validation") == "out-of-fold":
+    if enc is not None and out_of_fold(stats):
         extra = {"logits": enc.val_logits, "source": f"out-of-fold scores of the encoder's {enc.params['folds']}-"
                                                      f"fold cross-validation (every training row)"}
     neural.calibration = calibrate(neural, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
@@ -304,7 +313,7 @@ def _validation_index(sel: Selection, train_rows: list[dict[str, Any]], cal_rows
     enc = sel.candidates.get("encoder")
     if enc is None or enc.val_kappa is None:
         return None
-    if enc.params.get("validation") == "out-of-fold":
+    if enc.params.get("validation") == OUT_OF_FOLD:
         return np.arange(len(train_rows))
     pos = {row_hash(r): i for i, r in enumerate(train_rows)}
     return np.array([pos[row_hash(r)] for r in cal_rows if row_hash(r) in pos], dtype=int)
@@ -341,11 +350,12 @@ def _ship_linear(cfg: Any, metric: Any, sel: Selection, winner: str, train_rows:
     return ev, stats
 
 
-def _validation_rows(neural_stats: dict[str, Any], cal_rows: list[dict[str, Any]]) -> str:
-    """Where the encoder was validated, in words."""
-    if neural_stats.get("validation") == "out-of-fold":
-        return f"out-of-fold scores of the {neural_stats['folds']}-fold cross-validation ({len(cal_rows)} training rows)"
-    return f"the encoder's validation slice ({len(cal_rows)} training rows)"
+def _validation_rows(neural_stats: dict[str, Any], cal_rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """Where the encoder was validated: (the calibration method, the rows in words)."""
+    if out_of_fold(neural_stats):
+        return OUT_OF_FOLD, (f"out-of-fold scores of the {neural_stats['folds']}-fold cross-validation "
+                             f"({len(cal_rows)} training rows)")
+    return "slice", f"the encoder's validation slice ({len(cal_rows)} training rows)"
 
 
 def _ship_pooled(cfg: Any, metric: Any, sel: Selection, neural: Any, neural_stats: dict[str, Any],
@@ -367,11 +377,11 @@ def _ship_pooled(cfg: Any, metric: Any, sel: Selection, neural: Any, neural_stat
                       "member": member, "neural": block.record()}
     info.setdefault("base", block.base.to_dict())
     ev = Evaluator(metric, pool_with(lin.model, block), info=info, device=str(neural.device))
+    method, where = _validation_rows(neural_stats, cal_rows)
     ev.calibration = calibrate(ev, cal_rows, t.threshold_objective, t.threshold_target, t.eval_batch_size,
-                               target_prior, logits=pooled.val_logits,
-                               method="out-of-fold" if neural_stats.get("validation") == "out-of-fold" else "slice",
-                               source=f"{_validation_rows(neural_stats, cal_rows)}: the encoder's logits pooled "
-                                      f"with {member}'s out-of-fold logits", **_review(t))
+                               target_prior, logits=pooled.val_logits, method=method,
+                               source=f"{where}: the encoder's logits pooled with {member}'s out-of-fold logits",
+                               **_review(t))
     stats = {**neural_stats, "kind": POOLED, "member": member, "member_refit_seconds": stats["seconds"],
              "selection_seconds": stats["selection_seconds"], "eval_batch_size": t.eval_batch_size}
     return ev, stats

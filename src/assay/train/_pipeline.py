@@ -21,7 +21,7 @@ from ..evaluator._artifact import CONFIG_FILE, INFO_FILE, SPLIT_FILE
 from ..providers import ProviderError, answer_counts, provider_from_config
 from ..report import Report, evaluate, write_report
 from ._calibrate import MIN_ROWS, smoothed_prior
-from ._fit import fit_and_select
+from ._fit import fit_and_select, out_of_fold
 from ._loop import Cancelled
 
 Status = Callable[[str, "float | None", str], None]
@@ -266,7 +266,7 @@ def _train(cfg: Config, status: Status, *, progress: bool, should_stop: Callable
         cfg, metric, train_rows, fit_rows, cal_rows, _target_prior(cfg, metric, split.seeds),
         group_by=split.group_by, progress=progress, status=status, should_stop=should_stop, deadline=deadline)
     if (ev.family in ("linear", "hybrid") and "encoder" not in ev.model.blocks  # refit on every row, out of fold
-            or stats.get("validation") == "out-of-fold"):  # the encoder cross-validated: trained on every row too
+            or out_of_fold(stats)):  # the encoder cross-validated: trained on every row too
         counts.update(fit_rows=len(train_rows), calibration_rows=0)
         cal_rows = []
     notes += [f"calibration: {w}" for w in cal.warnings]

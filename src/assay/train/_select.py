@@ -35,9 +35,9 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   there by more than ``TIE``; when the two are within noise of each other (``POOL_BAND`` of the encoder's
   standard errors there, at least ``TIE``, with at least ``POOL_MIN_ROWS`` validation rows), their
   equal-weight pool (``pooled``: the mean of the encoder's log-probabilities and the winner's out-of-fold ones,
-  nothing fitted) when it scores within the same band of the better one's kappa (:func:`_encoder_against`). On the shipped example (full
-  fine-tune) the encoder and TF-IDF were within 0.01 on the validation slice; held out, the encoder read 0.733,
-  TF-IDF 0.688 and their pool 0.751 (argmax, 400 rows; with LoRA 0.741 and 0.762).
+  nothing fitted) when it scores within the same band of the better one's kappa (:func:`_encoder_against`).
+  On the shipped example (full fine-tune) the encoder and TF-IDF were within 0.01 on the validation slice;
+  held out, the encoder read 0.733, TF-IDF 0.688 and their pool 0.751 (argmax, 400 rows; with LoRA 0.741 and 0.762).
 - Alternatives measured and not taken (seeds regime, 8 splits x 5 datasets of ``benchmarks/bench_splits.py``,
   every candidate's out-of-fold and held-out logits replayed offline; mean held-out kappa, the rule's 0.446 on
   argmax): choosing by temperature-fitted out-of-fold log-loss with paired standard errors 0.42, by AUROC 0.39,
@@ -64,6 +64,7 @@ COST_ORDER = ("tfidf", "embed", "lm", "contrastive", "hybrid", "blend", "encoder
 FEATURE_BLOCKS = ("tfidf", "embed", "lm", "contrastive")  # single blocks, which a blend may pool
 BLEND = "blend"  # the equal-weight pool of the single blocks within noise of the best (not configurable)
 POOLED = "pooled"  # the encoder pooled with the cross-validated winner, when within noise of it (not configurable)
+OUT_OF_FOLD = "out-of-fold"  # the encoder's params["validation"] when it was cross-validated (else a slice)
 POOL_MIN_ROWS = 100  # fewer validation rows: two kappas there differ by chance more than pooling gains
 TIE = 0.01  # kappa within this of the best counts as a tie
 # The encoder and the cross-validated winner are within noise of each other, and their pool ships, when their
@@ -145,7 +146,8 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
                 "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
-                "tie_tolerance": TIE, "encoder_band": POOL_BAND, "rule": "highest CV kappa; within one standard error, the equal-weight pool; hybrid by more than its SE",
+                "tie_tolerance": TIE, "encoder_band": POOL_BAND,
+                "rule": "highest CV kappa; within one standard error, the equal-weight pool; hybrid by more than its SE",
                 "cost_order": list(COST_ORDER), "notes": self.notes,
                 "order": "exact ties: fewest fitted parameters, then cost",
                 "fitted_parameters": {n: fitted_parameters(self, n) for n in self.candidates if n != "encoder"},
@@ -559,7 +561,7 @@ def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx
     encoder when it beats the winner there by more than ``TIE``; their equal-weight pool (``POOLED``, see
     :func:`_pooled`) when the two are within noise of each other (``POOL_BAND``) and the pool scores within
     that band of the better one's kappa; else the winner."""
-    if enc.params.get("validation") == "out-of-fold" and val_idx is not None:
+    if enc.params.get("validation") == OUT_OF_FOLD and val_idx is not None:
         where = f"the out-of-fold predictions of every training row ({len(val_idx)} rows, the same folds)"
     elif val_idx is not None:
         where = f"the encoder's validation rows (the calibration slice of the training rows, {len(val_idx)} rows)"
