@@ -7,14 +7,18 @@ family can trade places from one split to the next. This benchmark repeats the s
 held-out splits, grouped and stratified by ``assay.train`` itself) and compares, on each split's
 held-out rows:
 
-- shipped: ``assay.train._fit.fit_and_select``, the product's selection (the config default's
-  candidates without ``encoder``: tfidf, embed, lm, hybrid; cross-validated on the seed rows only, the
-  winner refit and calibrated on its out-of-fold scores), the same code ``assay train`` runs;
+- shipped: ``assay.train._fit.fit_and_select``, the product's selection, called as ``assay train``
+  calls it (the same fit / calibration rows and the default budget's deadline): the config default's
+  candidates (tfidf, embed, lm, hybrid, cross-validated on the seed rows only, the winner refit and
+  calibrated on its out-of-fold scores), with ``encoder`` (cross-validated on the same folds: k + 1
+  fine-tunes per split) on the datasets of ``--encoder-datasets``, the same short-text datasets as
+  ``bench_evaluators``' default; without it elsewhere (N x 6 fine-tunes on long trajectories, tool
+  schemas and documents do not fit a CPU run);
 - TF-IDF + LR: the report's baseline (``assay.report.run_baselines``), fitted on the same seed rows.
 
-SetFit and the encoder candidate are left out: N fine-tunes per dataset do not fit a CPU run
-(``bench_evaluators`` runs both on split 0). Kappas do not depend on load (fixed seeds, one torch
-thread); seconds do.
+SetFit is left out (``bench_evaluators`` runs it on split 0). The linear candidates' kappas do not
+depend on load (fixed seeds, one torch thread); the encoder's can: its fine-tunes share the budget's
+time, and under load one can fall back to its slice path (the selection notes, printed per split, say so).
 
     python benchmarks/bench_splits.py --splits 8   # -> benchmarks/results/splits.md / .json
 """
@@ -44,14 +48,15 @@ from assay.config import TrainingConfig  # noqa: E402
 CANDIDATES = [c for c in TrainingConfig().candidates if c != "encoder"]  # the config default's, without encoder
 
 
-def run(name: str, splits: int, data: Path, work: Path, log) -> list[dict]:
+def run(name: str, splits: int, data: Path, work: Path, log, encoder: bool = False) -> list[dict]:
     from assay.config import config_from_dict
     from assay.data import write_rows
     from assay.metrics import load_metric
     from assay.report._baselines import run_baselines
     from assay.stats import cohen_kappa
-    from assay.train._pipeline import _target_prior
+    from assay.config import budget_seconds
     from assay.train._fit import fit_and_select
+    from assay.train._pipeline import REPORT_SHARE, _calibration_split, _target_prior
 
     ds = bench.DATASETS[name]
     metric = load_metric(ds.metric)
@@ -68,16 +73,22 @@ def run(name: str, splits: int, data: Path, work: Path, log) -> list[dict]:
             "data": {"test_set": "test.jsonl", "seed_fraction": round(min(0.5, 100 / len(test)), 4),
                      "split_seed": split, "train_on_seeds": True, **({"group_by": ds.group_by} if ds.group_by else {})},
             "model": {"family": "encoder", "max_length": 256},
-            "train": {"seed": 0, "candidates": CANDIDATES, "num_threads": 1}}, base_dir=d)
+            "train": {"seed": 0, "candidates": (["encoder"] if encoder else []) + CANDIDATES, "num_threads": 1}},
+            base_dir=d)
         prep = cfg.prepare_test_set(metric)
         seeds, held = prep.split.seeds, prep.split.held_out
-        ev, _, _, sel = fit_and_select(cfg, metric, seeds, seeds, [], _target_prior(cfg, metric, seeds),
-                                       group_by=prep.split.group_by, progress=False)
+        fit_rows, cal_rows = _calibration_split(seeds, cfg.train.calibration_fraction, cfg.train.seed,
+                                                prep.split.group_by)
+        budget = budget_seconds(cfg.train.budget)
+        deadline = t0 + budget * (1 - REPORT_SHARE) if budget is not None else None
+        ev, _, _, sel = fit_and_select(cfg, metric, seeds, fit_rows, cal_rows, _target_prior(cfg, metric, seeds),
+                                       group_by=prep.split.group_by, progress=False, deadline=deadline)
         yh = [labels.index(r["label"]) for r in held]
         shipped = float(cohen_kappa(yh, ev.decide(ev.predict_proba(held)), len(labels)) or 0.0)
         base = run_baselines(metric, seeds, held, bootstrap=0)["tfidf_logreg"]
         row = {"dataset": name, "split_seed": split, "seeds": len(seeds), "held_out": len(held),
-               "winner": (sel or {}).get("winner"), "shipped": round(shipped, 4),
+               "winner": (sel or {}).get("winner"), "shipped": round(shipped, 4), "encoder": encoder,
+               "notes": list((sel or {}).get("notes") or []),
                "tfidf_baseline": round(float(base["kappa"] or 0.0), 4), "seconds": round(time.perf_counter() - t0, 1)}
         log(json.dumps(row))
         out.append(row)
@@ -104,7 +115,8 @@ def render(rows: list[dict], summary: list[dict], args: argparse.Namespace, star
            env: dict) -> str:
     out = ["# Seeds regime over many seed / held-out splits", "",
            f"Run {started}, {seconds:.0f} s; `python benchmarks/bench_splits.py --splits {args.splits} "
-           f"--datasets {args.datasets}`. Shipped: `fit_and_select` with candidates {CANDIDATES} (no encoder); "
+           f"--datasets {args.datasets} --encoder-datasets {args.encoder_datasets}`. Shipped: `fit_and_select` with "
+           f"candidates {CANDIDATES}, and `encoder` (cross-validated) on {args.encoder_datasets or 'no dataset'}; "
            "TF-IDF + LR: the report's baseline; the same seed rows and held-out rows per split.", "",
            "| dataset | splits | seeds / held-out | shipped kappa (mean) | TF-IDF+LR kappa (mean) | shipped - TF-IDF "
            "(mean [95% CI over splits]) | splits with shipped >= TF-IDF | winners |",
@@ -120,6 +132,9 @@ def render(rows: list[dict], summary: list[dict], args: argparse.Namespace, star
             "|---|---|---|---|---|---|"]
     out += [f"| {r['dataset']} | {r['split_seed']} | {r['winner']} | {r['shipped']:.3f} | {r['tfidf_baseline']:.3f} | "
             f"{r['seconds']} |" for r in rows]
+    notes = [f"- {r['dataset']} {r['split_seed']}: {n}" for r in rows for n in r.get("notes") or []]
+    if notes:
+        out += ["", "## Selection notes", ""] + notes
     machine = {**bench._machine(), **env, "load_average_at_end": os.getloadavg()}
     out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in machine.items()] + [""]
     return "\n".join(out)
@@ -129,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="taubench,toolcall,faithfulness,pii,toxicity")
     p.add_argument("--splits", type=int, default=8)
+    p.add_argument("--encoder-datasets", default="toxicity,pii",
+                   help="datasets where the encoder candidate (in the config default) joins the candidates")
     p.add_argument("--data", type=Path, default=bench.DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=HERE / "results" / "splits.md")
     args = p.parse_args(argv)
@@ -144,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as work:
         for name in args.datasets.split(","):
-            rows += run(name, args.splits, args.data, Path(work), lambda m: print(m, flush=True))
+            rows += run(name, args.splits, args.data, Path(work), lambda m: print(m, flush=True),
+                        encoder=name in args.encoder_datasets.split(","))
     summary = summarize(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(rows, summary, args, started, time.perf_counter() - t0, env))

@@ -225,6 +225,32 @@ def test_the_encoder_must_beat_the_cv_winner_on_its_validation_rows():
     assert sel.candidates["encoder"].val_kappa > sel.candidates["tfidf"].val_kappa + TIE
 
 
+def test_the_encoder_alone_must_lead_by_more_than_its_standard_error():
+    """A lead of TIE on a ~15-row slice is chance (a kappa there has a standard error of ~0.2): the encoder
+    ships alone only when it leads the cross-validated winner by more than one standard error of its kappa,
+    read from its interval; with a narrow interval the same lead ships it."""
+    from assay.report._render import _encoder_rule
+    from assay.evaluator._artifact import Selection as SelectionRecord
+    from assay.train._select import ENCODER_MARGIN, Candidate, Selection, choose, selection_score
+
+    y = np.array([0, 1] * 10)
+    z = np.eye(2)[y] * 5.0
+    z[[14, 15]] = np.eye(2)[1 - y[[14, 15]]] * 5.0  # two of the six validation rows wrong
+    val = np.arange(14, 20)
+    lin_kappa = selection_score(y[val], z[val].argmax(1), 2)
+    for ci, expect in (([0.0, 0.9], "tfidf"), ([lin_kappa + 0.1, lin_kappa + 0.3], "encoder")):
+        sel = Selection(rows=20, rows_hash=[], labels=["a", "b"], y=y, folds=[(None, None)] * 3, group_by=None,
+                        seed=0)
+        sel.candidates = {"tfidf": Candidate("tfidf", z, cv_kappa=0.8, fold_kappas=[0.8] * 3),
+                          "encoder": Candidate("encoder", val_kappa=lin_kappa + 0.2, ci=ci)}
+        assert choose(sel, ["encoder", "tfidf"], val) == expect, sel.reason
+        assert "standard error" in sel.reason
+    rule = _encoder_rule(SelectionRecord(**sel.summary()))
+    assert f"by more than {ENCODER_MARGIN:g} of its standard errors" in rule
+    old = SelectionRecord(**{**sel.summary(), "encoder_margin": None})  # an artifact from before the margin
+    assert "by more than 0.01;" in _encoder_rule(old)
+
+
 def test_seeds_only_calibrates_out_of_fold_and_says_so(tmp_path):
     """Few labels: calibration on out-of-fold scores, and its warning + the seeds-only notice reach report and card."""
     from assay.train import train

@@ -182,6 +182,7 @@ class Selection(BaseModel):
     rule: str | None = None  # the selection rule, in words (absent from artifacts before it was recorded)
     tie_tolerance: float | None = None
     encoder_band: float | None = None  # standard errors within which encoder and winner pool (absent before it)
+    encoder_margin: float | None = None  # standard errors the encoder alone must lead by (absent: TIE alone)
     cost_order: list[str] | None = None
     fitted_parameters: dict[str, int | None] | None = None  # candidate -> its fitted parameter count
     notes: list[str] | None = None

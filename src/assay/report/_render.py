@@ -227,9 +227,11 @@ def _encoder_rule(selection: Selection) -> str:
         return (f"The fine-tuned encoder (trained once) ships alone when it beats that winner on its validation rows "
                 f"by more than {tol}; when the two are within noise there, their equal-weight pool (pooled) ships "
                 f"unless it is below the better one by more than {tol}.")
+    margin = (f"{selection.encoder_margin:g} of its standard errors (at least {tol})"
+              if selection.encoder_margin is not None else f"{tol}")  # reports written before the margin
     return (f"The fine-tuned encoder ships alone when it beats that winner on its validation rows (its out-of-fold "
-            f"predictions when it was cross-validated, else a held-back slice) by more than {tol}; when the two are "
-            f"within {band:g} of the encoder's standard errors there (at least {tol}), their equal-weight pool "
+            f"predictions when it was cross-validated, else a held-back slice) by more than {margin}; when the two "
+            f"are within {band:g} of the encoder's standard errors there (at least {tol}), their equal-weight pool "
             f"(pooled) ships unless it is below the better one by more than that.")
 
 

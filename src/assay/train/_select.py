@@ -75,6 +75,9 @@ TIE = 0.01  # kappa within this of the best counts as a tie
 # PII 0.31, toxicity 0.50); the 95% band pooled on all 8 (0.42 and 0.55; the cross-validated winner alone 0.27
 # and 0.51).
 POOL_BAND = 2.0
+# The encoder ships alone only when it leads the winner by more than this many standard errors of its
+# kappa (at least TIE), like a fitted stack: on a slice of ~15 rows a lead of TIE is chance.
+ENCODER_MARGIN = 1.0
 C_GRID = {"tfidf": (0.3, 1.0, 3.0, 10.0), "embed": (0.1, 0.3, 1.0, 3.0, 10.0),
           "lm": (0.003, 0.01, 0.03, 0.1, 0.3)}  # lm: standardised features, so a stronger prior
 C_GRID_LARGE = (1.0, 10.0)  # tfidf with a large feature matrix (long contexts, tool schemas)
@@ -146,7 +149,7 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "reason": self.reason, "compared_on": self.compared_on,
                 "folds": len(self.folds), "rows": self.rows, "group_by": self.group_by, "seed": self.seed,
-                "tie_tolerance": TIE, "encoder_band": POOL_BAND,
+                "tie_tolerance": TIE, "encoder_band": POOL_BAND, "encoder_margin": ENCODER_MARGIN,
                 "rule": "highest CV kappa; within one standard error, the equal-weight pool; hybrid by more than its SE",
                 "cost_order": list(COST_ORDER), "notes": self.notes,
                 "order": "exact ties: fewest fitted parameters, then cost",
@@ -528,8 +531,8 @@ def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None
     2. ``encoder`` against that winner on ``val_idx``, the encoder's validation rows (every training row
        when it was cross-validated on the same folds, up to ``train.encoder_cv_rows`` rows; else the
        calibration slice: k fine-tunes cost too much): it must beat the winner's out-of-fold kappa there by
-       more than ``TIE`` (it is the costliest candidate), or be within noise of it and pool with it
-       (:func:`_encoder_against`).
+       more than one standard error of its own kappa (it is the costliest candidate), or be within noise of
+       it and pool with it (:func:`_encoder_against`).
     """
     k = len(sel.labels)
     sel.candidates.pop(BLEND, None)  # pools from an earlier call: rebuilt from the candidates asked for
@@ -557,10 +560,13 @@ def choose(sel: Selection, candidates: Sequence[str], val_idx: np.ndarray | None
 
 
 def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx: np.ndarray | None) -> str:
-    """The encoder against the cross-validated winner on its validation rows (with ``sel.reason``): the
-    encoder when it beats the winner there by more than ``TIE``; their equal-weight pool (``POOLED``, see
-    :func:`_pooled`) when the two are within noise of each other (``POOL_BAND``) and the pool scores within
-    that band of the better one's kappa; else the winner."""
+    """The encoder against the cross-validated winner on its validation rows (with ``sel.reason``): their
+    equal-weight pool (``POOLED``, see :func:`_pooled`) when the two are within noise of each other
+    (``POOL_BAND``) and the pool scores within that band of the better one's kappa; else the encoder when it
+    beats the winner there by more than one standard error of its kappa (at least ``TIE``), the rule a fitted
+    stack meets (:func:`_cv_winner`); else the winner. On a slice too small to pool on (fewer than
+    ``POOL_MIN_ROWS`` rows: ~15 of 100 training rows when the encoder could not be cross-validated in the
+    budget), a lead of ``TIE`` is chance: a kappa on 15 rows has a standard error of about 0.2."""
     if enc.params.get("validation") == OUT_OF_FOLD and val_idx is not None:
         where = f"the out-of-fold predictions of every training row ({len(val_idx)} rows, the same folds)"
     elif val_idx is not None:
@@ -581,13 +587,15 @@ def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx
                           f"({lin.val_kappa:.3f}) are within noise of each other ({tol:.3f}) on {where}: their "
                           f"equal-weight pool scores {pool.val_kappa:.3f} there and ships; before that: {sel.reason}")
             return POOLED
-    if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + TIE:  # type: ignore[operator]
+    margin = max(TIE, ENCODER_MARGIN * _interval_se(enc.ci))
+    if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + margin:  # type: ignore[operator]
         sel.reason = (f"encoder ({enc.val_kappa:.3f}) beats the cross-validated winner {winner} "
-                      f"({lin.val_kappa:.3f}, its out-of-fold predictions) on {where}; before that: {sel.reason}")
+                      f"({lin.val_kappa:.3f}, its out-of-fold predictions) by more than its own standard error "
+                      f"({margin:.3f}) on {where}; before that: {sel.reason}")
         return "encoder"
     got = f"{lin.val_kappa:.3f}" if lin.val_kappa is not None else "n/a"
-    sel.reason += (f"; the encoder ({enc.val_kappa:.3f}) does not beat it by more than {TIE} on {where} "
-                   f"({winner} {got} there)")
+    sel.reason += (f"; the encoder ({enc.val_kappa:.3f}) does not beat it by more than its own standard error "
+                   f"({margin:.3f}) on {where} ({winner} {got} there)")
     return winner
 
 
