@@ -378,9 +378,14 @@ def test_an_encoder_within_noise_of_the_winner_ships_their_pool():
                       "encoder": Candidate("encoder", val_kappa=kappa(enc_logits, y[val]), ci=[0.5, 0.7],
                                            val_logits=enc_logits)}
     assert choose(sel, ["encoder", "tfidf"], val) == POOLED and "within noise" in sel.reason
+    assert "on every row" not in sel.reason  # the pool decides rows differently from either member
     pool = sel.candidates[POOLED]
     assert pool.params["members"] == ["encoder", "tfidf"]
     assert pool.val_kappa > max(sel.candidates["encoder"].val_kappa, sel.candidates["tfidf"].val_kappa)
+    loud = enc_logits * 10.0  # the same decisions, ten times as confident: the mean follows the encoder
+    sel.candidates["encoder"] = Candidate("encoder", val_kappa=kappa(loud, y[val]), ci=[0.5, 0.7], val_logits=loud)
+    assert choose(sel, ["encoder", "tfidf"], val) == POOLED
+    assert "its decisions there are encoder's on every row" in sel.reason
     ahead = np.eye(2)[y[val]] * 5.0  # an encoder always right there: far ahead, alone
     sel.candidates["encoder"] = Candidate("encoder", val_kappa=1.0, ci=[0.98, 1.0], val_logits=ahead)
     assert choose(sel, ["encoder", "tfidf"], val) == "encoder"

@@ -583,9 +583,11 @@ def _encoder_against(sel: Selection, enc: Candidate, winner: str | None, val_idx
         tol = max(TIE, POOL_BAND * _interval_se(enc.ci))
         best = max(enc.val_kappa, lin.val_kappa)  # type: ignore[type-var]
         if abs(enc.val_kappa - lin.val_kappa) <= tol and pool.val_kappa >= best - tol:  # type: ignore[operator]
+            follows = _dominated(sel, pool, winner, val_idx)  # type: ignore[arg-type]  # a pool has its rows
             sel.reason = (f"the encoder ({enc.val_kappa:.3f}) and the cross-validated winner {winner} "
                           f"({lin.val_kappa:.3f}) are within noise of each other ({tol:.3f}) on {where}: their "
-                          f"equal-weight pool scores {pool.val_kappa:.3f} there and ships; before that: {sel.reason}")
+                          f"equal-weight pool scores {pool.val_kappa:.3f} there and ships{follows}; before that: "
+                          f"{sel.reason}")
             return POOLED
     margin = max(TIE, ENCODER_MARGIN * _interval_se(enc.ci))
     if lin.val_kappa is not None and enc.val_kappa > lin.val_kappa + margin:  # type: ignore[operator]
@@ -618,6 +620,16 @@ def _pooled(sel: Selection, enc: Candidate, winner: str, val_idx: np.ndarray | N
     cand.ci = selection_interval(yv, decide(z), k, sel.seed)
     sel.candidates[POOLED] = cand
     return cand
+
+
+def _dominated(sel: Selection, pool: Candidate, winner: str, val_idx: np.ndarray) -> str:
+    """Words for the report when the pool decides every validation row as one member does: the mean of
+    log-probabilities follows the more confident member (a fine-tuned encoder's logits are often several
+    times a regularised head's), and the pool is then that member in all but name."""
+    members = {"encoder": sel.candidates["encoder"].val_logits, winner: sel.candidates[winner].oof_logits[val_idx]}
+    same = [n for n, z in members.items() if np.array_equal(decide(z), decide(pool.val_logits))]
+    return (f" (its decisions there are {same[0]}'s on every row: the more confident member's log-probabilities "
+            f"decide the mean)") if same else ""
 
 
 def _interval_se(ci: Sequence[float] | None) -> float:
