@@ -49,12 +49,11 @@ CANDIDATES = [c for c in TrainingConfig().candidates if c != "encoder"]  # the c
 
 
 def run(name: str, splits: int, data: Path, work: Path, log, encoder: bool = False) -> list[dict]:
-    from assay.config import config_from_dict
+    from assay.config import budget_seconds, config_from_dict
     from assay.data import write_rows
     from assay.metrics import load_metric
     from assay.report._baselines import run_baselines
     from assay.stats import cohen_kappa
-    from assay.config import budget_seconds
     from assay.train._fit import fit_and_select
     from assay.train._pipeline import REPORT_SHARE, _calibration_split, _target_prior
 
