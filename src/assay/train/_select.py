@@ -32,8 +32,9 @@ selection records the content hash of every row it saw, in ``rows_hash``).
   ``encoder`` against that winner on the encoder's validation rows (its out-of-fold predictions of every
   training row when there are at most ``train.encoder_cv_rows``: a fresh encoder fine-tuned on each fold's
   training part, as the other candidates are; above that, one held-back slice): the encoder when it is better
-  there by more than ``TIE``; when the two are within noise of each other (``POOL_BAND`` of the encoder's
-  standard errors there, at least ``TIE``, with at least ``POOL_MIN_ROWS`` validation rows), their
+  there by more than ``ENCODER_MARGIN`` of its standard errors (at least ``TIE``); when the two are within
+  noise of each other (``POOL_BAND`` of the encoder's standard errors there, at least ``TIE``, with at least
+  ``POOL_MIN_ROWS`` validation rows), their
   equal-weight pool (``pooled``: the mean of the encoder's log-probabilities and the winner's out-of-fold ones,
   nothing fitted) when it scores within the same band of the better one's kappa (:func:`_encoder_against`).
   On the shipped example (full fine-tune) the encoder and TF-IDF were within 0.01 on the validation slice;
@@ -627,7 +628,8 @@ def _dominated(sel: Selection, pool: Candidate, winner: str, val_idx: np.ndarray
     log-probabilities follows the more confident member (a fine-tuned encoder's logits are often several
     times a regularised head's), and the pool is then that member in all but name."""
     members = {"encoder": sel.candidates["encoder"].val_logits, winner: sel.candidates[winner].oof_logits[val_idx]}
-    same = [n for n, z in members.items() if np.array_equal(decide(z), decide(pool.val_logits))]
+    pooled = decide(pool.val_logits)
+    same = [n for n, z in members.items() if np.array_equal(decide(z), pooled)]
     return (f" (its decisions there are {same[0]}'s on every row: the more confident member's log-probabilities "
             f"decide the mean)") if same else ""
 
