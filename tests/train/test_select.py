@@ -3,20 +3,43 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 pytest.importorskip("sklearn")
 
-from _train_util import config, make_data, write_rows  # noqa: F401 - shared helpers
+from _train_util import config, make_data, write_rows  # noqa: E402,F401 - shared helpers
+from conftest import FIXTURE_DATA  # noqa: E402
+
+from assay import AssayError  # noqa: E402
+from assay.cli import cli  # noqa: E402
+from assay.config import config_from_dict  # noqa: E402
+from assay.data import row_hash  # noqa: E402
+from assay.evaluator import Evaluator  # noqa: E402
+from assay.evaluator._artifact import Selection as SelectionRecord  # noqa: E402
+from assay.evaluator._base_models import resolve_base  # noqa: E402
+from assay.evaluator._card import model_card  # noqa: E402
+from assay.evaluator._export import export_onnx  # noqa: E402
+from assay.evaluator._linear import EmbedFeatures, log_probs  # noqa: E402
+from assay.metrics import get_preset, load_metric  # noqa: E402
+from assay.report._render import _encoder_rule, _selection_text, render_markdown  # noqa: E402
+from assay.stats import cohen_kappa  # noqa: E402
+from assay.testing import MockEvaluator  # noqa: E402
+from assay.train import _fit, _select, calibrate, train  # noqa: E402
+from assay.train._fit import fit_and_select  # noqa: E402
+from assay.train._select import (BLEND, ENCODER_MARGIN, POOL_MIN_ROWS, POOLED, TIE, Candidate,  # noqa: E402
+                                 Selection, _score, _tfidf_per_fold, choose, cross_validate, fitted_parameters,
+                                 make_folds, pool_head, refit, selection_score, standard_error)
 
 
 def test_model_selection_never_touches_held_out_rows(tmp_path, monkeypatch):
     """A signal that exists only in the held-out rows is not learned, and selection never receives them."""
-    from assay.data import row_hash
-    from assay.train import _fit, train
-
     _, test = make_data(tmp_path, plant=True)
     seen: list[list[str]] = []
     real = _fit.cross_validate
@@ -50,8 +73,6 @@ def test_model_selection_never_touches_held_out_rows(tmp_path, monkeypatch):
 
 
 def test_one_candidate_is_possible_and_selection_reproducible(tmp_path):
-    from assay.train import train
-
     make_data(tmp_path)
     one = train(config(tmp_path, ["tfidf"], out="one"), progress=False)
     assert one.evaluator.family == "linear"
@@ -70,8 +91,6 @@ def test_one_candidate_is_possible_and_selection_reproducible(tmp_path):
 
 
 def test_folds_are_stratified_grouped_and_seeded():
-    from assay.train._select import make_folds
-
     rows = [{"input": f"prompt {i // 3}", "output": f"answer {i}", "label": "true" if i % 2 else "false"}
             for i in range(60)]
     y = np.array([i % 2 for i in range(60)])
@@ -96,7 +115,6 @@ def _oof(y: np.ndarray, right: float, seed: int) -> np.ndarray:
 
 
 def _sel(y: np.ndarray, folds: int = 4):
-    from assay.train._select import Selection
 
     idx = np.arange(len(y))
     return Selection(rows=len(y), rows_hash=[], labels=["a", "b"], y=y, folds=[(idx, idx[f::folds])
@@ -107,8 +125,6 @@ def test_a_gap_one_way_ships_the_better_candidate_whatever_its_size():
     """The refusal task: TF-IDF led by less than one SE and the fewest-parameters rule shipped embed
     (0.553 held out against TF-IDF's 0.654). A gap one way now ships the better one; a large vocabulary
     is no reason to ship the worse of two measured candidates."""
-    from assay.train._select import Candidate, choose
-
     y = np.arange(200) % 2
     sel = _sel(y)
     tfidf = Candidate("tfidf", _oof(y, 0.9, 1), {"features": 5000}, cv_kappa=0.682, fold_kappas=[0.5, 0.9, 0.6, 0.73])
@@ -126,8 +142,6 @@ def test_a_gap_one_way_ships_the_better_candidate_whatever_its_size():
 def test_candidates_within_noise_ship_their_equal_weight_pool():
     """Two models of about equal accuracy that err on different rows: their pool (the mean of their
     out-of-fold log-probabilities, nothing fitted on top) scores above both on the same rows, and ships."""
-    from assay.train._select import BLEND, Candidate, _score, choose, fitted_parameters
-
     y = np.arange(400) % 2
     sel = _sel(y)
     for name, seed, feats in (("tfidf", 3, 5000), ("embed", 4, 384)):
@@ -147,8 +161,6 @@ def test_a_fitted_stack_must_beat_the_single_blocks_by_its_own_standard_error():
     """hybrid's pool is a second fit on the blocks' out-of-fold scores of the same rows: its CV kappa carries
     that fit's optimism (PII split 7: CV ahead, 0.00 held out against TF-IDF's 0.18). It ships only when it
     leads the single blocks' winner by more than its own standard error."""
-    from assay.train._select import Candidate, choose
-
     y = np.arange(200) % 2
     sel = _sel(y)
     sel.candidates = {"tfidf": Candidate("tfidf", _oof(y, 0.6, 1), {"features": 50}, cv_kappa=0.20, fold_kappas=[0.2] * 4),
@@ -162,8 +174,6 @@ def test_a_fitted_stack_must_beat_the_single_blocks_by_its_own_standard_error():
 
 
 def test_exact_ties_go_to_the_simpler_candidate():
-    from assay.train._select import Candidate, choose
-
     y = np.arange(10) % 2
     sel = _sel(y, folds=2)
     oof = np.zeros((10, 2))
@@ -176,23 +186,16 @@ def test_exact_ties_go_to_the_simpler_candidate():
 
 
 def test_the_report_states_the_rule():
-    from assay.evaluator._artifact import Selection
-    from assay.report._render import _selection_text
-    from assay.train._select import Candidate, choose
-
     y = np.arange(40) % 2
     sel = _sel(y)
     sel.candidates = {"tfidf": Candidate("tfidf", _oof(y, 0.9, 0), {"features": 50}, cv_kappa=0.8,
                                          fold_kappas=[0.8] * 4)}
     choose(sel, ["tfidf"])
-    text = _selection_text(Selection.model_validate(sel.summary()))
+    text = _selection_text(SelectionRecord.model_validate(sel.summary()))
     assert "the highest CV kappa wins" in text and "equal-weight pool" in text and "hybrid" in text
 
 
 def test_tfidf_vocabulary_is_fitted_inside_each_fold():
-    from assay.metrics import load_metric
-    from assay.train._select import _tfidf_per_fold, make_folds
-
     metric = load_metric("toxicity")
     rows = [{"input": f"common words here {'zyxwvu' if i == 0 else 'plain'} {i}", "label": ["true", "false"][i % 2]}
             for i in range(20)]
@@ -208,8 +211,6 @@ def test_tfidf_vocabulary_is_fitted_inside_each_fold():
 
 
 def test_the_encoder_must_beat_the_cv_winner_on_its_validation_rows():
-    from assay.train._select import TIE, Candidate, Selection, choose
-
     y = np.array([0, 1] * 10)
     sel = Selection(rows=20, rows_hash=[], labels=["a", "b"], y=y, folds=[(None, None)] * 3, group_by=None, seed=0)
     right = np.eye(2)[y] * 5.0  # out-of-fold logits that are always right
@@ -229,10 +230,6 @@ def test_the_encoder_alone_must_lead_by_more_than_its_standard_error():
     """A lead of TIE on a ~15-row slice is chance (a kappa there has a standard error of ~0.2): the encoder
     ships alone only when it leads the cross-validated winner by more than one standard error of its kappa,
     read from its interval; with a narrow interval the same lead ships it."""
-    from assay.report._render import _encoder_rule
-    from assay.evaluator._artifact import Selection as SelectionRecord
-    from assay.train._select import ENCODER_MARGIN, Candidate, Selection, choose, selection_score
-
     y = np.array([0, 1] * 10)
     z = np.eye(2)[y] * 5.0
     z[[14, 15]] = np.eye(2)[1 - y[[14, 15]]] * 5.0  # two of the six validation rows wrong
@@ -253,8 +250,6 @@ def test_the_encoder_alone_must_lead_by_more_than_its_standard_error():
 
 def test_seeds_only_calibrates_out_of_fold_and_says_so(tmp_path):
     """Few labels: calibration on out-of-fold scores, and its warning + the seeds-only notice reach report and card."""
-    from assay.train import train
-
     make_data(tmp_path, n_test=120)
     r = train(config(tmp_path, ["tfidf", "embed"], train_set=False), progress=False)
     cal = r.evaluator.calibration
@@ -270,14 +265,8 @@ def test_seeds_only_calibrates_out_of_fold_and_says_so(tmp_path):
 
 def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
     """Issue 11.8: a temperature at the end of its search range is reported, in report.md and the model card."""
-    from assay.evaluator._card import model_card
-    from assay.metrics import load_metric
-    from assay.report._render import render_markdown
-    from assay.train import calibrate
-
     metric = load_metric("toxicity")
 
-    from assay.testing import MockEvaluator
 
     # confident scores that say the opposite of the truth: the NLL wants the temperature at its bound
     wrong = MockEvaluator(metric, proba=lambda r: [1e-7, 1 - 1e-7] if r["label"] == metric.labels[0]
@@ -297,9 +286,6 @@ def test_calibration_at_a_bound_is_a_warning_in_report_and_card():
 def test_the_hybrid_pool_never_inverts_a_block():
     """Out-of-fold scores of few rows can be anti-correlated with the labels; an unconstrained stacker
     inverted such a block (CV kappa 0.50, held-out -0.26). The pool weighs it down to 0 instead."""
-    from assay.evaluator._linear import log_probs
-    from assay.train._select import pool_head
-
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     signal = np.eye(3)[y] * 2.0 + rng.normal(0, 1, (300, 3))
@@ -320,16 +306,7 @@ def test_a_phrase_driven_task_does_not_ship_the_worse_candidate():
     bag of words reads and a sentence embedding only half sees. TF-IDF leads embed by less than one SE of
     its CV kappa, where the fewest-parameters rule shipped ``embed``; the shipped model must score at
     least the worse single candidate's held-out kappa and must not be that candidate."""
-    import random
-    import re
 
-    from conftest import FIXTURE_DATA
-
-    from assay.evaluator._base_models import resolve_base
-    from assay.evaluator._linear import EmbedFeatures
-    from assay.metrics import load_metric
-    from assay.stats import cohen_kappa
-    from assay.train._select import choose, cross_validate, refit, standard_error
 
     phrases = re.compile(r"\b(lol|lmao|smh|tho|yall|ya|u|ur)\b", re.I)
     tweets = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()]
@@ -360,8 +337,6 @@ def test_an_encoder_within_noise_of_the_winner_ships_their_pool():
     """The shipped example's case: the fine-tuned encoder and TF-IDF within noise on the validation slice,
     erring on different rows. Their equal-weight pool (the encoder's logits there with TF-IDF's out-of-fold
     ones) scores above both and ships; an encoder far ahead ships alone; too few validation rows: no pool."""
-    from assay.train._select import POOL_MIN_ROWS, POOLED, Candidate, choose
-
     def confident_when_right(y: np.ndarray, seed: int) -> np.ndarray:  # right on 80% of rows, unsure when wrong
         rng = np.random.default_rng(seed)
         hit = rng.permutation(len(y)) < round(0.8 * len(y))
@@ -400,16 +375,6 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
     """The pooled winner is one artifact: the refit linear blocks, the network's own weight files, and a
     stacking head that averages the two; from_pretrained gives the same probabilities, and the ONNX export
     refuses it with a clear error rather than writing a graph that leaves the network out."""
-    from conftest import FIXTURE_DATA
-
-    from assay import AssayError
-    from assay.config import config_from_dict
-    from assay.evaluator import Evaluator
-    from assay.evaluator._export import export_onnx
-    from assay.evaluator._linear import log_probs
-    from assay.metrics import get_preset
-    from assay.train import _select
-    from assay.train._fit import fit_and_select
 
     rows = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()][:260]
     metric = get_preset("toxicity_3class")
@@ -446,9 +411,7 @@ def test_a_pooled_evaluator_saves_loads_and_scores_the_same(tmp_path):
     np.testing.assert_allclose(log_probs(got), log_probs(want), atol=1e-4)
     with pytest.raises(AssayError, match="pooled evaluator"):
         export_onnx(again, tmp_path / "x.onnx")
-    from click.testing import CliRunner
 
-    from assay.cli import cli
 
     shown = CliRunner().invoke(cli, ["inspect", str(out)])
     assert shown.exit_code == 0 and "family: hybrid (pooled)" in shown.output
@@ -461,13 +424,6 @@ def test_a_small_training_set_cross_validates_the_encoder(tmp_path, monkeypatch)
     folds: a fresh encoder trained on each fold's training part scores that fold's other rows, and the
     shipped one trains on every row. Its kappa is read on those out-of-fold logits of every training row,
     and a shipped encoder is calibrated on them (no held-back slice)."""
-    from conftest import FIXTURE_DATA
-
-    from assay.config import config_from_dict
-    from assay.data import row_hash
-    from assay.metrics import get_preset
-    from assay.stats import cohen_kappa
-    from assay.train import _fit, _select
 
     rows = [json.loads(line) for line in (FIXTURE_DATA / "toxicity_davidson.jsonl").read_text().splitlines()][:120]
     metric = get_preset("toxicity_3class")
@@ -521,10 +477,6 @@ def test_a_small_training_set_cross_validates_the_encoder(tmp_path, monkeypatch)
 def test_the_encoder_s_cross_validation_shares_the_budget_and_falls_back_when_it_is_spent(monkeypatch):
     """Each of the k + 1 fine-tunes gets an equal share of the time left; with none left the encoder is not
     cross-validated (the slice path then records it as skipped by the budget)."""
-    import time
-    from pathlib import Path
-
-    from assay.train import _fit
 
     now = time.perf_counter()
     assert _fit._share(None, 3) is None
@@ -540,8 +492,6 @@ def test_the_encoder_s_cross_validation_shares_the_budget_and_falls_back_when_it
     monkeypatch.setattr(_fit, "train_loop", never)
     monkeypatch.setattr(_fit.Evaluator, "create", never)
 
-    from assay.config import config_from_dict
-    from assay.metrics import get_preset
 
     cfg = config_from_dict({"metric": "toxicity", "data": {"test_set": "unused.jsonl"}}, base_dir=Path("."))
     out = _fit._train_neural_cv(cfg, get_preset("toxicity"), None, sel, [{}] * 40, progress=False,
