@@ -8,7 +8,10 @@ operator. The browser walk through the generate path is tests/server/test_ui_gen
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from _registry_util import error_of, finished_run, make_registry
 from _synth_util import make_rows
 from fastapi.testclient import TestClient
 
-from assay.server import create_app
+from assay.server import _generated, create_app
 from assay.server._judge_api import TuneJob
 from assay.server._ui import KAPPA_GAP, overfit_gap
 
@@ -93,6 +96,45 @@ def test_generate_takes_provider_names_only(reg):
         assert r.status_code == 201 and any("labelled its own rows" in w for w in r.json()["warnings"])
         train = r.json()["id"]
         error_of(c.post(f"/v1/datasets/{train}/generate", json={**GEN, "target_size": 20}), 422, "invalid_input")
+
+
+def test_generation_holds_at_most_its_slots_and_a_request_past_them_gets_409(reg, monkeypatch):
+    """A generate request holds a server thread while the providers work: past MAX_GENERATING running at once a
+    request is refused at once (409 conflict, saying why and what to do), never queued behind them; a slot
+    freed serves the next request. Regenerate shares the slots."""
+    reg.projects.create("demo")
+    entered, release = threading.Semaphore(0), threading.Event()
+    real = _generated.generate_training_set
+
+    def held(*args, **kwargs):
+        entered.release()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_generated, "generate_training_set", held)
+    n = _generated.MAX_GENERATING
+    with TestClient(create_app(reg)) as c:
+        test = _upload_test_set(c)
+        url, body = f"/v1/datasets/{test['id']}/generate", {**GEN, "target_size": 20}
+        with ThreadPoolExecutor(n) as pool:
+            running = [pool.submit(c.post, url, json=body) for _ in range(n)]
+            assert all(entered.acquire(timeout=60) for _ in range(n))  # every slot taken
+            started = time.perf_counter()
+            err = error_of(c.post(url, json=body), 409, "conflict")
+            assert time.perf_counter() - started < 30  # refused at once, not after the others
+            assert f"at most {n} generations" in err["expected"] and "wait for one to finish" in err["fix"]
+            release.set()
+            done = [f.result(timeout=120) for f in running]
+        assert [r.status_code for r in done] == [201] * n, [r.text for r in done]
+        again = c.post(url, json=body)  # the slots are free again
+        assert again.status_code == 201, again.text
+        item = c.post(f"/v1/datasets/{again.json()['id']}/review", json={"n": 5}).json()[0]
+        with ExitStack() as slots:  # every slot held: regenerate is refused the same way
+            for _ in range(n):
+                slots.enter_context(_generated.generation_slot())
+            err = error_of(c.post(f"/v1/review/{item['id']}/regenerate",
+                                  json={**GEN, "reason": "too repetitive", "test_set": test["id"]}), 409, "conflict")
+            assert f"at most {n} generations" in err["expected"]
 
 
 def test_new_run_page_offers_generator_and_judge_by_name(reg):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import Any, Mapping
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +27,11 @@ from ..registry._ingest import private_temp_dir
 from ..synth import STRATEGIES, generate_training_set
 
 MAX_GENERATED_ROWS = 5000  # rows one request generates (the request waits for them)
+# Generate / regenerate requests running at once in this server process. Each holds one of the server's worker
+# threads for as long as the providers take (minutes for thousands of rows): without a bound, a few clicks (or
+# a client retrying a timed-out request) would take every thread and the server would answer nothing else.
+MAX_GENERATING = 2
+_GENERATING = threading.BoundedSemaphore(MAX_GENERATING)
 REGENERATE_ROWS = 4  # rows asked for when one row is regenerated (the filters and the judge drop some)
 OWN_LABELS = "no judge: the generator labelled its own rows (choose a judge to have every row checked)"
 
@@ -80,18 +87,34 @@ def _split(reg: Registry, test: Dataset, seed_fraction: float, split_seed: int) 
     return spec, split
 
 
+@contextmanager
+def generation_slot() -> Iterator[None]:
+    """One of the ``MAX_GENERATING`` generation slots for the block; none free: 409 ``conflict`` at once (the
+    request never queues behind another, holding a thread while it waits)."""
+    if not _GENERATING.acquire(blocking=False):
+        raise AssayError(f"at most {MAX_GENERATING} generations running at once on this server",
+                         f"{MAX_GENERATING} running", "wait for one to finish, then send the request again",
+                         code="conflict")
+    try:
+        yield
+    finally:
+        _GENERATING.release()
+
+
 def _generate(spec: MetricSpec, split: Any, generate: Mapping[str, Any], judge: Mapping[str, Any] | None,
               **settings: Any) -> Any:
-    """``synth.generate_training_set`` in a folder of its own (removed after)."""
-    tmp = private_temp_dir("run")  # removed below, or at the next start if this process is killed
-    try:
-        cfg = config_from_dict({"metric": spec.to_dict(), "data": {"test_set": "dataset"},
-                                "generate": {**generate, **settings, "output": str(tmp / "data")},
-                                "judge": dict(judge) if judge else None, "output": str(tmp / "out")},
-                               source="the generate request")
-        return generate_training_set(cfg, split.seeds, split.held_out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """``synth.generate_training_set`` in a generation slot (:func:`generation_slot`), in a folder of its own
+    (removed after)."""
+    with generation_slot():
+        tmp = private_temp_dir("run")  # removed below, or at the next start if this process is killed
+        try:
+            cfg = config_from_dict({"metric": spec.to_dict(), "data": {"test_set": "dataset"},
+                                    "generate": {**generate, **settings, "output": str(tmp / "data")},
+                                    "judge": dict(judge) if judge else None, "output": str(tmp / "out")},
+                                   source="the generate request")
+            return generate_training_set(cfg, split.seeds, split.held_out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def generate_dataset(reg: Registry, test: Dataset, body: GenerateIn) -> Dataset:
