@@ -370,9 +370,10 @@ def pool_with(model: "LinearModel", block: NeuralBlock) -> "LinearModel":
     half beside the network's). A model's logits and its log-probabilities differ by one constant per row, so
     this is the equal-weight log-linear pool of the two members' probabilities."""
     n = len(model.metric.labels)
-    old = model.stack if model.stack is not None else LinearHead(np.eye(n), np.zeros(n))
-    stack = LinearHead(np.hstack([0.5 * old.weight, 0.5 * np.eye(n)]), 0.5 * old.bias)
-    heads = {**model.heads, NEURAL: LinearHead(np.eye(n), np.zeros(n))}  # the network's logits are its features
+    identity = LinearHead(np.eye(n), np.zeros(n))  # the network's head: its logits are its features
+    old = model.stack if model.stack is not None else identity
+    stack = LinearHead(np.hstack([0.5 * old.weight, 0.5 * identity.weight]), 0.5 * old.bias)
+    heads = {**model.heads, NEURAL: identity}
     return LinearModel(model.metric, {**model.blocks, NEURAL: block}, heads, stack, model.max_length)
 
 
