@@ -115,7 +115,6 @@ def _oof(y: np.ndarray, right: float, seed: int) -> np.ndarray:
 
 
 def _sel(y: np.ndarray, folds: int = 4):
-
     idx = np.arange(len(y))
     return Selection(rows=len(y), rows_hash=[], labels=["a", "b"], y=y, folds=[(idx, idx[f::folds])
                      for f in range(folds)], group_by=None, seed=0)
@@ -337,6 +336,7 @@ def test_an_encoder_within_noise_of_the_winner_ships_their_pool():
     """The shipped example's case: the fine-tuned encoder and TF-IDF within noise on the validation slice,
     erring on different rows. Their equal-weight pool (the encoder's logits there with TF-IDF's out-of-fold
     ones) scores above both and ships; an encoder far ahead ships alone; too few validation rows: no pool."""
+
     def confident_when_right(y: np.ndarray, seed: int) -> np.ndarray:  # right on 80% of rows, unsure when wrong
         rng = np.random.default_rng(seed)
         hit = rng.permutation(len(y)) < round(0.8 * len(y))
